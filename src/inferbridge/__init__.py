@@ -1,0 +1,49 @@
+"""inferbridge: a model server and inference gateway speaking the Open Inference Protocol."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from inferbridge.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    InferBridgeError,
+    InferenceFailed,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    QueueFull,
+    ServerNotReady,
+)
+from inferbridge.protocol.types import (
+    InferenceRequest,
+    InferenceResponse,
+    OutputTensor,
+    RequestedOutput,
+    TensorSpec,
+)
+from inferbridge.runtimes.base import Runtime, Signature
+
+__all__ = [
+    "ConfigError",
+    "DeadlineExceeded",
+    "InferBridgeError",
+    "InferenceFailed",
+    "InferenceRequest",
+    "InferenceResponse",
+    "InvalidInput",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "OutputTensor",
+    "PayloadTooLarge",
+    "QueueFull",
+    "RequestedOutput",
+    "Runtime",
+    "ServerNotReady",
+    "Signature",
+    "TensorSpec",
+    "__version__",
+]

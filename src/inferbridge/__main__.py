@@ -1,0 +1,3 @@
+from inferbridge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""The `inferbridge` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferbridge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a model repository over REST and gRPC")
+    serve.add_argument(
+        "repository", nargs="?", type=Path, help="model repository (default: the bundled examples)"
+    )
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="REST port (default 8000; 0 = any free)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free)")
+    serve.add_argument("--default-model", help="model behind /predict and AIService (default iris)")
+    serve.add_argument("--max-request-bytes", type=int, help="largest request body accepted")
+    serve.add_argument(
+        "--strict-readiness",
+        action="store_true",
+        default=None,
+        help="report not ready while any model failed to load",
+    )
+    serve.add_argument("--log-level", help="logging level (default info)")
+
+    examples = commands.add_parser("examples", help="build the bundled example repository")
+    examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    if options.command == "examples":
+        from inferbridge.examples.build import example_repository
+
+        print(example_repository(rebuild=options.rebuild))
+        return 0
+    return _serve(options)
+
+
+def _serve(options: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from inferbridge.server import run
+    from inferbridge.settings import Settings
+
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in vars(options).items()
+        if key not in ("command",) and value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"inferbridge: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    repository = settings.repository
+    if repository is None:
+        from inferbridge.examples.build import example_repository
+
+        print("inferbridge: preparing the bundled example repository", flush=True)
+        repository = example_repository()
+    if not repository.is_dir():
+        print(f"inferbridge: model repository {repository} is not a directory", file=sys.stderr)
+        return 2
+    print(f"inferbridge: model repository {repository}", flush=True)
+    return run(settings, repository)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

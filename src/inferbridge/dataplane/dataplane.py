@@ -1,0 +1,202 @@
+"""The transport-neutral core: health, metadata and inference over the loaded repository."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from inferbridge import __version__
+from inferbridge.dataplane.executor import VersionExecutor
+from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
+from inferbridge.errors import InferenceFailed, ModelNotFound, ModelNotReady, ServerNotReady
+from inferbridge.protocol.datatypes import dtype_of
+from inferbridge.protocol.types import (
+    InferenceRequest,
+    InferenceResponse,
+    OutputTensor,
+    TensorSpec,
+)
+from inferbridge.repository.repository import LoadedVersion, ModelRecord, unload_version
+
+__all__ = ["EXTENSIONS", "DataPlane", "ModelMetadata", "RepositoryEntry", "ServerMetadata"]
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = ("binary_tensor_data", "model_repository")
+SERVER_NAME = "inferbridge"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+    model_errors: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+class DataPlane:
+    """Everything the front ends call. It knows nothing about HTTP or gRPC."""
+
+    def __init__(self, *, strict_readiness: bool = False) -> None:
+        self._records: dict[str, ModelRecord] = {}
+        self._executors: dict[tuple[str, int], VersionExecutor] = {}
+        self._strict_readiness = strict_readiness
+        self._loaded = False
+        self.draining = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def install(self, records: list[ModelRecord]) -> None:
+        """Serve these loaded records (called once the repository has loaded)."""
+        for record in records:
+            self._records[record.name] = record
+            for version in record.versions.values():
+                if version.ready:
+                    self._executors[(record.name, version.version)] = VersionExecutor(version)
+        self._loaded = True
+
+    def shutdown(self) -> None:
+        for executor in self._executors.values():
+            executor.close()
+        self._executors.clear()
+        for record in self._records.values():
+            for version in record.versions.values():
+                unload_version(version)
+
+    # -- health and metadata ---------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        if self.draining or not self._loaded:
+            return False
+        if self._strict_readiness:
+            return not self.model_errors()
+        return True
+
+    def model_errors(self) -> dict[str, str]:
+        """Models (or versions) that failed to load, with the reason."""
+        errors: dict[str, str] = {}
+        for record in self._records.values():
+            if record.error:
+                errors[record.name] = record.error
+            for version in record.versions.values():
+                if not version.ready:
+                    errors[f"{record.name}/{version.version}"] = version.reason
+        return errors
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS, self.model_errors())
+
+    def model_names(self) -> list[str]:
+        return sorted(self._records)
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self._find(name, version).ready
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        found = self._find(name, version)
+        if not found.ready:
+            raise ModelNotReady(f"model '{name}' is not ready: {found.reason}")
+        record = self._records[name]
+        versions = [str(v.version) for v in sorted(record.versions.values(), key=_number) if v.ready]
+        return ModelMetadata(name, versions, found.platform, found.inputs, found.outputs)
+
+    def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        found = self._find(name, version)
+        assert found.config is not None
+        return found.config.model_dump(mode="json")
+
+    def repository_index(self) -> list[RepositoryEntry]:
+        entries: list[RepositoryEntry] = []
+        for record in sorted(self._records.values(), key=lambda r: r.name):
+            if not record.versions:
+                entries.append(RepositoryEntry(record.name, "", "UNAVAILABLE", record.error))
+            for version in sorted(record.versions.values(), key=_number):
+                entries.append(
+                    RepositoryEntry(
+                        record.name, str(version.version), version.state.value, version.reason
+                    )
+                )
+        return entries
+
+    # -- inference -------------------------------------------------------------------------
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        if self.draining:
+            raise ServerNotReady("the server is shutting down")
+        version = self._find(request.model_name, request.model_version)
+        if not version.ready:
+            raise ModelNotReady(f"model '{request.model_name}' is not ready: {version.reason}")
+        inputs = validate_inputs(request, version.inputs, _max_batch(version))
+        validate_requested_outputs(request, version.outputs)
+        executor = self._executors[(version.model, version.version)]
+        outputs = await executor.run(inputs)
+        return self._response(request, version, outputs)
+
+    def _response(
+        self, request: InferenceRequest, version: LoadedVersion, outputs: dict[str, Any]
+    ) -> InferenceResponse:
+        wanted = [o.name for o in request.outputs] if request.outputs else None
+        tensors: list[OutputTensor] = []
+        for spec in version.outputs:
+            if wanted is not None and spec.name not in wanted:
+                continue
+            array = outputs[spec.name]
+            if spec.datatype != "BYTES" and array.dtype != dtype_of(spec.datatype):
+                array = array.astype(dtype_of(spec.datatype))
+            if not spec.accepts_shape(array.shape):
+                raise InferenceFailed(
+                    f"model '{version.model}' returned output '{spec.name}' with shape "
+                    f"{list(array.shape)}, which does not match its metadata {list(spec.shape)}"
+                )
+            tensors.append(OutputTensor(spec.name, spec.datatype, array))
+        return InferenceResponse(
+            model_name=version.model,
+            model_version=str(version.version),
+            outputs=tensors,
+            id=request.id,
+        )
+
+    def _find(self, name: str, version: str | None) -> LoadedVersion:
+        record = self._records.get(name)
+        if record is None:
+            raise ModelNotFound(f"unknown model '{name}'")
+        if version is None or version == "":
+            found = record.default_version
+            if found is None:
+                raise ModelNotReady(f"model '{name}' is not ready: {record.error}")
+            return found
+        if not version.isdigit() or int(version) not in record.versions:
+            served = ", ".join(str(v) for v in sorted(record.versions)) or "none"
+            raise ModelNotFound(
+                f"model '{name}' has no version '{version}' (versions served: {served})"
+            )
+        return record.versions[int(version)]
+
+
+def _number(version: LoadedVersion) -> int:
+    return version.version
+
+
+def _max_batch(version: LoadedVersion) -> int:
+    return version.config.max_batch_size if version.config is not None else 0

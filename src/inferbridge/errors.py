@@ -1,0 +1,69 @@
+"""Domain errors. Each front end maps these to its own status codes, in one table."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DeadlineExceeded",
+    "InferBridgeError",
+    "InferenceFailed",
+    "InvalidInput",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "PayloadTooLarge",
+    "QueueFull",
+    "ServerNotReady",
+]
+
+
+class InferBridgeError(Exception):
+    """Base of every error the server reports to a client; `message` is shown as is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(InferBridgeError):
+    """The request is malformed or does not match the model: REST 400, INVALID_ARGUMENT."""
+
+
+class ModelNotFound(InferBridgeError):
+    """Unknown model or version: REST 404, NOT_FOUND."""
+
+
+class ModelNotReady(InferBridgeError):
+    """The model exists but cannot serve (failed to load, unloading): 503, UNAVAILABLE."""
+
+
+class ServerNotReady(InferBridgeError):
+    """The server is draining: 503, UNAVAILABLE."""
+
+
+class QueueFull(InferBridgeError):
+    """Admission refused because the queue is full: 429 with Retry-After, RESOURCE_EXHAUSTED."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(InferBridgeError):
+    """The request's deadline passed before it was answered: 504, DEADLINE_EXCEEDED."""
+
+
+class PayloadTooLarge(InferBridgeError):
+    """The request body is over the configured limit: 413, RESOURCE_EXHAUSTED."""
+
+
+class InferenceFailed(InferBridgeError):
+    """The model itself raised while running valid input: 500, INTERNAL."""
+
+
+class ConfigError(InferBridgeError):
+    """A model's config.yaml is invalid; the message names the file and the field."""
+
+
+class ModelLoadError(InferBridgeError):
+    """A model version could not be loaded; the message names the model, file and cause."""

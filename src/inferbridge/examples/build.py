@@ -1,0 +1,148 @@
+"""Build the bundled example repository from data that packages ship (no network).
+
+Deterministic and cached: the cache key is a hash of this file, so editing a builder
+rebuilds the repository on next use, and nothing else does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DIGITS_INPUT",
+    "IRIS_INPUT",
+    "build_examples",
+    "digits_split",
+    "example_repository",
+    "iris_split",
+]
+
+IRIS_INPUT = "input"
+DIGITS_INPUT = "pixels"
+_SEED = 0
+_COMPLETE = ".complete"
+
+
+def iris_split() -> tuple[Any, Any, Any, Any]:
+    """(X_train, X_test, y_train, y_test) of iris, float32 features, the split the models use."""
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_iris(return_X_y=True)
+    return tuple(  # type: ignore[return-value]
+        train_test_split(X.astype(np.float32), y, test_size=0.3, random_state=_SEED, stratify=y)
+    )
+
+
+def digits_split() -> tuple[Any, Any, Any, Any]:
+    """(X_train, X_test, y_train, y_test) of the 8x8 digits: float32 rows of 64 pixels, 0..16."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    return tuple(  # type: ignore[return-value]
+        train_test_split(X.astype(np.float32), y, test_size=0.25, random_state=_SEED, stratify=y)
+    )
+
+
+def cache_root() -> Path:
+    base = os.environ.get("INFERBRIDGE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "inferbridge"
+    )
+    return Path(base) / "examples"
+
+
+def builder_hash() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def example_repository(*, rebuild: bool = False) -> Path:
+    """The bundled example repository, built on first use and reused while this file is unchanged."""
+    target = cache_root() / builder_hash()
+    if (target / _COMPLETE).exists() and not rebuild:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        build_examples(staging)
+        (staging / _COMPLETE).write_text(builder_hash())
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process finished the same build first; its result is identical.
+            if not (target / _COMPLETE).exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def build_examples(root: Path) -> None:
+    """Write every example model into `root` (a repository directory)."""
+    _build_iris(root)
+    _build_digits(root)
+
+
+def _build_iris(root: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    X_train, _, y_train, _ = iris_split()
+    model = LogisticRegression(max_iter=1000, random_state=_SEED).fit(X_train, y_train)
+
+    _write(root / "iris" / "config.yaml", "runtime: sklearn\n")
+    (root / "iris" / "1").mkdir(parents=True)
+    joblib.dump(model, root / "iris" / "1" / "model.joblib")
+
+    _write(root / "iris_onnx" / "config.yaml", "runtime: onnx\n")
+    _save_onnx(model, IRIS_INPUT, 4, root / "iris_onnx" / "1" / "model.onnx")
+
+
+def _build_digits(root: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, X_test, y_train, y_test = digits_split()
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=2000, C=0.5, random_state=_SEED)
+    ).fit(X_train, y_train)
+    accuracy = float((model.predict(X_test) == y_test).mean())
+    if accuracy < 0.95:
+        raise RuntimeError(f"digits example reached only {accuracy:.3f} held-out accuracy")
+    _write(
+        root / "digits" / "config.yaml",
+        "# 8x8 digit images as rows of 64 pixels (row-major), values 0..16 like\n"
+        "# sklearn.datasets.load_digits. Outputs: label (INT64) and probabilities (FP32 [-1, 10]).\n"
+        "runtime: onnx\n",
+    )
+    _save_onnx(model, DIGITS_INPUT, 64, root / "digits" / "1" / "model.onnx")
+
+
+def _save_onnx(model: Any, input_name: str, features: int, path: Path) -> None:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    classifier = model.steps[-1][1] if hasattr(model, "steps") else model
+    onnx_model = to_onnx(
+        model,
+        initial_types=[(input_name, FloatTensorType([None, features]))],
+        options={id(classifier): {"zipmap": False}},
+        target_opset=17,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(onnx_model.SerializeToString())
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,37 @@
+"""Domain errors -> gRPC status codes (OIP.md's error table)."""
+
+from __future__ import annotations
+
+import grpc
+
+from inferbridge.errors import (
+    DeadlineExceeded,
+    InferBridgeError,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    QueueFull,
+    ServerNotReady,
+)
+
+__all__ = ["grpc_status"]
+
+_CODES: dict[type[InferBridgeError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    InferenceFailed: grpc.StatusCode.INTERNAL,
+    ModelNotReady: grpc.StatusCode.UNAVAILABLE,
+    ServerNotReady: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def grpc_status(error: InferBridgeError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return _CODES[cls]
+    return grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,153 @@
+"""gRPC servicers: inference.GRPCInferenceService and ai.AIService, thin over the dataplane."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from inferbridge.dataplane.dataplane import DataPlane
+from inferbridge.errors import InferBridgeError
+from inferbridge.frontends import compat
+from inferbridge.frontends.grpc.errors import grpc_status
+from inferbridge.protocol.generated import ai_service_pb2 as ai_pb
+from inferbridge.protocol.generated import grpc_service_pb2 as pb
+from inferbridge.protocol.grpc_codec import decode_model_infer_request, encode_model_infer_response
+
+__all__ = ["AIServicer", "InferenceServicer", "generic_handlers"]
+
+logger = logging.getLogger(__name__)
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def _mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn domain errors into gRPC statuses; anything else becomes INTERNAL, logged."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except InferBridgeError as error:
+            await context.abort(grpc_status(error), error.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            logger.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+class InferenceServicer:
+    """inference.GRPCInferenceService."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+
+    @_mapped_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.dataplane.live())
+
+    @_mapped_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
+
+    @_mapped_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(
+            ready=self.dataplane.model_ready(request.name, request.version or None)
+        )
+
+    @_mapped_errors
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
+        meta = self.dataplane.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta.name, version=meta.version, extensions=list(meta.extensions)
+        )
+
+    @_mapped_errors
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Any
+    ) -> pb.ModelMetadataResponse:
+        meta = self.dataplane.model_metadata(request.name, request.version or None)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in meta.inputs],
+            outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in meta.outputs],
+        )
+
+    @_mapped_errors
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        response = await self.dataplane.infer(decode_model_infer_request(request))
+        return encode_model_infer_response(response)
+
+    @_mapped_errors
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Any
+    ) -> pb.RepositoryIndexResponse:
+        entries = self.dataplane.repository_index()
+        if request.ready:
+            entries = [e for e in entries if e.state == "READY"]
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(
+            models=[index(name=e.name, version=e.version, state=e.state, reason=e.reason) for e in entries]
+        )
+
+
+class AIServicer:
+    """ai.AIService: the seed's Predict, on the server's default model."""
+
+    def __init__(self, dataplane: DataPlane, default_model: str) -> None:
+        self.dataplane = dataplane
+        self.default_model = default_model
+
+    @_mapped_errors
+    async def Predict(self, request: ai_pb.PredictRequest, context: Any) -> ai_pb.PredictResponse:
+        classes, _ = await compat.predict_classes(
+            self.dataplane, self.default_model, list(request.values)
+        )
+        return ai_pb.PredictResponse(result=str(classes[0]))
+
+
+def _handler(
+    method: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(
+        method,
+        request_deserializer=request_type.FromString,
+        response_serializer=lambda message: message.SerializeToString(),
+    )
+
+
+def generic_handlers(
+    inference: InferenceServicer, ai: AIServicer
+) -> list[grpc.GenericRpcHandler[Any, Any]]:
+    """Method handlers built from the generated descriptors, one per RPC."""
+    handlers: list[grpc.GenericRpcHandler[Any, Any]] = []
+    for servicer, module in ((inference, pb), (ai, ai_pb)):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            methods = {
+                m.name: _handler(getattr(servicer, m.name), _message_class(module, m.input_type.name))
+                for m in service.methods
+            }
+            handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
+    return handlers
+
+
+def _message_class(module: Any, name: str) -> type[Message]:
+    cls: type[Message] = getattr(module, name)
+    return cls

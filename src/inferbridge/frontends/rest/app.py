@@ -1,0 +1,261 @@
+"""The REST front end: a raw ASGI application, thin over the dataplane.
+
+Raw ASGI rather than a framework: on small models the HTTP layer is most of the cost of a
+request, and a routing framework's per-request overhead is larger than the model call.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from inferbridge.dataplane.dataplane import DataPlane
+from inferbridge.errors import InferBridgeError, InvalidInput, PayloadTooLarge, QueueFull
+from inferbridge.frontends import compat
+from inferbridge.frontends.rest.errors import http_status
+from inferbridge.protocol.rest_codec import (
+    decode_infer_request,
+    encode_infer_response,
+    parse_json_body,
+)
+
+__all__ = ["RestApp"]
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+_HEADER_LENGTH = "inference-header-content-length"
+
+
+class _Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None):
+        self.status = status
+        self.body = body
+        self.headers = headers or [_JSON]
+
+
+def _json(status: int, document: Any) -> _Response:
+    return _Response(status, orjson.dumps(document))
+
+
+class RestApp:
+    """ASGI callable serving OIP v2 REST plus the seed-compatible shortcuts."""
+
+    def __init__(self, dataplane: DataPlane, *, max_body_bytes: int, default_model: str) -> None:
+        self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
+        self.default_model = default_model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            response = await self._route(scope, receive)
+        except InferBridgeError as error:
+            status = 405 if isinstance(error, _MethodNotAllowed) else http_status(error)
+            response = _json(status, {"error": error.message})
+            if isinstance(error, QueueFull):
+                response.headers.append((b"retry-after", str(max(1, round(error.retry_after_s))).encode()))
+        except Exception:  # never let one request take the server down, nor leak a traceback
+            logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            response = _json(500, {"error": "internal server error; see the server log"})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [*response.headers, (b"content-length", str(len(response.body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _route(self, scope: Scope, receive: Receive) -> _Response:
+        method: str = scope["method"]
+        parts = scope["path"].rstrip("/").split("/")[1:]
+        if parts and parts[0] == "v2":
+            return await self._v2(method, parts[1:], scope, receive)
+        if parts == ["predict"]:
+            _require(method, "POST")
+            return await self._predict(scope, receive)
+        if len(parts) == 3 and parts[:2] == ["v1", "models"] and parts[2].endswith(":predict"):
+            _require(method, "POST")
+            return await self._v1_predict(parts[2].removesuffix(":predict"), scope, receive)
+        return _json(404, {"error": f"no route for {method} {scope['path']}"})
+
+    async def _v2(self, method: str, parts: list[str], scope: Scope, receive: Receive) -> _Response:
+        dp = self.dataplane
+        if not parts:
+            _require(method, "GET")
+            meta = dp.server_metadata()
+            document: dict[str, Any] = {
+                "name": meta.name,
+                "version": meta.version,
+                "extensions": list(meta.extensions),
+            }
+            if meta.model_errors:
+                document["model_errors"] = meta.model_errors
+            return _json(200, document)
+        if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            _require(method, "GET")
+            if parts[1] == "live":
+                return _json(200, {"live": dp.live()})
+            ready = dp.ready()
+            return _json(200 if ready else 503, {"ready": ready})
+        if parts == ["repository", "index"]:
+            _require(method, "POST")
+            return _json(
+                200,
+                [
+                    {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+                    for e in dp.repository_index()
+                ],
+            )
+        if parts[0] == "models" and len(parts) >= 2:
+            name, rest = parts[1], parts[2:]
+            version: str | None = None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            if not rest:
+                _require(method, "GET")
+                m = dp.model_metadata(name, version)
+                return _json(
+                    200,
+                    {
+                        "name": m.name,
+                        "versions": m.versions,
+                        "platform": m.platform,
+                        "inputs": [s.to_json() for s in m.inputs],
+                        "outputs": [s.to_json() for s in m.outputs],
+                    },
+                )
+            if rest == ["ready"]:
+                _require(method, "GET")
+                ready = dp.model_ready(name, version)
+                return _json(200 if ready else 503, {"name": name, "ready": ready})
+            if rest == ["infer"]:
+                _require(method, "POST")
+                return await self._infer(name, version, scope, receive)
+            if rest == ["config"]:
+                _require(method, "GET")
+                return _json(200, dp.model_config(name, version))
+        return _json(404, {"error": f"no route for {method} {scope['path']}"})
+
+    async def _infer(
+        self, name: str, version: str | None, scope: Scope, receive: Receive
+    ) -> _Response:
+        headers = _headers(scope)
+        body = await self._read_body(scope, receive, headers)
+        header_length = _header_length(headers)
+        request = decode_infer_request(body, header_length, name, version)
+        response = await self.dataplane.infer(request)
+        payload, json_length = encode_infer_response(response, request)
+        if json_length is None:
+            return _Response(200, payload)
+        return _Response(
+            200,
+            payload,
+            [
+                (b"content-type", b"application/octet-stream"),
+                (_HEADER_LENGTH.encode(), str(json_length).encode()),
+            ],
+        )
+
+    async def _predict(self, scope: Scope, receive: Receive) -> _Response:
+        body = await self._read_body(scope, receive, _headers(scope))
+        features = parse_json_body(body)
+        if isinstance(features, dict):
+            features = features.get("features", features.get("values"))
+        classes, single = await compat.predict_classes(self.dataplane, self.default_model, features)
+        return _json(200, {"class": classes[0] if single else classes})
+
+    async def _v1_predict(self, name: str, scope: Scope, receive: Receive) -> _Response:
+        body = await self._read_body(scope, receive, _headers(scope))
+        document = parse_json_body(body)
+        if not isinstance(document, dict) or "instances" not in document:
+            raise InvalidInput("body must be a JSON object with an 'instances' list")
+        predictions = await compat.predict_instances(self.dataplane, name, document["instances"])
+        return _json(200, {"predictions": predictions})
+
+    async def _read_body(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> bytes:
+        limit = self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = headers.get("content-encoding", "identity").lower()
+        if encoding in ("", "identity"):
+            return body
+        return _decompress(body, encoding, limit)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    windows = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+    if encoding not in windows:
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+    decompressor = zlib.decompressobj(windows[encoding])
+    try:
+        data = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"request body is not valid {encoding} data: {exc}") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"decompressed request body is over the limit of {limit} bytes")
+    return data
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _header_length(headers: dict[str, str]) -> int | None:
+    value = headers.get(_HEADER_LENGTH)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit():
+        raise InvalidInput(f"Inference-Header-Content-Length must be a byte count, got {value!r}")
+    return int(value)
+
+
+def _require(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise _MethodNotAllowed(f"method {method} not allowed here; use {allowed}")
+
+
+class _MethodNotAllowed(InvalidInput):
+    pass
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,35 @@
+"""Domain errors -> HTTP status codes (OIP.md's error table)."""
+
+from __future__ import annotations
+
+from inferbridge.errors import (
+    DeadlineExceeded,
+    InferBridgeError,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+    QueueFull,
+    ServerNotReady,
+)
+
+__all__ = ["http_status"]
+
+_STATUS: dict[type[InferBridgeError], int] = {
+    InvalidInput: 400,
+    ModelNotFound: 404,
+    PayloadTooLarge: 413,
+    QueueFull: 429,
+    InferenceFailed: 500,
+    ModelNotReady: 503,
+    ServerNotReady: 503,
+    DeadlineExceeded: 504,
+}
+
+
+def http_status(error: InferBridgeError) -> int:
+    for cls in type(error).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 400

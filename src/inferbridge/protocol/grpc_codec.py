@@ -1,0 +1,143 @@
+"""gRPC codec: ModelInferRequest/Response <-> InferenceRequest/Response."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from inferbridge.errors import InvalidInput
+from inferbridge.protocol.datatypes import dtype_of
+from inferbridge.protocol.generated import grpc_service_pb2 as pb
+from inferbridge.protocol.tensors import (
+    array_from_raw,
+    array_to_raw,
+    check_datatype,
+    check_shape,
+    element_count,
+)
+from inferbridge.protocol.types import (
+    InferenceRequest,
+    InferenceResponse,
+    Parameters,
+    RequestedOutput,
+)
+
+__all__ = ["decode_model_infer_request", "encode_model_infer_response", "set_parameters"]
+
+# Which InferTensorContents field carries each datatype when raw contents are not used.
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def decode_model_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} buffers for {len(message.inputs)} inputs; "
+            "send one buffer per input, in input order"
+        )
+    if not message.inputs:
+        raise InvalidInput("request must have at least one input")
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    datatypes: dict[str, str] = {}
+    for position, tensor in enumerate(message.inputs):
+        name = tensor.name
+        if not name:
+            raise InvalidInput(f"inputs[{position}] needs a name")
+        if name in inputs:
+            raise InvalidInput(f"input '{name}' appears more than once")
+        datatype = check_datatype(name, tensor.datatype)
+        shape = check_shape(name, list(tensor.shape))
+        if raw:
+            inputs[name] = array_from_raw(name, datatype, shape, raw[position])
+        else:
+            inputs[name] = _from_contents(name, datatype, shape, tensor.contents)
+        datatypes[name] = datatype
+    outputs = [
+        RequestedOutput(o.name, get_parameters(o.parameters)) for o in message.outputs
+    ] or None
+    return InferenceRequest(
+        model_name=message.model_name,
+        model_version=message.model_version or None,
+        inputs=inputs,
+        input_datatypes=datatypes,
+        id=message.id or None,
+        parameters=get_parameters(message.parameters),
+        outputs=outputs,
+    )
+
+
+def encode_model_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id or "",
+    )
+    set_parameters(message.parameters, response.parameters)
+    for tensor in response.outputs:
+        out = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
+        set_parameters(out.parameters, tensor.parameters)
+        message.raw_output_contents.append(array_to_raw(tensor.data, tensor.datatype))
+    return message
+
+
+def get_parameters(parameters: Mapping[str, pb.InferParameter]) -> Parameters:
+    result: Parameters = {}
+    for key, value in parameters.items():
+        which = value.WhichOneof("parameter_choice")
+        if which is not None:
+            result[key] = getattr(value, which)
+    return result
+
+
+def set_parameters(target: Any, values: Parameters) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool):
+            target[key].bool_param = value
+        elif isinstance(value, int):
+            target[key].int64_param = value
+        elif isinstance(value, float):
+            target[key].double_param = value
+        else:
+            target[key].string_param = str(value)
+
+
+def _from_contents(
+    name: str, datatype: str, shape: tuple[int, ...], contents: pb.InferTensorContents
+) -> np.ndarray[Any, Any]:
+    field = _CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidInput(f"input '{name}': {datatype} data must travel in raw_input_contents")
+    values = list(getattr(contents, field))
+    count = element_count(shape)
+    if len(values) != count:
+        raise InvalidInput(
+            f"input '{name}': shape {list(shape)} needs {count} elements, "
+            f"{field} holds {len(values)}"
+        )
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = values
+        return array.reshape(shape)
+    dtype = dtype_of(datatype)
+    if dtype.kind in "iu" and values:
+        info = np.iinfo(dtype)
+        if min(values) < info.min or max(values) > info.max:
+            raise InvalidInput(
+                f"input '{name}': values outside the range of {datatype} [{info.min}, {info.max}]"
+            )
+    return np.asarray(values, dtype=dtype).reshape(shape)

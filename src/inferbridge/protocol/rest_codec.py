@@ -1,0 +1,185 @@
+"""REST codec: OIP JSON bodies and Triton's binary tensor data extension."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from inferbridge.errors import InvalidInput
+from inferbridge.protocol.tensors import (
+    array_from_list,
+    array_from_raw,
+    array_to_raw,
+    check_datatype,
+    check_shape,
+)
+from inferbridge.protocol.types import (
+    InferenceRequest,
+    InferenceResponse,
+    Parameters,
+    RequestedOutput,
+)
+
+__all__ = ["decode_infer_request", "encode_infer_response", "parse_json_body"]
+
+_NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
+
+
+def parse_json_body(body: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON in request body: {exc}") from None
+
+
+def decode_infer_request(
+    body: bytes,
+    header_length: int | None,
+    model_name: str,
+    model_version: str | None,
+) -> InferenceRequest:
+    """Decode an infer body; `header_length` is Inference-Header-Content-Length, if sent."""
+    if header_length is None:
+        header_bytes: bytes | memoryview = body
+        binary = memoryview(b"")
+    else:
+        if header_length > len(body):
+            raise InvalidInput(
+                f"Inference-Header-Content-Length is {header_length} but the body has only "
+                f"{len(body)} bytes"
+            )
+        view = memoryview(body)
+        header_bytes, binary = view[:header_length], view[header_length:]
+    document = parse_json_body(header_bytes)
+    if not isinstance(document, dict):
+        raise InvalidInput("request body must be a JSON object with an 'inputs' list")
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("request must have a non-empty 'inputs' list")
+
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    datatypes: dict[str, str] = {}
+    offset = 0
+    for position, item in enumerate(raw_inputs):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"inputs[{position}] must be an object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"inputs[{position}] needs a string 'name'")
+        if name in inputs:
+            raise InvalidInput(f"input '{name}' appears more than once")
+        datatype = check_datatype(name, item.get("datatype"))
+        shape = check_shape(name, item.get("shape"))
+        parameters = _parameters(item.get("parameters"), f"input '{name}'")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
+            if offset + size > len(binary):
+                raise InvalidInput(
+                    f"input '{name}': binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} binary bytes left)"
+                )
+            inputs[name] = array_from_raw(name, datatype, shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in item:
+            inputs[name] = array_from_list(name, datatype, shape, item["data"])
+        else:
+            raise InvalidInput(
+                f"input '{name}' has neither 'data' nor a 'binary_data_size' parameter"
+            )
+        datatypes[name] = datatype
+    if offset != len(binary):
+        raise InvalidInput(
+            f"the body carries {len(binary)} bytes of binary tensor data but the inputs' "
+            f"binary_data_size add up to {offset}"
+        )
+
+    outputs: list[RequestedOutput] | None = None
+    raw_outputs = document.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInput("'outputs' must be a list")
+        outputs = []
+        for position, out in enumerate(raw_outputs):
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+                raise InvalidInput(f"outputs[{position}] needs a string 'name'")
+            outputs.append(
+                RequestedOutput(out["name"], _parameters(out.get("parameters"), f"output {out['name']!r}"))
+            )
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    return InferenceRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs=inputs,
+        input_datatypes=datatypes,
+        id=request_id,
+        parameters=_parameters(document.get("parameters"), "request"),
+        outputs=outputs,
+    )
+
+
+def encode_infer_response(
+    response: InferenceResponse, request: InferenceRequest
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output travels binary, the JSON header's length."""
+    all_binary = bool(request.parameters.get("binary_data_output", False))
+    wanted = {o.name: o.parameters for o in request.outputs or ()}
+    chunks: list[bytes] = []
+    outputs: list[dict[str, Any]] = []
+    for tensor in response.outputs:
+        binary = bool(wanted.get(tensor.name, {}).get("binary_data", all_binary))
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.data.shape),
+        }
+        parameters = dict(tensor.parameters)
+        if binary:
+            raw = array_to_raw(tensor.data, tensor.datatype)
+            parameters["binary_data_size"] = len(raw)
+            chunks.append(raw)
+        else:
+            entry["data"] = _json_data(tensor.name, tensor.datatype, tensor.data)
+        if parameters:
+            entry["parameters"] = parameters
+        outputs.append(entry)
+    document: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    }
+    if response.id is not None:
+        document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = response.parameters
+    header = orjson.dumps(document, option=_NUMPY_JSON)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), len(header)
+
+
+def _json_data(name: str, datatype: str, data: np.ndarray[Any, Any]) -> Any:
+    if datatype == "BYTES":
+        try:
+            return [
+                x.decode() if isinstance(x, bytes) else str(x) for x in data.reshape(-1).tolist()
+            ]
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"output '{name}' holds bytes that are not UTF-8 text; request it with "
+                "the binary_data parameter"
+            ) from None
+    return np.ascontiguousarray(data).reshape(-1)
+
+
+def _parameters(value: object, where: str) -> Parameters:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be an object")
+    return value

@@ -1,0 +1,172 @@
+"""Tensor conversions shared by the codecs: wire lists and raw buffers <-> numpy arrays."""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from inferbridge.errors import InvalidInput
+from inferbridge.protocol.datatypes import dtype_of, is_valid_datatype
+
+__all__ = [
+    "array_from_list",
+    "array_from_raw",
+    "array_to_raw",
+    "check_datatype",
+    "check_shape",
+    "deserialize_bytes_tensor",
+    "element_count",
+    "serialize_bytes_tensor",
+]
+
+_LENGTH = struct.Struct("<I")
+# Which numpy kinds a JSON list may hold for each datatype family (ints may fill floats).
+_ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "fiu"}
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def check_datatype(name: str, datatype: object) -> str:
+    if not isinstance(datatype, str) or not is_valid_datatype(datatype):
+        raise InvalidInput(
+            f"input '{name}': unknown datatype {datatype!r}; expected one of BOOL, UINT8, "
+            "UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES"
+        )
+    return datatype
+
+
+def check_shape(name: str, shape: object) -> tuple[int, ...]:
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInput(
+            f"tensor '{name}': shape must be a list of non-negative integers, got {shape!r}"
+        )
+    return tuple(shape)
+
+
+def serialize_bytes_tensor(array: np.ndarray[Any, Any]) -> bytes:
+    """BYTES elements as 4-byte little-endian lengths, each followed by its bytes."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        data = item.encode() if isinstance(item, str) else bytes(item)
+        parts.append(_LENGTH.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def deserialize_bytes_tensor(name: str, buffer: bytes | memoryview, count: int) -> np.ndarray[Any, Any]:
+    view = memoryview(buffer)
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise InvalidInput(f"input '{name}': BYTES data ends inside an element's 4-byte length")
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise InvalidInput(
+                f"input '{name}': BYTES element of {length} bytes runs past the end of its data"
+            )
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    if len(items) != count:
+        raise InvalidInput(
+            f"input '{name}': shape needs {count} BYTES elements, the data holds {len(items)}"
+        )
+    result = np.empty(len(items), dtype=object)
+    result[:] = items
+    return result
+
+
+def array_from_raw(
+    name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview
+) -> np.ndarray[Any, Any]:
+    """An array over a little-endian row-major buffer, checked against shape and datatype."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        return deserialize_bytes_tensor(name, buffer, count).reshape(shape)
+    dtype = dtype_of(datatype).newbyteorder("<")
+    expected = count * dtype.itemsize
+    if len(buffer) != expected:
+        raise InvalidInput(
+            f"input '{name}': {datatype} shape {list(shape)} needs {expected} bytes of data, "
+            f"got {len(buffer)}"
+        )
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
+def array_to_raw(array: np.ndarray[Any, Any], datatype: str) -> bytes:
+    if datatype == "BYTES":
+        return serialize_bytes_tensor(array)
+    return np.ascontiguousarray(array, dtype=dtype_of(datatype).newbyteorder("<")).tobytes()
+
+
+def array_from_list(
+    name: str, datatype: str, shape: tuple[int, ...], data: object
+) -> np.ndarray[Any, Any]:
+    """An array from JSON `data` (nested or flat), checked against shape and datatype."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        flat = _flatten(name, data)
+        if len(flat) != count:
+            raise _count_error(name, shape, count, len(flat))
+        result = np.empty(count, dtype=object)
+        try:
+            result[:] = [x.encode() if isinstance(x, str) else bytes(x) for x in flat]
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"input '{name}': BYTES data must be strings ({exc})") from None
+        return result.reshape(shape)
+    dtype = dtype_of(datatype)
+    try:
+        parsed = np.asarray(data)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"input '{name}': data is not a rectangular list of numbers"
+        ) from None
+    if parsed.size != count:
+        raise _count_error(name, shape, count, parsed.size)
+    if count and parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
+        raise InvalidInput(
+            f"input '{name}': data holds {_describe_kind(parsed.dtype.kind)} values, "
+            f"expected {datatype}"
+        )
+    if dtype.kind in "iu" and count:
+        info = np.iinfo(dtype)
+        if int(parsed.min()) < info.min or int(parsed.max()) > info.max:
+            raise InvalidInput(
+                f"input '{name}': values outside the range of {datatype} [{info.min}, {info.max}]"
+            )
+    return parsed.astype(dtype, copy=False).reshape(shape)
+
+
+def _flatten(name: str, data: object) -> list[Any]:
+    if not isinstance(data, list):
+        raise InvalidInput(f"input '{name}': 'data' must be a list")
+    return _flatten_ordered(data)
+
+
+def _flatten_ordered(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in data:
+        if isinstance(item, list):
+            out.extend(_flatten_ordered(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _count_error(name: str, shape: tuple[int, ...], want: int, got: int) -> InvalidInput:
+    return InvalidInput(
+        f"input '{name}': shape {list(shape)} needs {want} elements, the data holds {got}"
+    )
+
+
+def _describe_kind(kind: str) -> str:
+    return {"b": "boolean", "i": "integer", "u": "integer", "f": "floating-point",
+            "U": "string", "O": "mixed", "c": "complex"}.get(kind, kind)

@@ -1,0 +1,79 @@
+"""Transport-neutral request and response types: named numpy arrays plus OIP metadata.
+
+Plain slotted dataclasses on purpose: they are built on every request, and validating
+large tensor lists through a schema library costs more than the model call itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "InferenceRequest",
+    "InferenceResponse",
+    "OutputTensor",
+    "Parameters",
+    "RequestedOutput",
+    "TensorSpec",
+]
+
+Parameters = dict[str, Any]
+"""OIP parameters: names mapped to str, int, float or bool."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """A tensor a model takes or returns; -1 in `shape` is a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.shape) and all(
+            want == -1 or want == got for want, got in zip(self.shape, shape, strict=True)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    """An output the client asked for, with its per-output parameters (e.g. binary_data)."""
+
+    name: str
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """A decoded inference request: inputs by name, in wire order, with wire datatypes."""
+
+    model_name: str
+    model_version: str | None
+    inputs: dict[str, np.ndarray[Any, Any]]
+    input_datatypes: dict[str, str]
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+    outputs: list[RequestedOutput] | None = None
+
+
+@dataclass(slots=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    data: np.ndarray[Any, Any]
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    model_name: str
+    model_version: str
+    outputs: list[OutputTensor]
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)

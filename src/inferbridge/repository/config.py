@@ -1,0 +1,145 @@
+"""The schema of a model's `config.yaml`, validated with errors naming the file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from inferbridge.errors import ConfigError
+from inferbridge.protocol.datatypes import DATATYPES
+from inferbridge.protocol.types import TensorSpec
+
+__all__ = [
+    "DynamicBatching",
+    "InstanceGroup",
+    "ModelConfig",
+    "TensorConfig",
+    "VersionPolicy",
+    "load_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(_Strict):
+    """An input or output. `shape` is the full shape, batch dimension included; -1 is variable."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; expected one of {', '.join(DATATYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_dims(cls, value: list[int]) -> list[int]:
+        if any(d < -1 for d in value):
+            raise ValueError("dimensions are non-negative, or -1 for a variable dimension")
+        return value
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class LatestPolicy(_Strict):
+    num_versions: int = Field(default=1, ge=1)
+
+
+class SpecificPolicy(_Strict):
+    versions: list[int] = Field(min_length=1)
+
+
+class VersionPolicy(_Strict):
+    """Which version directories are served: exactly one of latest, all, specific."""
+
+    latest: LatestPolicy | None = None
+    all: dict[str, Any] | None = None
+    specific: SpecificPolicy | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VersionPolicy:
+        chosen = [k for k in ("latest", "all", "specific") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of latest, all, specific (got {', '.join(chosen)})")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.all is not None:
+            return ordered
+        if self.specific is not None:
+            return [v for v in ordered if v in self.specific.versions]
+        count = self.latest.num_versions if self.latest is not None else 1
+        return ordered[-count:]
+
+
+class DynamicBatching(_Strict):
+    """Triton's vocabulary; times in milliseconds (floats allowed)."""
+
+    max_queue_delay_ms: float = Field(default=0.0, ge=0)
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    max_queue_size: int = Field(default=0, ge=0, description="0 means unbounded")
+    default_timeout_ms: float = Field(default=0.0, ge=0, description="0 means no timeout")
+
+
+class InstanceGroup(_Strict):
+    count: int = Field(default=1, ge=1)
+    kind: Literal["cpu", "gpu"] = "cpu"
+    gpus: list[int] = Field(default_factory=list)
+
+
+class ModelConfig(_Strict):
+    """A model's `config.yaml`. Only `runtime` is required."""
+
+    runtime: str
+    platform: str | None = None
+    model_file: str | None = None
+    max_batch_size: int = Field(default=0, ge=0)
+    inputs: list[TensorConfig] = Field(default_factory=list)
+    outputs: list[TensorConfig] = Field(default_factory=list)
+    version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
+    dynamic_batching: DynamicBatching | None = None
+    instance_group: list[InstanceGroup] = Field(default_factory=lambda: [InstanceGroup()])
+    warmup: bool = False
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [t.spec() for t in self.inputs]
+
+    def output_specs(self) -> list[TensorSpec]:
+        return [t.spec() for t in self.outputs]
+
+    def device(self) -> str:
+        """The device of the first instance group: `cpu` or `cuda:N`."""
+        group = self.instance_group[0]
+        if group.kind == "gpu":
+            return f"cuda:{group.gpus[0] if group.gpus else 0}"
+        return "cpu"
+
+
+def load_config(path: Path) -> ModelConfig:
+    """Read and validate one config.yaml; any problem raises ConfigError naming file and field."""
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields, got {type(document).__name__}")
+    try:
+        return ModelConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,66 @@
+"""The Runtime interface: the one seam every framework plugs into.
+
+A runtime loads one model version's artefact and runs whole batches of named numpy arrays.
+It never sees wire formats, HTTP or gRPC, queues or deadlines; the layers above own those.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from inferbridge.errors import ModelLoadError
+from inferbridge.protocol.types import TensorSpec
+from inferbridge.repository.config import ModelConfig
+
+__all__ = ["Arrays", "Runtime", "Signature"]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a runtime can tell about its inputs and outputs from the artefact itself."""
+
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+
+
+class Runtime(abc.ABC):
+    """Lifecycle of one loaded model version: load, metadata, infer (a whole batch), unload."""
+
+    #: The name used in config.yaml (`runtime: onnx`).
+    name: ClassVar[str]
+    #: Model metadata's `platform` string (Triton's where one exists).
+    platform: ClassVar[str]
+    #: The artefact looked for in the version directory when config omits `model_file`.
+    default_model_file: ClassVar[str]
+    #: Whether `infer` releases the GIL; decides whether threads can run instances in parallel.
+    releases_gil: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
+        """Load the artefact from a version directory; raise ModelLoadError on failure."""
+
+    @abc.abstractmethod
+    def infer(self, inputs: Arrays) -> Arrays:
+        """Run one batch. Inputs are validated against metadata; return every output."""
+
+    def metadata(self) -> Signature:
+        """Inputs and outputs derived from the artefact; empty when it cannot say."""
+        return Signature()
+
+    def unload(self) -> None:  # noqa: B027 - optional hook; most runtimes just drop references
+        """Release the model's resources."""
+
+    @classmethod
+    def model_path(cls, model_dir: Path, config: ModelConfig) -> Path:
+        """The artefact's path; raises ModelLoadError when it does not exist."""
+        path = model_dir / (config.model_file or cls.default_model_file)
+        if not path.exists():
+            raise ModelLoadError(f"model file {path} does not exist")
+        return path

@@ -1,0 +1,46 @@
+"""Find runtime classes by name.
+
+Lookup order: the built-in table below, then the `inferbridge.runtimes` entry point group,
+so another installed package can add a runtime. Two different classes under one name are
+an error, never a silent override. Classes are imported only when a model needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from inferbridge.runtimes.base import Runtime
+
+__all__ = ["ENTRY_POINT_GROUP", "available_runtimes", "runtime_class"]
+
+ENTRY_POINT_GROUP = "inferbridge.runtimes"
+
+_BUILTIN: dict[str, str] = {
+    "onnx": "inferbridge.runtimes.onnx:OnnxRuntime",
+    "sklearn": "inferbridge.runtimes.sklearn:SklearnRuntime",
+}
+
+
+def available_runtimes() -> dict[str, str]:
+    """Runtime names mapped to `module:Class` targets."""
+    found = dict(_BUILTIN)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in found and found[entry.name] != entry.value:
+            raise RuntimeError(
+                f"runtime '{entry.name}' is registered twice: {found[entry.name]} and {entry.value}"
+            )
+        found[entry.name] = entry.value
+    return found
+
+
+def runtime_class(name: str) -> type[Runtime]:
+    """The Runtime subclass registered as `name`; KeyError lists the known names."""
+    targets = available_runtimes()
+    if name not in targets:
+        raise KeyError(f"unknown runtime '{name}'; known runtimes: {', '.join(sorted(targets))}")
+    module_name, _, attribute = targets[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), attribute)
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise TypeError(f"runtime '{name}' ({targets[name]}) is not a Runtime subclass")
+    return cls

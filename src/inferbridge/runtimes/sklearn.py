@@ -1,0 +1,87 @@
+"""scikit-learn estimators saved with joblib."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferbridge.errors import ModelLoadError
+from inferbridge.protocol.datatypes import datatype_of
+from inferbridge.protocol.types import TensorSpec
+from inferbridge.repository.config import ModelConfig
+from inferbridge.runtimes.base import Arrays, Runtime, Signature
+
+__all__ = ["SklearnRuntime"]
+
+
+class SklearnRuntime(Runtime):
+    """Runs `model.joblib`: any fitted estimator or pipeline with `predict`.
+
+    One input, `input` (FP32 `[-1, n_features]` unless config declares otherwise).
+    Classifiers return `label` (the predicted class, INT64 for integer classes, BYTES for
+    strings) and, when they have `predict_proba`, `probabilities` (FP64 `[-1, n_classes]`, in
+    the order of `classes_`). Regressors and other estimators return `predictions` (FP64).
+    """
+
+    name = "sklearn"
+    platform = "sklearn"
+    default_model_file = "model.joblib"
+    releases_gil = False
+
+    def __init__(self) -> None:
+        self._estimator: Any = None
+        self._input_name = "input"
+        self._classifier = False
+        self._probabilities = False
+        self._label_type = "INT64"
+        self._signature = Signature()
+
+    def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
+        import joblib
+        from sklearn.base import is_classifier
+
+        path = self.model_path(model_dir, config)
+        try:
+            estimator = joblib.load(path)
+        except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
+            raise ModelLoadError(f"joblib cannot load {path}: {type(exc).__name__}: {exc}") from None
+        if not hasattr(estimator, "predict"):
+            raise ModelLoadError(f"{path} holds a {type(estimator).__name__}, which has no predict()")
+        self._estimator = estimator
+        if config.inputs:
+            self._input_name = config.inputs[0].name
+        features = getattr(estimator, "n_features_in_", -1)
+        self._classifier = bool(is_classifier(estimator)) and hasattr(estimator, "classes_")
+        self._probabilities = self._classifier and hasattr(estimator, "predict_proba")
+        inputs = [TensorSpec(self._input_name, "FP32", (-1, int(features)))]
+        if self._classifier:
+            classes = np.asarray(estimator.classes_)
+            self._label_type = datatype_of(classes.dtype)
+            outputs = [TensorSpec("label", self._label_type, (-1,))]
+            if self._probabilities:
+                outputs.append(TensorSpec("probabilities", "FP64", (-1, len(classes))))
+        else:
+            outputs = [TensorSpec("predictions", "FP64", (-1,))]
+        self._signature = Signature(inputs, outputs)
+
+    def metadata(self) -> Signature:
+        return self._signature
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        features = inputs[self._input_name]
+        if not self._classifier:
+            return {"predictions": np.asarray(self._estimator.predict(features), dtype=np.float64)}
+        labels = np.asarray(self._estimator.predict(features))
+        if self._label_type == "BYTES":
+            labels = np.array([str(x).encode() for x in labels], dtype=object)
+        result = {"label": labels}
+        if self._probabilities:
+            result["probabilities"] = np.asarray(
+                self._estimator.predict_proba(features), dtype=np.float64
+            )
+        return result
+
+    def unload(self) -> None:
+        self._estimator = None

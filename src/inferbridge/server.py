@@ -1,0 +1,129 @@
+"""Run both front ends on one event loop over one dataplane, and drain on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from inferbridge.dataplane.dataplane import DataPlane
+from inferbridge.settings import Settings
+
+__all__ = ["InferBridgeServer", "ListeningPorts", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ListeningPorts:
+    http: int
+    grpc: int
+
+
+class InferBridgeServer:
+    """One server: REST (uvicorn) and gRPC (grpc.aio) front ends over a shared dataplane."""
+
+    def __init__(self, settings: Settings, repository: Path) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.dataplane = DataPlane(strict_readiness=settings.strict_readiness)
+        self._stop = asyncio.Event()
+
+    async def serve(self) -> None:
+        from inferbridge.frontends.grpc.server import GrpcFrontend
+        from inferbridge.frontends.rest.app import RestApp
+        from inferbridge.repository.repository import ModelRepository
+
+        s = self.settings
+        rest = RestApp(self.dataplane, max_body_bytes=s.max_request_bytes, default_model=s.default_model)
+        sock = _bind_tcp(s.host, s.http_port)
+        config = uvicorn.Config(
+            rest,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=int(s.shutdown_grace_s),
+        )
+        http_server = _QuietSignalsServer(config)
+        grpc_frontend = GrpcFrontend(
+            self.dataplane, max_message_bytes=s.max_request_bytes, default_model=s.default_model
+        )
+        ports = ListeningPorts(sock.getsockname()[1], grpc_frontend.bind(s.host, s.grpc_port))
+        await grpc_frontend.start()
+        http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
+        print(f"inferbridge: REST listening on http://{s.host}:{ports.http}", flush=True)
+        print(f"inferbridge: gRPC listening on {s.host}:{ports.grpc}", flush=True)
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+
+        records = await asyncio.to_thread(ModelRepository(self.repository).load_all)
+        self.dataplane.install(records)
+        await grpc_frontend.set_serving(True)
+        for line in _model_summary(self.dataplane):
+            print(f"inferbridge: {line}", flush=True)
+        print("inferbridge: serving", flush=True)
+
+        stop_waiter = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({http_task, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        print("inferbridge: shutting down, finishing requests in flight", flush=True)
+        self.dataplane.draining = True
+        await grpc_frontend.set_serving(False)
+        http_server.should_exit = True
+        await asyncio.gather(http_task, grpc_frontend.stop(s.shutdown_grace_s))
+        stop_waiter.cancel()
+        await asyncio.to_thread(self.dataplane.shutdown)
+        print("inferbridge: stopped", flush=True)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+
+def run(settings: Settings, repository: Path) -> int:
+    """Serve until SIGINT/SIGTERM; returns the process exit code."""
+    import uvloop
+
+    async def main() -> None:
+        await InferBridgeServer(settings, repository).serve()
+
+    uvloop.run(main())
+    return 0
+
+
+def _model_summary(dataplane: DataPlane) -> Iterator[str]:
+    ready: dict[str, list[str]] = {}
+    for entry in dataplane.repository_index():
+        if entry.state == "READY":
+            ready.setdefault(entry.name, []).append(entry.version)
+    listed = ", ".join(f"{name} (v{', v'.join(versions)})" for name, versions in ready.items())
+    yield f"models ready: {listed or 'none'}"
+    for name, reason in dataplane.model_errors().items():
+        yield f"model {name} NOT loaded: {reason}"
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _QuietSignalsServer(uvicorn.Server):
+    """uvicorn.Server whose signal handling is left to InferBridgeServer."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -1,0 +1,43 @@
+"""Typed server settings: INFERBRIDGE_* environment variables, overridden by the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """How one server runs. Every field can be set as INFERBRIDGE_<FIELD> (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERBRIDGE_", extra="ignore")
+
+    repository: Path | None = None
+    """Model repository directory; None serves the bundled example repository."""
+
+    host: str = "127.0.0.1"
+    """Address both front ends listen on."""
+
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    """REST port; 0 picks a free one (printed at start-up)."""
+
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (printed at start-up)."""
+
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest request body (REST, after decompression) or gRPC message accepted."""
+
+    default_model: str = "iris"
+    """The model behind the seed-compatible shortcuts (/predict, AIService.Predict)."""
+
+    strict_readiness: bool = False
+    """When true, /v2/health/ready is 503 while any model failed to load."""
+
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """How long in-flight requests may take to finish after SIGINT/SIGTERM."""
+
+    log_level: str = "info"
+    """Python logging level name."""
