@@ -42,7 +42,9 @@ class InferBridgeServer:
         from inferbridge.repository.repository import ModelRepository
 
         s = self.settings
-        rest = RestApp(self.dataplane, max_body_bytes=s.max_request_bytes, default_model=s.default_model)
+        rest = RestApp(
+            self.dataplane, max_body_bytes=s.max_request_bytes, default_model=s.default_model
+        )
         sock = _bind_tcp(s.host, s.http_port)
         config = uvicorn.Config(
             rest,

@@ -118,7 +118,9 @@ class DataPlane:
         if not found.ready:
             raise ModelNotReady(f"model '{name}' is not ready: {found.reason}")
         record = self._records[name]
-        versions = [str(v.version) for v in sorted(record.versions.values(), key=_number) if v.ready]
+        versions = [
+            str(v.version) for v in sorted(record.versions.values(), key=_number) if v.ready
+        ]
         return ModelMetadata(name, versions, found.platform, found.inputs, found.outputs)
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:

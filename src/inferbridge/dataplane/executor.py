@@ -41,9 +41,7 @@ class VersionExecutor:
             ) from exc
         missing = [s.name for s in self.version.outputs if s.name not in outputs]
         if missing:
-            raise InferenceFailed(
-                f"model '{self.version.model}' returned no output {missing}"
-            )
+            raise InferenceFailed(f"model '{self.version.model}' returned no output {missing}")
         return {name: _as_array(value) for name, value in outputs.items()}
 
     def close(self) -> None:

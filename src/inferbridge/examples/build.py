@@ -36,7 +36,7 @@ def iris_split() -> tuple[Any, Any, Any, Any]:
     from sklearn.model_selection import train_test_split
 
     X, y = load_iris(return_X_y=True)
-    return tuple(  # type: ignore[return-value]
+    return tuple(
         train_test_split(X.astype(np.float32), y, test_size=0.3, random_state=_SEED, stratify=y)
     )
 
@@ -47,7 +47,7 @@ def digits_split() -> tuple[Any, Any, Any, Any]:
     from sklearn.model_selection import train_test_split
 
     X, y = load_digits(return_X_y=True)
-    return tuple(  # type: ignore[return-value]
+    return tuple(
         train_test_split(X.astype(np.float32), y, test_size=0.25, random_state=_SEED, stratify=y)
     )
 
@@ -64,7 +64,7 @@ def builder_hash() -> str:
 
 
 def example_repository(*, rebuild: bool = False) -> Path:
-    """The bundled example repository, built on first use and reused while this file is unchanged."""
+    """The bundled example repository: built on first use, reused while this file is unchanged."""
     target = cache_root() / builder_hash()
     if (target / _COMPLETE).exists() and not rebuild:
         return target
@@ -118,11 +118,11 @@ def _build_digits(root: Path) -> None:
     ).fit(X_train, y_train)
     accuracy = float((model.predict(X_test) == y_test).mean())
     if accuracy < 0.95:
-        raise RuntimeError(f"digits example reached only {accuracy:.3f} held-out accuracy")
+        raise RuntimeError(f"digits example: only {accuracy:.3f} held-out accuracy")
     _write(
         root / "digits" / "config.yaml",
         "# 8x8 digit images as rows of 64 pixels (row-major), values 0..16 like\n"
-        "# sklearn.datasets.load_digits. Outputs: label (INT64) and probabilities (FP32 [-1, 10]).\n"
+        "# sklearn.datasets.load_digits. Outputs: label (INT64), probabilities (FP32 [-1, 10]).\n"
         "runtime: onnx\n",
     )
     _save_onnx(model, DIGITS_INPUT, 64, root / "digits" / "1" / "model.onnx")

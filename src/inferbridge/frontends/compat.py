@@ -21,7 +21,9 @@ __all__ = ["LABEL_OUTPUT", "predict_classes", "predict_instances"]
 LABEL_OUTPUT = "label"
 
 
-async def predict_classes(dataplane: DataPlane, model: str, features: Any) -> tuple[list[Any], bool]:
+async def predict_classes(
+    dataplane: DataPlane, model: str, features: Any
+) -> tuple[list[Any], bool]:
     """Classes for one feature row or a list of rows; the flag says whether one row was sent."""
     single = isinstance(features, list) and bool(features) and not isinstance(features[0], list)
     rows = [features] if single else features

@@ -89,7 +89,9 @@ def encode_model_infer_response(response: InferenceResponse) -> pb.ModelInferRes
     )
     set_parameters(message.parameters, response.parameters)
     for tensor in response.outputs:
-        out = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
+        out = message.outputs.add(
+            name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape
+        )
         set_parameters(out.parameters, tensor.parameters)
         message.raw_output_contents.append(array_to_raw(tensor.data, tensor.datatype))
     return message
@@ -135,7 +137,7 @@ def _from_contents(
         return array.reshape(shape)
     dtype = dtype_of(datatype)
     if dtype.kind in "iu" and values:
-        info = np.iinfo(dtype)
+        info = np.iinfo(dtype)  # type: ignore[type-var]
         if min(values) < info.min or max(values) > info.max:
             raise InvalidInput(
                 f"input '{name}': values outside the range of {datatype} [{info.min}, {info.max}]"

@@ -76,7 +76,9 @@ def decode_infer_request(
         size = parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
+                raise InvalidInput(
+                    f"input '{name}': binary_data_size must be a non-negative integer"
+                )
             if offset + size > len(binary):
                 raise InvalidInput(
                     f"input '{name}': binary_data_size {size} runs past the end of the body "
@@ -107,7 +109,9 @@ def decode_infer_request(
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise InvalidInput(f"outputs[{position}] needs a string 'name'")
             outputs.append(
-                RequestedOutput(out["name"], _parameters(out.get("parameters"), f"output {out['name']!r}"))
+                RequestedOutput(
+                    out["name"], _parameters(out.get("parameters"), f"output {out['name']!r}")
+                )
             )
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):

@@ -60,7 +60,9 @@ def serialize_bytes_tensor(array: np.ndarray[Any, Any]) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes_tensor(name: str, buffer: bytes | memoryview, count: int) -> np.ndarray[Any, Any]:
+def deserialize_bytes_tensor(
+    name: str, buffer: bytes | memoryview, count: int
+) -> np.ndarray[Any, Any]:
     view = memoryview(buffer)
     items: list[bytes] = []
     offset = 0
@@ -126,9 +128,7 @@ def array_from_list(
     try:
         parsed = np.asarray(data)
     except (ValueError, TypeError):
-        raise InvalidInput(
-            f"input '{name}': data is not a rectangular list of numbers"
-        ) from None
+        raise InvalidInput(f"input '{name}': data is not a rectangular list of numbers") from None
     if parsed.size != count:
         raise _count_error(name, shape, count, parsed.size)
     if count and parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
@@ -137,7 +137,7 @@ def array_from_list(
             f"expected {datatype}"
         )
     if dtype.kind in "iu" and count:
-        info = np.iinfo(dtype)
+        info = np.iinfo(dtype)  # type: ignore[type-var]
         if int(parsed.min()) < info.min or int(parsed.max()) > info.max:
             raise InvalidInput(
                 f"input '{name}': values outside the range of {datatype} [{info.min}, {info.max}]"
@@ -168,5 +168,12 @@ def _count_error(name: str, shape: tuple[int, ...], want: int, got: int) -> Inva
 
 
 def _describe_kind(kind: str) -> str:
-    return {"b": "boolean", "i": "integer", "u": "integer", "f": "floating-point",
-            "U": "string", "O": "mixed", "c": "complex"}.get(kind, kind)
+    return {
+        "b": "boolean",
+        "i": "integer",
+        "u": "integer",
+        "f": "floating-point",
+        "U": "string",
+        "O": "mixed",
+        "c": "complex",
+    }.get(kind, kind)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from inferbridge.errors import ConfigError, InferBridgeError, ModelLoadError
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 
 
-class VersionState(str, Enum):
+class VersionState(StrEnum):
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
 

@@ -46,9 +46,13 @@ class SklearnRuntime(Runtime):
         try:
             estimator = joblib.load(path)
         except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
-            raise ModelLoadError(f"joblib cannot load {path}: {type(exc).__name__}: {exc}") from None
+            raise ModelLoadError(
+                f"joblib cannot load {path}: {type(exc).__name__}: {exc}"
+            ) from None
         if not hasattr(estimator, "predict"):
-            raise ModelLoadError(f"{path} holds a {type(estimator).__name__}, which has no predict()")
+            raise ModelLoadError(
+                f"{path} holds a {type(estimator).__name__}, which has no predict()"
+            )
         self._estimator = estimator
         if config.inputs:
             self._input_name = config.inputs[0].name

@@ -41,7 +41,9 @@ def _mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             raise
         except Exception:
             logger.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal server error; see the server log"
+            )
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -54,15 +56,21 @@ class InferenceServicer:
         self.dataplane = dataplane
 
     @_mapped_errors
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Any
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dataplane.live())
 
     @_mapped_errors
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Any
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
     @_mapped_errors
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Any
+    ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(
             ready=self.dataplane.model_ready(request.name, request.version or None)
         )
@@ -91,7 +99,9 @@ class InferenceServicer:
         )
 
     @_mapped_errors
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:
         response = await self.dataplane.infer(decode_model_infer_request(request))
         return encode_model_infer_response(response)
 
@@ -104,7 +114,10 @@ class InferenceServicer:
             entries = [e for e in entries if e.state == "READY"]
         index = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(
-            models=[index(name=e.name, version=e.version, state=e.state, reason=e.reason) for e in entries]
+            models=[
+                index(name=e.name, version=e.version, state=e.state, reason=e.reason)
+                for e in entries
+            ]
         )
 
 
@@ -141,7 +154,9 @@ def generic_handlers(
     for servicer, module in ((inference, pb), (ai, ai_pb)):
         for service in module.DESCRIPTOR.services_by_name.values():
             methods = {
-                m.name: _handler(getattr(servicer, m.name), _message_class(module, m.input_type.name))
+                m.name: _handler(
+                    getattr(servicer, m.name), _message_class(module, m.input_type.name)
+                )
                 for m in service.methods
             }
             handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))

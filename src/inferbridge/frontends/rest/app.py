@@ -69,7 +69,9 @@ class RestApp:
             status = 405 if isinstance(error, _MethodNotAllowed) else http_status(error)
             response = _json(status, {"error": error.message})
             if isinstance(error, QueueFull):
-                response.headers.append((b"retry-after", str(max(1, round(error.retry_after_s))).encode()))
+                response.headers.append(
+                    (b"retry-after", str(max(1, round(error.retry_after_s))).encode())
+                )
         except Exception:  # never let one request take the server down, nor leak a traceback
             logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             response = _json(500, {"error": "internal server error; see the server log"})
@@ -77,7 +79,10 @@ class RestApp:
             {
                 "type": "http.response.start",
                 "status": response.status,
-                "headers": [*response.headers, (b"content-length", str(len(response.body)).encode())],
+                "headers": [
+                    *response.headers,
+                    (b"content-length", str(len(response.body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": response.body})
