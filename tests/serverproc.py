@@ -26,6 +26,7 @@ class ServerProcess:
     http_port: int
     grpc_port: int
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def http_url(self) -> str:
@@ -50,6 +51,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.reader is not None:
+            self.reader.join(timeout=10)
         return self.process.returncode
 
 
@@ -81,8 +84,10 @@ def start_server(
             output.append(line.rstrip("\n"))
             if "inferbridge: serving" in line:
                 serving.set()
+        process.stdout.close()
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     deadline = time.monotonic() + timeout
     http_port = grpc_port = None
     while time.monotonic() < deadline and (http_port is None or grpc_port is None):
@@ -98,7 +103,7 @@ def start_server(
     if http_port is None or grpc_port is None:
         process.kill()
         raise RuntimeError("inferbridge did not report its ports:\n" + "\n".join(output))
-    server = ServerProcess(process, http_port, grpc_port, output)
+    server = ServerProcess(process, http_port, grpc_port, output, reader)
     if wait_ready and not serving.wait(max(0.0, deadline - time.monotonic())):
         server.stop(signal.SIGKILL)
         raise RuntimeError("inferbridge did not start serving:\n" + "\n".join(output))

@@ -1,0 +1,46 @@
+"""Test runtimes loaded by path (`runtime: tests.support.runtimes:SleepEcho`).
+
+They let tests control timing and see how the layers above call a runtime; they never
+stand in for a framework's answers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inferbridge.protocol.types import TensorSpec
+from inferbridge.repository.config import ModelConfig
+from inferbridge.runtimes.base import Arrays, Runtime, Signature
+
+
+class SleepEcho(Runtime):
+    """Returns its FP32 input `x` as `y` after sleeping `parameters.sleep_s` seconds.
+
+    `parameters.fail_on` makes a batch fail when any element equals that value; `y_batch`
+    reports the batch size each call saw, so tests can see batches form.
+    """
+
+    name = "sleep_echo"
+    platform = "sleep_echo"
+    default_model_file = ""
+
+    def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
+        self.sleep_s = float(config.parameters.get("sleep_s", 0.0))
+        self.fail_on: Any = config.parameters.get("fail_on")
+
+    def metadata(self) -> Signature:
+        return Signature(
+            inputs=[TensorSpec("x", "FP32", (-1, -1))],
+            outputs=[TensorSpec("y", "FP32", (-1, -1)), TensorSpec("y_batch", "INT64", (-1,))],
+        )
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        x = inputs["x"]
+        if self.fail_on is not None and bool(np.any(x == float(self.fail_on))):
+            raise ValueError(f"input contains {self.fail_on}")
+        time.sleep(self.sleep_s)
+        return {"y": x.copy(), "y_batch": np.full(x.shape[0], x.shape[0], dtype=np.int64)}
