@@ -1,7 +1,5 @@
 """inferbridge: a model server and inference gateway speaking the Open Inference Protocol."""
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 
 from inferbridge.errors import (
