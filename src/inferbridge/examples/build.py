@@ -7,22 +7,31 @@ rebuilds the repository on next use, and nothing else does.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inferbridge.examples.builders import SkipExample
+
 __all__ = [
     "DIGITS_INPUT",
     "IRIS_INPUT",
     "build_examples",
+    "digits_classifier",
     "digits_split",
     "example_repository",
+    "iris_classifier",
     "iris_split",
 ]
+
+logger = logging.getLogger(__name__)
 
 IRIS_INPUT = "input"
 DIGITS_INPUT = "pixels"
@@ -59,8 +68,24 @@ def cache_root() -> Path:
     return Path(base) / "examples"
 
 
+_HERE = Path(__file__).resolve().parent
+#: What decides which optional examples can be built; part of the cache key.
+_OPTIONAL_MODULES = ("wasmtime", "cv2", "onnx", "ai_edge_litert", "torch", "tensorflow")
+_OPTIONAL_TOOLS = ("go", "gcc")
+
+
 def builder_hash() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """Hash of the builders' sources plus which optional frameworks and tools are present."""
+    digest = hashlib.sha256()
+    for path in sorted(_HERE.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(_HERE).as_posix().encode())
+            digest.update(path.read_bytes())
+    for module in _OPTIONAL_MODULES:
+        digest.update(f"{module}={importlib.util.find_spec(module) is not None}".encode())
+    for tool in _OPTIONAL_TOOLS:
+        digest.update(f"{tool}={shutil.which(tool) is not None}".encode())
+    return digest.hexdigest()[:16]
 
 
 def example_repository(*, rebuild: bool = False) -> Path:
@@ -87,17 +112,52 @@ def example_repository(*, rebuild: bool = False) -> Path:
 
 
 def build_examples(root: Path) -> None:
-    """Write every example model into `root` (a repository directory)."""
+    """Write every example model into `root` (a repository directory).
+
+    The per-runtime examples skip themselves, with a logged note, when their framework or
+    tool is not installed; every other failure fails the build.
+    """
     _build_iris(root)
     _build_digits(root)
+    for name, builder in _optional_builders():
+        try:
+            builder(root)
+        except (SkipExample, ImportError) as exc:
+            logger.warning("example models for the %s runtime skipped: %s", name, exc)
+
+
+def _optional_builders() -> list[tuple[str, Callable[[Path], None]]]:
+    from inferbridge.examples.builders.native import build_native
+
+    return [
+        ("native", lambda root: build_native(root, iris_classifier(), digits_classifier())),
+    ]
+
+
+def iris_classifier() -> Any:
+    """The iris LogisticRegression every iris example serves (deterministic)."""
+    from sklearn.linear_model import LogisticRegression
+
+    X_train, _, y_train, _ = iris_split()
+    return LogisticRegression(max_iter=1000, random_state=_SEED).fit(X_train, y_train)
+
+
+def digits_classifier() -> Any:
+    """The digits StandardScaler + LogisticRegression pipeline (deterministic)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, _, y_train, _ = digits_split()
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=2000, C=0.5, random_state=_SEED)
+    ).fit(X_train, y_train)
 
 
 def _build_iris(root: Path) -> None:
     import joblib
-    from sklearn.linear_model import LogisticRegression
 
-    X_train, _, y_train, _ = iris_split()
-    model = LogisticRegression(max_iter=1000, random_state=_SEED).fit(X_train, y_train)
+    model = iris_classifier()
 
     _write(root / "iris" / "config.yaml", "runtime: sklearn\n")
     (root / "iris" / "1").mkdir(parents=True)
@@ -108,14 +168,8 @@ def _build_iris(root: Path) -> None:
 
 
 def _build_digits(root: Path) -> None:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    X_train, X_test, y_train, y_test = digits_split()
-    model = make_pipeline(
-        StandardScaler(), LogisticRegression(max_iter=2000, C=0.5, random_state=_SEED)
-    ).fit(X_train, y_train)
+    _, X_test, _, y_test = digits_split()
+    model = digits_classifier()
     accuracy = float((model.predict(X_test) == y_test).mean())
     if accuracy < 0.95:
         raise RuntimeError(f"digits example: only {accuracy:.3f} held-out accuracy")

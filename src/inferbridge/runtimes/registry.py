@@ -21,11 +21,6 @@ _BUILTIN: dict[str, str] = {
     "onnx": "inferbridge.runtimes.onnx:OnnxRuntime",
     "sklearn": "inferbridge.runtimes.sklearn:SklearnRuntime",
     "native": "inferbridge.runtimes.native:NativeRuntime",
-    "wasm": "inferbridge.runtimes.wasm:WasmRuntime",
-    "opencv": "inferbridge.runtimes.opencv:OpenCVRuntime",
-    "tflite": "inferbridge.runtimes.tflite:TFLiteRuntime",
-    "torchscript": "inferbridge.runtimes.torchscript:TorchScriptRuntime",
-    "tensorflow": "inferbridge.runtimes.tensorflow:TensorFlowRuntime",
 }
 
 
