@@ -21,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "onnx": "inferbridge.runtimes.onnx:OnnxRuntime",
     "sklearn": "inferbridge.runtimes.sklearn:SklearnRuntime",
     "native": "inferbridge.runtimes.native:NativeRuntime",
+    "wasm": "inferbridge.runtimes.wasm:WasmRuntime",
 }
 
 
