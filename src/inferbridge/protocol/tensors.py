@@ -131,6 +131,19 @@ def array_from_list(
         raise InvalidInput(f"input '{name}': data is not a rectangular list of numbers") from None
     if parsed.size != count:
         raise _count_error(name, shape, count, parsed.size)
+    if dtype.kind in "iu" and parsed.dtype.kind in "fO" and count:
+        # numpy turns a list mixing integers above 2**63 - 1 with other integers into
+        # float64 (losing precision); integers must stay exact, so convert them directly.
+        exact = np.asarray(data, dtype=object)
+        if all(type(x) is int for x in exact.flat):
+            try:
+                parsed = exact.astype(np.uint64 if int(exact.min()) >= 0 else np.int64)
+            except OverflowError:
+                info = np.iinfo(dtype)  # type: ignore[type-var]
+                raise InvalidInput(
+                    f"input '{name}': values outside the range of {datatype} "
+                    f"[{info.min}, {info.max}]"
+                ) from None
     if count and parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         raise InvalidInput(
             f"input '{name}': data holds {_describe_kind(parsed.dtype.kind)} values, "
