@@ -22,6 +22,7 @@ _BUILTIN: dict[str, str] = {
     "sklearn": "inferbridge.runtimes.sklearn:SklearnRuntime",
     "native": "inferbridge.runtimes.native:NativeRuntime",
     "wasm": "inferbridge.runtimes.wasm:WasmRuntime",
+    "opencv": "inferbridge.runtimes.opencv:OpenCVRuntime",
 }
 
 
