@@ -45,7 +45,9 @@ def test_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
 
     def call() -> None:
-        results.append(httpx.post(f"{server.base_url}/v2/models/slow/infer", json=body, timeout=30).status_code)
+        results.append(
+            httpx.post(f"{server.base_url}/v2/models/slow/infer", json=body, timeout=30).status_code
+        )
 
     caller = threading.Thread(target=call)
     caller.start()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import httpx
 import joblib
 import pytest
-from pathlib import Path
 
 from inferbridge.examples.build import iris_split
 from inferbridge.protocol.generated import ai_service_pb2
@@ -29,7 +30,9 @@ def test_predict_single_row_and_batch(server: ServerProcess, examples_dir: Path)
         rows = X_test[:10].tolist()
         got = client.post("/predict", json=rows).json()
         assert got == {"class": estimator.predict(X_test[:10]).tolist()}
-        assert client.post("/predict", json={"features": [6.7, 3.0, 5.2, 2.3]}).json() == {"class": 2}
+        assert client.post("/predict", json={"features": [6.7, 3.0, 5.2, 2.3]}).json() == {
+            "class": 2
+        }
 
 
 def test_v1_predict_instances(server: ServerProcess, examples_dir: Path) -> None:
@@ -37,7 +40,9 @@ def test_v1_predict_instances(server: ServerProcess, examples_dir: Path) -> None
     _, X_test, _, _ = iris_split()
     with httpx.Client(base_url=server.base_url) as client:
         for model in ("iris", "iris_onnx"):
-            response = client.post(f"/v1/models/{model}:predict", json={"instances": X_test.tolist()})
+            response = client.post(
+                f"/v1/models/{model}:predict", json={"instances": X_test.tolist()}
+            )
             assert response.status_code == 200
             assert response.json() == {"predictions": estimator.predict(X_test).tolist()}
         bad = client.post("/v1/models/iris:predict", json={"rows": []})

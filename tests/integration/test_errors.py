@@ -31,33 +31,83 @@ def stub(server: ServerProcess) -> Iterator[service_pb2_grpc.GRPCInferenceServic
 
 
 def _input(**overrides: object) -> dict[str, object]:
-    tensor: dict[str, object] = {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": IRIS_ROW}
+    tensor: dict[str, object] = {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": [1, 4],
+        "data": IRIS_ROW,
+    }
     tensor.update(overrides)
     return tensor
 
 
 REST_CASES = [
     ("unknown model", "/v2/models/nope/infer", {"inputs": [_input()]}, 404, "unknown model 'nope'"),
-    ("unknown version", "/v2/models/iris_onnx/versions/9/infer", {"inputs": [_input()]}, 404,
-     "no version '9'"),
-    ("wrong input name", "/v2/models/iris_onnx/infer", {"inputs": [_input(name="x")]}, 400,
-     "has no input 'x'"),
+    (
+        "unknown version",
+        "/v2/models/iris_onnx/versions/9/infer",
+        {"inputs": [_input()]},
+        404,
+        "no version '9'",
+    ),
+    (
+        "wrong input name",
+        "/v2/models/iris_onnx/infer",
+        {"inputs": [_input(name="x")]},
+        400,
+        "has no input 'x'",
+    ),
     ("missing input", "/v2/models/iris_onnx/infer", {"inputs": []}, 400, "non-empty 'inputs'"),
-    ("wrong datatype", "/v2/models/iris_onnx/infer", {"inputs": [_input(datatype="FP64")]}, 400,
-     "datatype FP64 does not match the model's FP32"),
-    ("wrong shape", "/v2/models/iris_onnx/infer",
-     {"inputs": [_input(shape=[2, 2])]}, 400, "shape [2, 2] does not match the model's [-1, 4]"),
-    ("element count", "/v2/models/iris_onnx/infer",
-     {"inputs": [_input(shape=[2, 4])]}, 400, "needs 8 elements, the data holds 4"),
-    ("strings for FP32", "/v2/models/iris_onnx/infer",
-     {"inputs": [_input(data=["a", "b", "c", "d"])]}, 400, "expected FP32"),
-    ("unknown output", "/v2/models/iris_onnx/infer",
-     {"inputs": [_input()], "outputs": [{"name": "nope"}]}, 400, "has no output 'nope'"),
-    ("unknown datatype", "/v2/models/iris_onnx/infer",
-     {"inputs": [_input(datatype="FLOAT")]}, 400, "unknown datatype"),
+    (
+        "wrong datatype",
+        "/v2/models/iris_onnx/infer",
+        {"inputs": [_input(datatype="FP64")]},
+        400,
+        "datatype FP64 does not match the model's FP32",
+    ),
+    (
+        "wrong shape",
+        "/v2/models/iris_onnx/infer",
+        {"inputs": [_input(shape=[2, 2])]},
+        400,
+        "shape [2, 2] does not match the model's [-1, 4]",
+    ),
+    (
+        "element count",
+        "/v2/models/iris_onnx/infer",
+        {"inputs": [_input(shape=[2, 4])]},
+        400,
+        "needs 8 elements, the data holds 4",
+    ),
+    (
+        "strings for FP32",
+        "/v2/models/iris_onnx/infer",
+        {"inputs": [_input(data=["a", "b", "c", "d"])]},
+        400,
+        "expected FP32",
+    ),
+    (
+        "unknown output",
+        "/v2/models/iris_onnx/infer",
+        {"inputs": [_input()], "outputs": [{"name": "nope"}]},
+        400,
+        "has no output 'nope'",
+    ),
+    (
+        "unknown datatype",
+        "/v2/models/iris_onnx/infer",
+        {"inputs": [_input(datatype="FLOAT")]},
+        400,
+        "unknown datatype",
+    ),
     ("metadata of unknown model", "/v2/models/nope", None, 404, "unknown model"),
-    ("v1 predict unknown model", "/v1/models/nope:predict", {"instances": [IRIS_ROW]}, 404,
-     "unknown model"),
+    (
+        "v1 predict unknown model",
+        "/v1/models/nope:predict",
+        {"instances": [IRIS_ROW]},
+        404,
+        "unknown model",
+    ),
     ("predict with wrong width", "/predict", [1.0, 2.0], 400, "does not match the model's [-1, 4]"),
     ("predict with text", "/predict", "hello", 400, "list of numbers"),
 ]
@@ -67,7 +117,9 @@ REST_CASES = [
     ("path", "body", "status", "fragment"),
     [pytest.param(*case[1:], id=case[0]) for case in REST_CASES],
 )
-def test_rest_errors(rest: httpx.Client, path: str, body: object, status: int, fragment: str) -> None:
+def test_rest_errors(
+    rest: httpx.Client, path: str, body: object, status: int, fragment: str
+) -> None:
     response = rest.get(path) if body is None else rest.post(path, json=body)
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
@@ -79,14 +131,30 @@ def test_rest_errors(rest: httpx.Client, path: str, body: object, status: int, f
     [
         pytest.param(b"{not json", {}, 400, "malformed JSON", id="malformed json"),
         pytest.param(b'{"inputs": [', {}, 400, "malformed JSON", id="truncated json"),
-        pytest.param(b"{}", {"Inference-Header-Content-Length": "99"}, 400, "only 2 bytes",
-                     id="header length past body"),
-        pytest.param(b"{}", {"Inference-Header-Content-Length": "x"}, 400, "byte count",
-                     id="header length not a number"),
-        pytest.param(b"\x00\x01", {"Content-Encoding": "gzip"}, 400, "not valid gzip",
-                     id="corrupt gzip"),
-        pytest.param(b"{}", {"Content-Encoding": "br"}, 400, "unsupported Content-Encoding",
-                     id="unsupported encoding"),
+        pytest.param(
+            b"{}",
+            {"Inference-Header-Content-Length": "99"},
+            400,
+            "only 2 bytes",
+            id="header length past body",
+        ),
+        pytest.param(
+            b"{}",
+            {"Inference-Header-Content-Length": "x"},
+            400,
+            "byte count",
+            id="header length not a number",
+        ),
+        pytest.param(
+            b"\x00\x01", {"Content-Encoding": "gzip"}, 400, "not valid gzip", id="corrupt gzip"
+        ),
+        pytest.param(
+            b"{}",
+            {"Content-Encoding": "br"},
+            400,
+            "unsupported Content-Encoding",
+            id="unsupported encoding",
+        ),
     ],
 )
 def test_rest_framing_errors(
@@ -110,8 +178,15 @@ def _binary(header: dict[str, object], payload: bytes) -> tuple[bytes, dict[str,
         (16, b"\0" * 20, "add up to 16"),
     ],
 )
-def test_rest_binary_size_mismatch(rest: httpx.Client, size: int, payload: bytes, fragment: str) -> None:
-    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": size}}
+def test_rest_binary_size_mismatch(
+    rest: httpx.Client, size: int, payload: bytes, fragment: str
+) -> None:
+    tensor = {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": [1, 4],
+        "parameters": {"binary_data_size": size},
+    }
     body, headers = _binary({"inputs": [tensor]}, payload)
     response = rest.post("/v2/models/iris_onnx/infer", content=body, headers=headers)
     assert response.status_code == 400
@@ -180,16 +255,36 @@ def _grpc_cases() -> list[object]:
     no_inputs = service_pb2.ModelInferRequest(model_name="iris_onnx")
     code = grpc.StatusCode
     return [
-        pytest.param(_grpc_request(row, model_name="nope"), code.NOT_FOUND, "unknown model",
-                     id="unknown model"),
-        pytest.param(_grpc_request(row, model_version="9"), code.NOT_FOUND, "no version '9'",
-                     id="unknown version"),
-        pytest.param(_grpc_request(row, name="x"), code.INVALID_ARGUMENT, "has no input 'x'",
-                     id="wrong input name"),
-        pytest.param(_grpc_request(row.astype(np.float64), datatype="FP64"), code.INVALID_ARGUMENT,
-                     "does not match the model's FP32", id="wrong datatype"),
-        pytest.param(_grpc_request(row.reshape(2, 2)), code.INVALID_ARGUMENT,
-                     "does not match the model's [-1, 4]", id="wrong shape"),
+        pytest.param(
+            _grpc_request(row, model_name="nope"),
+            code.NOT_FOUND,
+            "unknown model",
+            id="unknown model",
+        ),
+        pytest.param(
+            _grpc_request(row, model_version="9"),
+            code.NOT_FOUND,
+            "no version '9'",
+            id="unknown version",
+        ),
+        pytest.param(
+            _grpc_request(row, name="x"),
+            code.INVALID_ARGUMENT,
+            "has no input 'x'",
+            id="wrong input name",
+        ),
+        pytest.param(
+            _grpc_request(row.astype(np.float64), datatype="FP64"),
+            code.INVALID_ARGUMENT,
+            "does not match the model's FP32",
+            id="wrong datatype",
+        ),
+        pytest.param(
+            _grpc_request(row.reshape(2, 2)),
+            code.INVALID_ARGUMENT,
+            "does not match the model's [-1, 4]",
+            id="wrong shape",
+        ),
         pytest.param(extra_raw, code.INVALID_ARGUMENT, "2 buffers for 1 inputs", id="raw count"),
         pytest.param(short_raw, code.INVALID_ARGUMENT, "needs 16 bytes", id="raw size"),
         pytest.param(typed, code.INVALID_ARGUMENT, "fp32_contents holds 3", id="typed count"),

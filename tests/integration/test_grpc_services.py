@@ -22,7 +22,9 @@ def test_reflection_lists_and_describes_the_services(server: ServerProcess) -> N
     with grpc.insecure_channel(server.grpc_url) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         [listing] = list(
-            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
         )
         names = {s.name for s in listing.list_services_response.service}
         assert {"inference.GRPCInferenceService", "ai.AIService", "grpc.health.v1.Health"} <= names
@@ -40,5 +42,11 @@ def test_reflection_lists_and_describes_the_services(server: ServerProcess) -> N
         files = described.file_descriptor_response.file_descriptor_proto
         proto = descriptor_pb2.FileDescriptorProto.FromString(files[0])
         methods = {m.name for m in proto.service[0].method}
-        assert {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
-                "ModelInfer"} <= methods
+        assert {
+            "ServerLive",
+            "ServerReady",
+            "ModelReady",
+            "ServerMetadata",
+            "ModelMetadata",
+            "ModelInfer",
+        } <= methods

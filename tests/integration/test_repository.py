@@ -26,21 +26,40 @@ def _model(root: Path, name: str, config: str, versions: list[int], source: Path
 
 
 @pytest.fixture(scope="module")
-def repo_server(examples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def repo_server(
+    examples_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("repo")
     onnx = examples_dir / "iris_onnx" / "1" / "model.onnx"
     _model(root, "good", "runtime: onnx\n", [1], onnx)
     _model(root, "latest_default", "runtime: onnx\n", [1, 2, 3], onnx)
-    _model(root, "latest_two", "runtime: onnx\nversion_policy: {latest: {num_versions: 2}}\n", [1, 2, 3], onnx)
+    _model(
+        root,
+        "latest_two",
+        "runtime: onnx\nversion_policy: {latest: {num_versions: 2}}\n",
+        [1, 2, 3],
+        onnx,
+    )
     _model(root, "all_versions", "runtime: onnx\nversion_policy: {all: {}}\n", [1, 2, 3], onnx)
-    _model(root, "specific", "runtime: onnx\nversion_policy: {specific: {versions: [1, 3]}}\n", [1, 2, 3], onnx)
+    _model(
+        root,
+        "specific",
+        "runtime: onnx\nversion_policy: {specific: {versions: [1, 3]}}\n",
+        [1, 2, 3],
+        onnx,
+    )
     _model(root, "corrupt", "runtime: onnx\n", [1], None)
     (root / "corrupt" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
     _model(root, "bad_config", "runtime: onnx\nmax_bach_size: 4\n", [1], onnx)
     _model(root, "no_such_runtime", "runtime: caffe9\n", [1], onnx)
     _model(root, "missing_file", "runtime: onnx\n", [1], None)
-    _model(root, "wrong_input_name", "runtime: onnx\ninputs: [{name: x, datatype: FP32, shape: [-1, 4]}]\n",
-           [1], onnx)
+    _model(
+        root,
+        "wrong_input_name",
+        "runtime: onnx\ninputs: [{name: x, datatype: FP32, shape: [-1, 4]}]\n",
+        [1],
+        onnx,
+    )
     server = start_server(root)
     yield server
     server.stop()
@@ -48,6 +67,7 @@ def repo_server(examples_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_version_policies(repo_server: ServerProcess) -> None:
     with httpx.Client(base_url=repo_server.base_url) as client:
+
         def versions(model: str) -> list[str]:
             return list(client.get(f"/v2/models/{model}").json()["versions"])
 

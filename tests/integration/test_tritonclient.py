@@ -81,8 +81,11 @@ def test_server_health_and_metadata(
 
 @pytest.mark.parametrize(
     ("model", "platform", "input_name", "width"),
-    [("iris", "sklearn", IRIS_INPUT, 4), ("iris_onnx", "onnx_onnxv1", IRIS_INPUT, 4),
-     ("digits", "onnx_onnxv1", DIGITS_INPUT, 64)],
+    [
+        ("iris", "sklearn", IRIS_INPUT, 4),
+        ("iris_onnx", "onnx_onnxv1", IRIS_INPUT, 4),
+        ("digits", "onnx_onnxv1", DIGITS_INPUT, 64),
+    ],
 )
 def test_model_metadata_and_readiness(
     http: httpclient.InferenceServerClient,

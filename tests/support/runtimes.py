@@ -21,7 +21,9 @@ class SleepEcho(Runtime):
     """Returns its FP32 input `x` as `y` after sleeping `parameters.sleep_s` seconds.
 
     `parameters.fail_on` makes a batch fail when any element equals that value; `y_batch`
-    reports the batch size each call saw, so tests can see batches form.
+    reports the batch size each call saw, so tests can see batches form; `log_file` gets a
+    line when a call starts and ends, with the first value of every row, so tests can see
+    what ran, in order.
     """
 
     name = "sleep_echo"
@@ -31,6 +33,8 @@ class SleepEcho(Runtime):
     def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
         self.sleep_s = float(config.parameters.get("sleep_s", 0.0))
         self.fail_on: Any = config.parameters.get("fail_on")
+        log = config.parameters.get("log_file")
+        self.log_file = Path(log) if log else None
 
     def metadata(self) -> Signature:
         return Signature(
@@ -38,9 +42,17 @@ class SleepEcho(Runtime):
             outputs=[TensorSpec("y", "FP32", (-1, -1)), TensorSpec("y_batch", "INT64", (-1,))],
         )
 
+    def _log(self, event: str, x: np.ndarray[Any, Any]) -> None:
+        if self.log_file is not None:
+            # One line per event: start/end, then the first value of every row of the batch.
+            with self.log_file.open("a") as log:
+                log.write(" ".join([event, *(str(float(v)) for v in x[:, 0])]) + "\n")
+
     def infer(self, inputs: Arrays) -> Arrays:
         x = inputs["x"]
+        self._log("start", x)
         if self.fail_on is not None and bool(np.any(x == float(self.fail_on))):
             raise ValueError(f"input contains {self.fail_on}")
         time.sleep(self.sleep_s)
+        self._log("end", x)
         return {"y": x.copy(), "y_batch": np.full(x.shape[0], x.shape[0], dtype=np.int64)}

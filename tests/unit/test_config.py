@@ -16,7 +16,8 @@ def test_valid_config_fields(tmp_path: Path) -> None:
     config = load_config(
         _write(
             tmp_path,
-            "runtime: onnx\nmax_batch_size: 8\ninputs:\n- {name: x, datatype: FP32, shape: [-1, 4]}\n"
+            "runtime: onnx\nmax_batch_size: 8\n"
+            "inputs:\n- {name: x, datatype: FP32, shape: [-1, 4]}\n"
             "version_policy: {latest: {num_versions: 2}}\n"
             "instance_group: [{count: 2, kind: gpu, gpus: [1]}]\n",
         )
@@ -32,7 +33,10 @@ def test_valid_config_fields(tmp_path: Path) -> None:
         ("max_batch_size: 1\n", "field 'runtime'"),
         ("runtime: onnx\nmax_bach_size: 4\n", "field 'max_bach_size'"),
         ("runtime: onnx\nmax_batch_size: -1\n", "field 'max_batch_size'"),
-        ("runtime: onnx\ninputs: [{name: x, datatype: FLOAT, shape: [1]}]\n", "field 'inputs.0.datatype'"),
+        (
+            "runtime: onnx\ninputs: [{name: x, datatype: FLOAT, shape: [1]}]\n",
+            "field 'inputs.0.datatype'",
+        ),
         ("runtime: onnx\nversion_policy: {latest: {}, all: {}}\n", "choose one"),
         ("runtime: [onnx\n", "cannot read YAML"),
         ("- runtime\n", "expected a mapping"),

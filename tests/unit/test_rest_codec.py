@@ -20,8 +20,18 @@ def test_binary_inputs_are_split_in_order() -> None:
     body, length = _binary_body(
         {
             "inputs": [
-                {"name": "a", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 16}},
-                {"name": "b", "datatype": "INT64", "shape": [2], "parameters": {"binary_data_size": 16}},
+                {
+                    "name": "a",
+                    "datatype": "FP32",
+                    "shape": [4],
+                    "parameters": {"binary_data_size": 16},
+                },
+                {
+                    "name": "b",
+                    "datatype": "INT64",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": 16},
+                },
             ]
         },
         a.tobytes(),
@@ -42,7 +52,16 @@ def test_binary_inputs_are_split_in_order() -> None:
 )
 def test_bad_binary_framing(size: int, extra: bytes, fragment: str) -> None:
     body, length = _binary_body(
-        {"inputs": [{"name": "a", "datatype": "FP32", "shape": [2], "parameters": {"binary_data_size": size}}]},
+        {
+            "inputs": [
+                {
+                    "name": "a",
+                    "datatype": "FP32",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        },
         b"\0" * 8 + extra,
     )
     with pytest.raises(InvalidInput, match=fragment):
@@ -60,8 +79,14 @@ def test_header_length_past_the_body() -> None:
         (b"{not json", "malformed JSON"),
         (b"[]", "JSON object"),
         (b'{"inputs": []}', "non-empty 'inputs'"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP99", "shape": [1], "data": [1]}]}', "unknown datatype"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1], "data": [1]}]}', "non-negative"),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP99", "shape": [1], "data": [1]}]}',
+            "unknown datatype",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1], "data": [1]}]}',
+            "non-negative",
+        ),
         (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1]}]}', "neither 'data'"),
     ],
 )

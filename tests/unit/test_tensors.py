@@ -29,7 +29,9 @@ def test_nested_and_flat_data_give_the_same_array() -> None:
         ("FP32", [[1, 2], [3]], "rectangular"),
     ],
 )
-def test_bad_json_data_is_rejected_with_a_reason(datatype: str, data: object, fragment: str) -> None:
+def test_bad_json_data_is_rejected_with_a_reason(
+    datatype: str, data: object, fragment: str
+) -> None:
     with pytest.raises(InvalidInput, match=fragment):
         array_from_list("x", datatype, (2, 2), data)
 

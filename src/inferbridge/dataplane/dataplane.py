@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from inferbridge import __version__
-from inferbridge.dataplane.executor import VersionExecutor
+from inferbridge.batching.scheduler import Scheduler
+from inferbridge.dataplane.executor import build_scheduler
 from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
-from inferbridge.errors import InferenceFailed, ModelNotFound, ModelNotReady, ServerNotReady
+from inferbridge.errors import (
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotReady,
+)
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import (
     InferenceRequest,
@@ -57,7 +65,7 @@ class DataPlane:
 
     def __init__(self, *, strict_readiness: bool = False) -> None:
         self._records: dict[str, ModelRecord] = {}
-        self._executors: dict[tuple[str, int], VersionExecutor] = {}
+        self._schedulers: dict[tuple[str, int], Scheduler] = {}
         self._strict_readiness = strict_readiness
         self._loaded = False
         self.draining = False
@@ -70,13 +78,13 @@ class DataPlane:
             self._records[record.name] = record
             for version in record.versions.values():
                 if version.ready:
-                    self._executors[(record.name, version.version)] = VersionExecutor(version)
+                    self._schedulers[(record.name, version.version)] = build_scheduler(version)
         self._loaded = True
 
     def shutdown(self) -> None:
-        for executor in self._executors.values():
-            executor.close()
-        self._executors.clear()
+        for scheduler in self._schedulers.values():
+            scheduler.close()
+        self._schedulers.clear()
         for record in self._records.values():
             for version in record.versions.values():
                 unload_version(version)
@@ -151,9 +159,32 @@ class DataPlane:
             raise ModelNotReady(f"model '{request.model_name}' is not ready: {version.reason}")
         inputs = validate_inputs(request, version.inputs, _max_batch(version))
         validate_requested_outputs(request, version.outputs)
-        executor = self._executors[(version.model, version.version)]
-        outputs = await executor.run(inputs)
+        scheduler = self._schedulers[(version.model, version.version)]
+        outputs = await scheduler.submit(
+            inputs,
+            deadline=self._deadline(request, version),
+            priority=_int_parameter(request, "priority"),
+        )
         return self._response(request, version, outputs)
+
+    def scheduler(self, name: str, version: str | None = None) -> Scheduler:
+        """The scheduler serving a model version (for statistics and tests)."""
+        found = self._find(name, version)
+        return self._schedulers[(found.model, found.version)]
+
+    @staticmethod
+    def _deadline(request: InferenceRequest, version: LoadedVersion) -> float | None:
+        """The earliest of the transport's deadline, the `timeout` parameter (microseconds,
+        Triton's) and the model's default_timeout_ms; absolute, in time.monotonic() seconds."""
+        deadline = request.deadline
+        timeout_us = _int_parameter(request, "timeout")
+        if timeout_us > 0:
+            candidate = time.monotonic() + timeout_us / 1e6
+            deadline = candidate if deadline is None else min(deadline, candidate)
+        batching = version.config.dynamic_batching if version.config is not None else None
+        if batching is not None and batching.default_timeout_ms > 0 and deadline is None:
+            deadline = time.monotonic() + batching.default_timeout_ms / 1000.0
+        return deadline
 
     def _response(
         self, request: InferenceRequest, version: LoadedVersion, outputs: dict[str, Any]
@@ -194,6 +225,13 @@ class DataPlane:
                 f"model '{name}' has no version '{version}' (versions served: {served})"
             )
         return record.versions[int(version)]
+
+
+def _int_parameter(request: InferenceRequest, name: str) -> int:
+    value = request.parameters.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"parameter '{name}' must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _number(version: LoadedVersion) -> int:

@@ -1,35 +1,27 @@
-"""Runs a model version's runtime off the event loop, on as many threads as it has instances."""
+"""Wraps a loaded version's runtime: runs one batch and checks what the runtime returned."""
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from inferbridge.batching.scheduler import BatchPolicy, ExecutionMode, Scheduler
 from inferbridge.errors import InferenceFailed
+from inferbridge.repository.config import DEFAULT_MAX_QUEUE_SIZE
 from inferbridge.repository.repository import LoadedVersion
 from inferbridge.runtimes.base import Arrays
 
-__all__ = ["VersionExecutor"]
+__all__ = ["VersionRunner", "build_scheduler"]
 
 
-class VersionExecutor:
-    """Owns the worker threads of one loaded version and checks what the runtime returns."""
+class VersionRunner:
+    """Calls the runtime; a runtime's own exception becomes InferenceFailed for the caller."""
 
     def __init__(self, version: LoadedVersion) -> None:
-        assert version.runtime is not None and version.config is not None
+        assert version.runtime is not None
         self.version = version
         self._runtime = version.runtime
-        instances = sum(group.count for group in version.config.instance_group)
-        self._pool = ThreadPoolExecutor(
-            max_workers=instances, thread_name_prefix=f"{version.model}-v{version.version}"
-        )
-
-    async def run(self, inputs: Arrays) -> Arrays:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.run_sync, inputs)
 
     def run_sync(self, inputs: Arrays) -> Arrays:
         try:
@@ -44,8 +36,31 @@ class VersionExecutor:
             raise InferenceFailed(f"model '{self.version.model}' returned no output {missing}")
         return {name: _as_array(value) for name, value in outputs.items()}
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+
+def build_scheduler(version: LoadedVersion) -> Scheduler:
+    """The scheduler for one version, from its config's batching and instance settings."""
+    config = version.config
+    assert config is not None
+    batching = config.dynamic_batching
+    if batching is None:
+        policy = BatchPolicy(max_batch_size=0, max_queue_size=DEFAULT_MAX_QUEUE_SIZE)
+    else:
+        policy = BatchPolicy(
+            max_batch_size=config.max_batch_size,
+            max_queue_delay_s=batching.max_queue_delay_ms / 1000.0,
+            preferred_batch_sizes=tuple(batching.preferred_batch_sizes),
+            max_queue_size=batching.max_queue_size,
+            priority_levels=batching.priority_levels,
+            default_priority=batching.default_priority_level,
+        )
+    instances = sum(group.count for group in config.instance_group)
+    return Scheduler(
+        VersionRunner(version).run_sync,
+        policy=policy,
+        instances=instances,
+        mode=ExecutionMode(config.execution),
+        name=version.model,
+    )
 
 
 def _as_array(value: Any) -> np.ndarray[Any, Any]:

@@ -60,6 +60,8 @@ class InferenceRequest:
     id: str | None = None
     parameters: Parameters = field(default_factory=dict)
     outputs: list[RequestedOutput] | None = None
+    deadline: float | None = None
+    """Absolute deadline in time.monotonic() seconds, set by the transport (gRPC deadline)."""
 
 
 @dataclass(slots=True)

@@ -83,13 +83,27 @@ class VersionPolicy(_Strict):
         return ordered[-count:]
 
 
+DEFAULT_MAX_QUEUE_SIZE = 1024
+"""Requests a model version queues before answering 429; the server never grows without limit."""
+
+
 class DynamicBatching(_Strict):
     """Triton's vocabulary; times in milliseconds (floats allowed)."""
 
     max_queue_delay_ms: float = Field(default=0.0, ge=0)
     preferred_batch_sizes: list[int] = Field(default_factory=list)
-    max_queue_size: int = Field(default=0, ge=0, description="0 means unbounded")
+    max_queue_size: int = Field(default=DEFAULT_MAX_QUEUE_SIZE, ge=0, description="0: unbounded")
     default_timeout_ms: float = Field(default=0.0, ge=0, description="0 means no timeout")
+    priority_levels: int = Field(default=1, ge=1, description="1 is the highest level")
+    default_priority_level: int = Field(default=0, ge=0, description="0: the lowest level")
+
+    @model_validator(mode="after")
+    def _levels_agree(self) -> DynamicBatching:
+        if self.default_priority_level > self.priority_levels:
+            raise ValueError("default_priority_level is above priority_levels")
+        if any(size < 1 for size in self.preferred_batch_sizes):
+            raise ValueError("preferred_batch_sizes must be positive")
+        return self
 
 
 class InstanceGroup(_Strict):
@@ -111,7 +125,19 @@ class ModelConfig(_Strict):
     dynamic_batching: DynamicBatching | None = None
     instance_group: list[InstanceGroup] = Field(default_factory=lambda: [InstanceGroup()])
     warmup: bool = False
+    execution: Literal["auto", "inline", "thread"] = "auto"
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _batching_needs_batch_dim(self) -> ModelConfig:
+        batching = self.dynamic_batching
+        if batching is not None and self.max_batch_size < 1:
+            raise ValueError("dynamic_batching needs max_batch_size >= 1")
+        if batching is not None and any(
+            size > self.max_batch_size for size in batching.preferred_batch_sizes
+        ):
+            raise ValueError("preferred_batch_sizes must not exceed max_batch_size")
+        return self
 
     def input_specs(self) -> list[TensorSpec]:
         return [t.spec() for t in self.inputs]

@@ -6,8 +6,12 @@ import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from inferbridge.errors import ConfigError, InferBridgeError, ModelLoadError
+from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import ModelConfig, load_config
 from inferbridge.runtimes.base import Runtime
@@ -135,11 +139,38 @@ def load_version(version: LoadedVersion) -> None:
     if config.max_batch_size > 0:
         version.inputs = [_batched(s) for s in version.inputs]
         version.outputs = [_batched(s) for s in version.outputs]
+    if config.warmup:
+        try:
+            warm_up(runtime, version.inputs, config)
+        except Exception as exc:  # a model that cannot run synthetic input is not ready
+            _fail(version, f"warm-up failed: {type(exc).__name__}: {exc}")
+            return
     version.runtime = runtime
     version.platform = config.platform or runtime.platform
     version.state = VersionState.READY
     version.reason = ""
     logger.info("loaded model '%s' version %d (%s)", version.model, version.version, config.runtime)
+
+
+def warm_up(runtime: Runtime, inputs: list[TensorSpec], config: ModelConfig) -> None:
+    """Run each preferred batch size (or one row) of zeros through the runtime, so the first
+    real request does not pay for lazy initialisation."""
+    batching = config.dynamic_batching
+    sizes = (batching.preferred_batch_sizes if batching is not None else []) or [1]
+    for size in sizes:
+        runtime.infer({spec.name: _zeros(spec, size, config.max_batch_size > 0) for spec in inputs})
+    logger.info("warmed up with batch sizes %s", sizes)
+
+
+def _zeros(spec: TensorSpec, rows: int, batched: bool) -> np.ndarray[Any, Any]:
+    shape = [max(d, 1) for d in spec.shape]
+    if batched and shape:
+        shape[0] = rows
+    if spec.datatype == "BYTES":
+        array = np.empty(shape, dtype=object)
+        array.fill(b"")
+        return array
+    return np.zeros(shape, dtype=dtype_of(spec.datatype))
 
 
 def unload_version(version: LoadedVersion) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -102,7 +103,11 @@ class InferenceServicer:
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any
     ) -> pb.ModelInferResponse:
-        response = await self.dataplane.infer(decode_model_infer_request(request))
+        decoded = decode_model_infer_request(request)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            decoded.deadline = time.monotonic() + remaining
+        response = await self.dataplane.infer(decoded)
         return encode_model_infer_response(response)
 
     @_mapped_errors

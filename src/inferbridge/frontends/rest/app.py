@@ -6,10 +6,12 @@ request, and a routing framework's per-request overhead is larger than the model
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from typing import Any, TypeVar
 
 import orjson
 
@@ -31,6 +33,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+T = TypeVar("T")
 
 _JSON = (b"content-type", b"application/json")
 _HEADER_LENGTH = "inference-header-content-length"
@@ -65,12 +69,14 @@ class RestApp:
             return
         try:
             response = await self._route(scope, receive)
+        except ClientDisconnected:
+            return
         except InferBridgeError as error:
             status = 405 if isinstance(error, _MethodNotAllowed) else http_status(error)
             response = _json(status, {"error": error.message})
             if isinstance(error, QueueFull):
                 response.headers.append(
-                    (b"retry-after", str(max(1, round(error.retry_after_s))).encode())
+                    (b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode())
                 )
         except Exception:  # never let one request take the server down, nor leak a traceback
             logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
@@ -165,7 +171,7 @@ class RestApp:
         body = await self._read_body(scope, receive, headers)
         header_length = _header_length(headers)
         request = decode_infer_request(body, header_length, name, version)
-        response = await self.dataplane.infer(request)
+        response = await _unless_disconnected(self.dataplane.infer(request), receive)
         payload, json_length = encode_infer_response(response, request)
         if json_length is None:
             return _Response(200, payload)
@@ -219,6 +225,28 @@ class RestApp:
         return _decompress(body, encoding, limit)
 
 
+async def _unless_disconnected(work: Coroutine[Any, Any, T], receive: Receive) -> T:
+    """Await `work`, cancelling it if the client disconnects first (its queued request is
+    then dropped before it runs)."""
+    task = asyncio.ensure_future(work)
+    if task.done():
+        return task.result()
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnected("client disconnected before the answer was ready")
+    return task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     windows = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
     if encoding not in windows:
@@ -254,6 +282,10 @@ def _require(method: str, allowed: str) -> None:
 
 class _MethodNotAllowed(InvalidInput):
     pass
+
+
+class ClientDisconnected(InvalidInput):
+    """Nobody is left to answer; the response is dropped by the server."""
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

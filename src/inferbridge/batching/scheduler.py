@@ -1,0 +1,375 @@
+"""The per-version scheduler: a bounded priority queue, a dynamic batcher and an instance pool.
+
+One future per request and one dispatcher task per model version (woken by events and timers,
+never by polling). The batching window starts at the oldest queued request; a batch is sent
+when it reaches `max_batch_size` or a preferred size, or when the window closes. Requests
+whose future is done (deadline passed, client gone) are skipped and never executed. One
+failure is delivered to every request of its batch, and the output batch length is checked
+before results are split back.
+
+Execution is inline on the event loop or on a thread per instance. `auto` measures: batches
+that take well under a millisecond (small ONNX or scikit-learn models) run inline, where a
+thread hand-off would cost more than the model; slower ones go to the instance threads so
+the loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from inferbridge.errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueFull
+
+__all__ = ["BatchPolicy", "ExecutionMode", "Scheduler"]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+RunBatch = Callable[[Arrays], Arrays]
+
+# Batches faster than this run inline on the event loop in `auto` mode.
+_INLINE_BELOW_S = 0.0008
+
+
+class ExecutionMode(StrEnum):
+    AUTO = "auto"
+    INLINE = "inline"
+    THREAD = "thread"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """How requests are queued and merged. `max_batch_size` 0 or 1 disables merging."""
+
+    max_batch_size: int = 0
+    max_queue_delay_s: float = 0.0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0
+    priority_levels: int = 1
+    default_priority: int = 0
+
+    @property
+    def merges(self) -> bool:
+        return self.max_batch_size > 1
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    inputs: Arrays
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[Arrays]
+    arrival: float
+    queued: bool = True
+
+
+@dataclass(slots=True)
+class _Stats:
+    batches: int = 0
+    requests: int = 0
+    rows: int = 0
+    queue_peak: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+class Scheduler:
+    """Admits, queues, batches and executes the requests of one model version."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        policy: BatchPolicy,
+        instances: int = 1,
+        mode: ExecutionMode = ExecutionMode.AUTO,
+        name: str = "model",
+    ) -> None:
+        self._run_batch = run_batch
+        self.policy = policy
+        self.name = name
+        self._instances = max(1, instances)
+        self._mode = mode
+        self._pool = ThreadPoolExecutor(max_workers=self._instances, thread_name_prefix=name)
+        self._free = self._instances
+        self._levels: list[deque[_Item]] = [deque() for _ in range(max(1, policy.priority_levels))]
+        self._queued = 0
+        self._ewma_s: float | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.stats = _Stats()
+
+    # -- public ----------------------------------------------------------------------------
+
+    async def submit(
+        self, inputs: Arrays, *, deadline: float | None = None, priority: int = 0
+    ) -> Arrays:
+        """Run `inputs` (a validated request) and return its outputs.
+
+        `deadline` is absolute, in `time.monotonic()` seconds; `priority` follows Triton:
+        1 is the highest level, 0 means the configured default.
+        """
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded(f"model '{self.name}': the request's deadline passed on arrival")
+        level = self._level(priority)
+        if self._free and not self._queued and not self._waits_for_batch():
+            return await self._run_now(inputs, deadline)
+        if self.policy.max_queue_size and self._queued >= self.policy.max_queue_size:
+            raise QueueFull(
+                f"model '{self.name}': queue is full ({self._queued} requests waiting, "
+                f"max_queue_size {self.policy.max_queue_size}); retry later",
+                retry_after_s=self._retry_after(),
+            )
+        item = _Item(inputs, _rows(inputs), _key(inputs), loop.create_future(), now)
+        item.future.add_done_callback(lambda _f, it=item: self._forget(it))  # type: ignore[misc]
+        self._levels[level].append(item)
+        self._queued += 1
+        self.stats.queue_peak = max(self.stats.queue_peak, self._queued)
+        self._wake()
+        return await self._wait(item.future, deadline)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        for level in self._levels:
+            for item in level:
+                if not item.future.done():
+                    item.future.set_exception(InferenceFailed(f"model '{self.name}' is unloading"))
+            level.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    # -- admission and waiting -------------------------------------------------------------
+
+    def _level(self, priority: int) -> int:
+        levels = len(self._levels)
+        if levels == 1:
+            return 0
+        if priority == 0:
+            priority = self.policy.default_priority or levels
+        if not 1 <= priority <= levels:
+            raise InvalidInput(
+                f"priority {priority} is out of range; model '{self.name}' has priority levels "
+                f"1 (highest) to {levels}"
+            )
+        return priority - 1
+
+    async def _wait(self, future: asyncio.Future[Arrays], deadline: float | None) -> Arrays:
+        if deadline is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model '{self.name}': deadline exceeded before the answer was ready"
+            ) from None
+
+    def _forget(self, item: _Item) -> None:
+        # A finished future (cancelled by its caller, or timed out) leaves the queue count at
+        # once; the item itself is dropped lazily when the dispatcher meets it.
+        if item.queued:
+            item.queued = False
+            self._queued -= 1
+
+    def _retry_after(self) -> float:
+        per_batch = self._ewma_s or 0.001
+        return max(1.0, self._queued * per_batch / self._instances)
+
+    # -- fast path -------------------------------------------------------------------------
+
+    def _waits_for_batch(self) -> bool:
+        return self.policy.merges and self.policy.max_queue_delay_s > 0
+
+    async def _run_now(self, inputs: Arrays, deadline: float | None) -> Arrays:
+        self._free -= 1
+        if self._inline():
+            try:
+                return self._timed(inputs, 1, _rows(inputs))
+            finally:
+                self._release()
+        loop = asyncio.get_running_loop()
+        work = self._pool.submit(self._timed, inputs, 1, _rows(inputs))
+        # The instance is free when the thread is done, not when the caller stops waiting.
+        work.add_done_callback(lambda _w: loop.call_soon_threadsafe(self._release))
+        return await self._wait(asyncio.wrap_future(work, loop=loop), deadline)
+
+    def _release(self) -> None:
+        self._free += 1
+        if self._queued:
+            self._wake()
+
+    def _inline(self) -> bool:
+        if self._mode is ExecutionMode.INLINE:
+            return True
+        if self._mode is ExecutionMode.THREAD:
+            return False
+        return self._ewma_s is not None and self._ewma_s < _INLINE_BELOW_S
+
+    def _timed(self, inputs: Arrays, requests: int, rows: int) -> Arrays:
+        start = time.perf_counter()
+        try:
+            return self._run_batch(inputs)
+        finally:
+            elapsed = time.perf_counter() - start
+            self._ewma_s = elapsed if self._ewma_s is None else 0.8 * self._ewma_s + 0.2 * elapsed
+            stats = self.stats
+            stats.batches += 1
+            stats.requests += requests
+            stats.rows += rows
+            stats.batch_sizes[rows] = stats.batch_sizes.get(rows, 0) + 1
+
+    # -- dispatcher ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._wakeup is None:
+            # asyncio objects are created inside the running loop, on first use.
+            self._wakeup = asyncio.Event()
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        self._wakeup.set()
+
+    async def _dispatch(self) -> None:
+        assert self._wakeup is not None
+        while not self._closed:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._free and self._queued:
+                head = self._head()
+                if head is None:
+                    break
+                if not self._ready_to_send(head):
+                    break
+                batch = self._take_batch(head)
+                if batch:
+                    self._start(batch)
+
+    def _head(self) -> _Item | None:
+        for level in self._levels:
+            while level and not level[0].queued:
+                level.popleft()
+            if level:
+                return level[0]
+        return None
+
+    def _ready_to_send(self, head: _Item) -> bool:
+        policy = self.policy
+        if not self._waits_for_batch():
+            return True
+        rows = sum(it.rows for lv in self._levels for it in lv if it.queued and it.key == head.key)
+        if rows >= policy.max_batch_size or rows in policy.preferred_batch_sizes:
+            return True
+        close_at = head.arrival + policy.max_queue_delay_s
+        remaining = close_at - time.monotonic()
+        if remaining <= 0:
+            return True
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._wakeup is not None
+        self._timer = asyncio.get_running_loop().call_later(remaining, self._wakeup.set)
+        return False
+
+    def _take_batch(self, head: _Item) -> list[_Item]:
+        limit = self.policy.max_batch_size if self.policy.merges else head.rows
+        batch: list[_Item] = []
+        rows = 0
+        for level in self._levels:
+            for item in level:
+                if not item.queued or item.key != head.key:
+                    continue
+                if batch and rows + item.rows > limit:
+                    continue
+                item.queued = False
+                self._queued -= 1
+                batch.append(item)
+                rows += item.rows
+                if rows >= limit:
+                    break
+            if rows >= limit:
+                break
+        return batch
+
+    def _start(self, batch: list[_Item]) -> None:
+        self._free -= 1
+        rows = [it.rows for it in batch]
+        inputs = _concat([it.inputs for it in batch])
+        if self._inline():
+            try:
+                outputs = self._timed(inputs, len(batch), sum(rows))
+            except Exception as exc:
+                self._fail(batch, exc)
+            else:
+                self._deliver(batch, rows, outputs)
+            self._release()
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, self._timed, inputs, len(batch), sum(rows))
+        future.add_done_callback(lambda f: self._finished(batch, rows, f))
+
+    def _finished(
+        self, batch: list[_Item], rows: list[int], future: asyncio.Future[Arrays]
+    ) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+        else:
+            self._deliver(batch, rows, future.result())
+        self._release()
+
+    def _deliver(self, batch: list[_Item], rows: list[int], outputs: Arrays) -> None:
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        total = sum(rows)
+        for name, array in outputs.items():
+            if array.ndim == 0 or array.shape[0] != total:
+                self._fail(
+                    batch,
+                    InferenceFailed(
+                        f"model '{self.name}' returned output '{name}' with "
+                        f"{array.shape[0] if array.ndim else 0} rows for a batch of {total}"
+                    ),
+                )
+                return
+        offsets = list(itertools.accumulate(rows, initial=0))
+        for item, start, stop in zip(batch, offsets, offsets[1:], strict=False):
+            if not item.future.done():
+                item.future.set_result({n: a[start:stop] for n, a in outputs.items()})
+
+    @staticmethod
+    def _fail(batch: list[_Item], exc: BaseException) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+
+def _rows(inputs: Arrays) -> int:
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def _key(inputs: Arrays) -> tuple[Any, ...]:
+    # Requests merge only when every non-batch dimension and dtype agree.
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+
+
+def _concat(parts: list[Arrays]) -> Arrays:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+

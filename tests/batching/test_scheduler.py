@@ -1,0 +1,200 @@
+"""The scheduler's behaviour (not its timing): batches form, results reach the right caller,
+failures reach every caller of a batch, bounds, deadlines, cancellation and priorities."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from inferbridge.batching.scheduler import BatchPolicy, ExecutionMode, Scheduler
+from inferbridge.errors import DeadlineExceeded, InferenceFailed, QueueFull
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+class Model:
+    """Doubles `x`; records every batch; can be held on a gate to build up a queue."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[float]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail_on: float | None = None
+        self.rows_out: int | None = None
+
+    def __call__(self, inputs: Arrays) -> Arrays:
+        x = inputs["x"]
+        self.batches.append([float(v) for v in x[:, 0]])
+        self.entered.set()
+        self.gate.wait(10)
+        if self.fail_on is not None and self.fail_on in x:
+            raise InferenceFailed("boom")
+        y = x * 2
+        if self.rows_out is not None:
+            y = y[: self.rows_out]
+        return {"y": y}
+
+
+def _x(value: float, rows: int = 1, width: int = 2) -> Arrays:
+    return {"x": np.full((rows, width), value, dtype=np.float32)}
+
+
+def _scheduler(
+    model: Model, mode: ExecutionMode = ExecutionMode.THREAD, **policy: Any
+) -> Scheduler:
+    return Scheduler(model, policy=BatchPolicy(**policy), instances=1, mode=mode, name="m")
+
+
+async def _hold(model: Model, scheduler: Scheduler) -> asyncio.Task[Arrays]:
+    """Occupy the single instance until model.gate is set."""
+    model.gate.clear()
+    model.entered.clear()
+    task = asyncio.ensure_future(scheduler.submit(_x(-1)))
+    await asyncio.to_thread(model.entered.wait, 5)
+    return task
+
+
+async def test_batches_form_and_results_go_back_to_their_callers() -> None:
+    model = Model()
+    scheduler = _scheduler(model, max_batch_size=8, max_queue_delay_s=0.5)
+    results = await asyncio.gather(*(scheduler.submit(_x(float(i))) for i in range(8)))
+    assert model.batches == [[float(i) for i in range(8)]]  # one batch: max_batch_size reached
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], np.full((1, 2), 2.0 * i))
+    scheduler.close()
+
+
+async def test_rows_are_counted_and_requests_with_other_shapes_are_not_merged() -> None:
+    model = Model()
+    scheduler = _scheduler(model, max_batch_size=4, max_queue_delay_s=0.05)
+    results = await asyncio.gather(
+        scheduler.submit(_x(1, rows=3)),
+        scheduler.submit(_x(2, rows=1, width=5)),
+        scheduler.submit(_x(3, rows=1)),
+    )
+    assert sorted(model.batches) == [[1.0, 1.0, 1.0, 3.0], [2.0]]
+    assert results[0]["y"].shape == (3, 2) and results[1]["y"].shape == (1, 5)
+    scheduler.close()
+
+
+async def test_a_failure_reaches_every_caller_of_its_batch() -> None:
+    model = Model()
+    model.fail_on = 3.0
+    scheduler = _scheduler(model, max_batch_size=4, max_queue_delay_s=0.5)
+    results = await asyncio.gather(
+        *(scheduler.submit(_x(float(i))) for i in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(r, InferenceFailed) for r in results)
+    assert len(model.batches) == 1
+    scheduler.close()
+
+
+async def test_output_batch_length_is_checked() -> None:
+    model = Model()
+    model.rows_out = 1
+    scheduler = _scheduler(model, max_batch_size=2, max_queue_delay_s=0.5)
+    results = await asyncio.gather(
+        scheduler.submit(_x(1)), scheduler.submit(_x(2)), return_exceptions=True
+    )
+    assert all(
+        isinstance(r, InferenceFailed) and "1 rows for a batch of 2" in str(r) for r in results
+    )
+    scheduler.close()
+
+
+async def test_a_full_queue_refuses_at_once() -> None:
+    model = Model()
+    scheduler = _scheduler(model, max_queue_size=2)
+    running = await _hold(model, scheduler)
+    queued = [asyncio.ensure_future(scheduler.submit(_x(float(i)))) for i in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull, match="queue is full"):
+        await scheduler.submit(_x(9))
+    model.gate.set()
+    await asyncio.gather(running, *queued)
+    assert [b[0] for b in model.batches] == [-1.0, 0.0, 1.0]
+    scheduler.close()
+
+
+async def test_a_deadline_that_passes_in_the_queue_is_never_executed() -> None:
+    model = Model()
+    scheduler = _scheduler(model)
+    running = await _hold(model, scheduler)
+    with pytest.raises(DeadlineExceeded):
+        await scheduler.submit(_x(7), deadline=time.monotonic() + 0.05)
+    assert scheduler.queued == 0
+    model.gate.set()
+    await running
+    await scheduler.submit(_x(8))
+    assert [b[0] for b in model.batches] == [-1.0, 8.0]
+    scheduler.close()
+
+
+async def test_a_deadline_during_execution_answers_before_the_batch_ends() -> None:
+    model = Model()
+    scheduler = _scheduler(model)
+    model.gate.clear()
+    with pytest.raises(DeadlineExceeded):
+        await scheduler.submit(_x(1), deadline=time.monotonic() + 0.05)
+    assert not model.gate.is_set()  # the model is still running: we did not wait for it
+    model.gate.set()
+    scheduler.close()
+
+
+async def test_a_deadline_already_past_is_refused() -> None:
+    scheduler = _scheduler(Model())
+    with pytest.raises(DeadlineExceeded, match="on arrival"):
+        await scheduler.submit(_x(1), deadline=time.monotonic() - 1)
+    scheduler.close()
+
+
+async def test_cancelling_removes_queued_work() -> None:
+    model = Model()
+    scheduler = _scheduler(model)
+    running = await _hold(model, scheduler)
+    waiting = asyncio.ensure_future(scheduler.submit(_x(5)))
+    await asyncio.sleep(0.01)
+    assert scheduler.queued == 1
+    waiting.cancel()
+    await asyncio.sleep(0)
+    assert scheduler.queued == 0
+    model.gate.set()
+    await running
+    await scheduler.submit(_x(6))
+    assert [b[0] for b in model.batches] == [-1.0, 6.0]
+    scheduler.close()
+
+
+async def test_priorities_order_the_queue() -> None:
+    model = Model()
+    scheduler = _scheduler(model, priority_levels=3, default_priority=3)
+    running = await _hold(model, scheduler)
+    low = asyncio.ensure_future(scheduler.submit(_x(3)))  # default: level 3, the lowest
+    await asyncio.sleep(0)
+    middle = asyncio.ensure_future(scheduler.submit(_x(2), priority=2))
+    await asyncio.sleep(0)
+    high = asyncio.ensure_future(scheduler.submit(_x(1), priority=1))
+    await asyncio.sleep(0)
+    model.gate.set()
+    await asyncio.gather(running, low, middle, high)
+    assert [b[0] for b in model.batches] == [-1.0, 1.0, 2.0, 3.0]
+    with pytest.raises(Exception, match="priority 4 is out of range"):
+        await scheduler.submit(_x(1), priority=4)
+    scheduler.close()
+
+
+@pytest.mark.parametrize("mode", [ExecutionMode.INLINE, ExecutionMode.AUTO])
+async def test_inline_and_auto_execution_give_the_same_answers(mode: ExecutionMode) -> None:
+    model = Model()
+    scheduler = _scheduler(model, mode, max_batch_size=4, max_queue_delay_s=0.01)
+    for _ in range(3):
+        results = await asyncio.gather(*(scheduler.submit(_x(float(i))) for i in range(6)))
+        assert [float(r["y"][0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert max(len(b) for b in model.batches) > 1
+    scheduler.close()
