@@ -129,12 +129,14 @@ def build_examples(root: Path) -> None:
 def _optional_builders() -> list[tuple[str, Callable[[Path], None]]]:
     from inferbridge.examples.builders.native import build_native
     from inferbridge.examples.builders.opencv import build_opencv
+    from inferbridge.examples.builders.tflite import build_tflite
     from inferbridge.examples.builders.wasm import build_wasm
 
     return [
         ("native", lambda root: build_native(root, iris_classifier(), digits_classifier())),
         ("wasm", lambda root: build_wasm(root, iris_classifier())),
         ("opencv", lambda root: build_opencv(root, digits_classifier())),
+        ("tflite", lambda root: build_tflite(root, digits_classifier())),
     ]
 
 

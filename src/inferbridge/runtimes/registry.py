@@ -23,6 +23,7 @@ _BUILTIN: dict[str, str] = {
     "native": "inferbridge.runtimes.native:NativeRuntime",
     "wasm": "inferbridge.runtimes.wasm:WasmRuntime",
     "opencv": "inferbridge.runtimes.opencv:OpenCVRuntime",
+    "tflite": "inferbridge.runtimes.tflite:TFLiteRuntime",
 }
 
 
