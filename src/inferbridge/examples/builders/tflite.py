@@ -102,16 +102,16 @@ def linear_tflite(
         item.name, item.tensorIndex = name, index
         return item
 
-    signature = schema.SignatureDefT()
-    signature.signatureKey, signature.subgraphIndex = "serving_default", 0
-    signature.inputs = [tensor_map(input_name, 0)]
-    signature.outputs = [
+    serving = schema.SignatureDefT()
+    serving.signatureKey, serving.subgraphIndex = "serving_default", 0
+    serving.inputs = [tensor_map(input_name, 0)]
+    serving.outputs = [
         tensor_map(n, i) for n, i in (("scores", 3), ("probabilities", 4), ("label", 6))
     ]
     model = schema.ModelT()
     model.version, model.description = 3, "inferbridge digits linear classifier"
     model.operatorCodes, model.subgraphs, model.buffers = codes, [graph], buffers
-    model.signatureDefs = [signature] if signature else []
+    model.signatureDefs = [serving] if signature else []
     builder = flatbuffers.Builder(4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
