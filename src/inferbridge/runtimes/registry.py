@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "wasm": "inferbridge.runtimes.wasm:WasmRuntime",
     "opencv": "inferbridge.runtimes.opencv:OpenCVRuntime",
     "tflite": "inferbridge.runtimes.tflite:TFLiteRuntime",
+    "torchscript": "inferbridge.runtimes.torchscript:TorchScriptRuntime",
 }
 
 
