@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is what ibload measured, as printed and as written with -json.
+type Report struct {
+	Protocol    string         `json:"protocol"`
+	Target      string         `json:"target"`
+	Model       string         `json:"model"`
+	Mode        string         `json:"mode"`
+	Concurrency int            `json:"concurrency,omitempty"`
+	Rate        float64        `json:"rate,omitempty"`
+	Connections int            `json:"connections,omitempty"`
+	Batch       int64          `json:"batch"`
+	WarmupS     float64        `json:"warmup_s"`
+	DurationS   float64        `json:"duration_s"`
+	TimeoutS    float64        `json:"timeout_s"`
+	Requests    int            `json:"requests"`
+	OK          int            `json:"ok"`
+	Errors      map[string]int `json:"errors"`
+	RPS         float64        `json:"requests_per_s"`
+	Latency     Latency        `json:"latency_ms"`
+}
+
+// Latency summarizes the latencies of successful requests, in milliseconds.
+type Latency struct {
+	Min  float64 `json:"min"`
+	Mean float64 `json:"mean"`
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	Max  float64 `json:"max"`
+}
+
+// buildReport keeps the samples due inside the measured window [from, to) and divides
+// their count by the time from the window's start until the last of them finished (or
+// the window's length, if longer).
+func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
+	r := &Report{
+		Protocol: o.protocol, Target: o.target, Model: o.model, Batch: o.batch,
+		WarmupS: o.warmup.Seconds(), DurationS: o.duration.Seconds(), TimeoutS: o.timeout.Seconds(),
+		Errors: map[string]int{},
+	}
+	if o.rate > 0 {
+		r.Mode, r.Rate = "open", o.rate
+	} else {
+		r.Mode, r.Concurrency = "closed", o.concurrency
+	}
+	if o.protocol == "grpc" {
+		r.Connections = o.connections
+	}
+	var latencies []time.Duration
+	last := from
+	for _, shard := range shards {
+		for _, s := range shard {
+			if s.due.Before(from) || !s.due.Before(to) {
+				continue
+			}
+			r.Requests++
+			if end := s.due.Add(s.latency); end.After(last) {
+				last = end
+			}
+			if s.ok {
+				r.OK++
+				latencies = append(latencies, s.latency)
+				continue
+			}
+			name := s.code.String()
+			if s.code == codeDropped {
+				name = "DROPPED"
+			}
+			r.Errors[name]++
+		}
+	}
+	r.RPS = float64(r.Requests) / math.Max(last.Sub(from).Seconds(), to.Sub(from).Seconds())
+	r.Latency = summarize(latencies)
+	return r
+}
+
+func summarize(latencies []time.Duration) Latency {
+	if len(latencies) == 0 {
+		return Latency{}
+	}
+	slices.Sort(latencies)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	var sum time.Duration
+	for _, d := range latencies {
+		sum += d
+	}
+	return Latency{
+		Min:  ms(latencies[0]),
+		Mean: ms(sum / time.Duration(len(latencies))),
+		P50:  ms(percentile(latencies, 50)),
+		P90:  ms(percentile(latencies, 90)),
+		P99:  ms(percentile(latencies, 99)),
+		Max:  ms(latencies[len(latencies)-1]),
+	}
+}
+
+// percentile is the nearest-rank percentile of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+func (r *Report) writeText(w io.Writer) {
+	load := fmt.Sprintf("closed loop, concurrency %d", r.Concurrency)
+	if r.Mode == "open" {
+		load = fmt.Sprintf("open loop, %g req/s", r.Rate)
+	}
+	if r.Connections > 1 {
+		load += fmt.Sprintf(", %d connections", r.Connections)
+	}
+	fmt.Fprintf(w, "ibload: %s %s at %s, %s, batch %d, %gs after %gs warm-up, timeout %gs\n",
+		r.Protocol, r.Model, r.Target, load, r.Batch, r.DurationS, r.WarmupS, r.TimeoutS)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "requests\tok\terrors\treq/s\tmean ms\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
+	fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n",
+		r.Requests, r.OK, r.Requests-r.OK, r.RPS, r.Latency.Mean, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	_ = tw.Flush()
+	if len(r.Errors) > 0 {
+		kinds := make([]string, 0, len(r.Errors))
+		for k := range r.Errors {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		parts := make([]string, len(kinds))
+		for i, k := range kinds {
+			parts[i] = fmt.Sprintf("%s %d", k, r.Errors[k])
+		}
+		fmt.Fprintf(w, "errors by kind: %s\n", strings.Join(parts, ", "))
+	}
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The Go checks of the test command: fresh generated stubs, gofmt, go vet, and go test
+# (whose TestMain starts real inferbridge servers with the venv's Python).
+#
+# Needs Go (PATH or /usr/local/go/bin) and the Go module proxy (or a warm module cache);
+# the race detector runs when cgo works (a C compiler is present) unless IB_GO_RACE=0.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="$PATH:/usr/local/go/bin"
+export INFERBRIDGE_PYTHON="${INFERBRIDGE_PYTHON:-$root/.venv/bin/python}"
+cd "$root/clients/go"
+
+echo "== go: generated stubs are fresh"
+scripts/gen.sh --check
+
+echo "== go: gofmt -l"
+unformatted="$(gofmt -l .)"
+if [[ -n "$unformatted" ]]; then
+  echo "gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
+echo "== go: go vet ./..."
+go vet ./...
+
+race=()
+if [[ "${IB_GO_RACE:-1}" != "0" ]] && [[ "$(go env CGO_ENABLED)" == "1" ]] && command -v "$(go env CC)" >/dev/null 2>&1; then
+  race=(-race)
+fi
+echo "== go: go test ${race[*]} ./..."
+go test "${race[@]}" -count=1 -timeout 10m ./...
