@@ -127,10 +127,10 @@ def build_examples(root: Path) -> None:
 
 
 def _optional_builders() -> list[tuple[str, Callable[[Path], None]]]:
+    from inferbridge.examples.builders import run_in_child
     from inferbridge.examples.builders.native import build_native
     from inferbridge.examples.builders.opencv import build_opencv
     from inferbridge.examples.builders.tflite import build_tflite
-    from inferbridge.examples.builders.torchscript import build_torchscript
     from inferbridge.examples.builders.wasm import build_wasm
 
     return [
@@ -138,7 +138,12 @@ def _optional_builders() -> list[tuple[str, Callable[[Path], None]]]:
         ("wasm", lambda root: build_wasm(root, iris_classifier())),
         ("opencv", lambda root: build_opencv(root, digits_classifier())),
         ("tflite", lambda root: build_tflite(root, digits_classifier())),
-        ("torchscript", build_torchscript),
+        # torch and TensorFlow train in child processes (see run_in_child).
+        (
+            "torchscript",
+            lambda root: run_in_child("inferbridge.examples.builders.torchscript", root),
+        ),
+        ("tensorflow", lambda root: run_in_child("inferbridge.examples.builders.tensorflow", root)),
     ]
 
 

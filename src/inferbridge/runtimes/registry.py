@@ -25,6 +25,7 @@ _BUILTIN: dict[str, str] = {
     "opencv": "inferbridge.runtimes.opencv:OpenCVRuntime",
     "tflite": "inferbridge.runtimes.tflite:TFLiteRuntime",
     "torchscript": "inferbridge.runtimes.torchscript:TorchScriptRuntime",
+    "tensorflow": "inferbridge.runtimes.tensorflow:TensorFlowRuntime",
 }
 
 

@@ -75,3 +75,9 @@ def build_torchscript(root: Path) -> None:
         "  - {name: probabilities, datatype: FP32, shape: [-1, 10]}\n"
         "  - {name: label, datatype: INT64, shape: [-1]}\n"
     )
+
+
+if __name__ == "__main__":
+    from inferbridge.examples.builders import child_main
+
+    child_main(build_torchscript)
