@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from inferbridge.errors import (
+    CallerGoneError,
     ConfigError,
     DeadlineExceeded,
     InferBridgeError,
@@ -25,6 +26,7 @@ from inferbridge.protocol.types import (
 from inferbridge.runtimes.base import Runtime, Signature
 
 __all__ = [
+    "CallerGoneError",
     "ConfigError",
     "DeadlineExceeded",
     "InferBridgeError",

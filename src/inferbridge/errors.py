@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CallerGoneError",
     "ConfigError",
     "DeadlineExceeded",
     "InferBridgeError",
@@ -51,6 +52,10 @@ class QueueFull(InferBridgeError):
 
 class DeadlineExceeded(InferBridgeError):
     """The request's deadline passed before it was answered: 504, DEADLINE_EXCEEDED."""
+
+
+class CallerGoneError(InferBridgeError):
+    """The client disconnected or cancelled; nobody is left to answer (HTTP 499 in logs)."""
 
 
 class PayloadTooLarge(InferBridgeError):

@@ -53,6 +53,10 @@ class InferBridgeServer:
             lifespan="off",
             log_level="warning",
             access_log=False,
+            # Per-response work the REST hot path does not need.
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
             timeout_graceful_shutdown=int(s.shutdown_grace_s),
         )
         http_server = _QuietSignalsServer(config)

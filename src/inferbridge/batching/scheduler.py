@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,12 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from inferbridge.errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueFull
+from inferbridge.errors import (
+    CallerGoneError,
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    QueueFull,
+)
 
 __all__ = ["BatchPolicy", "ExecutionMode", "Scheduler"]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 RunBatch = Callable[[Arrays], Arrays]
+CallerGone = Callable[[], Awaitable[object]]
 
 # Batches faster than this run inline on the event loop in `auto` mode.
 _INLINE_BELOW_S = 0.0008
@@ -110,12 +117,19 @@ class Scheduler:
     # -- public ----------------------------------------------------------------------------
 
     async def submit(
-        self, inputs: Arrays, *, deadline: float | None = None, priority: int = 0
+        self,
+        inputs: Arrays,
+        *,
+        deadline: float | None = None,
+        priority: int = 0,
+        caller_gone: CallerGone | None = None,
     ) -> Arrays:
         """Run `inputs` (a validated request) and return its outputs.
 
         `deadline` is absolute, in `time.monotonic()` seconds; `priority` follows Triton:
-        1 is the highest level, 0 means the configured default.
+        1 is the highest level, 0 means the configured default. `caller_gone`, when given,
+        is awaited alongside a request that has to wait: if it completes first, the request
+        is withdrawn (never executed if still queued) and CallerGone is raised.
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -123,7 +137,7 @@ class Scheduler:
             raise DeadlineExceeded(f"model '{self.name}': the request's deadline passed on arrival")
         level = self._level(priority)
         if self._free and not self._queued and not self._waits_for_batch():
-            return await self._run_now(inputs, deadline)
+            return await self._run_now(inputs, deadline, caller_gone)
         if self.policy.max_queue_size and self._queued >= self.policy.max_queue_size:
             raise QueueFull(
                 f"model '{self.name}': queue is full ({self._queued} requests waiting, "
@@ -136,7 +150,7 @@ class Scheduler:
         self._queued += 1
         self.stats.queue_peak = max(self.stats.queue_peak, self._queued)
         self._wake()
-        return await self._wait(item.future, deadline)
+        return await self._wait(item.future, deadline, caller_gone)
 
     def close(self) -> None:
         self._closed = True
@@ -170,15 +184,35 @@ class Scheduler:
             )
         return priority - 1
 
-    async def _wait(self, future: asyncio.Future[Arrays], deadline: float | None) -> Arrays:
-        if deadline is None:
+    async def _wait(
+        self, future: asyncio.Future[Arrays], deadline: float | None, caller_gone: CallerGone | None
+    ) -> Arrays:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if caller_gone is not None:
+            watcher = asyncio.ensure_future(caller_gone())
+            try:
+                done, _ = await asyncio.wait(
+                    (future, watcher), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                watcher.cancel()
+            if future in done:
+                return future.result()
+            future.cancel()
+            if watcher in done:
+                raise CallerGoneError(f"model '{self.name}': the caller went away")
+            raise self._deadline_error()
+        if timeout is None:
             return await future
         try:
-            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise DeadlineExceeded(
-                f"model '{self.name}': deadline exceeded before the answer was ready"
-            ) from None
+            raise self._deadline_error() from None
+
+    def _deadline_error(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"model '{self.name}': deadline exceeded before the answer was ready"
+        )
 
     def _forget(self, item: _Item) -> None:
         # A finished future (cancelled by its caller, or timed out) leaves the queue count at
@@ -196,7 +230,9 @@ class Scheduler:
     def _waits_for_batch(self) -> bool:
         return self.policy.merges and self.policy.max_queue_delay_s > 0
 
-    async def _run_now(self, inputs: Arrays, deadline: float | None) -> Arrays:
+    async def _run_now(
+        self, inputs: Arrays, deadline: float | None, caller_gone: CallerGone | None
+    ) -> Arrays:
         self._free -= 1
         if self._inline():
             try:
@@ -207,7 +243,7 @@ class Scheduler:
         work = self._pool.submit(self._timed, inputs, 1, _rows(inputs))
         # The instance is free when the thread is done, not when the caller stops waiting.
         work.add_done_callback(lambda _w: loop.call_soon_threadsafe(self._release))
-        return await self._wait(asyncio.wrap_future(work, loop=loop), deadline)
+        return await self._wait(asyncio.wrap_future(work, loop=loop), deadline, caller_gone)
 
     def _release(self) -> None:
         self._free += 1
@@ -372,4 +408,3 @@ def _concat(parts: list[Arrays]) -> Arrays:
     if len(parts) == 1:
         return parts[0]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-

@@ -164,6 +164,7 @@ class DataPlane:
             inputs,
             deadline=self._deadline(request, version),
             priority=_int_parameter(request, "priority"),
+            caller_gone=request.caller_gone,
         )
         return self._response(request, version, outputs)
 

@@ -6,6 +6,7 @@ large tensor lists through a schema library costs more than the model call itsel
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,9 @@ class InferenceRequest:
     outputs: list[RequestedOutput] | None = None
     deadline: float | None = None
     """Absolute deadline in time.monotonic() seconds, set by the transport (gRPC deadline)."""
+    caller_gone: Callable[[], Awaitable[object]] | None = None
+    """Set by transports that cannot cancel the handler themselves (HTTP): returns an
+    awaitable that completes when the client disconnects. Started only if the request waits."""
 
 
 @dataclass(slots=True)

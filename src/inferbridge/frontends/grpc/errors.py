@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from inferbridge.errors import (
+    CallerGoneError,
     DeadlineExceeded,
     InferBridgeError,
     InferenceFailed,
@@ -20,6 +21,7 @@ __all__ = ["grpc_status"]
 
 _CODES: dict[type[InferBridgeError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    CallerGoneError: grpc.StatusCode.CANCELLED,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,

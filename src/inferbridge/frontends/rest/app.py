@@ -6,17 +6,23 @@ request, and a routing framework's per-request overhead is larger than the model
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import math
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import orjson
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.errors import InferBridgeError, InvalidInput, PayloadTooLarge, QueueFull
+from inferbridge.errors import (
+    CallerGoneError,
+    InferBridgeError,
+    InvalidInput,
+    PayloadTooLarge,
+    QueueFull,
+)
 from inferbridge.frontends import compat
 from inferbridge.frontends.rest.errors import http_status
 from inferbridge.protocol.rest_codec import (
@@ -33,8 +39,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-T = TypeVar("T")
 
 _JSON = (b"content-type", b"application/json")
 _HEADER_LENGTH = "inference-header-content-length"
@@ -69,8 +73,8 @@ class RestApp:
             return
         try:
             response = await self._route(scope, receive)
-        except ClientDisconnected:
-            return
+        except CallerGoneError:
+            return  # nobody is left to answer
         except InferBridgeError as error:
             status = 405 if isinstance(error, _MethodNotAllowed) else http_status(error)
             response = _json(status, {"error": error.message})
@@ -171,7 +175,8 @@ class RestApp:
         body = await self._read_body(scope, receive, headers)
         header_length = _header_length(headers)
         request = decode_infer_request(body, header_length, name, version)
-        response = await _unless_disconnected(self.dataplane.infer(request), receive)
+        request.caller_gone = functools.partial(_disconnected, receive)
+        response = await self.dataplane.infer(request)
         payload, json_length = encode_infer_response(response, request)
         if json_length is None:
             return _Response(200, payload)
@@ -225,23 +230,6 @@ class RestApp:
         return _decompress(body, encoding, limit)
 
 
-async def _unless_disconnected(work: Coroutine[Any, Any, T], receive: Receive) -> T:
-    """Await `work`, cancelling it if the client disconnects first (its queued request is
-    then dropped before it runs)."""
-    task = asyncio.ensure_future(work)
-    if task.done():
-        return task.result()
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ClientDisconnected("client disconnected before the answer was ready")
-    return task.result()
-
-
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -282,10 +270,6 @@ def _require(method: str, allowed: str) -> None:
 
 class _MethodNotAllowed(InvalidInput):
     pass
-
-
-class ClientDisconnected(InvalidInput):
-    """Nobody is left to answer; the response is dropped by the server."""
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

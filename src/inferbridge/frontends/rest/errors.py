@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inferbridge.errors import (
+    CallerGoneError,
     DeadlineExceeded,
     InferBridgeError,
     InferenceFailed,
@@ -18,6 +19,7 @@ __all__ = ["http_status"]
 
 _STATUS: dict[type[InferBridgeError], int] = {
     InvalidInput: 400,
+    CallerGoneError: 499,
     ModelNotFound: 404,
     PayloadTooLarge: 413,
     QueueFull: 429,
