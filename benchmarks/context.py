@@ -1,0 +1,169 @@
+"""What every scenario shares: tools, repositories, settings, and the server sessions."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.ceilings import Ceiling
+from benchmarks.loadgen import LoadError, Point
+from benchmarks.procs import Server, http_ok, launch
+from benchmarks.repos import Repositories
+from benchmarks.tools import Tools
+
+__all__ = ["Context", "ScenarioResult", "ServerSession", "Target", "ratio_text"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Target:
+    """One of the issue's targets: what was asked, what was measured, met or the gap."""
+
+    name: str
+    goal: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.met is None:
+            return "not measured"
+        return "met" if self.met else "NOT met"
+
+
+@dataclass
+class ScenarioResult:
+    key: str
+    title: str
+    points: list[Point] = field(default_factory=list)
+    ceilings: list[Ceiling] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    plot: Path | None = None
+    error: str | None = None
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    seconds: float = 0.0
+
+    def find(self, series: str, concurrency: int, client: str | None = None) -> Point | None:
+        for point in self.points:
+            same = point.series == series and point.concurrency == concurrency
+            if same and (client is None or point.client == client):
+                return point
+        return None
+
+
+@dataclass
+class Context:
+    tools: Tools
+    repos: Repositories
+    work: Path  # benchmarks/results (ignored by git)
+    duration: float
+    warmup: float
+    concurrencies: list[int]
+    quick: bool
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def payload_dir(self) -> Path:
+        path = self.work / "payloads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def log_dir(self) -> Path:
+        return self.work / "logs"
+
+    def start_inferbridge(self, variant: str, models: list[str]) -> Server:
+        """inferbridge serving one repository variant, ready when every model is ready."""
+        repo = self.repos.variant(variant)
+        argv = [
+            sys.executable,
+            "-m",
+            "inferbridge",
+            "serve",
+            str(repo),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--log-level",
+            "warning",
+        ]
+
+        def ready(server: Server) -> bool:
+            log = server.log_path.read_text(errors="replace")
+            if "NOT loaded" in log:
+                raise RuntimeError(f"inferbridge could not load a model:\n{server.log_tail()}")
+            return all(http_ok(f"{server.base_url}/v2/models/{m}/ready") for m in models)
+
+        return launch(
+            f"inferbridge ({variant})",
+            argv,
+            log_path=self.log_dir / f"inferbridge-{variant}.log",
+            ready=ready,
+            ports_from_log=True,
+            cwd=_ROOT,
+            env={"PYTHONUNBUFFERED": "1"},
+        )
+
+
+class ServerSession:
+    """A server for a block of measurements; restarts it once if it dies under a point."""
+
+    def __init__(self, result: ScenarioResult, name: str, factory: Callable[[], Server]):
+        self.result = result
+        self.name = name
+        self.factory = factory
+        self.server: Server | None = None
+
+    def __enter__(self) -> ServerSession:
+        started = time.monotonic()
+        self.server = self.factory()
+        print(f"bench:   {self.name} ready in {time.monotonic() - started:.1f} s", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def measure(self, label: str, run: Callable[[Server], Point]) -> Point | None:
+        """Run one point; a failure is recorded as a note (and the point left out)."""
+        assert self.server is not None
+        for attempt in (1, 2):
+            try:
+                point = run(self.server)
+            except LoadError as exc:
+                if not self.server.alive() and attempt == 1:
+                    self.result.notes.append(
+                        f"{self.name} died during {label}; restarted and measured again. "
+                        f"Its last output: {self.server.log_tail(5)!r}"
+                    )
+                    self.server.stop()
+                    self.server = self.factory()
+                    continue
+                self.result.notes.append(f"{label}: measurement failed: {exc}")
+                print(f"bench:   {label}: FAILED: {str(exc)[:300]}", flush=True)
+                return None
+            print(
+                f"bench:   {label:<46} {point.rps:>9,.0f} req/s  p50 {point.p50_ms:7.2f}  "
+                f"p99 {point.p99_ms:8.2f} ms  errors {point.errors_text()}",
+                flush=True,
+            )
+            self.result.points.append(point)
+            return point
+        return None
+
+
+def ratio_text(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()

@@ -1,0 +1,1 @@
+"""Scripts that run inside the peers' own virtual environments (not imported by the harness)."""

@@ -1,0 +1,106 @@
+"""The model repositories under test: the same model files, one config.yaml per variant.
+
+`off` has no `dynamic_batching` block; `on` batches with a short queue delay; the overload
+variants add (or leave out) a queue bound and a default timeout.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.image_model import build_image_model
+
+__all__ = [
+    "IRIS_ROW",
+    "OVERLOAD_QUEUE",
+    "OVERLOAD_TIMEOUT_MS",
+    "QUEUE_DELAY_MS",
+    "Repositories",
+    "build_repositories",
+]
+
+IRIS_ROW = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+#: Batching window per model in the `on` variant (milliseconds).
+QUEUE_DELAY_MS = {"iris": 1.0, "iris_onnx": 1.0, "image": 2.0}
+_MAX_BATCH = {"iris": 64, "iris_onnx": 64, "image": 16}
+_RUNTIME = {"iris": "sklearn", "iris_onnx": "onnx", "image": "onnx"}
+#: Overload scenario, "bounds on": queue bound (requests) and default timeout.
+OVERLOAD_QUEUE = 256
+OVERLOAD_TIMEOUT_MS = 100.0
+
+
+@dataclass(frozen=True)
+class Repositories:
+    off: Path
+    on: Path
+    overload_bounded: Path
+    overload_unbounded: Path
+    image_builder: str  # "torch" or "onnx.helper"
+    iris_joblib: Path
+    iris_onnx: Path
+    image_onnx: Path
+
+    def variant(self, name: str) -> Path:
+        return Path(getattr(self, name))
+
+
+def _config(model: str, batching: bool, queue: int = 0, timeout_ms: float = 0.0) -> str:
+    lines = [f"runtime: {_RUNTIME[model]}", f"max_batch_size: {_MAX_BATCH[model]}"]
+    if batching:
+        lines += [
+            "dynamic_batching:",
+            f"  max_queue_delay_ms: {QUEUE_DELAY_MS[model]}",
+            f"  max_queue_size: {queue}",
+            f"  default_timeout_ms: {timeout_ms}",
+        ]
+    lines += ["instance_group:", "  - count: 1", "    kind: cpu"]
+    return "\n".join(lines) + "\n"
+
+
+def _model(repo: Path, model: str, source: Path, config: str) -> None:
+    target = repo / model / "1" / ("model" + source.suffix)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    (repo / model / "config.yaml").write_text(config)
+
+
+def build_repositories(work: Path) -> Repositories:
+    """Write every variant under `work` (replacing what was there)."""
+    from inferbridge.examples.build import example_repository
+
+    examples = example_repository()
+    models = work / "models"
+    if models.exists():
+        shutil.rmtree(models)
+    iris_joblib = examples / "iris" / "1" / "model.joblib"
+    iris_onnx = examples / "iris_onnx" / "1" / "model.onnx"
+    image_onnx = models / "image.onnx"
+    builder = build_image_model(image_onnx)
+    sources = {"iris": iris_joblib, "iris_onnx": iris_onnx, "image": image_onnx}
+    paths = {}
+    for variant in ("off", "on"):
+        repo = models / variant
+        for model, source in sources.items():
+            _model(repo, model, source, _config(model, batching=variant == "on"))
+        paths[variant] = repo
+    for variant, queue, timeout in (
+        ("overload_bounded", OVERLOAD_QUEUE, OVERLOAD_TIMEOUT_MS),
+        ("overload_unbounded", 0, 0.0),
+    ):
+        repo = models / variant
+        _model(repo, "iris", iris_joblib, _config("iris", True, queue, timeout))
+        paths[variant] = repo
+    return Repositories(
+        off=paths["off"],
+        on=paths["on"],
+        overload_bounded=paths["overload_bounded"],
+        overload_unbounded=paths["overload_unbounded"],
+        image_builder=builder,
+        iris_joblib=iris_joblib,
+        iris_onnx=iris_onnx,
+        image_onnx=image_onnx,
+    )

@@ -1,0 +1,505 @@
+"""The six scenarios of issue #6. Each returns a ScenarioResult with its points and targets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import loadgen, payloads
+from benchmarks.ceilings import Ceiling, onnx_ceiling, sklearn_ceiling
+from benchmarks.context import Context, ScenarioResult, ServerSession, Target
+from benchmarks.image_model import IMAGE_INPUT, sample_image
+from benchmarks.loadgen import Point
+from benchmarks.payloads import Payload
+from benchmarks.procs import Server, free_port, http_ok, launch
+from benchmarks.repos import IRIS_ROW, OVERLOAD_QUEUE, OVERLOAD_TIMEOUT_MS, QUEUE_DELAY_MS
+
+__all__ = ["SCENARIOS"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+_SMALL = ["iris", "iris_onnx"]
+_ALL = ["iris", "iris_onnx", "image"]
+_VARIANTS = ("off", "on")
+_TOP = 64  # the concurrency the targets are stated at
+
+
+def _iris_payload(ctx: Context, model: str, kind: str) -> Payload:
+    if kind == "json":
+        return payloads.rest_json(ctx.payload_dir, model, "input", IRIS_ROW)
+    if kind == "binary":
+        return payloads.rest_binary(ctx.payload_dir, model, "input", IRIS_ROW)
+    return payloads.grpc_raw(ctx.payload_dir, model, "input", IRIS_ROW)
+
+
+def _image_payload(ctx: Context, kind: str) -> Payload:
+    image = sample_image(1)
+    if kind == "json":
+        return payloads.rest_json(ctx.payload_dir, "image", IMAGE_INPUT, image)
+    if kind == "binary":
+        return payloads.rest_binary(ctx.payload_dir, "image", IMAGE_INPUT, image)
+    return payloads.grpc_raw(ctx.payload_dir, "image", IMAGE_INPUT, image)
+
+
+def _point(
+    ctx: Context, payload: Payload, series: str, concurrency: int
+) -> Callable[[Server], Point]:
+    def run(server: Server) -> Point:
+        if payload.kind == "grpc":
+            return loadgen.ghz(
+                ctx.tools,
+                server,
+                payload,
+                series=series,
+                concurrency=concurrency,
+                duration=ctx.duration,
+                warmup=ctx.warmup,
+            )
+        return loadgen.wrk(
+            ctx.tools,
+            server,
+            payload,
+            series=series,
+            concurrency=concurrency,
+            duration=ctx.duration,
+            warmup=ctx.warmup,
+        )
+
+    return run
+
+
+def _batching_targets(
+    result: ScenarioResult, model: str, transport: str, need_ratio: float, p99_limit: float | None
+) -> None:
+    off = result.find(f"{model} batching off", _TOP)
+    on = result.find(f"{model} batching on", _TOP)
+    goal = f"on/off ≥ {need_ratio:g}x req/s at c={_TOP}"
+    if p99_limit is not None:
+        goal += f", p99 ≤ {p99_limit:g} ms"
+    name = f"{model} {transport}: batching on vs off, c={_TOP}"
+    if off is None or on is None:
+        result.targets.append(Target(name, goal, "missing point", None))
+    else:
+        ratio = on.rps / off.rps
+        met = ratio >= need_ratio and (p99_limit is None or on.p99_ms <= p99_limit)
+        measured = (
+            f"{ratio:.2f}x ({on.rps:,.0f} vs {off.rps:,.0f} req/s); p99 on {on.p99_ms:.1f} ms, "
+            f"off {off.p99_ms:.1f} ms"
+        )
+        result.targets.append(Target(name, goal, measured, met))
+    off1 = result.find(f"{model} batching off", 1)
+    on1 = result.find(f"{model} batching on", 1)
+    delay = QUEUE_DELAY_MS[model]
+    name1 = f"{model} {transport}: batching adds ≤ queue delay to p50 at c=1"
+    goal1 = f"p50(on) - p50(off) ≤ {delay:g} ms"
+    if off1 is None or on1 is None:
+        result.targets.append(Target(name1, goal1, "missing point", None))
+    else:
+        added = on1.p50_ms - off1.p50_ms
+        result.targets.append(
+            Target(
+                name1,
+                goal1,
+                f"{added:+.2f} ms (p50 {on1.p50_ms:.2f} vs {off1.p50_ms:.2f} ms)",
+                added <= delay,
+            )
+        )
+
+
+def small_models(ctx: Context, transport: str) -> ScenarioResult:
+    """Scenarios 1 and 2: iris and iris_onnx, batching off vs on, closed loop."""
+    key, title = (
+        ("s1", "1. Small models over REST JSON (wrk), batching off vs on")
+        if transport == "rest"
+        else ("s2", "2. Small models over gRPC raw contents (ghz), batching off vs on")
+    )
+    result = ScenarioResult(key, title)
+    kind = "json" if transport == "rest" else "grpc"
+    for variant in _VARIANTS:
+        name = f"inferbridge batching {variant}"
+        with ServerSession(result, name, lambda v=variant: ctx.start_inferbridge(v, _SMALL)) as s:
+            for model in _SMALL:
+                payload = _iris_payload(ctx, model, kind)
+                for c in ctx.concurrencies:
+                    series = f"{model} batching {variant}"
+                    s.measure(f"{series} c={c}", _point(ctx, payload, series, c))
+    _batching_targets(result, "iris", transport, 3.0, 15.0)
+    _batching_targets(result, "iris_onnx", transport, 1.0, None)
+    result.notes.append(
+        f"Batching on: max_queue_delay_ms {QUEUE_DELAY_MS['iris']:g}, max_batch_size 64, one "
+        "instance; off: no dynamic_batching block (same model files)."
+    )
+    if transport == "grpc":
+        result.notes.append(
+            "ghz shares its workers over min(4, c/16) HTTP/2 connections (1 at c<32). Calls "
+            "that ghz itself cuts when its timed run ends are not counted as errors."
+        )
+    return result
+
+
+def scenario_1(ctx: Context) -> ScenarioResult:
+    """Small models (iris, iris_onnx) over REST JSON, batching off vs on."""
+    return small_models(ctx, "rest")
+
+
+def scenario_2(ctx: Context) -> ScenarioResult:
+    """Small models (iris, iris_onnx) over gRPC, batching off vs on."""
+    return small_models(ctx, "grpc")
+
+
+def image_ceiling(ctx: Context) -> list[Ceiling]:
+    """onnxruntime on the image model in this process (cached for the run)."""
+    if "image_ceiling" not in ctx.shared:
+        seconds = 0.6 if ctx.quick else 1.5
+        batches = [1, 4, 8, 16]
+        ceilings = onnx_ceiling(
+            "image", ctx.repos.image_onnx, IMAGE_INPUT, sample_image, batches, 1, seconds
+        )
+        ceilings += onnx_ceiling(
+            "image", ctx.repos.image_onnx, IMAGE_INPUT, sample_image, batches, 2, seconds
+        )
+        ctx.shared["image_ceiling"] = ceilings
+    return list(ctx.shared["image_ceiling"])
+
+
+def scenario_3(ctx: Context) -> ScenarioResult:
+    """Image-sized input: REST JSON vs REST binary vs gRPC raw, batching off and on."""
+    result = ScenarioResult("s3", "3. Image model (1x3x224x224 FP32): JSON vs binary vs gRPC raw")
+    concurrencies = [16] if ctx.quick else [1, 16, _TOP]
+    kinds = ["json", "binary", "grpc"]
+    for variant in _VARIANTS:
+        name = f"inferbridge batching {variant}"
+        with ServerSession(
+            result, name, lambda v=variant: ctx.start_inferbridge(v, ["image"])
+        ) as s:
+            for kind in kinds:
+                payload = _image_payload(ctx, kind)
+                for c in concurrencies:
+                    series = f"image {kind} batching {variant}"
+                    s.measure(f"{series} c={c}", _point(ctx, payload, series, c))
+    top = concurrencies[-1]
+    sizes = {kind: _image_payload(ctx, kind).size for kind in kinds}
+    for variant in _VARIANTS:
+        json_point = result.find(f"image json batching {variant}", top)
+        for kind in ("binary", "grpc"):
+            fast = result.find(f"image {kind} batching {variant}", top)
+            name = f"image {kind} vs JSON (batching {variant}), c={top}"
+            goal = "≥ 5x req/s, payload ≤ 1/4"
+            share = sizes[kind] / sizes["json"]
+            if json_point is None or fast is None:
+                result.targets.append(Target(name, goal, "missing point", None))
+                continue
+            ratio = fast.rps / json_point.rps
+            result.targets.append(
+                Target(
+                    name,
+                    goal,
+                    f"{ratio:.1f}x ({fast.rps:,.0f} vs {json_point.rps:,.0f} req/s); payload "
+                    f"{sizes[kind]:,} vs {sizes['json']:,} B = {share:.3f}",
+                    ratio >= 5 and share <= 0.25,
+                )
+            )
+    for kind in ("binary", "grpc"):
+        off = result.find(f"image {kind} batching off", top)
+        on = result.find(f"image {kind} batching on", top)
+        name = f"image {kind}: batching on vs off, c={top}"
+        if off is None or on is None:
+            result.targets.append(Target(name, "≥ 1.0x", "missing point", None))
+        else:
+            result.targets.append(
+                Target(
+                    name,
+                    "≥ 1.0x req/s",
+                    f"{on.rps / off.rps:.2f}x ({on.rps:,.0f} vs {off.rps:,.0f} req/s)",
+                    on.rps >= off.rps,
+                )
+            )
+        off1 = result.find(f"image {kind} batching off", 1)
+        on1 = result.find(f"image {kind} batching on", 1)
+        name1 = f"image {kind}: batching adds ≤ queue delay to p50 at c=1"
+        goal1 = f"≤ {QUEUE_DELAY_MS['image']:g} ms"
+        if off1 is None or on1 is None:
+            result.targets.append(Target(name1, goal1, "missing point", None))
+        else:
+            added = on1.p50_ms - off1.p50_ms
+            result.targets.append(
+                Target(
+                    name1,
+                    goal1,
+                    f"{added:+.2f} ms (p50 {on1.p50_ms:.2f} vs {off1.p50_ms:.2f} ms)",
+                    added <= QUEUE_DELAY_MS["image"],
+                )
+            )
+    ceilings = image_ceiling(ctx)
+    result.ceilings = ceilings
+    same_threads = [x for x in ceilings if x.threads == 1]
+    best_ceiling = max(same_threads, key=lambda x: x.rows_per_s)
+    served = [p for p in result.points if p.series.startswith("image") and p.ok]
+    name = "image served vs in-process ceiling"
+    if served:
+        best = max(served, key=lambda p: p.goodput)
+        ratio = best.goodput / best_ceiling.rows_per_s
+        result.targets.append(
+            Target(
+                name,
+                "≥ 0.85x onnxruntime at its best batch size",
+                f"{ratio:.2f}x (served {best.goodput:,.0f} img/s by {best.series} c="
+                f"{best.concurrency}; onnxruntime {best_ceiling.rows_per_s:,.0f} img/s at batch "
+                f"{best_ceiling.batch}, 1 intra-op thread like the server)",
+                ratio >= 0.85,
+            )
+        )
+    else:
+        result.targets.append(Target(name, "≥ 0.85x", "no served point", None))
+    result.notes.append(
+        f"Model built with {ctx.repos.image_builder} (MobileNet v1 width 0.5, random weights). "
+        "JSON is what `json.dumps(array.tolist())` writes; binary is Triton's binary tensor "
+        "extension; gRPC uses raw_input_contents. Payload bytes: "
+        + ", ".join(f"{k} {v:,} B" for k, v in sizes.items())
+        + f". Batching on: max_batch_size 16, max_queue_delay_ms {QUEUE_DELAY_MS['image']:g}."
+    )
+    return result
+
+
+def start_floor(ctx: Context) -> Server:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.floor_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--lifespan",
+        "off",
+    ]
+
+    def ready(server: Server) -> bool:
+        return http_ok(f"{server.base_url}/ready-probe")
+
+    return launch(
+        "bare ASGI floor",
+        argv,
+        log_path=ctx.log_dir / "floor.log",
+        ready=ready,
+        http_port=port,
+        cwd=_ROOT,
+    )
+
+
+def scenario_4(ctx: Context) -> ScenarioResult:
+    """Ceilings: onnxruntime and scikit-learn in-process; the bare ASGI HTTP floor."""
+    result = ScenarioResult("s4", "4. Ceilings: in-process models and the bare-ASGI HTTP floor")
+    seconds = 0.5 if ctx.quick else 1.5
+    batches = [1, 8, 16, 32, 64]
+
+    def iris_rows(batch: int):  # type: ignore[no-untyped-def]
+        return IRIS_ROW.repeat(batch, axis=0)
+
+    result.ceilings += onnx_ceiling(
+        "iris_onnx", ctx.repos.iris_onnx, "input", iris_rows, batches, 1, seconds
+    )
+    result.ceilings += sklearn_ceiling("iris", ctx.repos.iris_joblib, iris_rows, batches, seconds)
+    result.ceilings += image_ceiling(ctx)
+    payload = _iris_payload(ctx, "iris_onnx", "json")
+    with ServerSession(result, "bare ASGI floor", lambda: start_floor(ctx)) as s:
+        for c in ctx.concurrencies:
+            s.measure(f"bare ASGI floor c={c}", _point(ctx, payload, "bare ASGI floor", c))
+    for variant in _VARIANTS:
+        name = f"inferbridge batching {variant}"
+        with ServerSession(result, name, lambda v=variant: ctx.start_inferbridge(v, _SMALL)) as s:
+            series = f"iris_onnx batching {variant}"
+            s.measure(f"{series} c={_TOP}", _point(ctx, payload, series, _TOP))
+    floor = result.find("bare ASGI floor", _TOP)
+    served = [p for v in _VARIANTS if (p := result.find(f"iris_onnx batching {v}", _TOP))]
+    name = f"iris_onnx REST JSON vs bare ASGI floor, c={_TOP}"
+    if floor is None or not served:
+        result.targets.append(Target(name, "≥ 0.35x", "missing point", None))
+    else:
+        best = max(served, key=lambda p: p.rps)
+        others = "; ".join(f"{p.series}: {p.rps / floor.rps:.2f}x" for p in served)
+        result.targets.append(
+            Target(
+                name,
+                "≥ 0.35x the floor's req/s",
+                f"{best.rps / floor.rps:.2f}x ({best.rps:,.0f} vs {floor.rps:,.0f} req/s; "
+                f"{others})",
+                best.rps / floor.rps >= 0.35,
+            )
+        )
+    result.notes.append(
+        "The floor is a raw ASGI callable that reads the body and answers a constant OIP "
+        "response of the same size, on uvicorn with uvloop + httptools and one worker; the "
+        "same wrk client, body and concurrency as iris_onnx. onnxruntime ceilings use the "
+        "server's session settings (1 intra-op thread, 1 inter-op); the image model is also "
+        "shown with 2 intra-op threads (this machine's cores)."
+    )
+    return result
+
+
+def scenario_5(ctx: Context) -> ScenarioResult:
+    """Peers side by side on the same iris model: MLServer 1.7 and Triton 2.51 (pytriton)."""
+    from benchmarks import peers
+
+    result = ScenarioResult("s5", "5. Peers on the same iris model: MLServer 1.7, Triton 2.51")
+    concurrencies = [_TOP] if ctx.quick else [16, _TOP]
+    servers: list[tuple[str, Callable[[], Server]]] = [
+        ("inferbridge batching off", lambda: ctx.start_inferbridge("off", ["iris"])),
+        ("inferbridge batching on", lambda: ctx.start_inferbridge("on", ["iris"])),
+        ("MLServer 1.7", lambda: peers.start_mlserver(ctx.work / "peers")),
+        ("Triton 2.51 (pytriton 0.7)", lambda: peers.start_pytriton(ctx.work / "peers")),
+    ]
+    rest = _iris_payload(ctx, "iris", "json")
+    grpc = _iris_payload(ctx, "iris", "grpc")
+    for name, factory in servers:
+        try:
+            session = ServerSession(result, name, factory)
+            session.__enter__()
+        except Exception as exc:  # a peer that cannot start is reported, not fatal
+            result.notes.append(f"{name} did not start: {exc}")
+            print(f"bench:   {name} did not start: {str(exc)[:300]}", flush=True)
+            continue
+        try:
+            for payload, transport in ((rest, "REST"), (grpc, "gRPC")):
+                for c in concurrencies:
+                    series = f"{name} {transport}"
+                    session.measure(f"{series} c={c}", _point(ctx, payload, series, c))
+        finally:
+            session.__exit__(None, None, None)
+    for transport, goals in (("REST", (3.0, 1.5)), ("gRPC", (2.0, 1.5))):
+        ours = [
+            p
+            for v in _VARIANTS
+            if (p := result.find(f"inferbridge batching {v} {transport}", _TOP))
+        ]
+        best = max(ours, key=lambda p: p.rps) if ours else None
+        for peer, need in zip(("MLServer 1.7", "Triton 2.51 (pytriton 0.7)"), goals, strict=True):
+            theirs = result.find(f"{peer} {transport}", _TOP)
+            name = f"inferbridge vs {peer.split(' (')[0]} over {transport}, c={_TOP}"
+            goal = f"≥ {need:g}x req/s and lower p99"
+            if best is None or theirs is None:
+                result.targets.append(Target(name, goal, "missing point", None))
+                continue
+            ratio = best.rps / theirs.rps
+            result.targets.append(
+                Target(
+                    name,
+                    goal,
+                    f"{ratio:.2f}x ({best.rps:,.0f} vs {theirs.rps:,.0f} req/s, "
+                    f"{best.series.removeprefix('inferbridge ').removesuffix(' ' + transport)}); "
+                    f"p99 {best.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms",
+                    ratio >= need and best.p99_ms < theirs.p99_ms,
+                )
+            )
+    result.notes.append(
+        "Each peer runs in its own virtual environment with its default configuration "
+        "(MLServer: one parallel worker, no adaptive batching; pytriton: Triton's default "
+        "dynamic batching, max_batch_size 64), on the same iris model trained in that "
+        "environment from the same data, split and seed. Same wrk/ghz client, bodies and "
+        "concurrency for all. MLServer returns only `predict` by default; inferbridge and "
+        "Triton return label and probabilities."
+    )
+    return result
+
+
+def scenario_6(ctx: Context) -> ScenarioResult:
+    """Overload: open loop (vegeta) at 1.5x the measured capacity, bounds on vs off."""
+    result = ScenarioResult("s6", "6. Overload: open loop at 1.5x capacity, bounds on vs off")
+    payload = _iris_payload(ctx, "iris", "json")
+    work = ctx.work / "vegeta"
+    duration = ctx.duration if ctx.quick else max(ctx.duration, 10.0)
+    capacity: float | None = None
+    for variant, label in (("overload_bounded", "bounds on"), ("overload_unbounded", "bounds off")):
+        name = f"inferbridge iris, {label}"
+        with ServerSession(result, name, lambda v=variant: ctx.start_inferbridge(v, ["iris"])) as s:
+            closed = s.measure(
+                f"{name}: capacity (closed, 64 workers)",
+                lambda server, n=name: loadgen.vegeta(
+                    ctx.tools,
+                    server,
+                    payload,
+                    series=f"{n}, closed loop",
+                    rate=0,
+                    duration=duration,
+                    workers=_TOP,
+                    work_dir=work,
+                ),
+            )
+            if capacity is None and closed is not None:
+                capacity = closed.goodput
+            if capacity is None:
+                result.notes.append("no capacity measured; the open-loop run was skipped")
+                continue
+            rate = 1.5 * capacity
+            s.measure(
+                f"{name}: open loop {rate:,.0f}/s",
+                lambda server, n=name, r=rate: loadgen.vegeta(
+                    ctx.tools,
+                    server,
+                    payload,
+                    series=f"{n}, open loop 1.5x",
+                    rate=r,
+                    duration=duration,
+                    workers=1024,
+                    work_dir=work,
+                ),
+            )
+    bounded = result.find("inferbridge iris, bounds on, open loop 1.5x", 1024)
+    if capacity is None or bounded is None:
+        result.targets.append(Target("overload, bounds on", "goodput ≥ 0.9x", "missing", None))
+        return result
+    allowed = {"HTTP 429", "HTTP 504"}
+    other = {k: v for k, v in bounded.errors.items() if k not in allowed}
+    result.targets += [
+        Target(
+            "overload at 1.5x capacity, bounds on: goodput",
+            "≥ 0.9x capacity",
+            f"{bounded.goodput / capacity:.2f}x ({bounded.goodput:,.0f} ok/s; capacity "
+            f"{capacity:,.0f} req/s; offered {bounded.offered_rps:,.0f}/s, sent "
+            f"{bounded.extra.get('sent_rps', 0):,.0f}/s)",
+            bounded.goodput >= 0.9 * capacity,
+        ),
+        Target(
+            "overload, bounds on: p99",
+            f"< the configured timeout ({OVERLOAD_TIMEOUT_MS:g} ms)",
+            f"p99 {bounded.p99_ms:.1f} ms over all responses, {bounded.ok_p99_ms:.1f} ms over "
+            "the successful ones",
+            bounded.p99_ms < OVERLOAD_TIMEOUT_MS,
+        ),
+        Target(
+            "overload, bounds on: error kinds",
+            "only 429 / 504",
+            bounded.errors_text(),
+            not other,
+        ),
+    ]
+    result.notes.append(
+        f"Bounds on: dynamic_batching max_queue_size {OVERLOAD_QUEUE}, default_timeout_ms "
+        f"{OVERLOAD_TIMEOUT_MS:g}; bounds off: max_queue_size 0 (unbounded), no timeout. Both "
+        f"batch with max_queue_delay_ms {QUEUE_DELAY_MS['iris']:g}. Capacity = vegeta closed "
+        "loop with 64 workers against the bounds-on server; the open loop offers 1.5x that to "
+        "both, from up to 1,024 connections (when all are busy vegeta cannot keep the rate: "
+        "compare offered and sent). Goodput = 200 responses per second."
+    )
+    return result
+
+
+SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
+    "1": scenario_1,
+    "2": scenario_2,
+    "3": scenario_3,
+    "4": scenario_4,
+    "5": scenario_5,
+    "6": scenario_6,
+}
