@@ -1,0 +1,185 @@
+"""Runtime benchmark: each runtime's example model in-process vs through the server.
+
+For every runtime example in the bundled repository this prints p50 latency at batch 1
+and throughput at batch 32 (rows per second), measured (a) calling the runtime in this
+process (`Runtime.infer`, i.e. the framework plus the runtime's thin adapter) and (b)
+through a real `inferbridge serve` subprocess over gRPC with tritonclient (one client,
+sequential requests), with the server/in-process ratios. Both run on the same machine
+in one run: compare the ratios, not absolute numbers across machines.
+
+    python -m benchmarks.runtimes [--seconds 2] [--models iris_go,digits_c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: (model, runtime, input name, outputs, kind of input)
+MODELS: list[tuple[str, str, str, list[str], str]] = [
+    ("digits", "onnx (baseline)", "pixels", ["label", "probabilities"], "digits"),
+    ("iris_go", "native (Go)", "input", ["probabilities", "label"], "iris"),
+    ("digits_c", "native (C)", "pixels", ["probabilities", "label"], "digits"),
+    ("iris_wasm", "wasm", "input", ["scores", "label"], "iris"),
+    ("digits_opencv", "opencv dnn", "pixels", ["scores", "probabilities"], "digits"),
+    ("faces", "opencv cascade", "image", ["boxes"], "image"),
+    ("digits_tflite", "tflite", "pixels", ["scores", "probabilities", "label"], "digits"),
+    ("digits_torchscript", "torchscript", "pixels", ["probabilities", "label"], "digits"),
+    ("iris_tensorflow", "tensorflow", "input", ["probabilities", "label"], "iris"),
+]
+
+
+@dataclass
+class Row:
+    model: str
+    runtime: str
+    local_p50_ms: float
+    server_p50_ms: float
+    local_rows_s: float
+    server_rows_s: float
+
+
+def batch_of(kind: str, rows: int) -> np.ndarray[Any, Any]:
+    from inferbridge.examples.build import digits_split, iris_split
+
+    if kind == "image":
+        try:
+            from skimage.data import astronaut
+
+            image = astronaut().mean(axis=2).astype(np.uint8)[::2, ::2]  # 256 x 256 gray
+        except ImportError:
+            image = np.zeros((256, 256), np.uint8)
+        return np.repeat(image[np.newaxis], rows, axis=0)
+    X = (digits_split if kind == "digits" else iris_split)()[1]
+    return np.ascontiguousarray(np.resize(X, (rows, X.shape[1])))
+
+
+def p50_ms(call: Callable[[], object], seconds: float) -> float:
+    call()  # warm-up
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def rows_per_s(call: Callable[[], object], rows: int, seconds: float) -> float:
+    call()
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or count < 3:
+        call()
+        count += 1
+    return count * rows / (time.perf_counter() - start)
+
+
+def in_process(repository: Path, model: str) -> Any:
+    from inferbridge.repository.config import load_config
+    from inferbridge.runtimes.registry import runtime_class
+
+    config = load_config(repository / model / "config.yaml")
+    runtime = runtime_class(config.runtime)()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runtime.load(repository / model / "1", config, "cpu")
+    return runtime
+
+
+def grpc_call(
+    client: Any, model: str, name: str, array: Any, outputs: list[str]
+) -> Callable[[], object]:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(array)
+    wanted = [grpcclient.InferRequestedOutput(n) for n in outputs]
+    return lambda: client.infer(model, [tensor], outputs=wanted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (default 2)")
+    parser.add_argument("--batch", type=int, default=32, help="throughput batch (default 32)")
+    parser.add_argument("--models", help="comma-separated subset of the example models")
+    options = parser.parse_args(argv)
+
+    import tritonclient.grpc as grpcclient
+
+    from inferbridge.examples.build import example_repository
+    from tests.serverproc import start_server
+
+    repository = example_repository()
+    chosen = set(options.models.split(",")) if options.models else None
+    models = [m for m in MODELS if (repository / m[0]).exists() and (not chosen or m[0] in chosen)]
+    skipped = [m[0] for m in MODELS if not (repository / m[0]).exists()]
+    server = start_server(repository)
+    rows: list[Row] = []
+    try:
+        client = grpcclient.InferenceServerClient(url=server.grpc_url)
+        for model, runtime_name, input_name, outputs, kind in models:
+            runtime = in_process(repository, model)
+            rows.append(
+                measure(runtime, client, (model, runtime_name, input_name, outputs, kind), options)
+            )
+            runtime.unload()
+            print(f"measured {model}", file=sys.stderr, flush=True)
+        client.close()
+    finally:
+        server.stop()
+    print(table(rows, options.batch))
+    if skipped:
+        print(f"\nnot built here (framework or tool missing): {', '.join(skipped)}")
+    return 0
+
+
+def measure(
+    runtime: Any,
+    client: Any,
+    entry: tuple[str, str, str, list[str], str],
+    options: argparse.Namespace,
+) -> Row:
+    model, runtime_name, input_name, outputs, kind = entry
+    one, many = batch_of(kind, 1), batch_of(kind, options.batch)
+    seconds = options.seconds
+    return Row(
+        model,
+        runtime_name,
+        p50_ms(lambda: runtime.infer({input_name: one}), seconds),
+        p50_ms(grpc_call(client, model, input_name, one, outputs), seconds),
+        rows_per_s(lambda: runtime.infer({input_name: many}), options.batch, seconds),
+        rows_per_s(grpc_call(client, model, input_name, many, outputs), options.batch, seconds),
+    )
+
+
+def table(rows: list[Row], batch: int) -> str:
+    header = (
+        "| runtime | model | p50 b1 in-process ms | p50 b1 server ms | server/in-process | "
+        f"b{batch} in-process rows/s | b{batch} server rows/s | server/in-process |"
+    )
+    lines = [header, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(
+            f"| {r.runtime} | {r.model} | {r.local_p50_ms:.3f} | {r.server_p50_ms:.3f} | "
+            f"{r.server_p50_ms / r.local_p50_ms:.1f}x | {r.local_rows_s:,.0f} | "
+            f"{r.server_rows_s:,.0f} | {r.server_rows_s / r.local_rows_s:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
