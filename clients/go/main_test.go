@@ -51,8 +51,8 @@ func runWithServers(m *testing.M, python string) int {
 	var examples, conformance *testserver.Server
 	var errExamples, errConformance error
 	wg.Add(2)
-	go func() { defer wg.Done(); examples, errExamples = testserver.Start(python, "", 3*time.Minute) }()
-	go func() { defer wg.Done(); conformance, errConformance = testserver.Start(python, repo, 3*time.Minute) }()
+	go func() { defer wg.Done(); examples, errExamples = testserver.Start(python, "", 6*time.Minute) }()
+	go func() { defer wg.Done(); conformance, errConformance = testserver.Start(python, repo, 6*time.Minute) }()
 	wg.Wait()
 	for _, s := range []*testserver.Server{examples, conformance} {
 		if s != nil {

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -251,5 +252,50 @@ func TestUnitGRPCDeadlineAndCancellation(t *testing.T) {
 	var e *inferbridge.Error
 	if !errors.Is(err, inferbridge.ErrDeadlineExceeded) || !errors.As(err, &e) || e.GRPCCode != 4 {
 		t.Fatalf("deadline: %v", err)
+	}
+}
+
+func TestUnitRESTReusesConnections(t *testing.T) {
+	var mu sync.Mutex
+	opened := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"live":true}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			mu.Lock()
+			opened++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	client, _ := inferbridge.NewRESTClient(srv.URL)
+	const workers, calls = 16, 25
+	round := func() {
+		var wg sync.WaitGroup
+		for g := 0; g < workers; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < calls; i++ {
+					if live, err := client.Live(context.Background()); err != nil || !live {
+						t.Error(live, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	round() // opens about one connection per goroutine (a few more while dials race)
+	mu.Lock()
+	first := opened
+	mu.Unlock()
+	round() // the idle connections serve all of it
+	mu.Lock()
+	defer mu.Unlock()
+	if first > 4*workers || opened != first {
+		t.Fatalf("%d goroutines opened %d connections, then %d more; want keep-alive reuse", workers, first, opened-first)
 	}
 }

@@ -13,32 +13,32 @@ import (
 
 // Report is what ibload measured, as printed and as written with -json.
 type Report struct {
-	Protocol    string         `json:"protocol"`
-	Target      string         `json:"target"`
-	Model       string         `json:"model"`
-	Mode        string         `json:"mode"`
-	Concurrency int            `json:"concurrency,omitempty"`
-	Rate        float64        `json:"rate,omitempty"`
-	Connections int            `json:"connections,omitempty"`
-	Batch       int64          `json:"batch"`
-	WarmupS     float64        `json:"warmup_s"`
-	DurationS   float64        `json:"duration_s"`
-	TimeoutS    float64        `json:"timeout_s"`
-	Requests    int            `json:"requests"`
-	OK          int            `json:"ok"`
-	Errors      map[string]int `json:"errors"`
-	RPS         float64        `json:"requests_per_s"`
-	Latency     Latency        `json:"latency_ms"`
+	Protocol    string         `json:"protocol"`              // grpc, rest-binary or rest-json
+	Target      string         `json:"target"`                // server address
+	Model       string         `json:"model"`                 // model name
+	Mode        string         `json:"mode"`                  // "closed" (fixed concurrency) or "open" (fixed rate)
+	Concurrency int            `json:"concurrency,omitempty"` // closed loop: requests in flight
+	Rate        float64        `json:"rate,omitempty"`        // open loop: requests per second
+	Connections int            `json:"connections,omitempty"` // gRPC connections
+	Batch       int64          `json:"batch"`                 // rows per request
+	WarmupS     float64        `json:"warmup_s"`              // warm-up, seconds
+	DurationS   float64        `json:"duration_s"`            // measured window, seconds
+	TimeoutS    float64        `json:"timeout_s"`             // per-request deadline, seconds
+	Requests    int            `json:"requests"`              // requests due in the measured window
+	OK          int            `json:"ok"`                    // of which succeeded
+	Errors      map[string]int `json:"errors"`                // failures by kind (gRPC code name, or DROPPED)
+	RPS         float64        `json:"requests_per_s"`        // requests per second over the window
+	Latency     Latency        `json:"latency_ms"`            // latency of the successful requests
 }
 
 // Latency summarizes the latencies of successful requests, in milliseconds.
 type Latency struct {
-	Min  float64 `json:"min"`
-	Mean float64 `json:"mean"`
-	P50  float64 `json:"p50"`
-	P90  float64 `json:"p90"`
-	P99  float64 `json:"p99"`
-	Max  float64 `json:"max"`
+	Min  float64 `json:"min"`  // fastest
+	Mean float64 `json:"mean"` // average
+	P50  float64 `json:"p50"`  // median
+	P90  float64 `json:"p90"`  // 90th percentile
+	P99  float64 `json:"p99"`  // 99th percentile
+	Max  float64 `json:"max"`  // slowest
 }
 
 // buildReport keeps the samples due inside the measured window [from, to) and divides
