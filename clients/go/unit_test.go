@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -297,5 +298,32 @@ func TestUnitRESTReusesConnections(t *testing.T) {
 	defer mu.Unlock()
 	if first > 4*workers || opened != first {
 		t.Fatalf("%d goroutines opened %d connections, then %d more; want keep-alive reuse", workers, first, opened-first)
+	}
+}
+
+func TestUnitRESTErrorStatuses(t *testing.T) {
+	url := fakeREST(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		// The "model name" is the status to answer with: /v2/models/404.
+		status, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/v2/models/"))
+		if status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "3")
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(`{"error":"said the server"}`))
+	})
+	client, _ := inferbridge.NewRESTClient(url)
+	for status, sentinel := range map[int]error{
+		400: inferbridge.ErrInvalidArgument, 404: inferbridge.ErrNotFound, 413: inferbridge.ErrResourceExhausted,
+		429: inferbridge.ErrResourceExhausted, 500: inferbridge.ErrInternal, 503: inferbridge.ErrUnavailable,
+		504: inferbridge.ErrDeadlineExceeded,
+	} {
+		_, err := client.ModelMetadata(context.Background(), strconv.Itoa(status), "")
+		var e *inferbridge.Error
+		if !errors.Is(err, sentinel) || !errors.As(err, &e) || e.HTTPStatus != status || e.Message != "said the server" {
+			t.Errorf("HTTP %d: %v", status, err)
+		}
+		if status == 429 && e.RetryAfter != 3*time.Second {
+			t.Errorf("Retry-After: %v", e.RetryAfter)
+		}
 	}
 }
