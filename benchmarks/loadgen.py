@@ -21,7 +21,7 @@ from benchmarks.payloads import Payload
 from benchmarks.procs import Server
 from benchmarks.tools import Tools
 
-__all__ = ["LoadError", "Point", "ghz", "vegeta", "wrk"]
+__all__ = ["LoadError", "Point", "ghz", "machine_busy", "vegeta", "wrk"]
 
 _HERE = Path(__file__).resolve().parent
 _LUA = _HERE / "lua" / "oip.lua"
@@ -73,7 +73,7 @@ class _Meter:
         self.server = server
 
     def __enter__(self) -> _Meter:
-        self._busy0 = _machine_busy()
+        self._busy0 = machine_busy()
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._client0 = usage.ru_utime + usage.ru_stime
         self._server0 = self.server.cpu_seconds() if self.server is not None else 0.0
@@ -86,12 +86,12 @@ class _Meter:
         self.client = (usage.ru_utime + usage.ru_stime - self._client0) / self.wall
         server = self.server.cpu_seconds() if self.server is not None else 0.0
         self.server_cpu = (server - self._server0) / self.wall
-        busy = (_machine_busy() - self._busy0) / self.wall
+        busy = (machine_busy() - self._busy0) / self.wall
         # Whatever else ran on the machine meanwhile (other jobs, this harness): noise.
         self.other = max(0.0, busy - self.client - self.server_cpu)
 
 
-def _machine_busy() -> float:
+def machine_busy() -> float:
     """CPU seconds all cores have spent busy since boot (/proc/stat)."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]

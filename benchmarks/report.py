@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from benchmarks.ceilings import Ceiling
-from benchmarks.context import ScenarioResult, Target
+from benchmarks.context import NOISY_CPU, ScenarioResult, Target
 from benchmarks.loadgen import Point
 
 __all__ = ["markdown", "plot", "points_table", "targets_table"]
@@ -31,7 +31,8 @@ def points_table(points: Iterable[Point]) -> str:
         rows.append(
             f"| {p.series} | {p.client} | {conc} | {_num(p.rps, 0)} | {_num(p.p50_ms, 2)} "
             f"| {_num(p.p90_ms, 2)} | {_num(p.p99_ms, 2)} | {p.ok:,} | {p.errors_text()} "
-            f"| {p.client_cpu:.2f} | {p.server_cpu:.2f} | {p.other_cpu:.2f} "
+            f"| {p.client_cpu:.2f} | {p.server_cpu:.2f} "
+            f"| {p.other_cpu:.2f}{' (noisy)' if p.other_cpu > NOISY_CPU else ''} "
             f"| {p.payload_bytes:,} |"
         )
     return head + "\n".join(rows) + "\n"
@@ -92,6 +93,9 @@ def plot(result: ScenarioResult, path: Path) -> Path | None:
             va="top",
         )
     axes.set_yscale("log")
+    xs_all = [p.goodput if p.offered_rps else p.rps for p in result.points]
+    if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:
+        axes.set_xscale("log")
     axes.set_xlabel("throughput (requests/s; goodput for open loop)")
     axes.set_ylabel("p99 latency (ms, log)")
     axes.set_title(result.title, fontsize=10)

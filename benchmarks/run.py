@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.context import Context, ScenarioResult, load_average
+from benchmarks.context import NOISY_CPU, Context, ScenarioResult, load_average
+from benchmarks.loadgen import machine_busy
 from benchmarks.repos import build_repositories
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.tools import locate_tools
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=float, help="seconds per measured point")
     parser.add_argument("--warmup", type=float, help="seconds of discarded load before each")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each scenario, wait up to this long for other work to use < 0.3 cores",
+    )
     parser.add_argument("--out", type=Path, default=_HERE / "results", help="output directory")
     parser.add_argument(
         "--publish",
@@ -117,12 +125,24 @@ def _header(ctx: Context, started: datetime, versions: dict[str, str], quick: bo
     )
 
 
+def _wait_quiet(limit: float) -> None:
+    """Wait until the machine's other work stays under NOISY_CPU cores for 2 s, or `limit`."""
+    deadline = time.monotonic() + limit
+    while True:
+        busy = machine_busy()
+        time.sleep(2.0)
+        cores = (machine_busy() - busy) / 2.0
+        if cores < NOISY_CPU or time.monotonic() >= deadline:
+            print(f"bench: other work on the machine: {cores:.2f} cores", flush=True)
+            return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     keys = _selected(options.scenarios)
     quick = bool(options.quick)
     duration = options.duration or (2.0 if quick else 8.0)
-    warmup = options.warmup if options.warmup is not None else (0.5 if quick else 2.0)
+    warmup = options.warmup if options.warmup is not None else (0.0 if quick else 2.0)
     publish = options.publish
     if publish is None:
         publish = not quick and sorted(keys) == sorted(SCENARIOS)
@@ -147,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         scenario = SCENARIOS[key]
         print(f"bench: scenario {key}: {(scenario.__doc__ or '').strip()}", flush=True)
+        if options.wait_quiet > 0:
+            _wait_quiet(options.wait_quiet)
         t0 = time.monotonic()
         loadavg = load_average()
         try:
