@@ -120,3 +120,34 @@ def test_load_errors_name_model_file_and_cause(variants: ServerProcess) -> None:
     missing = errors["no_such_signature/1"]
     assert "signature='predict'" in missing and "serving_default" in missing
     assert "digits_tflite/1" not in errors
+
+
+@pytest.fixture(scope="module")
+def torch_converted(examples_dir: Path) -> Path:
+    if not (examples_dir / "digits_tflite_torch").exists():
+        pytest.skip("litert-torch converted example not present")
+    return examples_dir / "digits_tflite_torch" / "1" / "model.tflite"
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+@pytest.mark.parametrize("batch", [1, 13])
+def test_litert_torch_export_serves_any_batch_with_renamed_tensors(
+    torch_converted: Path, server: ServerProcess, transport: str, batch: int
+) -> None:
+    X = digits_split()[1][:batch]
+    runner = litert.Interpreter(model_path=str(torch_converted)).get_signature_runner()
+    parts = [runner(args_0=X[i : i + 1]) for i in range(batch)]
+    want = {
+        "probabilities": np.concatenate([p["output_0"] for p in parts]),
+        "label": np.concatenate([p["output_1"] for p in parts]),
+    }
+    got = TRANSPORTS[transport](
+        server, "digits_tflite_torch", {"pixels": X}, ["probabilities", "label"]
+    )
+    assert_same(got, want)
+
+
+def test_litert_torch_export_accuracy(torch_converted: Path, server: ServerProcess) -> None:
+    _, X_test, _, y_test = digits_split()
+    got = TRANSPORTS["grpc"](server, "digits_tflite_torch", {"pixels": X_test}, ["label"])
+    assert float((got["label"] == y_test).mean()) > 0.93

@@ -20,7 +20,8 @@ __all__ = ["TFLiteRuntime"]
 
 @dataclass(frozen=True, slots=True)
 class _Tensor:
-    name: str  # the signature's key, or the tensor's name without signatures
+    name: str  # the served name (after `tensor_names`)
+    key: str  # the signature's key, or the tensor's name without signatures
     index: int
     dtype: np.dtype[Any]
     shape: tuple[int, ...]  # the model's shape signature; -1 where it is dynamic
@@ -41,8 +42,10 @@ class TFLiteRuntime(Runtime):
     the graph's input and output tensors by name. The first dimension is the batch: a
     model exported with a fixed batch size (litert-torch exports those) serves any batch
     by running it in chunks of that size, the last one padded with zeros; a dynamic batch
-    dimension is resized to each request. Parameter `num_threads` (default 1). Each
-    worker thread has its own interpreter (interpreters are not thread-safe).
+    dimension is resized to each request. Parameters: `num_threads` (default 1),
+    `tensor_names` (a mapping from the model's names to served names, for exports named
+    `args_0`, `output_0`, ...). Each worker thread has its own interpreter (interpreters
+    are not thread-safe).
     """
 
     name = "tflite"
@@ -90,6 +93,17 @@ class TFLiteRuntime(Runtime):
             self._signature = None
             self._inputs = [_tensor(d["name"], d) for d in interpreter.get_input_details()]
             self._outputs = [_tensor(d["name"], d) for d in interpreter.get_output_details()]
+        renames = params.get("tensor_names", {}) or {}
+        if not isinstance(renames, dict):
+            raise ModelLoadError(f"{path}: parameter tensor_names must map model names to names")
+        unknown = sorted(set(renames) - {t.key for t in (*self._inputs, *self._outputs)})
+        if unknown:
+            raise ModelLoadError(
+                f"{path}: parameter tensor_names renames {unknown}, which the model does not "
+                f"have (it has {[t.key for t in (*self._inputs, *self._outputs)]})"
+            )
+        self._inputs = [_renamed(t, renames) for t in self._inputs]
+        self._outputs = [_renamed(t, renames) for t in self._outputs]
         for tensor in (*self._inputs, *self._outputs):
             if not tensor.shape:
                 raise ModelLoadError(
@@ -163,8 +177,8 @@ class TFLiteRuntime(Runtime):
     def _run(self, worker: _Worker, arrays: Arrays) -> Arrays:
         if worker.runner is not None:
             # The signature runner resizes inputs whose shape differs and copies outputs.
-            results = worker.runner(**arrays)
-            return {t.name: np.asarray(results[t.name]) for t in self._outputs}
+            results = worker.runner(**{t.key: arrays[t.name] for t in self._inputs})
+            return {t.name: np.asarray(results[t.key]) for t in self._outputs}
         interpreter = worker.interpreter
         resized = False
         for tensor in self._inputs:
@@ -185,5 +199,15 @@ def _tensor(name: str, details: dict[str, Any]) -> _Tensor:
     signature = details.get("shape_signature")
     shape = signature if signature is not None and len(signature) else details["shape"]
     return _Tensor(
-        name, int(details["index"]), np.dtype(details["dtype"]), tuple(int(d) for d in shape)
+        name,
+        name,
+        int(details["index"]),
+        np.dtype(details["dtype"]),
+        tuple(int(d) for d in shape),
     )
+
+
+def _renamed(tensor: _Tensor, renames: dict[str, Any]) -> _Tensor:
+    if tensor.key not in renames:
+        return tensor
+    return _Tensor(str(renames[tensor.key]), tensor.key, tensor.index, tensor.dtype, tensor.shape)

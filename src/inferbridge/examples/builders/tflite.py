@@ -7,6 +7,7 @@ Needs only ai-edge-litert's schema module and flatbuffers (no TensorFlow, no tor
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,10 @@ def linear_tflite(
     return bytes(builder.Output())
 
 
+#: The torch digits MLP converted by litert-torch (examples/tflite/convert_torch.py).
+TORCH_CONVERTED = Path(__file__).resolve().parent.parent / "tflite" / "digits_torch.tflite"
+
+
 def build_tflite(root: Path, digits_model: Any) -> None:
     """Write `digits_tflite`: the digits classifier with a fixed batch of FIXED_BATCH."""
     try:
@@ -136,3 +141,15 @@ def build_tflite(root: Path, digits_model: Any) -> None:
         "runtime: tflite\n"
         "parameters: {num_threads: 1}\n"
     )
+    if TORCH_CONVERTED.exists():
+        torch_dir = root / "digits_tflite_torch"
+        (torch_dir / "1").mkdir(parents=True)
+        shutil.copy(TORCH_CONVERTED, torch_dir / "1" / "model.tflite")
+        (torch_dir / "config.yaml").write_text(
+            "# The torch digits MLP converted by litert-torch (fixed batch 1, served in\n"
+            "# chunks); its signature's names args_0/output_0/output_1 are renamed.\n"
+            "runtime: tflite\n"
+            "parameters:\n"
+            "  num_threads: 1\n"
+            "  tensor_names: {args_0: pixels, output_0: probabilities, output_1: label}\n"
+        )
