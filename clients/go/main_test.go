@@ -5,15 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/inferbridge/inferbridge/clients/go/internal/testserver"
 )
 
-// Addresses of the live servers TestMain starts: the bundled examples (iris, iris_onnx,
-// digits) and the conformance repository (tests/conformance/build_repo.py).
+// Addresses of the live server TestMain starts. It serves the conformance repository
+// (tests/conformance/build_repo.py) plus the bundled examples iris, iris_onnx and digits;
+// the conformance tests use the conf* names, the others the short ones.
 var (
 	restURL      string
 	grpcAddr     string
@@ -21,7 +21,7 @@ var (
 	confGRPCAddr string
 )
 
-// TestMain starts two real inferbridge servers. Without a Python interpreter
+// TestMain starts a real inferbridge server. Without a Python interpreter
 // ($INFERBRIDGE_PYTHON, or the repository's .venv) only the TestUnit* tests run.
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -35,39 +35,34 @@ func TestMain(m *testing.M) {
 }
 
 func runWithServers(m *testing.M, python string) int {
-	repo, err := os.MkdirTemp("", "inferbridge-conformance-")
+	repo, err := os.MkdirTemp("", "inferbridge-go-tests-")
 	if err != nil {
 		fmt.Println(err)
 		return 1
 	}
 	defer os.RemoveAll(repo)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	if err := testserver.BuildConformanceRepo(ctx, python, ".", repo); err != nil {
 		fmt.Println(err)
 		return 1
 	}
-	var wg sync.WaitGroup
-	var examples, conformance *testserver.Server
-	var errExamples, errConformance error
-	wg.Add(2)
-	go func() { defer wg.Done(); examples, errExamples = testserver.Start(python, "", 6*time.Minute) }()
-	go func() { defer wg.Done(); conformance, errConformance = testserver.Start(python, repo, 6*time.Minute) }()
-	wg.Wait()
-	for _, s := range []*testserver.Server{examples, conformance} {
-		if s != nil {
-			defer s.Stop()
-		}
-	}
-	if errExamples != nil || errConformance != nil {
-		fmt.Println("cannot start inferbridge:", errExamples, errConformance)
+	// Only the light example models: the whole example repository loads every runtime.
+	if err := testserver.LinkExamples(ctx, python, repo, "iris", "iris_onnx", "digits"); err != nil {
+		fmt.Println(err)
 		return 1
 	}
-	restURL, grpcAddr = examples.RESTURL, examples.GRPCAddr
-	confRESTURL, confGRPCAddr = conformance.RESTURL, conformance.GRPCAddr
+	server, err := testserver.Start(python, repo, 3*time.Minute)
+	if err != nil {
+		fmt.Println("cannot start inferbridge:", err)
+		return 1
+	}
+	defer server.Stop()
+	restURL, grpcAddr = server.RESTURL, server.GRPCAddr
+	confRESTURL, confGRPCAddr = server.RESTURL, server.GRPCAddr
 	code := m.Run()
 	if code != 0 {
-		fmt.Printf("--- examples server output:\n%s--- conformance server output:\n%s", examples.Output(), conformance.Output())
+		fmt.Printf("--- server output:\n%s", server.Output())
 	}
 	return code
 }

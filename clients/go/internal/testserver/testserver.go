@@ -144,3 +144,21 @@ func BuildConformanceRepo(ctx context.Context, python, moduleDir, dir string) er
 	}
 	return nil
 }
+
+// LinkExamples makes the bundled example models named in models (built by
+// `python -m inferbridge examples`, which prints the repository's path) appear in the
+// repository dir, as symbolic links.
+func LinkExamples(ctx context.Context, python, dir string, models ...string) error {
+	out, err := exec.CommandContext(ctx, python, "-m", "inferbridge", "examples").Output()
+	if err != nil {
+		return fmt.Errorf("%s -m inferbridge examples: %w", python, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	examples := strings.TrimSpace(lines[len(lines)-1])
+	for _, m := range models {
+		if err := os.Symlink(filepath.Join(examples, m), filepath.Join(dir, m)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
