@@ -29,5 +29,5 @@ race=()
 if [[ "${IB_GO_RACE:-1}" != "0" ]] && [[ "$(go env CGO_ENABLED)" == "1" ]] && command -v "$(go env CC)" >/dev/null 2>&1; then
   race=(-race)
 fi
-echo "== go: go test ${race[*]} ./..."
+echo "== go: go test ${race[*]:-(no race detector)} ./..."
 go test "${race[@]}" -count=1 -timeout 10m ./...
