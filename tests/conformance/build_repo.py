@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DATATYPES", "build_repository"]
 
@@ -52,7 +53,7 @@ def _dims(rank: int, fixed: dict[int, int] | None = None) -> list[int | str]:
     return [fixed.get(axis, f"d{axis}") for axis in range(rank)]
 
 
-def _save(root: Path, name: str, nodes: list, inputs: list, outputs: list) -> None:  # type: ignore[type-arg]
+def _save(root: Path, name: str, nodes: list[Any], inputs: list[Any], outputs: list[Any]) -> None:
     import onnx
     from onnx import helper
 
