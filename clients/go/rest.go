@@ -209,10 +209,11 @@ func (c *RESTClient) Infer(ctx context.Context, req *InferRequest) (*InferRespon
 		return nil, clientError(op, CodeInvalidArgument, err)
 	}
 	body, jsonLen, err := encodeRESTRequest(ctx, req, c.encoding)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The deadline has passed (the context may not have noticed yet): don't send.
+		return nil, &Error{Op: op, Code: CodeDeadlineExceeded, Message: err.Error(), Err: err}
+	}
 	if err != nil {
-		if cerr := contextError(ctx, op); cerr != nil {
-			return nil, cerr
-		}
 		return nil, clientError(op, CodeInvalidArgument, err)
 	}
 	var headers map[string]string
