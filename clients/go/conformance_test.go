@@ -370,3 +370,36 @@ func TestUnitConformanceTable(t *testing.T) {
 		t.Errorf("error classes covered: %v", classes)
 	}
 }
+
+// TestConformanceErrorMessages: every Go client shows the server's message unchanged, so
+// all three see the same text for each error case.
+func TestConformanceErrorMessages(t *testing.T) {
+	clients := conformanceClients(t)
+	for _, c := range loadCases(t) {
+		if c.Expect.Error == "" {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			req := &inferbridge.InferRequest{Model: c.Model, Version: c.ModelVersion, Outputs: c.Outputs}
+			for _, in := range c.Inputs {
+				tensor, err := tensorOf(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Inputs = append(req.Inputs, tensor)
+			}
+			messages := map[string]string{}
+			for name, client := range clients {
+				_, err := client.Infer(context.Background(), req)
+				var e *inferbridge.Error
+				if !errors.As(err, &e) {
+					t.Fatalf("%s: %v", name, err)
+				}
+				messages[e.Message] = name
+			}
+			if len(messages) != 1 {
+				t.Fatalf("different messages: %v", messages)
+			}
+		})
+	}
+}

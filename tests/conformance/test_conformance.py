@@ -207,3 +207,17 @@ def test_cases_cover_every_datatype() -> None:
     assert seen == set(_NUMPY)
     errors = {c["expect"]["error"] for c in CASES if "error" in c["expect"]}
     assert {"NOT_FOUND", "INVALID_ARGUMENT"} <= errors
+
+
+ERROR_CASES = [c for c in CASES if "error" in c["expect"]]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=[c["name"] for c in ERROR_CASES])
+def test_error_message_is_the_same_for_every_client(
+    conformance_server: ServerProcess, case: dict[str, Any]
+) -> None:
+    """Each client shows the server's own message, unchanged."""
+    results = {name: run(conformance_server, case) for name, run in CLIENTS.items()}
+    messages = {name: r.message for name, r in results.items() if isinstance(r, Failure)}
+    assert len(messages) == len(CLIENTS), results
+    assert len(set(messages.values())) == 1, messages
