@@ -220,6 +220,17 @@ def test_rest_body_over_the_limit(examples_dir: object) -> None:
         small.stop()
 
 
+def test_rest_body_without_json_header(rest: httpx.Client) -> None:
+    rows = np.array([IRIS_ROW, [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+    headers = {"Inference-Header-Content-Length": "0"}
+    response = rest.post("/v2/models/iris_onnx/infer", content=rows.tobytes(), headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [0, 2]
+    response = rest.post("/v2/models/iris_onnx/infer", content=b"\0" * 10, headers=headers)
+    assert response.status_code == 400
+    assert "cannot derive the shape" in response.json()["error"]
+
+
 def test_rest_method_not_allowed_and_unknown_route(rest: httpx.Client) -> None:
     assert rest.get("/v2/models/iris_onnx/infer").status_code == 405
     response = rest.get("/v3/nothing")

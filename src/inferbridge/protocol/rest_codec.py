@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import orjson
 
 from inferbridge.errors import InvalidInput
+from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.tensors import (
     array_from_list,
     array_from_raw,
@@ -20,9 +22,15 @@ from inferbridge.protocol.types import (
     InferenceResponse,
     Parameters,
     RequestedOutput,
+    TensorSpec,
 )
 
-__all__ = ["decode_infer_request", "encode_infer_response", "parse_json_body"]
+__all__ = [
+    "decode_headerless_request",
+    "decode_infer_request",
+    "encode_infer_response",
+    "parse_json_body",
+]
 
 _NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
 
@@ -124,6 +132,36 @@ def decode_infer_request(
         id=request_id,
         parameters=_parameters(document.get("parameters"), "request"),
         outputs=outputs,
+    )
+
+
+def decode_headerless_request(
+    body: bytes, model_name: str, model_version: str | None, inputs: list[TensorSpec]
+) -> InferenceRequest:
+    """`Inference-Header-Content-Length: 0`: the whole body is the raw data of the model's
+    single input; its one variable dimension (if any) follows from the byte count."""
+    if len(inputs) != 1:
+        raise InvalidInput(
+            f"a body without a JSON header needs a model with one input; '{model_name}' has "
+            f"{len(inputs)}"
+        )
+    spec = inputs[0]
+    if spec.datatype == "BYTES":
+        raise InvalidInput("a body without a JSON header cannot carry BYTES input")
+    itemsize = dtype_of(spec.datatype).itemsize
+    known = math.prod(d for d in spec.shape if d != -1) * itemsize
+    variable = spec.shape.count(-1)
+    if variable > 1 or known == 0 or len(body) % known:
+        raise InvalidInput(
+            f"cannot derive the shape of input '{spec.name}' ({spec.datatype} "
+            f"{list(spec.shape)}) from a body of {len(body)} bytes; send a JSON header"
+        )
+    shape = tuple(len(body) // known if d == -1 else d for d in spec.shape)
+    return InferenceRequest(
+        model_name=model_name,
+        model_version=model_version,
+        inputs={spec.name: array_from_raw(spec.name, spec.datatype, shape, body)},
+        input_datatypes={spec.name: spec.datatype},
     )
 
 

@@ -26,6 +26,7 @@ from inferbridge.errors import (
 from inferbridge.frontends import compat
 from inferbridge.frontends.rest.errors import http_status
 from inferbridge.protocol.rest_codec import (
+    decode_headerless_request,
     decode_infer_request,
     encode_infer_response,
     parse_json_body,
@@ -174,7 +175,11 @@ class RestApp:
         headers = _headers(scope)
         body = await self._read_body(scope, receive, headers)
         header_length = _header_length(headers)
-        request = decode_infer_request(body, header_length, name, version)
+        if header_length == 0:
+            inputs = self.dataplane.model_metadata(name, version).inputs
+            request = decode_headerless_request(body, name, version, inputs)
+        else:
+            request = decode_infer_request(body, header_length, name, version)
         request.caller_gone = functools.partial(_disconnected, receive)
         response = await self.dataplane.infer(request)
         payload, json_length = encode_infer_response(response, request)
