@@ -9,6 +9,7 @@ same outputs (exactly, after conversion to the datatype) and the same error clas
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,3 +222,38 @@ def test_error_message_is_the_same_for_every_client(
     messages = {name: r.message for name, r in results.items() if isinstance(r, Failure)}
     assert len(messages) == len(CLIENTS), results
     assert len(set(messages.values())) == 1, messages
+
+
+def test_bytes_that_are_not_utf8_for_a_text_model_are_invalid_input(
+    conformance_server: ServerProcess,
+) -> None:
+    """ONNX string tensors hold text: undecodable bytes are the client's error, not a 500."""
+    raw = struct.pack("<I", 2) + b"\xff\xfe"
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "datatype": "BYTES",
+                    "shape": [1, 1],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
+    response = httpx.post(
+        f"{conformance_server.base_url}/v2/models/identity_bytes/infer",
+        content=header + raw,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert response.status_code == 400
+    assert "not UTF-8" in response.json()["error"]
+    client = triton_grpc.InferenceServerClient(conformance_server.grpc_url)
+    try:
+        tensor = triton_grpc.InferInput("INPUT0", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[b"\xff\xfe"]], dtype=object))
+        with pytest.raises(InferenceServerException, match="not UTF-8") as info:
+            client.infer("identity_bytes", [tensor])
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    finally:
+        client.close()

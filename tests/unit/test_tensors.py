@@ -26,6 +26,8 @@ def test_nested_and_flat_data_give_the_same_array() -> None:
         ("INT8", [1, 2, 3, 300], "outside the range of INT8"),
         ("INT32", [1.5, 2, 3, 4], "expected INT32"),
         ("BOOL", [1, 0, 1, 0], "expected BOOL"),
+        ("FP16", [1, 2, 3, 1e6], "outside the range of FP16"),
+        ("FP32", [1, 2, 3, 1e300], "outside the range of FP32"),
         ("FP32", [[1, 2], [3]], "rectangular"),
     ],
 )

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from inferbridge.batching.scheduler import BatchPolicy, ExecutionMode, Scheduler
-from inferbridge.errors import InferenceFailed
+from inferbridge.errors import InferBridgeError, InferenceFailed
 from inferbridge.repository.config import DEFAULT_MAX_QUEUE_SIZE
 from inferbridge.repository.repository import LoadedVersion
 from inferbridge.runtimes.base import Arrays
@@ -26,6 +26,8 @@ class VersionRunner:
     def run_sync(self, inputs: Arrays) -> Arrays:
         try:
             outputs = self._runtime.infer(inputs)
+        except InferBridgeError:
+            raise  # a runtime that checks its input says what was wrong, as is
         except Exception as exc:  # the model's own failure, reported to the caller as such
             raise InferenceFailed(
                 f"model '{self.version.model}' version {self.version.version} failed: "

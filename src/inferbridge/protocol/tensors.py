@@ -155,7 +155,19 @@ def array_from_list(
             raise InvalidInput(
                 f"input '{name}': values outside the range of {datatype} [{info.min}, {info.max}]"
             )
-    return parsed.astype(dtype, copy=False).reshape(shape)
+    with np.errstate(over="ignore"):
+        result = parsed.astype(dtype, copy=False)
+    if (
+        dtype.kind == "f"
+        and parsed.dtype.itemsize > dtype.itemsize
+        and not np.isfinite(result).all()
+        and np.isfinite(parsed).all()
+    ):
+        raise InvalidInput(
+            f"input '{name}': values outside the range of {datatype} "
+            f"(largest magnitude {_float_max(dtype):g})"
+        )
+    return result.reshape(shape)
 
 
 def _flatten(name: str, data: object) -> list[Any]:
@@ -190,3 +202,7 @@ def _describe_kind(kind: str) -> str:
         "O": "mixed",
         "c": "complex",
     }.get(kind, kind)
+
+
+def _float_max(dtype: np.dtype[Any]) -> float:
+    return float(np.finfo(dtype).max)

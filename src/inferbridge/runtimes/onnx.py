@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inferbridge.errors import ModelLoadError
+from inferbridge.errors import InvalidInput, ModelLoadError
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import ModelConfig
 from inferbridge.runtimes.base import Arrays, Runtime, Signature
@@ -99,7 +99,7 @@ class OnnxRuntime(Runtime):
     def infer(self, inputs: Arrays) -> Arrays:
         session = self._require_session()
         feed = {
-            name: (_bytes_to_str(value) if name in self._string_inputs else value)
+            name: (_bytes_to_str(name, value) if name in self._string_inputs else value)
             for name, value in inputs.items()
         }
         results = session.run(self._output_names, feed)
@@ -122,6 +122,13 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, datatype, shape)
 
 
-def _bytes_to_str(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    flat = [x.decode() if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
+def _bytes_to_str(name: str, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # ONNX string tensors hold text; bytes that are not UTF-8 are the client's mistake.
+    try:
+        flat = [x.decode() if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"input '{name}': this ONNX model takes text, and a BYTES element is not UTF-8 "
+            f"({exc.reason} at byte {exc.start})"
+        ) from None
     return np.array(flat, dtype=object).reshape(array.shape)
