@@ -160,7 +160,7 @@ def array_from_list(
     if (
         dtype.kind == "f"
         and parsed.dtype.itemsize > dtype.itemsize
-        and not np.isfinite(result).all()
+        and not np.isfinite(result).all()  # one pass in the common case
         and np.isfinite(parsed).all()
     ):
         raise InvalidInput(

@@ -34,9 +34,14 @@ class TensorSpec:
     shape: tuple[int, ...]
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(
-            want == -1 or want == got for want, got in zip(self.shape, shape, strict=True)
-        )
+        if len(shape) != len(self.shape):
+            return False
+        # A plain loop: this runs for every tensor of every request, and all() over a
+        # generator costs several times more.
+        for want, got in zip(self.shape, shape):  # noqa: B905, SIM110 - lengths checked
+            if want != -1 and want != got:
+                return False
+        return True
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}

@@ -254,8 +254,16 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
+_WANTED_HEADERS = frozenset({b"content-length", b"content-encoding", _HEADER_LENGTH.encode()})
+
+
 def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    """The few request headers the REST API reads (ASGI servers give lower-case names)."""
+    return {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in scope["headers"]
+        if k in _WANTED_HEADERS
+    }
 
 
 def _header_length(headers: dict[str, str]) -> int | None:
