@@ -26,6 +26,7 @@ _BUILTIN: dict[str, str] = {
     "tflite": "inferbridge.runtimes.tflite:TFLiteRuntime",
     "torchscript": "inferbridge.runtimes.torchscript:TorchScriptRuntime",
     "tensorflow": "inferbridge.runtimes.tensorflow:TensorFlowRuntime",
+    "pipeline": "inferbridge.runtimes.pipeline:PipelineRuntime",
 }
 
 
