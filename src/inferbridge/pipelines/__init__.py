@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from inferbridge.pipelines.base import Processor, Value
-from inferbridge.pipelines.classify import Softmax, TopK
+from inferbridge.pipelines.classify import Labels, Softmax, TopK
 from inferbridge.pipelines.detect import CascadeBoxes, YoloDecode
 from inferbridge.pipelines.image import (
     Color,
@@ -34,6 +34,7 @@ PROCESSORS: dict[str, type[Processor]] = {
         Flatten,
         Softmax,
         TopK,
+        Labels,
         YoloDecode,
         CascadeBoxes,
         Tokenize,

@@ -9,7 +9,7 @@ import numpy as np
 from inferbridge.errors import InvalidInput, ModelLoadError
 from inferbridge.pipelines.base import Array, Params, Processor, Value, param
 
-__all__ = ["Softmax", "TopK", "softmax", "top_k"]
+__all__ = ["Labels", "Softmax", "TopK", "read_labels", "softmax", "top_k"]
 
 
 def softmax(scores: Array, axis: int = -1) -> Array:
@@ -51,14 +51,7 @@ class TopK(Processor):
         if self.k < 1:
             raise ModelLoadError("top_k: k must be at least 1")
         self.softmax = param(params, "softmax", bool, False, self.name)
-        self.labels: list[str] | None = None
-        labels_file = params.get("labels")
-        if labels_file:
-            path = model_dir / str(labels_file)
-            try:
-                self.labels = [line.strip() for line in path.read_text().splitlines()]
-            except OSError as exc:
-                raise ModelLoadError(f"top_k: cannot read labels file {path}: {exc}") from None
+        self.labels = read_labels(params, model_dir, self.name)
 
     def __call__(self, *values: Value) -> tuple[Value, ...]:
         scores = np.asarray(values[0], np.float32)
@@ -73,6 +66,40 @@ class TopK(Processor):
         return labels, best.astype(np.float32)
 
     def _label(self, index: int) -> str:
-        if self.labels is not None and index < len(self.labels):
-            return self.labels[index]
-        return str(index)
+        return _label(self.labels, index)
+
+
+class Labels(Processor):
+    """Class indices (any shape) -> BYTES label names of the same shape, from `labels` (a
+    text file in the version directory, one per line); an index past the file is itself."""
+
+    name = "labels"
+
+    def __init__(self, params: Params, model_dir: Path) -> None:
+        super().__init__(params, model_dir)
+        self.labels = read_labels(params, model_dir, self.name)
+
+    def __call__(self, *values: Value) -> tuple[Value, ...]:
+        indices = np.asarray(values[0])
+        names = np.empty(indices.shape, dtype=object)
+        for position, index in np.ndenumerate(indices):
+            names[position] = _label(self.labels, int(index)).encode()
+        return (names,)
+
+
+def read_labels(params: Params, model_dir: Path, step: str) -> list[str] | None:
+    """The `labels` file's lines, or None when the step names no labels file."""
+    labels_file = params.get("labels")
+    if not labels_file:
+        return None
+    path = model_dir / str(labels_file)
+    try:
+        return [line.strip() for line in path.read_text().splitlines()]
+    except OSError as exc:
+        raise ModelLoadError(f"{step}: cannot read labels file {path}: {exc}") from None
+
+
+def _label(labels: list[str] | None, index: int) -> str:
+    if labels is not None and 0 <= index < len(labels):
+        return labels[index]
+    return str(index)
