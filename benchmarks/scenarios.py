@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +146,23 @@ def _batching_targets(
     )
 
 
+def _inferbridge_sessions(
+    ctx: Context, result: ScenarioResult, stack: contextlib.ExitStack[None], models: list[str]
+) -> dict[str, ServerSession]:
+    """Both variants at once (an idle server costs ~0.001 cores), so that points alternate
+    between them and drift in the machine's load hits both alike."""
+    return {
+        variant: stack.enter_context(
+            ServerSession(
+                result,
+                f"inferbridge batching {variant}",
+                lambda v=variant: ctx.start_inferbridge(v, models),
+            )
+        )
+        for variant in _VARIANTS
+    }
+
+
 def small_models(ctx: Context, transport: str) -> ScenarioResult:
     """Scenarios 1 and 2: iris and iris_onnx, batching off vs on, closed loop."""
     key, title = (
@@ -154,12 +172,12 @@ def small_models(ctx: Context, transport: str) -> ScenarioResult:
     )
     result = ScenarioResult(key, title)
     kind = "json" if transport == "rest" else "grpc"
-    for variant in _VARIANTS:
-        name = f"inferbridge batching {variant}"
-        with ServerSession(result, name, lambda v=variant: ctx.start_inferbridge(v, _SMALL)) as s:
-            for model in _SMALL:
-                payload = _iris_payload(ctx, model, kind)
-                for c in ctx.concurrencies:
+    with contextlib.ExitStack() as stack:
+        sessions = _inferbridge_sessions(ctx, result, stack, _SMALL)
+        for model in _SMALL:
+            payload = _iris_payload(ctx, model, kind)
+            for c in ctx.concurrencies:
+                for variant, s in sessions.items():
                     series = f"{model} batching {variant}"
                     s.measure(f"{series} c={c}", _point(ctx, payload, series, c))
     _batching_targets(result, "iris", transport, 3.0, 15.0)
@@ -206,14 +224,12 @@ def scenario_3(ctx: Context) -> ScenarioResult:
     result = ScenarioResult("s3", "3. Image model (1x3x224x224 FP32): JSON vs binary vs gRPC raw")
     concurrencies = [16] if ctx.quick else [1, 16, _TOP]
     kinds = ["json", "binary", "grpc"]
-    for variant in _VARIANTS:
-        name = f"inferbridge batching {variant}"
-        with ServerSession(
-            result, name, lambda v=variant: ctx.start_inferbridge(v, ["image"])
-        ) as s:
-            for kind in kinds:
-                payload = _image_payload(ctx, kind)
-                for c in concurrencies:
+    with contextlib.ExitStack() as stack:
+        sessions = _inferbridge_sessions(ctx, result, stack, ["image"])
+        for kind in kinds:
+            payload = _image_payload(ctx, kind)
+            for c in concurrencies:
+                for variant, s in sessions.items():
                     series = f"image {kind} batching {variant}"
                     s.measure(f"{series} c={c}", _point(ctx, payload, series, c))
     top = concurrencies[-1]
@@ -336,12 +352,17 @@ def scenario_4(ctx: Context) -> ScenarioResult:
     result.ceilings += sklearn_ceiling("iris", ctx.repos.iris_joblib, iris_rows, batches, seconds)
     result.ceilings += image_ceiling(ctx)
     payload = _iris_payload(ctx, "iris_onnx", "json")
-    with ServerSession(result, "bare ASGI floor", lambda: start_floor(ctx)) as s:
+    with contextlib.ExitStack() as stack:
+        floor_session = stack.enter_context(
+            ServerSession(result, "bare ASGI floor", lambda: start_floor(ctx))
+        )
+        sessions = _inferbridge_sessions(ctx, result, stack, _SMALL)
         for c in ctx.concurrencies:
-            s.measure(f"bare ASGI floor c={c}", _point(ctx, payload, "bare ASGI floor", c))
-    for variant in _VARIANTS:
-        name = f"inferbridge batching {variant}"
-        with ServerSession(result, name, lambda v=variant: ctx.start_inferbridge(v, _SMALL)) as s:
+            floor_session.measure(
+                f"bare ASGI floor c={c}", _point(ctx, payload, "bare ASGI floor", c)
+            )
+        # The floor and both variants back to back at the target's concurrency.
+        for variant, s in sessions.items():
             series = f"iris_onnx batching {variant}"
             s.measure(f"{series} c={_TOP}", _point(ctx, payload, series, _TOP))
     floor = result.find("bare ASGI floor", _TOP)
@@ -378,21 +399,20 @@ def scenario_5(ctx: Context) -> ScenarioResult:
     ]
     rest = _iris_payload(ctx, "iris", "json")
     grpc = _iris_payload(ctx, "iris", "grpc")
-    for name, factory in servers:
-        try:
-            session = ServerSession(result, name, factory)
-            session.__enter__()
-        except Exception as exc:  # a peer that cannot start is reported, not fatal
-            result.notes.append(f"{name} did not start: {exc}")
-            print(f"bench:   {name} did not start: {str(exc)[:300]}", flush=True)
-            continue
-        try:
-            for payload, transport in ((rest, "REST"), (grpc, "gRPC")):
-                for c in concurrencies:
+    with contextlib.ExitStack() as stack:
+        sessions: dict[str, ServerSession] = {}
+        for name, factory in servers:
+            try:
+                sessions[name] = stack.enter_context(ServerSession(result, name, factory))
+            except Exception as exc:  # a peer that cannot start is reported, not fatal
+                result.notes.append(f"{name} did not start: {exc}")
+                print(f"bench:   {name} did not start: {str(exc)[:300]}", flush=True)
+        # All servers stay up (idle ones cost ~0.001 cores) and take turns point by point.
+        for payload, transport in ((rest, "REST"), (grpc, "gRPC")):
+            for c in concurrencies:
+                for name, session in sessions.items():
                     series = f"{name} {transport}"
                     session.measure(f"{series} c={c}", _point(ctx, payload, series, c))
-        finally:
-            session.__exit__(None, None, None)
     for transport, goals in (("REST", (3.0, 1.5)), ("gRPC", (2.0, 1.5))):
         ours = [
             p
