@@ -43,6 +43,8 @@ CallerGone = Callable[[], Awaitable[object]]
 
 # Batches faster than this run inline on the event loop in `auto` mode.
 _INLINE_BELOW_S = 0.0008
+# Loop turns without a new arrival after which a batching window closes early.
+_QUIET_TURNS = 2
 
 
 class ExecutionMode(StrEnum):
@@ -110,7 +112,9 @@ class Scheduler:
         self._ewma_s: float | None = None
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._arrivals = 0
+        self._arrivals_seen = 0
+        self._quiet_turns = 0
         self._closed = False
         self.stats = _Stats()
 
@@ -138,24 +142,28 @@ class Scheduler:
         level = self._level(priority)
         if self._free and not self._queued and not self._waits_for_batch():
             return await self._run_now(inputs, deadline, caller_gone)
+        self.check_admission()
+        item = _Item(inputs, _rows(inputs), _key(inputs), loop.create_future(), now)
+        item.future.add_done_callback(lambda _f, it=item: self._forget(it))  # type: ignore[misc]
+        self._levels[level].append(item)
+        self._queued += 1
+        self._arrivals += 1
+        self.stats.queue_peak = max(self.stats.queue_peak, self._queued)
+        self._wake()
+        return await self._wait(item.future, deadline, caller_gone)
+
+    def check_admission(self) -> None:
+        """Raise QueueFull when a new request would be refused; cheap enough to call before
+        decoding a request, so that shedding load costs less than serving it."""
         if self.policy.max_queue_size and self._queued >= self.policy.max_queue_size:
             raise QueueFull(
                 f"model '{self.name}': queue is full ({self._queued} requests waiting, "
                 f"max_queue_size {self.policy.max_queue_size}); retry later",
                 retry_after_s=self._retry_after(),
             )
-        item = _Item(inputs, _rows(inputs), _key(inputs), loop.create_future(), now)
-        item.future.add_done_callback(lambda _f, it=item: self._forget(it))  # type: ignore[misc]
-        self._levels[level].append(item)
-        self._queued += 1
-        self.stats.queue_peak = max(self.stats.queue_peak, self._queued)
-        self._wake()
-        return await self._wait(item.future, deadline, caller_gone)
 
     def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         for level in self._levels:
@@ -291,6 +299,7 @@ class Scheduler:
                 if not self._ready_to_send(head):
                     break
                 batch = self._take_batch(head)
+                self._quiet_turns = 0
                 if batch:
                     self._start(batch)
 
@@ -309,14 +318,20 @@ class Scheduler:
         rows = sum(it.rows for lv in self._levels for it in lv if it.queued and it.key == head.key)
         if rows >= policy.max_batch_size or rows in policy.preferred_batch_sizes:
             return True
-        close_at = head.arrival + policy.max_queue_delay_s
-        remaining = close_at - time.monotonic()
-        if remaining <= 0:
+        if head.arrival + policy.max_queue_delay_s <= time.monotonic():
             return True
-        if self._timer is not None:
-            self._timer.cancel()
+        # Close the window early once nothing new has arrived for a few turns of the event
+        # loop: waiting longer cannot fill the batch (a lone client, or every caller already
+        # queued), it only adds latency. Under load, arrivals keep the window open.
+        if self._arrivals != self._arrivals_seen:
+            self._arrivals_seen = self._arrivals
+            self._quiet_turns = 0
+        else:
+            self._quiet_turns += 1
+            if self._quiet_turns >= _QUIET_TURNS:
+                return True
         assert self._wakeup is not None
-        self._timer = asyncio.get_running_loop().call_later(remaining, self._wakeup.set)
+        asyncio.get_running_loop().call_soon(self._wakeup.set)
         return False
 
     def _take_batch(self, head: _Item) -> list[_Item]:

@@ -168,6 +168,20 @@ class DataPlane:
         )
         return self._response(request, version, outputs)
 
+    def check_admission(self, name: str, version: str | None = None) -> None:
+        """Refuse early (QueueFull) when the model's queue is full; unknown or unready models
+        pass here and get their error from infer()."""
+        record = self._records.get(name)
+        if record is None or self.draining:
+            return
+        found = (
+            record.default_version
+            if not version
+            else record.versions.get(int(version) if version.isdigit() else -1)
+        )
+        if found is not None and found.ready:
+            self._schedulers[(found.model, found.version)].check_admission()
+
     def scheduler(self, name: str, version: str | None = None) -> Scheduler:
         """The scheduler serving a model version (for statistics and tests)."""
         found = self._find(name, version)

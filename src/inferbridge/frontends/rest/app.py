@@ -109,6 +109,13 @@ class RestApp:
         if len(parts) == 3 and parts[:2] == ["v1", "models"] and parts[2].endswith(":predict"):
             _require(method, "POST")
             return await self._v1_predict(parts[2].removesuffix(":predict"), scope, receive)
+        if len(parts) == 3 and parts[0] == "v1" and parts[1] in ("vision", "text"):
+            from inferbridge.frontends.rest import services  # issue #4: image and text services
+
+            _require(method, "POST")
+            body = await self._read_body(scope, receive, _headers(scope))
+            route = (parts[1], parts[2])
+            return _json(200, await services.handle(self.dataplane, route, scope, body))
         return _json(404, {"error": f"no route for {method} {scope['path']}"})
 
     async def _v2(self, method: str, parts: list[str], scope: Scope, receive: Receive) -> _Response:
@@ -174,6 +181,7 @@ class RestApp:
     ) -> _Response:
         headers = _headers(scope)
         body = await self._read_body(scope, receive, headers)
+        self.dataplane.check_admission(name, version)  # shed load before decoding it
         header_length = _header_length(headers)
         if header_length == 0:
             inputs = self.dataplane.model_metadata(name, version).inputs
