@@ -7,6 +7,7 @@ import base64
 import csv
 import json
 import os
+import re
 import resource
 import subprocess
 import time
@@ -21,13 +22,16 @@ from benchmarks.payloads import Payload
 from benchmarks.procs import Server
 from benchmarks.tools import Tools
 
-__all__ = ["LoadError", "Point", "ghz", "machine_busy", "vegeta", "wrk"]
+__all__ = ["IN_FLIGHT_AT_END", "LoadError", "Point", "ghz", "machine_busy", "vegeta", "wrk"]
 
 _HERE = Path(__file__).resolve().parent
 _LUA = _HERE / "lua" / "oip.lua"
 _PROTO_DIR = _HERE.parent / "proto"
 _GRPC_CALL = "inference.GRPCInferenceService.ModelInfer"
 _TICKS = os.sysconf("SC_CLK_TCK")
+_CODE = re.compile(r"code = (\w+)")
+#: Open loop over gRPC: calls still waiting when ghz's run ended (the backlog), not errors.
+IN_FLIGHT_AT_END = "in flight at end"
 _CUT_AT_END = ("closed network connection", "transport is closing", "connection is closing")
 
 
@@ -176,8 +180,12 @@ def ghz(
     warmup: float = 0.0,
     connections: int | None = None,
     validate: bool = True,
+    rps: float = 0.0,
 ) -> Point:
-    """Closed loop over gRPC: `concurrency` workers sharing `connections` HTTP/2 connections."""
+    """Closed loop over gRPC: `concurrency` workers sharing `connections` HTTP/2 connections.
+
+    With `rps`, ghz paces the calls at that rate (an open loop while workers are free).
+    """
     if connections is None:
         connections = _grpc_connections(concurrency)
     argv_base = [
@@ -200,6 +208,8 @@ def ghz(
         "--format",
         "json",
     ]
+    if rps > 0:
+        argv_base += ["--rps", str(round(rps))]
     if warmup > 0:
         _run([*argv_base, "-z", f"{warmup}s", server.grpc_target], timeout=warmup + 60)
     with _Meter(server) as meter:
@@ -207,17 +217,20 @@ def ghz(
     result = json.loads(done.stdout)
     codes: dict[str, int] = dict(result.get("statusCodeDistribution") or {})
     # ghz ends a timed run by closing its connections under the calls still in flight; those
-    # are not server errors (at most `concurrency` of them, all Unavailable).
-    cut = sum(
-        n
-        for message, n in (result.get("errorDistribution") or {}).items()
-        if any(key in message for key in _CUT_AT_END)
-    )
-    cut = min(cut, codes.get("Unavailable", 0))
-    if cut:
-        codes["Unavailable"] -= cut
+    # are not server errors (Unavailable or Canceled, "use of closed network connection").
+    cut = 0
+    for message, n in (result.get("errorDistribution") or {}).items():
+        match = _CODE.search(message)
+        # A Canceled status only ever comes from the client's own cancellation.
+        client_side = any(key in message for key in _CUT_AT_END) or "Canceled" in message
+        if match and client_side:
+            taken = min(n, codes.get(match.group(1), 0))
+            codes[match.group(1)] -= taken
+            cut += taken
     ok = codes.get("OK", 0)
     errors = {f"gRPC {k}": v for k, v in codes.items() if k != "OK" and v}
+    if rps > 0 and cut:
+        errors[IN_FLIGHT_AT_END] = cut
     if validate and ok == 0:
         raise LoadError(
             f"{series}: no successful gRPC call (codes {codes}, "
@@ -246,6 +259,7 @@ def ghz(
         payload_bytes=payload.size,
         goodput=ok / seconds,
         ok_p99_ms=percentiles.get(99, float("nan")),
+        offered_rps=rps,
         extra={"connections": connections, "cut_at_end": cut},
     )
 

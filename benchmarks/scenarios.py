@@ -444,92 +444,143 @@ def scenario_5(ctx: Context) -> ScenarioResult:
     return result
 
 
-def scenario_6(ctx: Context) -> ScenarioResult:
-    """Overload: open loop (vegeta) at 1.5x the measured capacity, bounds on vs off."""
-    result = ScenarioResult("s6", "6. Overload: open loop at 1.5x capacity, bounds on vs off")
-    payload = _iris_payload(ctx, "iris", "json")
-    work = ctx.work / "vegeta"
-    duration = ctx.duration if ctx.quick else max(ctx.duration, 10.0)
-    capacity: float | None = None
-    for variant, label in (("overload_bounded", "bounds on"), ("overload_unbounded", "bounds off")):
-        name = f"inferbridge iris, {label}"
-        with ServerSession(result, name, lambda v=variant: ctx.start_inferbridge(v, ["iris"])) as s:
-            closed = s.measure(
-                f"{name}: capacity (closed, 64 workers)",
-                lambda server, n=name: loadgen.vegeta(
-                    ctx.tools,
-                    server,
-                    payload,
-                    series=f"{n}, closed loop",
-                    rate=0,
-                    duration=duration,
-                    workers=_TOP,
-                    work_dir=work,
-                ),
+_OPEN_WORKERS = 1024
+_ALLOWED = {
+    "REST": {"HTTP 429", "HTTP 504"},
+    "gRPC": {"gRPC ResourceExhausted", "gRPC DeadlineExceeded"},
+}
+
+
+def _overload_point(
+    ctx: Context, transport: str, payload: Payload, series: str, rate: float, duration: float
+) -> Callable[[Server], Point]:
+    """Closed loop with 64 workers when rate is 0, else an open loop at `rate`."""
+    workers = _OPEN_WORKERS if rate else _TOP
+
+    def run(server: Server) -> Point:
+        if transport == "REST":
+            return loadgen.vegeta(
+                ctx.tools,
+                server,
+                payload,
+                series=series,
+                rate=rate,
+                duration=duration,
+                workers=workers,
+                work_dir=ctx.work / "vegeta",
             )
-            if capacity is None and closed is not None:
-                capacity = closed.goodput
-            if capacity is None:
-                result.notes.append("no capacity measured; the open-loop run was skipped")
-                continue
-            rate = 1.5 * capacity
-            s.measure(
-                f"{name}: open loop {rate:,.0f}/s",
-                lambda server, n=name, r=rate: loadgen.vegeta(
-                    ctx.tools,
-                    server,
-                    payload,
-                    series=f"{n}, open loop 1.5x",
-                    rate=r,
-                    duration=duration,
-                    workers=1024,
-                    work_dir=work,
-                ),
-            )
-    bounded = result.find("inferbridge iris, bounds on, open loop 1.5x", 1024)
-    if capacity is None or bounded is None:
-        result.targets.append(Target("overload, bounds on", "goodput ≥ 0.9x", "missing", None))
-        return result
-    allowed = {"HTTP 429", "HTTP 504"}
+        return loadgen.ghz(
+            ctx.tools,
+            server,
+            payload,
+            series=series,
+            concurrency=workers,
+            duration=duration,
+            connections=4,
+            rps=rate,
+        )
+
+    return run
+
+
+def _overload_targets(
+    result: ScenarioResult, transport: str, capacity: float, bounded: Point | None
+) -> None:
+    prefix = f"overload {transport} at 1.5x capacity, bounds on"
+    if bounded is None:
+        result.targets.append(Target(prefix, "goodput ≥ 0.9x", "missing point", None))
+        return
+    allowed = _ALLOWED[transport] | {loadgen.IN_FLIGHT_AT_END}
     other = {k: v for k, v in bounded.errors.items() if k not in allowed}
     noise = _noise(bounded)
     share = bounded.goodput / capacity
+    sent = bounded.extra.get("sent_rps")
     result.targets += [
         Target(
-            "overload at 1.5x capacity, bounds on: goodput",
+            f"{prefix}: goodput",
             "≥ 0.9x capacity",
-            f"{share:.2f}x ({bounded.goodput:,.0f} ok/s; capacity "
-            f"{capacity:,.0f} req/s; offered {bounded.offered_rps:,.0f}/s, sent "
-            f"{bounded.extra.get('sent_rps', 0):,.0f}/s)",
+            f"{share:.2f}x ({bounded.goodput:,.0f} ok/s; capacity {capacity:,.0f} req/s; offered "
+            f"{bounded.offered_rps:,.0f}/s" + (f", sent {sent:,.0f}/s)" if sent else ")"),
             share >= 0.9,
             noise,
             f"{share:.2f}x of 0.9x asked",
         ),
         Target(
-            "overload, bounds on: p99",
+            f"{prefix}: p99",
             f"< the configured timeout ({OVERLOAD_TIMEOUT_MS:g} ms)",
-            f"p99 {bounded.p99_ms:.1f} ms over all responses, {bounded.ok_p99_ms:.1f} ms over "
-            "the successful ones",
+            f"p99 {bounded.p99_ms:.1f} ms over all responses"
+            + (
+                f", {bounded.ok_p99_ms:.1f} ms over the successful ones"
+                if transport == "REST"
+                else ""
+            ),
             bounded.p99_ms < OVERLOAD_TIMEOUT_MS,
             noise,
             f"{bounded.p99_ms - OVERLOAD_TIMEOUT_MS:.0f} ms over",
         ),
         Target(
-            "overload, bounds on: error kinds",
-            "only 429 / 504",
+            f"{prefix}: error kinds",
+            " / ".join(sorted(_ALLOWED[transport])) + " only",
             bounded.errors_text(),
             not other,
             noise,
             f"also {', '.join(other)}",
         ),
     ]
+
+
+def scenario_6(ctx: Context) -> ScenarioResult:
+    """Overload: open loop at 1.5x the measured capacity, bounds on vs off, REST and gRPC."""
+    result = ScenarioResult("s6", "6. Overload: open loop at 1.5x capacity, bounds on vs off")
+    duration = ctx.duration if ctx.quick else max(ctx.duration, 10.0)
+    payloads_by_transport = {
+        "REST": _iris_payload(ctx, "iris", "json"),
+        "gRPC": _iris_payload(ctx, "iris", "grpc"),
+    }
+    labels = {"overload_bounded": "bounds on", "overload_unbounded": "bounds off"}
+    with contextlib.ExitStack() as stack:
+        sessions = {
+            label: stack.enter_context(
+                ServerSession(
+                    result,
+                    f"inferbridge iris, {label}",
+                    lambda v=variant: ctx.start_inferbridge(v, ["iris"]),
+                )
+            )
+            for variant, label in labels.items()
+        }
+        for transport, payload in payloads_by_transport.items():
+            closed = sessions["bounds on"].measure(
+                f"{transport} capacity (closed loop, 64)",
+                _overload_point(
+                    ctx, transport, payload, f"{transport} bounds on, closed loop", 0, duration
+                ),
+            )
+            if closed is None:
+                result.notes.append(f"{transport}: no capacity measured; open loop skipped")
+                continue
+            rate = 1.5 * closed.goodput
+            for label, session in sessions.items():
+                series = f"{transport} {label}, open loop 1.5x"
+                session.measure(
+                    f"{series} ({rate:,.0f}/s)",
+                    _overload_point(ctx, transport, payload, series, rate, duration),
+                )
+            _overload_targets(
+                result,
+                transport,
+                closed.goodput,
+                result.find(f"{transport} bounds on, open loop 1.5x", _OPEN_WORKERS),
+            )
     result.notes.append(
         f"Bounds on: dynamic_batching max_queue_size {OVERLOAD_QUEUE}, default_timeout_ms "
         f"{OVERLOAD_TIMEOUT_MS:g}; bounds off: max_queue_size 0 (unbounded), no timeout. Both "
-        f"batch with max_queue_delay_ms {QUEUE_DELAY_MS['iris']:g}. Capacity = vegeta closed "
-        "loop with 64 workers against the bounds-on server; the open loop offers 1.5x that to "
-        "both, from up to 1,024 connections (when all are busy vegeta cannot keep the rate: "
-        "compare offered and sent). Goodput = 200 responses per second."
+        f"batch with max_queue_delay_ms {QUEUE_DELAY_MS['iris']:g}. Capacity = goodput of a "
+        "closed loop with 64 workers against the bounds-on server (vegeta for REST, ghz for "
+        "gRPC); the open loop then offers 1.5x that to both servers, from up to 1,024 "
+        "connections (REST) or 1,024 workers on 4 HTTP/2 connections (gRPC, ghz --rps). When "
+        "every worker is busy the client cannot keep the rate: compare offered and sent. "
+        "Goodput = successful responses per second; p99 is over every response."
     )
     return result
 
