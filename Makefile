@@ -35,5 +35,6 @@ test: install lint typecheck pytest gotest
 proto: $(BIN)/python
 	$(BIN)/python scripts/gen_proto.py
 
-bench: install
+bench: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[all,dev,bench]"
 	$(BIN)/python -m benchmarks.run
