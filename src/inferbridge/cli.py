@@ -35,11 +35,19 @@ def _parser() -> argparse.ArgumentParser:
 
     examples = commands.add_parser("examples", help="build the bundled example repository")
     examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+
+    from inferbridge.export.cli import add_export_parser
+
+    add_export_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
+    if options.command == "export":
+        from inferbridge.export.cli import run_export
+
+        return run_export(options)
     if options.command == "examples":
         from inferbridge.examples.build import example_repository
 
