@@ -118,7 +118,9 @@ def start_pytriton(work: Path) -> Server:
     """Triton through pytriton: Python backend, pytriton's default dynamic batching."""
     venv = ensure_venv("pytriton")
     root = work / "pytriton"
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
     model = _train(venv, root / "model.joblib")
     python = str(venv / "bin" / "python")
     # The Python backend's stub must load this interpreter's own libpython (FACTS.md).
@@ -139,6 +141,7 @@ def start_pytriton(work: Path) -> Server:
             str(http_port),
             str(grpc_port),
             str(metrics_port),
+            str(root / "workspace"),
         ],
         log_path=work / "logs" / "pytriton.log",
         ready=lambda s: http_ok(f"{s.base_url}/v2/models/iris/ready"),

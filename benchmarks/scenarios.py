@@ -157,6 +157,7 @@ def _inferbridge_sessions(
                 result,
                 f"inferbridge batching {variant}",
                 lambda v=variant: ctx.start_inferbridge(v, models),
+                ctx.retry,
             )
         )
         for variant in _VARIANTS
@@ -354,7 +355,7 @@ def scenario_4(ctx: Context) -> ScenarioResult:
     payload = _iris_payload(ctx, "iris_onnx", "json")
     with contextlib.ExitStack() as stack:
         floor_session = stack.enter_context(
-            ServerSession(result, "bare ASGI floor", lambda: start_floor(ctx))
+            ServerSession(result, "bare ASGI floor", lambda: start_floor(ctx), ctx.retry)
         )
         sessions = _inferbridge_sessions(ctx, result, stack, _SMALL)
         for c in ctx.concurrencies:
@@ -403,7 +404,9 @@ def scenario_5(ctx: Context) -> ScenarioResult:
         sessions: dict[str, ServerSession] = {}
         for name, factory in servers:
             try:
-                sessions[name] = stack.enter_context(ServerSession(result, name, factory))
+                sessions[name] = stack.enter_context(
+                    ServerSession(result, name, factory, ctx.retry)
+                )
             except Exception as exc:  # a peer that cannot start is reported, not fatal
                 result.notes.append(f"{name} did not start: {exc}")
                 print(f"bench:   {name} did not start: {str(exc)[:300]}", flush=True)
@@ -545,6 +548,7 @@ def scenario_6(ctx: Context) -> ScenarioResult:
                     result,
                     f"inferbridge iris, {label}",
                     lambda v=variant: ctx.start_inferbridge(v, ["iris"]),
+                    ctx.retry,
                 )
             )
             for variant, label in labels.items()

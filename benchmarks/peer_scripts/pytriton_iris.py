@@ -1,7 +1,7 @@
 """Serve the iris model with nvidia-pytriton (Triton 2.51, Python backend), default dynamic
 batching. Runs in the pytriton virtual environment.
 
-Usage: python pytriton_iris.py MODEL.joblib HTTP_PORT GRPC_PORT METRICS_PORT
+Usage: python pytriton_iris.py MODEL.joblib HTTP_PORT GRPC_PORT METRICS_PORT WORKSPACE
 """
 
 import sys
@@ -29,7 +29,8 @@ config = TritonConfig(
     grpc_port=grpc_port,
     metrics_port=metrics_port,
 )
-with Triton(config=config) as triton:
+# An explicit workspace: the default one, under ~/.cache/pytriton, outlives a killed server.
+with Triton(config=config, workspace=sys.argv[5]) as triton:
     triton.bind(
         model_name="iris",
         infer_func=infer,
