@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="time allowed for re-measuring points that other work disturbed "
-        "(default 150; 20 with --quick; 0 turns it off)",
+        "(default 90; 20 with --quick; 0 turns it off)",
     )
     parser.add_argument("--out", type=Path, default=_HERE / "results", help="output directory")
     parser.add_argument(
@@ -139,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = _selected(options.scenarios)
     quick = bool(options.quick)
     duration = options.duration or (2.0 if quick else 8.0)
-    warmup = options.warmup if options.warmup is not None else (0.0 if quick else 2.0)
+    warmup = options.warmup if options.warmup is not None else (0.0 if quick else 1.0)
     if options.retry_budget is None:
-        options.retry_budget = 20.0 if quick else 150.0
+        options.retry_budget = 20.0 if quick else 90.0
     publish = options.publish
     if publish is None:
         publish = not quick and sorted(keys) == sorted(SCENARIOS)
