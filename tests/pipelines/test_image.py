@@ -12,6 +12,7 @@ import pytest
 from inferbridge.errors import InvalidInput
 from inferbridge.pipelines.image import (
     Color,
+    CropToContent,
     DecodeImage,
     Flatten,
     Letterbox,
@@ -161,3 +162,22 @@ def test_flatten() -> None:
     (out,) = Flatten({}, HERE)(batch)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, batch.reshape(2, 64))
+
+
+def test_crop_to_content_squares_small_ink_on_a_page() -> None:
+    page = np.full((300, 400), 240, np.uint8)
+    page[100:140, 50:70] = 10  # a 40 x 20 stroke
+    (out,) = CropToContent({}, HERE)([page])
+    assert out[0].shape == (40, 40)
+    np.testing.assert_array_equal(out[0][:, 10:30], page[100:140, 50:70])
+    assert (out[0][:, :10] == 240).all() and (out[0][:, 30:] == 240).all()
+
+
+def test_crop_to_content_leaves_framed_and_blank_images() -> None:
+    framed = np.full((64, 64), 255, np.uint8)
+    framed[2:62, 20:40] = 0  # spans 94% of the height
+    blank = np.full((30, 30), 200, np.uint8)
+    (out,) = CropToContent({}, HERE)([framed, blank])
+    assert out[0] is framed and out[1] is blank
+    (always,) = CropToContent({"min_fill": 1.0, "margin": 0.5}, HERE)([framed])
+    assert always[0].shape == (120, 120)

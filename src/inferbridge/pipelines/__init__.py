@@ -11,6 +11,7 @@ from inferbridge.pipelines.classify import Labels, Softmax, TopK
 from inferbridge.pipelines.detect import CascadeBoxes, YoloDecode
 from inferbridge.pipelines.image import (
     Color,
+    CropToContent,
     DecodeImage,
     Flatten,
     Letterbox,
@@ -26,6 +27,7 @@ PROCESSORS: dict[str, type[Processor]] = {
     cls.name: cls
     for cls in (
         DecodeImage,
+        CropToContent,
         Resize,
         Letterbox,
         Color,
