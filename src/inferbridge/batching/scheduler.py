@@ -110,6 +110,7 @@ class Scheduler:
         self._levels: list[deque[_Item]] = [deque() for _ in range(max(1, policy.priority_levels))]
         self._queued = 0
         self._ewma_s: float | None = None
+        self._ewma_rows = 1.0
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._arrivals = 0
@@ -242,13 +243,14 @@ class Scheduler:
         self, inputs: Arrays, deadline: float | None, caller_gone: CallerGone | None
     ) -> Arrays:
         self._free -= 1
-        if self._inline():
+        rows = _rows(inputs)
+        if self._inline(rows):
             try:
-                return self._timed(inputs, 1, _rows(inputs))
+                return self._timed(inputs, 1, rows)
             finally:
                 self._release()
         loop = asyncio.get_running_loop()
-        work = self._pool.submit(self._timed, inputs, 1, _rows(inputs))
+        work = self._pool.submit(self._timed, inputs, 1, rows)
         # The instance is free when the thread is done, not when the caller stops waiting.
         work.add_done_callback(lambda _w: loop.call_soon_threadsafe(self._release))
         return await self._wait(asyncio.wrap_future(work, loop=loop), deadline, caller_gone)
@@ -258,12 +260,15 @@ class Scheduler:
         if self._queued:
             self._wake()
 
-    def _inline(self) -> bool:
+    def _inline(self, rows: int) -> bool:
         if self._mode is ExecutionMode.INLINE:
             return True
-        if self._mode is ExecutionMode.THREAD:
+        if self._mode is ExecutionMode.THREAD or self._ewma_s is None:
             return False
-        return self._ewma_s is not None and self._ewma_s < _INLINE_BELOW_S
+        # Scale the typical call by this batch's size, so that one unusually large request
+        # to a fast model goes to a thread instead of stalling the event loop.
+        predicted = self._ewma_s * max(1.0, rows / self._ewma_rows)
+        return predicted < _INLINE_BELOW_S
 
     def _timed(self, inputs: Arrays, requests: int, rows: int) -> Arrays:
         start = time.perf_counter()
@@ -271,7 +276,11 @@ class Scheduler:
             return self._run_batch(inputs)
         finally:
             elapsed = time.perf_counter() - start
-            self._ewma_s = elapsed if self._ewma_s is None else 0.8 * self._ewma_s + 0.2 * elapsed
+            if self._ewma_s is None:
+                self._ewma_s, self._ewma_rows = elapsed, float(rows)
+            else:
+                self._ewma_s = 0.8 * self._ewma_s + 0.2 * elapsed
+                self._ewma_rows = 0.8 * self._ewma_rows + 0.2 * rows
             stats = self.stats
             stats.batches += 1
             stats.requests += requests
@@ -358,7 +367,7 @@ class Scheduler:
         self._free -= 1
         rows = [it.rows for it in batch]
         inputs = _concat([it.inputs for it in batch])
-        if self._inline():
+        if self._inline(sum(rows)):
             try:
                 outputs = self._timed(inputs, len(batch), sum(rows))
             except Exception as exc:
