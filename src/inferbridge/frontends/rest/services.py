@@ -18,7 +18,7 @@ import orjson
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.errors import InvalidInput, ModelNotFound
-from inferbridge.pipelines.image import probe_image
+from inferbridge.pipelines.image import DEFAULT_MAX_PIXELS, probe_image
 from inferbridge.protocol.types import InferenceRequest
 
 __all__ = ["DEFAULT_MODELS", "handle", "parse_multipart"]
@@ -46,6 +46,7 @@ async def handle(dataplane: DataPlane, route: tuple[str, str], scope: Scope, bod
     if route == ("text", "embed"):
         return await _embed(dataplane, model, body)
     image, fields = _image_upload(content_type, body)
+    _check_pixels(dataplane, model, image)
     options = {**fields, **query}
     if route == ("vision", "faces"):
         return await _faces(dataplane, model, image, options)
@@ -91,6 +92,24 @@ def _image_upload(content_type: str, body: bytes) -> tuple[bytes, dict[str, str]
         )
     probe_image(image)  # not an image, empty or cut short: 400 before it reaches a batch
     return image, fields
+
+
+def _check_pixels(dataplane: DataPlane, model: str, image: bytes) -> None:
+    """Refuse an image over the model's decode limit here, before it joins a batch (where
+    its error would fail the requests batched with it)."""
+    header = probe_image(image)
+    limit = DEFAULT_MAX_PIXELS
+    steps = dataplane.model_config(model).get("parameters", {}).get("steps")
+    for step in steps if isinstance(steps, list) else []:
+        if isinstance(step, dict) and step.get("processor") == "decode_image":
+            limit = int(step.get("max_pixels", DEFAULT_MAX_PIXELS))
+            break
+    pixels = header.width * header.height
+    if pixels > limit:
+        raise InvalidInput(
+            f"the image is {header.width}x{header.height} = {pixels} pixels, over model "
+            f"'{model}''s limit of {limit} pixels"
+        )
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
