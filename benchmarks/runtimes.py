@@ -1,10 +1,10 @@
 """Runtime benchmark: each runtime's example model in-process vs through the server.
 
 For every runtime example in the bundled repository this prints p50 latency at batch 1
-and throughput at batch 32 (rows per second), measured (a) calling the runtime in this
-process (`Runtime.infer`, i.e. the framework plus the runtime's thin adapter) and (b)
-through a real `inferbridge serve` subprocess over gRPC with tritonclient (one client,
-sequential requests), with the server/in-process ratios. Throughput is batch size over
+and throughput at batch 32 (rows per second), measured (a) in-process: `Runtime.infer`,
+i.e. the framework plus the runtime's thin adapter, each model alone in a fresh child
+process, and (b) through a real `inferbridge serve` subprocess over gRPC with tritonclient
+(one client, sequential requests), with the server/in-process ratios. Throughput is batch size over
 the median time of one call (one sequential client; `--mean` uses elapsed time instead).
 Both run on the same machine in one run: compare the ratios, not absolute numbers
 across machines.
@@ -15,8 +15,10 @@ across machines.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -132,30 +134,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mean", action="store_true", help="throughput from elapsed time, not the median call"
     )
+    parser.add_argument("--in-process", metavar="MODEL", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     global MEAN
     MEAN = options.mean
 
-    import tritonclient.grpc as grpcclient
-
     from inferbridge.examples.build import example_repository
-    from tests.serverproc import start_server
 
     repository = example_repository()
+    if options.in_process:
+        # A child measuring one model alone: frameworks in one process disturb each other
+        # (cv2.dnn slows cascades down; torch and TensorFlow each bundle LLVM).
+        entry = next(m for m in MODELS if m[0] == options.in_process)
+        print(json.dumps(measure_local(repository, entry, options)))
+        return 0
+
+    import tritonclient.grpc as grpcclient
+
+    from tests.serverproc import start_server
+
     chosen = set(options.models.split(",")) if options.models else None
     models = [m for m in MODELS if (repository / m[0]).exists() and (not chosen or m[0] in chosen)]
     skipped = [m[0] for m in MODELS if not (repository / m[0]).exists()]
-    server = start_server(repository)
     rows: list[Row] = []
+    server = start_server(repository)
     try:
         client = grpcclient.InferenceServerClient(url=server.grpc_url)
-        for model, runtime_name, input_name, outputs, kind in models:
-            runtime = in_process(repository, model)
-            rows.append(
-                measure(runtime, client, (model, runtime_name, input_name, outputs, kind), options)
-            )
-            runtime.unload()
-            print(f"measured {model}", file=sys.stderr, flush=True)
+        for entry in models:
+            local = _local_in_child(entry[0], options)
+            remote = measure_server(client, entry, options)
+            rows.append(Row(entry[0], entry[1], local[0], remote[0], local[1], remote[1]))
+            print(f"measured {entry[0]}", file=sys.stderr, flush=True)
         client.close()
     finally:
         server.stop()
@@ -165,22 +174,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(
-    runtime: Any,
-    client: Any,
-    entry: tuple[str, str, str, list[str], str],
-    options: argparse.Namespace,
-) -> Row:
-    model, runtime_name, input_name, outputs, kind = entry
+def _local_in_child(model: str, options: argparse.Namespace) -> tuple[float, float]:
+    command = [
+        sys.executable, "-m", "benchmarks.runtimes", "--in-process", model,
+        "--seconds", str(options.seconds), "--batch", str(options.batch),
+    ]  # fmt: skip
+    if options.mean:
+        command.append("--mean")
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    p50, rate = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(p50), float(rate)
+
+
+def measure_local(
+    repository: Path, entry: tuple[str, str, str, list[str], str], options: argparse.Namespace
+) -> tuple[float, float]:
+    """(p50 ms at batch 1, rows/s at the throughput batch) calling Runtime.infer here."""
+    model, _, input_name, _, kind = entry
+    runtime = in_process(repository, model)
     one, many = batch_of(kind, 1), batch_of(kind, options.batch)
-    seconds = options.seconds
-    return Row(
-        model,
-        runtime_name,
-        p50_ms(lambda: runtime.infer({input_name: one}), seconds),
-        p50_ms(grpc_call(client, model, input_name, one, outputs), seconds),
-        rows_per_s(lambda: runtime.infer({input_name: many}), options.batch, seconds),
-        rows_per_s(grpc_call(client, model, input_name, many, outputs), options.batch, seconds),
+    try:
+        return (
+            p50_ms(lambda: runtime.infer({input_name: one}), options.seconds),
+            rows_per_s(lambda: runtime.infer({input_name: many}), options.batch, options.seconds),
+        )
+    finally:
+        runtime.unload()
+
+
+def measure_server(
+    client: Any, entry: tuple[str, str, str, list[str], str], options: argparse.Namespace
+) -> tuple[float, float]:
+    """(p50 ms at batch 1, rows/s at the throughput batch) through the server over gRPC."""
+    model, _, input_name, outputs, kind = entry
+    one, many = batch_of(kind, 1), batch_of(kind, options.batch)
+    return (
+        p50_ms(grpc_call(client, model, input_name, one, outputs), options.seconds),
+        rows_per_s(
+            grpc_call(client, model, input_name, many, outputs), options.batch, options.seconds
+        ),
     )
 
 
