@@ -102,12 +102,14 @@ def test_library_error_code_fails_only_that_request(
 ) -> None:
     X = iris_split()[1][:3].copy()
     X[1, 2] = np.nan
-    with pytest.raises(InferenceServerException, match="row 1 feature 2 is NaN"):
+    with pytest.raises(InferenceServerException, match="row 1 feature 2 is NaN") as failure:
         TRANSPORTS["http"](server, "iris_go", {"input": X}, OUTPUTS)
+    # Status 1 (IB_INVALID_INPUT) is the client's fault: 400 / INVALID_ARGUMENT.
+    assert "400" in str(failure.value.status())
     status = grpc_error(
         server, "digits_c", {"pixels": np.full((2, 64), np.inf, np.float32)}, OUTPUTS
     )
-    assert "row 0 pixel 0 is not finite" in status
+    assert "row 0 pixel 0 is not finite" in status and "INVALID_ARGUMENT" in status
     # The library and the server carry on.
     X_ok = iris_split()[1][:3]
     assert_same(

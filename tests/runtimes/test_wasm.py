@@ -98,8 +98,9 @@ def test_bad_inputs(wasm_model: Path, server: ServerProcess) -> None:
     )
     X = iris_split()[1][:2].copy()
     X[0, 0] = np.inf
-    with pytest.raises(InferenceServerException, match="inputs must be finite numbers"):
+    with pytest.raises(InferenceServerException, match="inputs must be finite numbers") as bad:
         TRANSPORTS["http"](server, "iris_wasm", {"input": X}, OUTPUTS)
+    assert "400" in str(bad.value.status())
 
 
 @pytest.fixture(scope="module")

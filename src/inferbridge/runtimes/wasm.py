@@ -8,7 +8,8 @@ The ABI (version 1; docs/runtimes.md has the full text). A module exports:
 - `ib_infer(batch: i32, inputs: i32, outputs: i32) -> i32`: runs a whole batch. `inputs`
   and `outputs` point at tables of i32 addresses, one per tensor in config order; every
   tensor is a contiguous little-endian row-major buffer whose shape is config's with the
-  batch dimension filled in. Returns 0, or an error status;
+  batch dimension filled in. Returns 0; 1 when the input is invalid (the request fails
+  with 400 / INVALID_ARGUMENT); any other status fails it with 500 / INTERNAL;
 - optionally `ib_error() -> i32`: the address of a NUL-terminated UTF-8 message explaining
   the last non-zero status.
 
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inferbridge.errors import ModelLoadError
+from inferbridge.errors import InvalidInput, ModelLoadError
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import ModelConfig
@@ -42,6 +43,7 @@ __all__ = ["WasmModelError", "WasmRuntime"]
 _TICK_S = 0.005
 _ALIGN = 16
 _MESSAGE_BYTES = 1024
+_INVALID_INPUT = 1
 _REQUIRED = {
     "ib_alloc": ((("i32",), ("i32",))),
     "ib_infer": ((("i32", "i32", "i32"), ("i32",))),
@@ -179,6 +181,10 @@ class WasmRuntime(Runtime):
             for offset, array in zip(offsets, arrays, strict=False):
                 ctypes.memmove(address + base + offset, array.ctypes.data, array.nbytes)
             status = instance.infer(store, batch, base, base + 4 * len(arrays))
+            if status == _INVALID_INPUT:
+                raise InvalidInput(
+                    f"{self._path.name} rejected the input: {self._message(instance)}"
+                )
             if status != 0:
                 raise WasmModelError(
                     f"{self._path.name}: ib_infer returned status {status}: "
