@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inferbridge.pipelines.classify import Softmax, TopK, softmax
+from inferbridge.pipelines.classify import Labels, Softmax, TopK, softmax
 
 
 def test_softmax_matches_reference() -> None:
@@ -33,3 +33,9 @@ def test_top_k_softmax_and_index_labels() -> None:
     assert np.asarray(labels).tolist() == [[b"1", b"2", b"0"]]
     want = np.sort(softmax(scores)[0])[::-1]
     np.testing.assert_allclose(np.asarray(best)[0], want, rtol=1e-6)
+
+
+def test_labels_maps_indices_of_any_shape(tmp_path: Path) -> None:
+    (tmp_path / "names.txt").write_text("cat\ndog\n")
+    (names,) = Labels({"labels": "names.txt"}, tmp_path)(np.array([[0, 1], [1, 7]]))
+    assert np.asarray(names).tolist() == [[b"cat", b"dog"], [b"dog", b"7"]]
