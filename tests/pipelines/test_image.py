@@ -181,3 +181,11 @@ def test_crop_to_content_leaves_framed_and_blank_images() -> None:
     assert out[0] is framed and out[1] is blank
     (always,) = CropToContent({"min_fill": 1.0, "margin": 0.5}, HERE)([framed])
     assert always[0].shape == (120, 120)
+
+
+def test_jpeg_end_marker_rules() -> None:
+    data = encode(picture(64, 64), ".jpg")
+    assert decode_image(data + b"bytes a camera appended").shape == (64, 64, 3)
+    for cut in (len(data) - 2, len(data) // 2):
+        with pytest.raises(InvalidInput, match="truncated"):
+            probe_image(data[:cut])

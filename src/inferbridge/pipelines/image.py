@@ -57,12 +57,16 @@ def probe_image(data: bytes) -> ImageHeader:
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise InvalidInput("the PNG image is truncated (no complete IHDR header)")
         width, height = struct.unpack(">II", data[16:24])
-        if _PNG_END not in data[-64:]:
+        if _PNG_END not in data[-4096:]:  # (tolerating a few bytes appended after it)
             raise InvalidInput("the PNG image is truncated (no IEND chunk at the end)")
         return ImageHeader("png", width, height)
     if data.startswith(b"\xff\xd8"):
         width, height = _jpeg_size(data)
-        if not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        # Markers cannot occur inside entropy-coded data: the image is whole when an
+        # end-of-image marker follows the last start-of-scan (an EXIF thumbnail has its own
+        # pair earlier; some cameras append bytes after the end).
+        last_scan = data.rfind(b"\xff\xda")
+        if last_scan < 0 or data.rfind(b"\xff\xd9") < last_scan:
             raise InvalidInput("the JPEG image is truncated (no end-of-image marker)")
         return ImageHeader("jpeg", width, height)
     if data.startswith(b"BM") and len(data) >= 26:
