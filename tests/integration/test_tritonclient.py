@@ -139,6 +139,15 @@ def test_onnx_models_equal_onnxruntime(
         assert float((got["label"] == y_test).mean()) >= 0.95
 
 
+def test_empty_batch(http: httpclient.InferenceServerClient) -> None:
+    for model in ("iris", "iris_onnx"):
+        tensor = httpclient.InferInput(IRIS_INPUT, [0, 4], "FP32")
+        tensor.set_data_from_numpy(np.zeros((0, 4), dtype=np.float32))
+        result = http.infer(model, [tensor])
+        assert result.as_numpy("label").shape == (0,)
+        assert result.as_numpy("probabilities").shape == (0, 3)
+
+
 def test_requested_output_subset(http: httpclient.InferenceServerClient) -> None:
     rows = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
     tensor = httpclient.InferInput(IRIS_INPUT, [1, 4], "FP32")

@@ -88,6 +88,15 @@ def test_header_length_past_the_body() -> None:
             "non-negative",
         ),
         (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1]}]}', "neither 'data'"),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [' + b"1," * 64 + b"1],"
+            b' "data": [1]}]}',
+            "at most 32",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "BYTES", "shape": [1], "data": [1000]}]}',
+            "must be strings",
+        ),
     ],
 )
 def test_malformed_json_requests(body: bytes, fragment: str) -> None:

@@ -40,6 +40,9 @@ def check_datatype(name: str, datatype: object) -> str:
     return datatype
 
 
+MAX_RANK = 32
+
+
 def check_shape(name: str, shape: object) -> tuple[int, ...]:
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -47,6 +50,8 @@ def check_shape(name: str, shape: object) -> tuple[int, ...]:
         raise InvalidInput(
             f"tensor '{name}': shape must be a list of non-negative integers, got {shape!r}"
         )
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(f"tensor '{name}': {len(shape)} dimensions; at most {MAX_RANK}")
     return tuple(shape)
 
 
@@ -119,10 +124,11 @@ def array_from_list(
         if len(flat) != count:
             raise _count_error(name, shape, count, len(flat))
         result = np.empty(count, dtype=object)
-        try:
-            result[:] = [x.encode() if isinstance(x, str) else bytes(x) for x in flat]
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"input '{name}': BYTES data must be strings ({exc})") from None
+        # Only strings: bytes(n) of a JSON number n would allocate n zero bytes.
+        if not all(isinstance(x, str) for x in flat):
+            bad = next(x for x in flat if not isinstance(x, str))
+            raise InvalidInput(f"input '{name}': BYTES data must be strings, got {bad!r}")
+        result[:] = [x.encode() for x in flat]
         return result.reshape(shape)
     dtype = dtype_of(datatype)
     try:

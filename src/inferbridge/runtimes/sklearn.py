@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from inferbridge.errors import ModelLoadError
-from inferbridge.protocol.datatypes import datatype_of
+from inferbridge.protocol.datatypes import datatype_of, dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import ModelConfig
 from inferbridge.runtimes.base import Arrays, Runtime, Signature
@@ -75,6 +75,8 @@ class SklearnRuntime(Runtime):
 
     def infer(self, inputs: Arrays) -> Arrays:
         features = inputs[self._input_name]
+        if len(features) == 0:  # scikit-learn refuses empty input; an empty batch is valid
+            return self._empty()
         if not self._classifier:
             return {"predictions": np.asarray(self._estimator.predict(features), dtype=np.float64)}
         labels = np.asarray(self._estimator.predict(features))
@@ -85,6 +87,13 @@ class SklearnRuntime(Runtime):
             result["probabilities"] = np.asarray(
                 self._estimator.predict_proba(features), dtype=np.float64
             )
+        return result
+
+    def _empty(self) -> Arrays:
+        result: Arrays = {}
+        for spec in self._signature.outputs:
+            dtype = object if spec.datatype == "BYTES" else dtype_of(spec.datatype)
+            result[spec.name] = np.empty((0, *spec.shape[1:]), dtype=dtype)
         return result
 
     def unload(self) -> None:
