@@ -133,3 +133,31 @@ def test_sentence_transformers_cli(tmp_path: Path) -> None:
     assert "minilm: max abs diff" in done.stdout
     assert (tmp_path / "minilm" / "1" / "tokenizer.json").exists()
     assert (tmp_path / "minilm_encoder" / "1" / "model.onnx").exists()
+
+
+def test_torch_checkpoint_plus_class(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    checkpoint = tmp_path / "tiny.pt"
+    save = (
+        "import sys, torch; from tests.export.modules import TinyNet; "
+        "net = TinyNet(); torch.nn.init.constant_(net.layers[0].bias, 0.5); "
+        "torch.save(net.state_dict(), sys.argv[1])"
+    )
+    subprocess.run([sys.executable, "-c", save, str(checkpoint)], cwd=ROOT, check=True, timeout=300)
+    done = cli(
+        "torch",
+        "--module",
+        "tests.export.modules:TinyNet",
+        "--checkpoint",
+        str(checkpoint),
+        "--input-shape",
+        "2,6",
+        "--format",
+        "onnx",
+        "--repository",
+        str(tmp_path),
+        "--name",
+        "tiny",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "tiny" / "1" / "model.onnx").exists() and done.stdout.count("OK") == 2
