@@ -26,7 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.context import Context, NoiseRetry, ScenarioResult, load_average, wait_quiet
+from benchmarks.context import (
+    NOISY_CPU,
+    Context,
+    NoiseRetry,
+    ScenarioResult,
+    load_average,
+    wait_quiet,
+)
 from benchmarks.repos import build_repositories
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.tools import locate_tools
@@ -112,6 +119,20 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _noise_summary(results: list[ScenarioResult]) -> str:
+    others = sorted(p.other_cpu for r in results for p in r.points)
+    if not others:
+        return ""
+    median = others[len(others) // 2]
+    noisy = sum(1 for x in others if x > NOISY_CPU)
+    return (
+        f"**This run:** other work took a median of {median:.2f} of the 2 cores during the "
+        f"measured points; {noisy} of {len(others)} points are marked noisy (> {NOISY_CPU} "
+        "cores). Where that is high, absolute numbers are well below what a quiet machine "
+        "gives, and the p99 columns mostly measure the scheduler.\n"
+    )
+
+
 def _header(ctx: Context, started: datetime, versions: dict[str, str], quick: bool) -> str:
     return (
         "# inferbridge benchmark results\n\n"
@@ -193,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in result.notes:
             print(f"- {note}")
         print(flush=True)
-    header = _header(ctx, started, versions, quick)
+    header = _header(ctx, started, versions, quick) + "\n" + _noise_summary(results)
     links = {r.key: f"plots/{r.plot.name}" for r in results if r.plot is not None}
     text = report.markdown(results, header, links)
     (out / "RESULTS.md").write_text(text)
