@@ -1,9 +1,17 @@
-"""The tensorflow runtime: a Keras iris classifier served from a SavedModel signature."""
+"""The tensorflow runtime: a Keras iris classifier served from a SavedModel signature.
+
+TensorFlow is never imported in the pytest process: its bundled LLVM and the one in
+torch's triton abort the process when both load (which another test's transformers
+import would trigger). The framework's own answers come from a child process instead.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +32,22 @@ from tests.runtimes.common import (
 )
 from tests.serverproc import ServerProcess
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-tf = pytest.importorskip("tensorflow")
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("tensorflow is not installed", allow_module_level=True)
 
 OUTPUTS = ["probabilities", "label"]
+BATCHES = [1, 8, 45]
+_REFERENCE = """
+import sys, numpy as np, tensorflow as tf
+model, inputs, output = sys.argv[1:4]
+function = tf.saved_model.load(model).signatures["serving_default"]
+X = np.load(inputs)
+results = {}
+for rows in map(int, sys.argv[4:] or [len(X)]):
+    answer = function(input=tf.constant(X[:rows]))
+    results.update({f"{name}_{rows}": answer[name].numpy() for name in answer})
+np.savez(output, **results)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +58,33 @@ def tf_model(examples_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def serving_default(tf_model: Path) -> Any:
-    return tf.saved_model.load(str(tf_model / "1" / "model.savedmodel")).signatures[
-        "serving_default"
-    ]
-
-
-def tf_in_process(function: Any, X: np.ndarray[Any, Any]) -> dict[str, Any]:
-    results = function(input=tf.constant(X))
-    return {name: results[name].numpy() for name in OUTPUTS}
+def tf_answers(tf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The SavedModel's own answers for the first `rows` held-out rows, per batch size."""
+    work = tmp_path_factory.mktemp("tf_reference")
+    np.save(work / "x.npy", iris_split()[1])
+    done = subprocess.run(
+        [
+            sys.executable, "-c", _REFERENCE, str(tf_model / "1" / "model.savedmodel"),
+            str(work / "x.npy"), str(work / "out.npz"), *map(str, BATCHES),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(work / "out.npz") as answers:
+        return {key: answers[key] for key in answers.files}
 
 
 @pytest.mark.parametrize("transport", sorted(TRANSPORTS))
-@pytest.mark.parametrize("batch", [1, 8, 45])
+@pytest.mark.parametrize("batch", BATCHES)
 def test_answers_equal_tensorflow_in_process(
-    serving_default: Any, server: ServerProcess, transport: str, batch: int
+    tf_answers: dict[str, Any], server: ServerProcess, transport: str, batch: int
 ) -> None:
     X = iris_split()[1][:batch]
     got = TRANSPORTS[transport](server, "iris_tensorflow", {"input": X}, OUTPUTS)
-    assert_same(got, tf_in_process(serving_default, X))
+    assert_same(got, {name: tf_answers[f"{name}_{batch}"] for name in OUTPUTS})
 
 
 def test_held_out_accuracy_and_metadata(tf_model: Path, server: ServerProcess) -> None:
