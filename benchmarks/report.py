@@ -31,7 +31,8 @@ def points_table(points: Iterable[Point]) -> str:
         rows.append(
             f"| {p.series} | {p.client} | {conc} | {_num(p.rps, 0)} | {_num(p.p50_ms, 2)} "
             f"| {_num(p.p90_ms, 2)} | {_num(p.p99_ms, 2)} | {p.ok:,} | {p.errors_text()} "
-            f"| {p.client_cpu:.2f} | {p.server_cpu:.2f} "
+            f"| {p.client_cpu:.2f}{' (client-bound?)' if p.client_cpu > 0.9 else ''} "
+            f"| {p.server_cpu:.2f} "
             f"| {p.other_cpu:.2f}{' (noisy)' if p.other_cpu > NOISY_CPU else ''}"
             f"{' (2nd try)' if p.extra.get('remeasured') else ''} "
             f"| {p.payload_bytes:,} |"
