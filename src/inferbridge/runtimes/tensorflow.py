@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ class TensorFlowRuntime(Runtime):
 
     def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter out
+        _import_triton_first()
         import tensorflow as tf
 
         path = self.model_path(model_dir, config)
@@ -112,6 +116,21 @@ class TensorFlowRuntime(Runtime):
     def unload(self) -> None:
         self._function = None
         self._loaded = None
+
+
+def _import_triton_first() -> None:
+    """Import torch's triton before TensorFlow when both are installed.
+
+    Each bundles LLVM: importing triton after TensorFlow aborts the whole process ("Option
+    registered more than once"), which torch.compile or a transformers import in another
+    model would do; the other order works.
+    """
+    if "tensorflow" in sys.modules or importlib.util.find_spec("triton") is None:
+        return
+    try:
+        importlib.import_module("triton")
+    except Exception:  # a broken triton only matters to torch; TensorFlow must still load
+        return
 
 
 def _spec(name: str, spec: Any) -> TensorSpec:
