@@ -68,17 +68,40 @@ def _model(repo: Path, model: str, source: Path, config: str) -> None:
     (repo / model / "config.yaml").write_text(config)
 
 
+def _iris_models(directory: Path) -> tuple[Path, Path]:
+    """The bundled examples' iris model (same estimator, data and seed), as joblib and ONNX.
+
+    Built here rather than copied from `example_repository()`, which builds every example
+    of every runtime: slower, and a broken unrelated builder would stop the benchmark.
+    """
+    import joblib
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    from inferbridge.examples.build import IRIS_INPUT, iris_classifier
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model = iris_classifier()
+    joblib_path = directory / "iris.joblib"
+    joblib.dump(model, joblib_path)
+    onnx_model = to_onnx(
+        model,
+        initial_types=[(IRIS_INPUT, FloatTensorType([None, 4]))],
+        options={id(model): {"zipmap": False}},
+        target_opset=17,
+    )
+    onnx_path = directory / "iris.onnx"
+    onnx_path.write_bytes(onnx_model.SerializeToString())
+    return joblib_path, onnx_path
+
+
 def build_repositories(work: Path) -> Repositories:
     """Write every variant under `work` (replacing what was there)."""
-    from inferbridge.examples.build import example_repository
-
-    examples = example_repository()
     models = work / "models"
     if models.exists():
         shutil.rmtree(models)
-    iris_joblib = examples / "iris" / "1" / "model.joblib"
-    iris_onnx = examples / "iris_onnx" / "1" / "model.onnx"
-    image_onnx = models / "image.onnx"
+    iris_joblib, iris_onnx = _iris_models(models / "sources")
+    image_onnx = models / "sources" / "image.onnx"
     builder = build_image_model(image_onnx)
     sources = {"iris": iris_joblib, "iris_onnx": iris_onnx, "image": image_onnx}
     paths = {}
