@@ -23,17 +23,17 @@ func goTool(t *testing.T) string {
 	return p
 }
 
-// TestQuickstartFromDocs runs the README's quick-start program (docs/go.md) exactly as
+// TestQuickstartFromDocs runs the README's quick-start program (README.md, Go SDK) exactly as
 // printed, with only the server addresses changed to the live test server's.
 func TestQuickstartFromDocs(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/go.md")
+	doc, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, after, ok := strings.Cut(string(doc), "<!-- quickstart -->\n```go\n")
 	program, _, ok2 := strings.Cut(after, "```")
 	if !ok || !ok2 {
-		t.Fatal("docs/go.md has no quick-start program after <!-- quickstart -->")
+		t.Fatal("README.md has no quick-start program after <!-- quickstart -->")
 	}
 	if n := strings.Count(program, "\n"); n > 30 {
 		t.Fatalf("the quick-start program has grown to %d lines", n)

@@ -1,6 +1,6 @@
 """Native shared libraries (.so) from C, Go (cgo, -buildmode=c-shared), Rust, ... via ctypes.
 
-The C ABI (version 1) is in `inferbridge/examples/native/ib_native.h` and docs/runtimes.md:
+The C ABI (version 1) is in `inferbridge/examples/native/ib_native.h` and README.md (Runtimes):
 the library exports `ib_abi_version()` and `ib_infer(inputs, n_inputs, outputs, n_outputs,
 message, message_len)`; tensors are contiguous buffers owned by the server, in config order;
 a non-zero status fails the request with the library's message.

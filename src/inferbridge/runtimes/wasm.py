@@ -1,6 +1,6 @@
 """WebAssembly models in a wasmtime sandbox.
 
-The ABI (version 1; docs/runtimes.md has the full text). A module exports:
+The ABI (version 1; README.md, Runtimes, has the full text). A module exports:
 
 - `memory`: its linear memory;
 - `ib_alloc(size: i32) -> i32`: a scratch block of at least `size` bytes for one call (0 if

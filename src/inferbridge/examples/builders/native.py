@@ -74,7 +74,7 @@ def write_native_config(
 ) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.yaml").write_text(
-        f"# A shared library built from {origin}; see the native ABI in docs/runtimes.md.\n"
+        f"# A shared library built from {origin}; see the native ABI in README.md, Runtimes.\n"
         "runtime: native\n"
         "inputs:\n"
         f"  - {{name: {input_name}, datatype: FP32, shape: [-1, {features}]}}\n"

@@ -145,7 +145,7 @@ def _detection(root: Path) -> None:
     (root / "detection_yolo" / "config.yaml").write_text(
         "# A stand-in YOLOv8 network (no pretrained detector ships offline): its raw output is\n"
         "# a constant, so the detection pipeline's answer is known. Replace model.onnx with a\n"
-        "# real yolov8n.onnx (and the shapes below) to detect for real; see docs/services.md.\n"
+        "# real yolov8n.onnx (and the shapes below) to detect for real; see the README.\n"
         "runtime: opencv\n"
         "inputs:\n"
         f"  - {{name: images, datatype: FP32, shape: [1, 3, {size}, {size}]}}\n"

@@ -88,7 +88,7 @@ def build_wasm(root: Path, iris_model: Any, digits_model: Any) -> None:
     classes, features = coef.shape
     (model_dir / "config.yaml").write_text(
         "# The iris linear model compiled to WebAssembly from WAT (see the WASM ABI in\n"
-        "# docs/runtimes.md). scores = input @ coef.T + intercept; label = argmax.\n"
+        "# README.md, Runtimes). scores = input @ coef.T + intercept; label = argmax.\n"
         "runtime: wasm\n"
         "parameters: {fuel: 100000000, timeout_ms: 1000, memory_limit_mb: 16}\n"
         "inputs:\n"
@@ -105,7 +105,7 @@ def build_wasm(root: Path, iris_model: Any, digits_model: Any) -> None:
         return
     (root / "digits_wasm" / "config.yaml").write_text(
         "# The digits linear model (scaler folded in) in freestanding C compiled to wasm32\n"
-        "# with clang and wasm-ld (see the WASM ABI in docs/runtimes.md).\n"
+        "# with clang and wasm-ld (see the WASM ABI in README.md, Runtimes).\n"
         "runtime: wasm\n"
         "parameters: {fuel: 100000000, timeout_ms: 1000, memory_limit_mb: 16}\n"
         "inputs:\n"
