@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,7 +87,13 @@ def _serve(options: argparse.Namespace) -> int:
         print(f"inferbridge: model repository {repository} is not a directory", file=sys.stderr)
         return 2
     print(f"inferbridge: model repository {repository}", flush=True)
-    return run(settings, repository)
+    code = run(settings, repository)
+    # Skip interpreter teardown: some frameworks' native extensions (triton, pulled in by
+    # torch) print pages of leak reports while being torn down, after a clean shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":
