@@ -62,7 +62,10 @@ class InferBridgeServer:
         )
         http_server = _QuietSignalsServer(config)
         grpc_frontend = GrpcFrontend(
-            self.dataplane, max_message_bytes=s.max_request_bytes, default_model=s.default_model
+            self.dataplane,
+            max_message_bytes=s.max_request_bytes,
+            default_model=s.default_model,
+            max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
         )
         ports = ListeningPorts(sock.getsockname()[1], grpc_frontend.bind(s.host, s.grpc_port))
         await grpc_frontend.start()

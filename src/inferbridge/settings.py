@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     default_model: str = "iris"
     """The model behind the seed-compatible shortcuts (/predict, AIService.Predict)."""
 
+    grpc_max_concurrent_rpcs: int = Field(default=1024, ge=1)
+    """gRPC calls in progress at once; more are refused with RESOURCE_EXHAUSTED at once
+    instead of queueing inside gRPC, where no deadline or queue bound can see them."""
+
     strict_readiness: bool = False
     """When true, /v2/health/ready is 503 while any model failed to load."""
 

@@ -18,13 +18,21 @@ __all__ = ["GrpcFrontend"]
 class GrpcFrontend:
     """Owns the grpc.aio server and its health service."""
 
-    def __init__(self, dataplane: DataPlane, *, max_message_bytes: int, default_model: str) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        max_message_bytes: int,
+        default_model: str,
+        max_concurrent_rpcs: int | None = None,
+    ) -> None:
         self.server = grpc.aio.server(
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self.server.add_generic_rpc_handlers(
             generic_handlers(InferenceServicer(dataplane), AIServicer(dataplane, default_model))
