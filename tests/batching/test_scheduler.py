@@ -198,3 +198,15 @@ async def test_inline_and_auto_execution_give_the_same_answers(mode: ExecutionMo
         assert [float(r["y"][0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
     assert max(len(b) for b in model.batches) > 1
     scheduler.close()
+
+
+@pytest.mark.parametrize("mode", [ExecutionMode.AUTO, ExecutionMode.THREAD])
+async def test_an_empty_first_batch_does_not_break_the_scheduler(mode: ExecutionMode) -> None:
+    model = Model()
+    scheduler = _scheduler(model, mode)
+    for _ in range(3):
+        result = await scheduler.submit(_x(1, rows=0))
+        assert result["y"].shape == (0, 2)
+    result = await scheduler.submit(_x(2, rows=5))
+    assert result["y"].shape == (5, 2)
+    scheduler.close()

@@ -242,9 +242,10 @@ class Scheduler:
     async def _run_now(
         self, inputs: Arrays, deadline: float | None, caller_gone: CallerGone | None
     ) -> Arrays:
-        self._free -= 1
         rows = _rows(inputs)
-        if self._inline(rows):
+        inline = self._inline(rows)
+        self._free -= 1
+        if inline:
             try:
                 return self._timed(inputs, 1, rows)
             finally:
@@ -267,7 +268,7 @@ class Scheduler:
             return False
         # Scale the typical call by this batch's size, so that one unusually large request
         # to a fast model goes to a thread instead of stalling the event loop.
-        predicted = self._ewma_s * max(1.0, rows / self._ewma_rows)
+        predicted = self._ewma_s * max(1.0, rows / max(self._ewma_rows, 1.0))
         return predicted < _INLINE_BELOW_S
 
     def _timed(self, inputs: Arrays, requests: int, rows: int) -> Arrays:
@@ -364,10 +365,15 @@ class Scheduler:
         return batch
 
     def _start(self, batch: list[_Item]) -> None:
-        self._free -= 1
         rows = [it.rows for it in batch]
-        inputs = _concat([it.inputs for it in batch])
-        if self._inline(sum(rows)):
+        try:
+            inputs = _concat([it.inputs for it in batch])
+            inline = self._inline(sum(rows))
+        except Exception as exc:  # never lose an instance slot or leave callers waiting
+            self._fail(batch, InferenceFailed(f"model '{self.name}': cannot form a batch: {exc}"))
+            return
+        self._free -= 1
+        if inline:
             try:
                 outputs = self._timed(inputs, len(batch), sum(rows))
             except Exception as exc:
