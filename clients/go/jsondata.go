@@ -139,29 +139,11 @@ func rawFromJSON(name string, dt Datatype, shape []int64, data json.RawMessage) 
 		case UINT8, UINT16, UINT32, UINT64:
 			var u uint64
 			u, err = strconv.ParseUint(s, 10, 8*size)
-			switch size {
-			case 1:
-				raw[i] = byte(u)
-			case 2:
-				le.PutUint16(raw[2*i:], uint16(u))
-			case 4:
-				le.PutUint32(raw[4*i:], uint32(u))
-			default:
-				le.PutUint64(raw[8*i:], u)
-			}
+			putInt(raw[size*i:], size, u)
 		case INT8, INT16, INT32, INT64:
 			var n int64
 			n, err = strconv.ParseInt(s, 10, 8*size)
-			switch size {
-			case 1:
-				raw[i] = byte(n)
-			case 2:
-				le.PutUint16(raw[2*i:], uint16(n))
-			case 4:
-				le.PutUint32(raw[4*i:], uint32(n))
-			default:
-				le.PutUint64(raw[8*i:], uint64(n))
-			}
+			putInt(raw[size*i:], size, uint64(n)) // two's complement: the low bytes are the value
 		case FP16:
 			var f float64
 			f, err = strconv.ParseFloat(s, 32)
@@ -214,4 +196,18 @@ func parametersFromJSON(in map[string]any) Parameters {
 		out[k] = v
 	}
 	return out
+}
+
+// putInt writes the low size bytes of v, little-endian, at the start of dst.
+func putInt(dst []byte, size int, v uint64) {
+	switch size {
+	case 1:
+		dst[0] = byte(v)
+	case 2:
+		binary.LittleEndian.PutUint16(dst, uint16(v))
+	case 4:
+		binary.LittleEndian.PutUint32(dst, uint32(v))
+	default:
+		binary.LittleEndian.PutUint64(dst, v)
+	}
 }

@@ -19,16 +19,18 @@ from tests.serverproc import ServerProcess, start_server
 Arrays = dict[str, np.ndarray[Any, Any]]
 
 
-def infer_http(server: ServerProcess, model: str, inputs: Arrays, outputs: list[str]) -> Arrays:
-    """Infer over REST with the binary tensor extension (tritonclient.http)."""
+def infer_http(
+    server: ServerProcess, model: str, inputs: Arrays, outputs: list[str], *, binary: bool = True
+) -> Arrays:
+    """Infer over REST (tritonclient.http): the binary tensor extension, or JSON lists only."""
     client = httpclient.InferenceServerClient(url=server.http_url)
     try:
         tensors = []
         for name, array in inputs.items():
             tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array, binary_data=True)
+            tensor.set_data_from_numpy(array, binary_data=binary)
             tensors.append(tensor)
-        wanted = [httpclient.InferRequestedOutput(n, binary_data=True) for n in outputs]
+        wanted = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in outputs]
         result = client.infer(model, tensors, outputs=wanted)
         return {n: result.as_numpy(n) for n in outputs}
     finally:
@@ -37,18 +39,7 @@ def infer_http(server: ServerProcess, model: str, inputs: Arrays, outputs: list[
 
 def infer_json(server: ServerProcess, model: str, inputs: Arrays, outputs: list[str]) -> Arrays:
     """Infer over REST with JSON lists only (tritonclient.http, binary_data=False)."""
-    client = httpclient.InferenceServerClient(url=server.http_url)
-    try:
-        tensors = []
-        for name, array in inputs.items():
-            tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array, binary_data=False)
-            tensors.append(tensor)
-        wanted = [httpclient.InferRequestedOutput(n, binary_data=False) for n in outputs]
-        result = client.infer(model, tensors, outputs=wanted)
-        return {n: result.as_numpy(n) for n in outputs}
-    finally:
-        client.close()
+    return infer_http(server, model, inputs, outputs, binary=False)
 
 
 def infer_grpc(server: ServerProcess, model: str, inputs: Arrays, outputs: list[str]) -> Arrays:

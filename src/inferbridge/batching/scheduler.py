@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -79,15 +79,6 @@ class _Item:
     queued: bool = True
 
 
-@dataclass(slots=True)
-class _Stats:
-    batches: int = 0
-    requests: int = 0
-    rows: int = 0
-    queue_peak: int = 0
-    batch_sizes: dict[int, int] = field(default_factory=dict)
-
-
 class Scheduler:
     """Admits, queues, batches and executes the requests of one model version."""
 
@@ -117,7 +108,6 @@ class Scheduler:
         self._arrivals_seen = 0
         self._quiet_turns = 0
         self._closed = False
-        self.stats = _Stats()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -149,7 +139,6 @@ class Scheduler:
         self._levels[level].append(item)
         self._queued += 1
         self._arrivals += 1
-        self.stats.queue_peak = max(self.stats.queue_peak, self._queued)
         self._wake()
         return await self._wait(item.future, deadline, caller_gone)
 
@@ -247,11 +236,11 @@ class Scheduler:
         self._free -= 1
         if inline:
             try:
-                return self._timed(inputs, 1, rows)
+                return self._timed(inputs, rows)
             finally:
                 self._release()
         loop = asyncio.get_running_loop()
-        work = self._pool.submit(self._timed, inputs, 1, rows)
+        work = self._pool.submit(self._timed, inputs, rows)
         # The instance is free when the thread is done, not when the caller stops waiting.
         work.add_done_callback(lambda _w: loop.call_soon_threadsafe(self._release))
         return await self._wait(asyncio.wrap_future(work, loop=loop), deadline, caller_gone)
@@ -271,7 +260,7 @@ class Scheduler:
         predicted = self._ewma_s * max(1.0, rows / max(self._ewma_rows, 1.0))
         return predicted < _INLINE_BELOW_S
 
-    def _timed(self, inputs: Arrays, requests: int, rows: int) -> Arrays:
+    def _timed(self, inputs: Arrays, rows: int) -> Arrays:
         start = time.perf_counter()
         try:
             return self._run_batch(inputs)
@@ -282,11 +271,6 @@ class Scheduler:
             else:
                 self._ewma_s = 0.8 * self._ewma_s + 0.2 * elapsed
                 self._ewma_rows = 0.8 * self._ewma_rows + 0.2 * rows
-            stats = self.stats
-            stats.batches += 1
-            stats.requests += requests
-            stats.rows += rows
-            stats.batch_sizes[rows] = stats.batch_sizes.get(rows, 0) + 1
 
     # -- dispatcher ------------------------------------------------------------------------
 
@@ -375,7 +359,7 @@ class Scheduler:
         self._free -= 1
         if inline:
             try:
-                outputs = self._timed(inputs, len(batch), sum(rows))
+                outputs = self._timed(inputs, sum(rows))
             except Exception as exc:
                 self._fail(batch, exc)
             else:
@@ -383,7 +367,7 @@ class Scheduler:
             self._release()
             return
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, self._timed, inputs, len(batch), sum(rows))
+        future = loop.run_in_executor(self._pool, self._timed, inputs, sum(rows))
         future.add_done_callback(lambda f: self._finished(batch, rows, f))
 
     def _finished(

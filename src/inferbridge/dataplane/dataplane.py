@@ -12,6 +12,7 @@ from inferbridge.batching.scheduler import Scheduler
 from inferbridge.dataplane.executor import build_scheduler
 from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
 from inferbridge.errors import (
+    InferBridgeError,
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
@@ -171,21 +172,13 @@ class DataPlane:
     def check_admission(self, name: str, version: str | None = None) -> None:
         """Refuse early (QueueFull) when the model's queue is full; unknown or unready models
         pass here and get their error from infer()."""
-        record = self._records.get(name)
-        if record is None or self.draining:
+        try:
+            found = self._find(name, version)
+        except InferBridgeError:
             return
-        found = (
-            record.default_version
-            if not version
-            else record.versions.get(int(version) if version.isdigit() else -1)
-        )
-        if found is not None and found.ready:
-            self._schedulers[(found.model, found.version)].check_admission()
-
-    def scheduler(self, name: str, version: str | None = None) -> Scheduler:
-        """The scheduler serving a model version (for statistics and tests)."""
-        found = self._find(name, version)
-        return self._schedulers[(found.model, found.version)]
+        scheduler = self._schedulers.get((found.model, found.version))
+        if scheduler is not None and not self.draining:
+            scheduler.check_admission()
 
     @staticmethod
     def _deadline(request: InferenceRequest, version: LoadedVersion) -> float | None:
