@@ -26,3 +26,19 @@ def server(examples_dir: Path) -> Iterator[ServerProcess]:
     proc = start_server(examples_dir)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def grpcio_server(examples_dir: Path) -> Iterator[ServerProcess]:
+    """The same server with gRPC served by grpc.aio in-process instead of the Go gateway."""
+    proc = start_server(examples_dir, "--grpc-frontend", "grpcio")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session", params=["gateway", "grpcio"])
+def grpc_server(request: pytest.FixtureRequest) -> ServerProcess:
+    """Each gRPC front end in turn; the gRPC tests run against both."""
+    name = "server" if request.param == "gateway" else "grpcio_server"
+    proc: ServerProcess = request.getfixturevalue(name)
+    return proc

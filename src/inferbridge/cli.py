@@ -32,10 +32,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="report not ready while any model failed to load",
     )
+    serve.add_argument(
+        "--grpc-frontend",
+        choices=("auto", "gateway", "grpcio"),
+        help="what serves gRPC: the Go gateway, grpc.aio, or auto (default: the gateway "
+        "when Go can build it)",
+    )
     serve.add_argument("--log-level", help="logging level (default info)")
 
     examples = commands.add_parser("examples", help="build the bundled example repository")
     examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+
+    gateway = commands.add_parser(
+        "gateway", help="build the Go gRPC gateway now (serve builds it on first use)"
+    )
+    gateway.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
 
     from inferbridge.export.cli import add_export_parser
 
@@ -53,6 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inferbridge.examples.build import example_repository
 
         print(example_repository(rebuild=options.rebuild))
+        return 0
+    if options.command == "gateway":
+        from inferbridge.frontends.grpc.gateway_build import GatewayBuildError, build_gateway
+
+        try:
+            print(build_gateway(force=options.rebuild))
+        except GatewayBuildError as exc:
+            print(f"inferbridge: {exc}", file=sys.stderr)
+            return 1
         return 0
     return _serve(options)
 

@@ -8,14 +8,20 @@ import gc
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.settings import Settings
+
+if TYPE_CHECKING:
+    from inferbridge.frontends.grpc.gateway import GatewayFrontend
+    from inferbridge.frontends.grpc.server import GrpcFrontend
 
 __all__ = ["InferBridgeServer", "ListeningPorts", "run"]
 
@@ -29,16 +35,16 @@ class ListeningPorts:
 
 
 class InferBridgeServer:
-    """One server: REST (uvicorn) and gRPC (grpc.aio) front ends over a shared dataplane."""
+    """One server: REST (uvicorn) and gRPC (Go gateway or grpc.aio) over a shared dataplane."""
 
     def __init__(self, settings: Settings, repository: Path) -> None:
         self.settings = settings
         self.repository = repository
         self.dataplane = DataPlane(strict_readiness=settings.strict_readiness)
         self._stop = asyncio.Event()
+        self.exit_code = 0
 
     async def serve(self) -> None:
-        from inferbridge.frontends.grpc.server import GrpcFrontend
         from inferbridge.frontends.rest.app import RestApp
         from inferbridge.repository.repository import ModelRepository
 
@@ -61,14 +67,10 @@ class InferBridgeServer:
             timeout_graceful_shutdown=int(s.shutdown_grace_s),
         )
         http_server = _QuietSignalsServer(config)
-        grpc_frontend = GrpcFrontend(
-            self.dataplane,
-            max_message_bytes=s.max_request_bytes,
-            default_model=s.default_model,
-            max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+        grpc_frontend = await self._grpc_frontend()
+        ports = ListeningPorts(
+            sock.getsockname()[1], await grpc_frontend.start(s.host, s.grpc_port)
         )
-        ports = ListeningPorts(sock.getsockname()[1], grpc_frontend.bind(s.host, s.grpc_port))
-        await grpc_frontend.start()
         http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
         print(f"inferbridge: REST listening on http://{s.host}:{ports.http}", flush=True)
         print(f"inferbridge: gRPC listening on {s.host}:{ports.grpc}", flush=True)
@@ -102,16 +104,57 @@ class InferBridgeServer:
     def request_stop(self) -> None:
         self._stop.set()
 
+    async def _grpc_frontend(self) -> GrpcFrontend | GatewayFrontend:
+        """The Go gateway unless told otherwise or it cannot be built; else grpc.aio."""
+        from inferbridge.frontends.grpc.gateway import GatewayFrontend
+        from inferbridge.frontends.grpc.gateway_build import GatewayBuildError, build_gateway
+        from inferbridge.frontends.grpc.server import GrpcFrontend
+
+        s = self.settings
+        if s.grpc_frontend != "grpcio":
+            try:
+                binary = await asyncio.to_thread(build_gateway)
+            except GatewayBuildError as exc:
+                if s.grpc_frontend == "gateway":
+                    raise
+                logger.warning("no gRPC gateway, serving gRPC with grpc.aio: %s", exc)
+            else:
+                print("inferbridge: gRPC served by the Go gateway", flush=True)
+                return GatewayFrontend(
+                    self.dataplane,
+                    binary=binary,
+                    max_message_bytes=s.max_request_bytes,
+                    default_model=s.default_model,
+                    max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+                    on_failure=self._frontend_failed,
+                )
+        print("inferbridge: gRPC served by grpc.aio", flush=True)
+        return GrpcFrontend(
+            self.dataplane,
+            max_message_bytes=s.max_request_bytes,
+            default_model=s.default_model,
+            max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+        )
+
+    def _frontend_failed(self, reason: str) -> None:
+        print(f"inferbridge: stopping: {reason}", file=sys.stderr, flush=True)
+        self.exit_code = 1
+        self.request_stop()
+
 
 def run(settings: Settings, repository: Path) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit code."""
     import uvloop
 
-    async def main() -> None:
-        await InferBridgeServer(settings, repository).serve()
+    from inferbridge.frontends.grpc.gateway_build import GatewayBuildError
 
-    uvloop.run(main())
-    return 0
+    server = InferBridgeServer(settings, repository)
+    try:
+        uvloop.run(server.serve())
+    except GatewayBuildError as exc:
+        print(f"inferbridge: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return server.exit_code
 
 
 def _model_summary(dataplane: DataPlane) -> Iterator[str]:

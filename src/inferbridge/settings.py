@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     grpc_max_concurrent_rpcs: int = Field(default=1024, ge=1)
     """gRPC calls in progress at once; more are refused with RESOURCE_EXHAUSTED at once
     instead of queueing inside gRPC, where no deadline or queue bound can see them."""
+
+    grpc_frontend: Literal["auto", "gateway", "grpcio"] = "auto"
+    """What serves gRPC. `gateway`: the bundled Go gateway (built with the local Go toolchain
+    on first use), several times cheaper per call than grpcio; `grpcio`: grpc.aio in this
+    process; `auto`: the gateway when it is built or can be, else grpcio."""
 
     strict_readiness: bool = False
     """When true, /v2/health/ready is 503 while any model failed to load."""

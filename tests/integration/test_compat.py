@@ -50,8 +50,8 @@ def test_v1_predict_instances(server: ServerProcess, examples_dir: Path) -> None
         assert "instances" in bad.json()["error"]
 
 
-def test_grpc_ai_service_predict(server: ServerProcess) -> None:
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def test_grpc_ai_service_predict(grpc_server: ServerProcess) -> None:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         predict = _predict_stub(channel)
         reply = predict(ai_service_pb2.PredictRequest(values=[5.1, 3.5, 1.4, 0.2]))
         assert reply.result == "0"

@@ -25,8 +25,8 @@ def rest(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def stub(server: ServerProcess) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def stub(grpc_server: ServerProcess) -> Iterator[service_pb2_grpc.GRPCInferenceServiceStub]:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 

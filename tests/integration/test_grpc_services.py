@@ -10,16 +10,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests.serverproc import ServerProcess
 
 
-def test_health_service(server: ServerProcess) -> None:
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def test_health_service(grpc_server: ServerProcess) -> None:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "inference.GRPCInferenceService"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_reflection_lists_and_describes_the_services(server: ServerProcess) -> None:
-    with grpc.insecure_channel(server.grpc_url) as channel:
+def test_reflection_lists_and_describes_the_services(grpc_server: ServerProcess) -> None:
+    with grpc.insecure_channel(grpc_server.grpc_url) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         [listing] = list(
             stub.ServerReflectionInfo(

@@ -28,8 +28,8 @@ def http(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
 
 
 @pytest.fixture(scope="module")
-def grpc(server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
+def grpc(grpc_server: ServerProcess) -> Iterator[grpcclient.InferenceServerClient]:
+    client = grpcclient.InferenceServerClient(grpc_server.grpc_url)
     yield client
     client.close()
 

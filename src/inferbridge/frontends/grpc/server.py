@@ -16,7 +16,7 @@ __all__ = ["GrpcFrontend"]
 
 
 class GrpcFrontend:
-    """Owns the grpc.aio server and its health service."""
+    """gRPC served by grpc.aio in this process (the fallback when the gateway is unavailable)."""
 
     def __init__(
         self,
@@ -47,15 +47,13 @@ class GrpcFrontend:
         ]
         reflection.enable_server_reflection(self.service_names, self.server)
 
-    def bind(self, host: str, port: int) -> int:
-        """Listen on host:port (0 picks a free port); returns the bound port."""
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks a free port) and serve; returns the bound port."""
         bound = self.server.add_insecure_port(f"{host}:{port}")
         if bound == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
-        return bound
-
-    async def start(self) -> None:
         await self.server.start()
+        return bound
 
     async def set_serving(self, serving: bool) -> None:
         status = (

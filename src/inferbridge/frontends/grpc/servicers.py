@@ -20,7 +20,7 @@ from inferbridge.protocol.generated import ai_service_pb2 as ai_pb
 from inferbridge.protocol.generated import grpc_service_pb2 as pb
 from inferbridge.protocol.grpc_codec import decode_model_infer_request, encode_model_infer_response
 
-__all__ = ["AIServicer", "InferenceServicer", "generic_handlers"]
+__all__ = ["AIServicer", "InferenceServicer", "MethodTable", "generic_handlers", "method_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,23 @@ class AIServicer:
         return ai_pb.PredictResponse(result=str(classes[0]))
 
 
+#: Full method path ("/package.Service/Method") -> (bound servicer method, request type).
+MethodTable = dict[str, tuple[Callable[[Any, Any], Awaitable[Message]], type[Message]]]
+
+
+def method_table(inference: InferenceServicer, ai: AIServicer) -> MethodTable:
+    """Every RPC of both services, built from the generated descriptors."""
+    table: MethodTable = {}
+    for servicer, module in ((inference, pb), (ai, ai_pb)):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for m in service.methods:
+                table[f"/{service.full_name}/{m.name}"] = (
+                    getattr(servicer, m.name),
+                    _message_class(module, m.input_type.name),
+                )
+    return table
+
+
 def _handler(
     method: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message]
 ) -> grpc.RpcMethodHandler[Any, Any]:
@@ -154,18 +171,15 @@ def _handler(
 def generic_handlers(
     inference: InferenceServicer, ai: AIServicer
 ) -> list[grpc.GenericRpcHandler[Any, Any]]:
-    """Method handlers built from the generated descriptors, one per RPC."""
-    handlers: list[grpc.GenericRpcHandler[Any, Any]] = []
-    for servicer, module in ((inference, pb), (ai, ai_pb)):
-        for service in module.DESCRIPTOR.services_by_name.values():
-            methods = {
-                m.name: _handler(
-                    getattr(servicer, m.name), _message_class(module, m.input_type.name)
-                )
-                for m in service.methods
-            }
-            handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
-    return handlers
+    """grpc.aio method handlers, one per RPC."""
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+    for path, (method, request_type) in method_table(inference, ai).items():
+        service, name = path[1:].split("/")
+        by_service.setdefault(service, {})[name] = _handler(method, request_type)
+    return [
+        grpc.method_handlers_generic_handler(service, methods)
+        for service, methods in by_service.items()
+    ]
 
 
 def _message_class(module: Any, name: str) -> type[Message]:
