@@ -13,6 +13,8 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	@# The Go gRPC gateway; without a Go toolchain gRPC is served by grpc.aio instead.
+	@$(BIN)/inferbridge gateway >/dev/null || echo "inferbridge: no gRPC gateway; gRPC will use grpc.aio"
 
 serve: install
 	$(BIN)/inferbridge serve
