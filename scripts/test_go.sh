@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Go checks of the test command: fresh generated stubs, gofmt, go vet, and go test
-# (whose TestMain starts real inferbridge servers with the venv's Python).
+# (whose TestMain starts real inferbridge servers with the venv's Python) of the client
+# module, then gofmt, go vet and go test of the gRPC gateway module.
 #
 # Needs Go (PATH or /usr/local/go/bin) and the Go module proxy (or a warm module cache);
 # the race detector runs when cgo works (a C compiler is present) unless IB_GO_RACE=0.
@@ -31,3 +32,17 @@ if [[ "${IB_GO_RACE:-1}" != "0" ]] && [[ "$(go env CGO_ENABLED)" == "1" ]] && co
 fi
 echo "== go: go test ${race[*]:-(no race detector)} ./..."
 go test "${race[@]}" -count=1 -timeout 10m ./...
+
+gateway="$root/src/inferbridge/frontends/grpc/gateway"
+cd "$gateway"
+echo "== go (gateway): gofmt -l"
+unformatted="$(gofmt -l .)"
+if [[ -n "$unformatted" ]]; then
+  echo "gofmt would change (gateway):" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+echo "== go (gateway): go vet ./..."
+go vet ./...
+echo "== go (gateway): go test ${race[*]:-(no race detector)} ./..."
+go test "${race[@]}" -count=1 -timeout 5m ./...
