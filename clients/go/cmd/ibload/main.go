@@ -1,11 +1,14 @@
 // Command ibload is a load generator for inferbridge and other Open Inference Protocol
 // servers: closed-loop (fixed concurrency) or open-loop (fixed rate) inference over REST
 // JSON, REST with the binary tensor extension, or gRPC, with a warm-up, a measured
-// duration and a per-request deadline. It reports requests/s, latency percentiles and
+// duration and a per-request deadline. With -raw, REST goes through a minimal HTTP/1.1
+// client over plain keep-alive connections (pre-built request bytes, only the status line
+// and framing headers parsed), cheap enough to overload a server on the same small machine. It reports requests/s, latency percentiles and
 // errors by kind as a text table, and as JSON with -json.
 //
 //	ibload -protocol grpc -target 127.0.0.1:8001 -model iris_onnx -concurrency 8 -duration 20s
 //	ibload -protocol rest-binary -target http://127.0.0.1:8000 -model iris_onnx -rate 500
+//	ibload -protocol rest-json -raw -rate 12000 -max-inflight 1024 -timeout 2s
 //
 // Request inputs are built from the model's metadata (variable dimensions become -batch
 // rows) and filled with -data, a JSON list of numbers repeated as needed, or a fixed
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -50,6 +54,9 @@ type options struct {
 	batch       int64
 	data        string
 	jsonOut     string
+	raw         bool
+	body        string
+	cpuProfile  string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -68,6 +75,11 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "per-request deadline (0 = none)")
 	fs.Int64Var(&o.batch, "batch", 1, "rows per request (replaces -1 dimensions)")
 	fs.StringVar(&o.data, "data", "", `input values as a JSON list of numbers, repeated to fill each input, e.g. "[5.1,3.5,1.4,0.2]"`)
+	fs.BoolVar(&o.raw, "raw", false, "REST only: send the request's pre-built bytes over plain keep-alive TCP connections with a minimal HTTP/1.1 client "+
+		"(one connection per request in flight: -concurrency of them, or up to -max-inflight in open loop); far cheaper per request than net/http. "+
+		"No timeout parameter is sent (the server's default applies); -timeout only bounds the client's wait")
+	fs.StringVar(&o.body, "body", "", "with -raw and rest-json: send this file's bytes as the request body instead of one built from the model's metadata")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator itself to this file (go tool pprof)")
 	fs.StringVar(&o.jsonOut, "json", "", `also write the report as JSON to this file ("-" for stdout instead of the table)`)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -82,6 +94,17 @@ func parseFlags(args []string) (*options, error) {
 		if o.protocol != "grpc" {
 			o.target = "http://127.0.0.1:8000"
 		}
+	}
+	if o.raw {
+		if o.protocol == "grpc" {
+			return nil, errors.New("-raw is for -protocol rest-json or rest-binary")
+		}
+		if err := restTargetURL(o.target); err != nil {
+			return nil, err
+		}
+	}
+	if o.body != "" && (!o.raw || o.protocol != "rest-json") {
+		return nil, errors.New("-body needs -raw and -protocol rest-json")
 	}
 	if o.concurrency < 1 || o.connections < 1 || o.maxInflight < 1 || o.batch < 1 || o.rate < 0 || o.duration <= 0 || o.warmup < 0 {
 		return nil, errors.New("-concurrency, -connections, -max-inflight, -batch and -duration must be positive")
@@ -113,7 +136,39 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	report := newRunner(o, clients, req).run()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	var report *Report
+	if o.raw {
+		enc := inferbridge.EncodingBinary
+		if o.protocol == "rest-json" {
+			enc = inferbridge.EncodingJSON
+		}
+		var body []byte
+		if o.body != "" {
+			if body, err = os.ReadFile(o.body); err != nil {
+				return err
+			}
+		}
+		raw, err := captureRESTRequest(o.target, enc, req, body)
+		if err != nil {
+			return err
+		}
+		report = (&rawRunner{o: o, req: raw}).run()
+	} else {
+		report = newRunner(o, clients, req).run()
+	}
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if o.jsonOut == "-" {
 		return writeJSON(stdout, report)
 	}

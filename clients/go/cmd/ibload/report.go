@@ -14,6 +14,7 @@ import (
 // Report is what ibload measured, as printed and as written with -json.
 type Report struct {
 	Protocol    string         `json:"protocol"`              // grpc, rest-binary or rest-json
+	Engine      string         `json:"engine"`                // "sdk" (the Go SDK's clients) or "raw" (REST over plain TCP)
 	Target      string         `json:"target"`                // server address
 	Model       string         `json:"model"`                 // model name
 	Mode        string         `json:"mode"`                  // "closed" (fixed concurrency) or "open" (fixed rate)
@@ -29,6 +30,7 @@ type Report struct {
 	Errors      map[string]int `json:"errors"`                // failures by kind (gRPC code name, or DROPPED)
 	RPS         float64        `json:"requests_per_s"`        // requests per second over the window
 	Latency     Latency        `json:"latency_ms"`            // latency of the successful requests
+	LatencyAll  Latency        `json:"latency_all_ms"`        // latency of every request sent (answered, refused or failed), until its end
 }
 
 // Latency summarizes the latencies of successful requests, in milliseconds.
@@ -48,7 +50,10 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 	r := &Report{
 		Protocol: o.protocol, Target: o.target, Model: o.model, Batch: o.batch,
 		WarmupS: o.warmup.Seconds(), DurationS: o.duration.Seconds(), TimeoutS: o.timeout.Seconds(),
-		Errors: map[string]int{},
+		Errors: map[string]int{}, Engine: "sdk",
+	}
+	if o.raw {
+		r.Engine = "raw"
 	}
 	if o.rate > 0 {
 		r.Mode, r.Rate = "open", o.rate
@@ -58,7 +63,7 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 	if o.protocol == "grpc" {
 		r.Connections = o.connections
 	}
-	var latencies []time.Duration
+	var latencies, all []time.Duration
 	last := from
 	for _, shard := range shards {
 		for _, s := range shard {
@@ -69,20 +74,28 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 			if end := s.due.Add(s.latency); end.After(last) {
 				last = end
 			}
+			dropped := s.code == codeDropped || s.kind == kindDropped
+			if !dropped {
+				all = append(all, s.latency)
+			}
 			if s.ok {
 				r.OK++
 				latencies = append(latencies, s.latency)
 				continue
 			}
-			name := s.code.String()
-			if s.code == codeDropped {
-				name = "DROPPED"
+			name := s.kind
+			switch {
+			case dropped:
+				name = kindDropped
+			case name == "":
+				name = s.code.String()
 			}
 			r.Errors[name]++
 		}
 	}
 	r.RPS = float64(r.Requests) / math.Max(last.Sub(from).Seconds(), to.Sub(from).Seconds())
 	r.Latency = summarize(latencies)
+	r.LatencyAll = summarize(all)
 	return r
 }
 
@@ -120,13 +133,22 @@ func (r *Report) writeText(w io.Writer) {
 	if r.Connections > 1 {
 		load += fmt.Sprintf(", %d connections", r.Connections)
 	}
-	fmt.Fprintf(w, "ibload: %s %s at %s, %s, batch %d, %gs after %gs warm-up, timeout %gs\n",
-		r.Protocol, r.Model, r.Target, load, r.Batch, r.DurationS, r.WarmupS, r.TimeoutS)
+	engine := ""
+	if r.Engine == "raw" {
+		engine = " (raw HTTP/1.1)"
+	}
+	fmt.Fprintf(w, "ibload: %s%s %s at %s, %s, batch %d, %gs after %gs warm-up, timeout %gs\n",
+		r.Protocol, engine, r.Model, r.Target, load, r.Batch, r.DurationS, r.WarmupS, r.TimeoutS)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "requests\tok\terrors\treq/s\tmean ms\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
 	fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n",
 		r.Requests, r.OK, r.Requests-r.OK, r.RPS, r.Latency.Mean, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
 	_ = tw.Flush()
+	if r.OK < r.Requests && r.LatencyAll != r.Latency {
+		a := r.LatencyAll
+		fmt.Fprintf(w, "every request sent (not only the successful): mean %.3f, p50 %.3f, p90 %.3f, p99 %.3f, max %.3f ms\n",
+			a.Mean, a.P50, a.P90, a.P99, a.Max)
+	}
 	if len(r.Errors) > 0 {
 		kinds := make([]string, 0, len(r.Errors))
 		for k := range r.Errors {

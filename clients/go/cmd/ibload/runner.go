@@ -14,6 +14,7 @@ type sample struct {
 	due     time.Time
 	latency time.Duration
 	code    inferbridge.Code
+	kind    string // the raw engine's error kind ("HTTP 429", CLIENT_TIMEOUT, ...); overrides code
 	ok      bool
 }
 
