@@ -30,6 +30,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import grpc
 import grpc.aio
@@ -106,8 +107,8 @@ class _BackendProtocol(asyncio.Protocol):
 
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
