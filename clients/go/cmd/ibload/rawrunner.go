@@ -48,8 +48,9 @@ func (r *rawRunner) send(w *rawWorker, due time.Time) {
 	if r.o.timeout > 0 {
 		deadline = due.Add(r.o.timeout)
 	}
+	lag := time.Since(due)
 	res := w.conn.roundTrip(r.req.bytes, deadline, !w.validated)
-	s := sample{due: due, latency: time.Since(due)}
+	s := sample{due: due, latency: time.Since(due), lag: lag}
 	switch {
 	case res.kind != "":
 		s.kind = res.kind

@@ -31,6 +31,7 @@ type Report struct {
 	RPS         float64        `json:"requests_per_s"`        // requests per second over the window
 	Latency     Latency        `json:"latency_ms"`            // latency of the successful requests
 	LatencyAll  Latency        `json:"latency_all_ms"`        // latency of every request sent (answered, refused or failed), until its end
+	SendLag     Latency        `json:"send_lag_ms"`           // open loop: from each request's due time until the client sent it (the client's own lateness)
 }
 
 // Latency summarizes the latencies of successful requests, in milliseconds.
@@ -63,7 +64,7 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 	if o.protocol == "grpc" {
 		r.Connections = o.connections
 	}
-	var latencies, all []time.Duration
+	var latencies, all, lags []time.Duration
 	last := from
 	for _, shard := range shards {
 		for _, s := range shard {
@@ -77,6 +78,7 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 			dropped := s.code == codeDropped || s.kind == kindDropped
 			if !dropped {
 				all = append(all, s.latency)
+				lags = append(lags, s.lag)
 			}
 			if s.ok {
 				r.OK++
@@ -96,6 +98,9 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 	r.RPS = float64(r.Requests) / math.Max(last.Sub(from).Seconds(), to.Sub(from).Seconds())
 	r.Latency = summarize(latencies)
 	r.LatencyAll = summarize(all)
+	if r.Mode == "open" {
+		r.SendLag = summarize(lags)
+	}
 	return r
 }
 
@@ -148,6 +153,9 @@ func (r *Report) writeText(w io.Writer) {
 		a := r.LatencyAll
 		fmt.Fprintf(w, "every request sent (not only the successful): mean %.3f, p50 %.3f, p90 %.3f, p99 %.3f, max %.3f ms\n",
 			a.Mean, a.P50, a.P90, a.P99, a.Max)
+	}
+	if r.Mode == "open" {
+		fmt.Fprintf(w, "sent late by (included above): p50 %.3f, p99 %.3f, max %.3f ms\n", r.SendLag.P50, r.SendLag.P99, r.SendLag.Max)
 	}
 	if len(r.Errors) > 0 {
 		kinds := make([]string, 0, len(r.Errors))

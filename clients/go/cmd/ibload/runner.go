@@ -13,6 +13,7 @@ import (
 type sample struct {
 	due     time.Time
 	latency time.Duration
+	lag     time.Duration // from due until the request went out (open loop: the client's own lateness)
 	code    inferbridge.Code
 	kind    string // the raw engine's error kind ("HTTP 429", CLIENT_TIMEOUT, ...); overrides code
 	ok      bool
@@ -41,6 +42,7 @@ func (r *runner) client() inferbridge.Client {
 // once sends one request; latency is counted from due (the scheduled time in open loop,
 // so that a slow server cannot hide queueing delay: no coordinated omission).
 func (r *runner) once(due time.Time) sample {
+	lag := time.Since(due)
 	ctx := context.Background()
 	var cancel context.CancelFunc
 	if r.o.timeout > 0 {
@@ -50,7 +52,7 @@ func (r *runner) once(due time.Time) sample {
 	if cancel != nil {
 		cancel()
 	}
-	s := sample{due: due, latency: time.Since(due), ok: err == nil}
+	s := sample{due: due, latency: time.Since(due), lag: lag, ok: err == nil}
 	if err != nil {
 		s.code = inferbridge.CodeOf(err)
 	}
