@@ -1,5 +1,7 @@
-"""Run one load point with wrk (REST), ghz (gRPC) or vegeta (REST, open loop) and return
-a `Point`: requests/s, latency percentiles, errors by kind, client and server CPU."""
+"""Run one load point with wrk (REST), ghz (gRPC), vegeta (REST, open loop) or ibload (the
+project's Go load generator: REST over its raw HTTP/1.1 engine, or gRPC; closed or open
+loop) and return a `Point`: requests/s, latency percentiles, errors by kind, client and
+server CPU."""
 
 from __future__ import annotations
 
@@ -22,7 +24,16 @@ from benchmarks.payloads import Payload
 from benchmarks.procs import Server
 from benchmarks.tools import Tools
 
-__all__ = ["IN_FLIGHT_AT_END", "LoadError", "Point", "ghz", "machine_busy", "vegeta", "wrk"]
+__all__ = [
+    "IN_FLIGHT_AT_END",
+    "LoadError",
+    "Point",
+    "ghz",
+    "ibload",
+    "machine_busy",
+    "vegeta",
+    "wrk",
+]
 
 _HERE = Path(__file__).resolve().parent
 _LUA = _HERE / "lua" / "oip.lua"
@@ -103,9 +114,13 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - idle) / _TICKS
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
     except subprocess.TimeoutExpired as exc:
         raise LoadError(f"{argv[0]} ran past {timeout:.0f} s") from exc
     if done.returncode != 0:
@@ -369,3 +384,122 @@ def _short_error(message: str) -> str:
         if key in lowered:
             return key
     return message[:40] or "unknown"
+
+
+#: ibload's gRPC code names as ghz spells them (so that error kinds read alike).
+_GRPC_NAMES = {
+    "RESOURCE_EXHAUSTED": "ResourceExhausted",
+    "DEADLINE_EXCEEDED": "DeadlineExceeded",
+    "UNAVAILABLE": "Unavailable",
+    "CANCELLED": "Canceled",
+    "INTERNAL": "Internal",
+    "INVALID_ARGUMENT": "InvalidArgument",
+    "UNKNOWN": "Unknown",
+}
+
+
+def ibload(
+    tools: Tools,
+    server: Server,
+    payload: Payload,
+    *,
+    series: str,
+    duration: float,
+    warmup: float = 0.0,
+    concurrency: int = 0,
+    rate: float = 0.0,
+    max_inflight: int = 1024,
+    timeout_s: float = 30.0,
+    connections: int = 4,
+    procs: int = 1,
+    grpc_values: list[float] | None = None,
+) -> Point:
+    """ibload, closed loop over `concurrency` connections, or open loop at `rate`.
+
+    REST payloads go through ibload's raw HTTP/1.1 engine (`-raw`, the payload's exact JSON
+    body, one keep-alive connection per request in flight, up to `max_inflight`); gRPC ones
+    through the Go SDK's gRPC client over `connections` HTTP/2 connections, with the FP32
+    `grpc_values` (the payload's tensor) as the input. The warm-up runs
+    inside the same process (the open loop's connection pool and the server's queue reach
+    their steady state before the measured window), so the client and server CPU columns
+    average over warm-up and window alike. `procs` is GOMAXPROCS (1 is the cheapest: no
+    hand-offs between threads). Latency counts from each request's scheduled time;
+    p50/p90/p99 are over every request sent (successful or not, DROPPED excluded), and
+    `ok_p99_ms` over the successful ones.
+    """
+    if not tools.ibload:
+        raise LoadError("ibload was not built (is Go installed?)")
+    argv = [
+        tools.ibload,
+        "-model",
+        payload.model,
+        "-duration",
+        f"{duration}s",
+        "-warmup",
+        f"{warmup}s",
+        "-timeout",
+        f"{timeout_s}s",
+        "-json",
+        "-",
+    ]
+    if payload.kind == "grpc":
+        argv += ["-protocol", "grpc", "-target", server.grpc_target]
+        if grpc_values is None:
+            raise LoadError("ibload over gRPC needs the tensor's values (grpc_values)")
+        argv += ["-connections", str(connections), "-data", json.dumps(grpc_values)]
+    elif payload.kind == "json":
+        argv += ["-protocol", "rest-json", "-raw", "-body", str(payload.header_file)]
+        argv += ["-target", server.base_url]
+    else:
+        raise LoadError(f"ibload takes JSON or gRPC payloads, not {payload.kind}")
+    if rate > 0:
+        argv += ["-rate", f"{rate:.0f}", "-max-inflight", str(max_inflight)]
+    else:
+        argv += ["-concurrency", str(concurrency)]
+    env = {**os.environ, "GOMAXPROCS": str(procs)} if procs else None
+    with _Meter(server) as meter:
+        done = _run(argv, timeout=warmup + duration + timeout_s + 60, env=env)
+    report = json.loads(done.stdout)
+    errors: dict[str, int] = {}
+    for kind, n in (report.get("errors") or {}).items():
+        if payload.kind == "grpc" and kind != "DROPPED":
+            kind = f"gRPC {_GRPC_NAMES.get(kind, kind)}"
+        errors[kind] = errors.get(kind, 0) + n
+    requests = int(report["requests"])
+    ok = int(report["ok"])
+    if ok == 0:
+        raise LoadError(f"{series}: no successful response; errors {errors}\n{server.log_tail(10)}")
+    seconds = requests / report["requests_per_s"] if report["requests_per_s"] else duration
+    every = report.get("latency_all_ms") or report["latency_ms"]
+    dropped = errors.get("DROPPED", 0)
+    sent_rps = (requests - dropped) / duration
+    total_s = warmup + duration
+    return Point(
+        series=series,
+        client="ibload" + (" raw" if payload.kind == "json" else ""),
+        concurrency=concurrency if rate <= 0 else max_inflight,
+        rps=report["requests_per_s"],
+        p50_ms=every["p50"],
+        p90_ms=every["p90"],
+        p99_ms=every["p99"],
+        requests=requests,
+        ok=ok,
+        errors=errors,
+        client_cpu=meter.client,
+        server_cpu=meter.server_cpu,
+        other_cpu=meter.other,
+        duration_s=seconds,
+        payload_bytes=payload.size,
+        offered_rps=rate,
+        goodput=ok / seconds,
+        ok_p99_ms=report["latency_ms"]["p99"],
+        extra={
+            "sent_rps": sent_rps,
+            # CPU per request sent: the client's CPU over warm-up and window together,
+            # divided by the requests it sent meanwhile (the window's rate for both).
+            "client_us_per_request": 1e6 * meter.client * meter.wall / max(1.0, sent_rps * total_s),
+            "gomaxprocs": procs,
+            # Open loop: how late the client itself sent requests (included in latency).
+            "send_lag_p99_ms": (report.get("send_lag_ms") or {}).get("p99", 0.0),
+        },
+    )

@@ -447,21 +447,54 @@ def scenario_5(ctx: Context) -> ScenarioResult:
     return result
 
 
-_OPEN_WORKERS = 1024
+#: Open loop: requests in flight at most (ibload's connection pool / vegeta's workers).
+_OPEN_WORKERS = 2048
+_OPEN_TIMEOUT_S = 10.0  # the client gives up on a request this long after its due time
 _ALLOWED = {
     "REST": {"HTTP 429", "HTTP 504"},
     "gRPC": {"gRPC ResourceExhausted", "gRPC DeadlineExceeded"},
 }
+#: The open-loop client of the overload points, per transport (the cheaper one measured).
+_OVERLOAD_CLIENT = {"REST": "ibload raw", "gRPC": "ibload"}
 
 
 def _overload_point(
-    ctx: Context, transport: str, payload: Payload, series: str, rate: float, duration: float
+    ctx: Context,
+    transport: str,
+    client: str,
+    payload: Payload,
+    series: str,
+    duration: float,
+    rate: float = 0.0,
 ) -> Callable[[Server], Point]:
-    """Closed loop with 64 workers when rate is 0, else an open loop at `rate`."""
-    workers = _OPEN_WORKERS if rate else _TOP
+    """Closed loop with 64 connections/workers when rate is 0, else an open loop at `rate`."""
 
     def run(server: Server) -> Point:
-        if transport == "REST":
+        if client.startswith("ibload"):
+            return loadgen.ibload(
+                ctx.tools,
+                server,
+                payload,
+                series=series,
+                duration=duration,
+                warmup=ctx.warmup,
+                concurrency=_TOP,
+                rate=rate,
+                max_inflight=_OPEN_WORKERS,
+                timeout_s=_OPEN_TIMEOUT_S,
+                grpc_values=[float(x) for x in IRIS_ROW.reshape(-1)],
+            )
+        if client == "wrk":
+            return loadgen.wrk(
+                ctx.tools,
+                server,
+                payload,
+                series=series,
+                concurrency=_TOP,
+                duration=duration,
+                warmup=ctx.warmup,
+            )
+        if client == "vegeta":
             return loadgen.vegeta(
                 ctx.tools,
                 server,
@@ -469,21 +502,32 @@ def _overload_point(
                 series=series,
                 rate=rate,
                 duration=duration,
-                workers=workers,
+                workers=_OPEN_WORKERS if rate else _TOP,
                 work_dir=ctx.work / "vegeta",
+                timeout_s=_OPEN_TIMEOUT_S,
             )
         return loadgen.ghz(
             ctx.tools,
             server,
             payload,
             series=series,
-            concurrency=workers,
+            concurrency=_OPEN_WORKERS if rate else _TOP,
             duration=duration,
+            warmup=0.0 if rate else ctx.warmup,
             connections=4,
             rps=rate,
         )
 
     return run
+
+
+def _cpu_per_request(point: Point | None) -> str:
+    """Client CPU per request sent, in microseconds."""
+    if point is None:
+        return "not measured"
+    sent = point.extra.get("sent_rps") or point.rps
+    us = point.extra.get("client_us_per_request") or 1e6 * point.client_cpu / max(sent, 1.0)
+    return f"{us:,.0f} µs ({point.client_cpu:.2f} cores at {sent:,.0f} sent/s)"
 
 
 def _overload_targets(
@@ -511,12 +555,8 @@ def _overload_targets(
         Target(
             f"{prefix}: p99",
             f"< the configured timeout ({OVERLOAD_TIMEOUT_MS:g} ms)",
-            f"p99 {bounded.p99_ms:.1f} ms over all responses"
-            + (
-                f", {bounded.ok_p99_ms:.1f} ms over the successful ones"
-                if transport == "REST"
-                else ""
-            ),
+            f"p99 {bounded.p99_ms:.1f} ms over all responses, {bounded.ok_p99_ms:.1f} ms over "
+            "the successful ones",
             bounded.p99_ms < OVERLOAD_TIMEOUT_MS,
             noise,
             f"{bounded.p99_ms - OVERLOAD_TIMEOUT_MS:.0f} ms over",
@@ -540,6 +580,10 @@ def scenario_6(ctx: Context) -> ScenarioResult:
         "REST": _iris_payload(ctx, "iris", "json"),
         "gRPC": _iris_payload(ctx, "iris", "grpc"),
     }
+    # Per transport: the closed-loop clients that measure capacity, and the open-loop
+    # clients compared for their CPU per request; the overload client is one of the latter.
+    closed_clients = {"REST": ("wrk", "ibload raw"), "gRPC": ("ghz", "ibload")}
+    open_clients = {"REST": ("vegeta", "ibload raw"), "gRPC": ("ghz", "ibload")}
     labels = {"overload_bounded": "bounds on", "overload_unbounded": "bounds off"}
     with contextlib.ExitStack() as stack:
         sessions = {
@@ -553,38 +597,80 @@ def scenario_6(ctx: Context) -> ScenarioResult:
             )
             for variant, label in labels.items()
         }
+        on = sessions["bounds on"]
         for transport, payload in payloads_by_transport.items():
-            closed = sessions["bounds on"].measure(
-                f"{transport} capacity (closed loop, 64)",
-                _overload_point(
-                    ctx, transport, payload, f"{transport} bounds on, closed loop", 0, duration
-                ),
-            )
-            if closed is None:
+            series = f"{transport} capacity, closed loop {_TOP}"
+            closed = [
+                point
+                for client in closed_clients[transport]
+                if (
+                    point := on.measure(
+                        f"{series} ({client})",
+                        _overload_point(ctx, transport, client, payload, series, duration),
+                    )
+                )
+                is not None
+            ]
+            if not closed:
                 result.notes.append(f"{transport}: no capacity measured; open loop skipped")
                 continue
-            rate = 1.5 * closed.goodput
+            best = max(closed, key=lambda p: p.goodput)
+            capacity = best.goodput
+            # The clients' cost side by side, below capacity (every request answered).
+            half = f"{transport} bounds on, open loop 0.5x"
+            for client in open_clients[transport]:
+                on.measure(
+                    f"{half} ({client})",
+                    _overload_point(ctx, transport, client, payload, half, duration, capacity / 2),
+                )
+            rate = 1.5 * capacity
+            client = _OVERLOAD_CLIENT[transport]
             for label, session in sessions.items():
                 series = f"{transport} {label}, open loop 1.5x"
                 session.measure(
-                    f"{series} ({rate:,.0f}/s)",
-                    _overload_point(ctx, transport, payload, series, rate, duration),
+                    f"{series} ({rate:,.0f}/s, {client})",
+                    _overload_point(ctx, transport, client, payload, series, duration, rate),
                 )
-            _overload_targets(
-                result,
-                transport,
-                closed.goodput,
-                result.find(f"{transport} bounds on, open loop 1.5x", _OPEN_WORKERS),
+            bounded = result.find(f"{transport} bounds on, open loop 1.5x", _OPEN_WORKERS, client)
+            _overload_targets(result, transport, capacity, bounded)
+            lags = [
+                f"{p.series}: {p.extra['send_lag_p99_ms']:.1f} ms"
+                for p in result.points
+                if p.series.startswith(transport)
+                and p.extra.get("send_lag_p99_ms") is not None
+                and p.offered_rps
+            ]
+            if lags:
+                result.notes.append(
+                    f"{transport}, ibload's own lateness (p99 of due time to send, part of the "
+                    "latencies above): " + "; ".join(lags) + "."
+                )
+            cost = {c: result.find(half, _OPEN_WORKERS, c) for c in open_clients[transport]} | {
+                c: result.find(series, _TOP, c) for c in closed_clients[transport]
+            }
+            result.notes.append(
+                f"{transport} capacity = {capacity:,.0f} req/s, the higher goodput of the two "
+                f"closed loops with {_TOP} connections against the bounds-on server in this run ("
+                + ", ".join(f"{p.client} {p.goodput:,.0f}" for p in closed)
+                + f"); the open loop offers 1.5x = {rate:,.0f}/s to both servers with "
+                f"{client}. Client CPU per request sent — open loop at 0.5x capacity: "
+                + "; ".join(f"{c} {_cpu_per_request(cost[c])}" for c in open_clients[transport])
+                + f"; closed loop at {_TOP}: "
+                + "; ".join(f"{c} {_cpu_per_request(cost[c])}" for c in closed_clients[transport])
+                + "."
             )
     result.notes.append(
         f"Bounds on: dynamic_batching max_queue_size {OVERLOAD_QUEUE}, default_timeout_ms "
         f"{OVERLOAD_TIMEOUT_MS:g}; bounds off: max_queue_size 0 (unbounded), no timeout. Both "
-        f"batch with max_queue_delay_ms {QUEUE_DELAY_MS['iris']:g}. Capacity = goodput of a "
-        "closed loop with 64 workers against the bounds-on server (vegeta for REST, ghz for "
-        "gRPC); the open loop then offers 1.5x that to both servers, from up to 1,024 "
-        "connections (REST) or 1,024 workers on 4 HTTP/2 connections (gRPC, ghz --rps). When "
-        "every worker is busy the client cannot keep the rate: compare offered and sent. "
-        "Goodput = successful responses per second; p99 is over every response."
+        f"batch with max_queue_delay_ms {QUEUE_DELAY_MS['iris']:g}. Open loop: request i is "
+        "due at start + i/rate and its latency counts from that time (no coordinated "
+        f"omission); at most {_OPEN_WORKERS:,} in flight (ibload: one keep-alive connection "
+        f"per request in flight for REST, `-raw`; {_OPEN_WORKERS:,} goroutines over 4 HTTP/2 "
+        "connections for gRPC), beyond that a due request counts as DROPPED. The client "
+        f"gives up {_OPEN_TIMEOUT_S:g} s after the due time. ibload runs with GOMAXPROCS=1 and "
+        f"{ctx.warmup:g} s of warm-up load before the measured window (its CPU is averaged "
+        "over both); vegeta and ghz open loops have no warm-up. Goodput = successful responses "
+        "per second; p50-p99 are over every response (ibload: every request sent)."
     )
     return result
 

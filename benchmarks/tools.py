@@ -1,15 +1,18 @@
-"""Locate, and install when missing, the load generators: wrk (Debian), ghz and vegeta (Go)."""
+"""Locate, and install when missing, the load generators: wrk (Debian), ghz and vegeta (Go);
+build ibload, the project's own (clients/go/cmd/ibload), from this checkout."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["GHZ_VERSION", "VEGETA_VERSION", "Tools", "locate_tools"]
 
+_ROOT = Path(__file__).resolve().parent.parent
 GHZ_VERSION = "v0.121.0"
 VEGETA_VERSION = "v12.13.0"
 
@@ -24,11 +27,17 @@ class Tools:
     wrk: str
     ghz: str
     vegeta: str
+    ibload: str = ""  # "" when Go is missing: the scenarios that need it fall back
 
     def versions(self) -> dict[str, str]:
         wrk = _first_line([self.wrk, "-v"]).split(" Copyright")[0]
         # `go install` binaries carry no version stamp: report the pinned ones.
-        return {"wrk": wrk, "ghz": GHZ_VERSION, "vegeta": VEGETA_VERSION}
+        return {
+            "wrk": wrk,
+            "ghz": GHZ_VERSION,
+            "vegeta": VEGETA_VERSION,
+            "ibload": "built from this checkout" if self.ibload else "not built",
+        }
 
 
 def _first_line(argv: list[str]) -> str:
@@ -87,6 +96,32 @@ def _locate_go_tool(name: str) -> str:
     return str(candidate)
 
 
+def _build_ibload() -> str:
+    """`go build` clients/go/cmd/ibload into a temporary directory ("" without Go)."""
+    go = _go()
+    if go is None:
+        print("bench: Go is missing: ibload not built", flush=True)
+        return ""
+    out = Path(tempfile.gettempdir()) / f"inferbridge-bench-{os.getuid()}" / "ibload"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [go, "build", "-o", str(out), "./cmd/ibload"],
+        cwd=_ROOT / "clients" / "go",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(f"bench: go build of ibload failed: {done.stderr[-500:]}", flush=True)
+        return ""
+    return str(out)
+
+
 def locate_tools() -> Tools:
-    """Find wrk, ghz and vegeta, installing whichever is missing."""
-    return Tools(wrk=_locate_wrk(), ghz=_locate_go_tool("ghz"), vegeta=_locate_go_tool("vegeta"))
+    """Find wrk, ghz and vegeta, installing whichever is missing; build ibload."""
+    return Tools(
+        wrk=_locate_wrk(),
+        ghz=_locate_go_tool("ghz"),
+        vegeta=_locate_go_tool("vegeta"),
+        ibload=_build_ibload(),
+    )
