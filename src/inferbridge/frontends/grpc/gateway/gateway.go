@@ -181,7 +181,7 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	if err := ss.RecvMsg(&c.req); err != nil {
 		callPool.Put(c)
 		if err == io.EOF {
-			return status.Error(codes.Internal, "inferbridge: the call carried no request message")
+			return status.Error(codes.InvalidArgument, "inferbridge: the call carried no request message; a unary call sends exactly one")
 		}
 		return err
 	}
