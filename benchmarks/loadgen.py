@@ -501,5 +501,11 @@ def ibload(
             "gomaxprocs": procs,
             # Open loop: how late the client itself sent requests (included in latency).
             "send_lag_p99_ms": (report.get("send_lag_ms") or {}).get("p99", 0.0),
+            # p50/p99 of the failed requests by kind: a 429 is answered on admission, so its
+            # latency is the time the request waited before the server looked at it.
+            "latency_by_kind_ms": {
+                k: {"p50": v["p50"], "p99": v["p99"]}
+                for k, v in (report.get("latency_by_kind_ms") or {}).items()
+            },
         },
     )

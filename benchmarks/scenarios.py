@@ -645,8 +645,10 @@ def scenario_6(ctx: Context) -> ScenarioResult:
                     f"{transport}, ibload's own lateness (p99 of due time to send, part of the "
                     "latencies above): " + "; ".join(lags) + "."
                 )
-            cost = {c: result.find(half, _OPEN_WORKERS, c) for c in open_clients[transport]} | {
-                c: result.find(series, _TOP, c) for c in closed_clients[transport]
+            capacity_series = f"{transport} capacity, closed loop {_TOP}"
+            open_cost = {c: result.find(half, _OPEN_WORKERS, c) for c in open_clients[transport]}
+            closed_cost = {
+                c: result.find(capacity_series, _TOP, c) for c in closed_clients[transport]
             }
             result.notes.append(
                 f"{transport} capacity = {capacity:,.0f} req/s, the higher goodput of the two "
@@ -654,7 +656,7 @@ def scenario_6(ctx: Context) -> ScenarioResult:
                 + ", ".join(f"{p.client} {p.goodput:,.0f}" for p in closed)
                 + f"); the open loop offers 1.5x = {rate:,.0f}/s to both servers with "
                 f"{client}. Client CPU per request sent — open loop at 0.5x capacity: "
-                + "; ".join(f"{c} {_cpu_per_request(cost[c])}" for c in open_clients[transport])
+                + "; ".join(f"{c} {_cpu_per_request(p)}" for c, p in open_cost.items())
                 + f"; closed loop at {_TOP}: "
                 + "; ".join(f"{c} {_cpu_per_request(cost[c])}" for c in closed_clients[transport])
                 + "."

@@ -32,6 +32,7 @@ type Report struct {
 	Latency     Latency        `json:"latency_ms"`            // latency of the successful requests
 	LatencyAll  Latency        `json:"latency_all_ms"`        // latency of every request sent (answered, refused or failed), until its end
 	SendLag     Latency        `json:"send_lag_ms"`           // open loop: from each request's due time until the client sent it (the client's own lateness)
+	ByKind      map[string]Latency `json:"latency_by_kind_ms"` // latency of the failed requests, by error kind (DROPPED excluded)
 }
 
 // Latency summarizes the latencies of successful requests, in milliseconds.
@@ -65,6 +66,7 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 		r.Connections = o.connections
 	}
 	var latencies, all, lags []time.Duration
+	byKind := map[string][]time.Duration{}
 	last := from
 	for _, shard := range shards {
 		for _, s := range shard {
@@ -93,11 +95,20 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 				name = s.code.String()
 			}
 			r.Errors[name]++
+			if !dropped {
+				byKind[name] = append(byKind[name], s.latency)
+			}
 		}
 	}
 	r.RPS = float64(r.Requests) / math.Max(last.Sub(from).Seconds(), to.Sub(from).Seconds())
 	r.Latency = summarize(latencies)
 	r.LatencyAll = summarize(all)
+	if len(byKind) > 0 {
+		r.ByKind = make(map[string]Latency, len(byKind))
+		for k, v := range byKind {
+			r.ByKind[k] = summarize(v)
+		}
+	}
 	if r.Mode == "open" {
 		r.SendLag = summarize(lags)
 	}
@@ -166,6 +177,9 @@ func (r *Report) writeText(w io.Writer) {
 		parts := make([]string, len(kinds))
 		for i, k := range kinds {
 			parts[i] = fmt.Sprintf("%s %d", k, r.Errors[k])
+			if l, ok := r.ByKind[k]; ok {
+				parts[i] += fmt.Sprintf(" (p50 %.1f, p99 %.1f ms)", l.P50, l.P99)
+			}
 		}
 		fmt.Fprintf(w, "errors by kind: %s\n", strings.Join(parts, ", "))
 	}

@@ -43,7 +43,7 @@ func TestReportWindowAndErrors(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	r.writeText(&buf)
-	if !strings.Contains(buf.String(), "errors by kind: DEADLINE_EXCEEDED 1, DROPPED 1") {
+	if !strings.Contains(buf.String(), "errors by kind: DEADLINE_EXCEEDED 1 (p50 1.0, p99 1.0 ms), DROPPED 1") {
 		t.Fatal(buf.String())
 	}
 }
