@@ -658,7 +658,7 @@ def scenario_6(ctx: Context) -> ScenarioResult:
                 f"{client}. Client CPU per request sent — open loop at 0.5x capacity: "
                 + "; ".join(f"{c} {_cpu_per_request(p)}" for c, p in open_cost.items())
                 + f"; closed loop at {_TOP}: "
-                + "; ".join(f"{c} {_cpu_per_request(cost[c])}" for c in closed_clients[transport])
+                + "; ".join(f"{c} {_cpu_per_request(p)}" for c, p in closed_cost.items())
                 + "."
             )
     result.notes.append(

@@ -13,26 +13,26 @@ import (
 
 // Report is what ibload measured, as printed and as written with -json.
 type Report struct {
-	Protocol    string         `json:"protocol"`              // grpc, rest-binary or rest-json
-	Engine      string         `json:"engine"`                // "sdk" (the Go SDK's clients) or "raw" (REST over plain TCP)
-	Target      string         `json:"target"`                // server address
-	Model       string         `json:"model"`                 // model name
-	Mode        string         `json:"mode"`                  // "closed" (fixed concurrency) or "open" (fixed rate)
-	Concurrency int            `json:"concurrency,omitempty"` // closed loop: requests in flight
-	Rate        float64        `json:"rate,omitempty"`        // open loop: requests per second
-	Connections int            `json:"connections,omitempty"` // gRPC connections
-	Batch       int64          `json:"batch"`                 // rows per request
-	WarmupS     float64        `json:"warmup_s"`              // warm-up, seconds
-	DurationS   float64        `json:"duration_s"`            // measured window, seconds
-	TimeoutS    float64        `json:"timeout_s"`             // per-request deadline, seconds
-	Requests    int            `json:"requests"`              // requests due in the measured window
-	OK          int            `json:"ok"`                    // of which succeeded
-	Errors      map[string]int `json:"errors"`                // failures by kind (gRPC code name, or DROPPED)
-	RPS         float64        `json:"requests_per_s"`        // requests per second over the window
-	Latency     Latency        `json:"latency_ms"`            // latency of the successful requests
-	LatencyAll  Latency        `json:"latency_all_ms"`        // latency of every request sent (answered, refused or failed), until its end
-	SendLag     Latency        `json:"send_lag_ms"`           // open loop: from each request's due time until the client sent it (the client's own lateness)
-	ByKind      map[string]Latency `json:"latency_by_kind_ms"` // latency of the failed requests, by error kind (DROPPED excluded)
+	Protocol    string             `json:"protocol"`              // grpc, rest-binary or rest-json
+	Engine      string             `json:"engine"`                // "sdk" (the Go SDK's clients) or "raw" (REST over plain TCP)
+	Target      string             `json:"target"`                // server address
+	Model       string             `json:"model"`                 // model name
+	Mode        string             `json:"mode"`                  // "closed" (fixed concurrency) or "open" (fixed rate)
+	Concurrency int                `json:"concurrency,omitempty"` // closed loop: requests in flight
+	Rate        float64            `json:"rate,omitempty"`        // open loop: requests per second
+	Connections int                `json:"connections,omitempty"` // gRPC connections
+	Batch       int64              `json:"batch"`                 // rows per request
+	WarmupS     float64            `json:"warmup_s"`              // warm-up, seconds
+	DurationS   float64            `json:"duration_s"`            // measured window, seconds
+	TimeoutS    float64            `json:"timeout_s"`             // per-request deadline, seconds
+	Requests    int                `json:"requests"`              // requests due in the measured window
+	OK          int                `json:"ok"`                    // of which succeeded
+	Errors      map[string]int     `json:"errors"`                // failures by kind (gRPC code name, or DROPPED)
+	RPS         float64            `json:"requests_per_s"`        // requests per second over the window
+	Latency     Latency            `json:"latency_ms"`            // latency of the successful requests
+	LatencyAll  Latency            `json:"latency_all_ms"`        // latency of every request sent (answered, refused or failed), until its end
+	SendLag     Latency            `json:"send_lag_ms"`           // open loop: from each request's due time until the client sent it (the client's own lateness)
+	ByKind      map[string]Latency `json:"latency_by_kind_ms"`    // latency of the failed requests, by error kind (DROPPED excluded)
 }
 
 // Latency summarizes the latencies of successful requests, in milliseconds.
