@@ -126,15 +126,21 @@ func run(args []string, stdout io.Writer) error {
 			_ = c.Close()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	meta, err := clients[0].ModelMetadata(ctx, o.model, o.version)
-	cancel()
-	if err != nil {
-		return err
-	}
-	req, err := buildRequest(o, meta)
-	if err != nil {
-		return err
+	var req *inferbridge.InferRequest
+	if o.body != "" {
+		// Only the request line and headers are taken from this request; the body is the file.
+		req = &inferbridge.InferRequest{Model: o.model, Version: o.version,
+			Inputs: []*inferbridge.Tensor{inferbridge.NewFP32("x", []int64{1}, []float32{0})}}
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		meta, err := clients[0].ModelMetadata(ctx, o.model, o.version)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if req, err = buildRequest(o, meta); err != nil {
+			return err
+		}
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
