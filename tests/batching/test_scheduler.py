@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inferbridge.batching.scheduler import BatchPolicy, ExecutionMode, Scheduler
-from inferbridge.errors import DeadlineExceeded, InferenceFailed, QueueFull
+from inferbridge.errors import CallerGoneError, DeadlineExceeded, InferenceFailed, QueueFull
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -167,6 +167,25 @@ async def test_cancelling_removes_queued_work() -> None:
     model.gate.set()
     await running
     await scheduler.submit(_x(6))
+    assert [b[0] for b in model.batches] == [-1.0, 6.0]
+    scheduler.close()
+
+
+async def test_a_caller_that_goes_away_has_its_queued_work_removed() -> None:
+    model = Model()
+    scheduler = _scheduler(model)
+    running = await _hold(model, scheduler)
+    gone = asyncio.Event()
+    waiting = asyncio.ensure_future(scheduler.submit(_x(5), caller_gone=gone.wait))
+    await asyncio.sleep(0.02)  # long enough for the request to start watching its caller
+    assert scheduler.queued == 1
+    gone.set()
+    with pytest.raises(CallerGoneError):
+        await waiting
+    assert scheduler.queued == 0
+    model.gate.set()
+    await running
+    await scheduler.submit(_x(6), caller_gone=asyncio.Event().wait)
     assert [b[0] for b in model.batches] == [-1.0, 6.0]
     scheduler.close()
 
