@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,9 @@ const (
 	kindHealth      = 4
 	kindShutdown    = 5
 	kindDescriptors = 6
+	kindHTTP        = 7
+	kindReplyHTTP   = 8
+	kindLimits      = 9
 )
 
 // frameHeader is u32 length | u8 kind | u64 id; the length counts kind and id.
@@ -35,6 +39,7 @@ const frameHeader = 4 + 1 + 8
 type config struct {
 	maxRecvBytes      int
 	maxConcurrentRPCs int // 0 = unlimited
+	maxHTTPInflight   int // 0 = unlimited
 }
 
 // frame is one outgoing frame (CALL or CANCEL), queued by value to the writer.
@@ -44,6 +49,7 @@ type frame struct {
 	method    string          // CALL only
 	timeoutUS int64           // CALL only
 	body      mem.BufferSlice // CALL only; the writer frees it once written
+	raw       *[]byte         // HTTP only: the whole body; the writer pools it once written
 }
 
 // reply is a REPLY handed by the reader to the waiting call.
@@ -55,17 +61,22 @@ type reply struct {
 
 // call is the per-call state, pooled so that the hot path does not allocate it.
 type call struct {
-	reply chan reply // capacity 1: the reader never blocks on it
-	req   rawMsg
+	reply  chan reply   // capacity 1: the reader never blocks on it
+	http   chan *[]byte // REPLY-HTTP body (nil when the backend failed); capacity 1
+	isHTTP bool         // an HTTP request, answered by REPLY-HTTP instead of REPLY
+	req    rawMsg
 }
 
-var callPool = sync.Pool{New: func() any { return &call{reply: make(chan reply, 1)} }}
+var callPool = sync.Pool{New: func() any {
+	return &call{reply: make(chan reply, 1), http: make(chan *[]byte, 1)}
+}}
 
 type gateway struct {
 	backend net.Conn
 	br      *bufio.Reader
 	srv     *grpc.Server
 	health  *health.Server
+	httpSrv *http.Server // nil without an HTTP listener
 
 	out  chan frame    // to the writer goroutine
 	dead chan struct{} // closed when the backend has failed
@@ -77,6 +88,12 @@ type gateway struct {
 	inflight    atomic.Int64
 	maxInflight int64
 	busyErr     error
+
+	maxRecvBytes    int
+	models          atomic.Pointer[map[string]*modelState] // per-model HTTP admission
+	httpInflight    atomic.Int64
+	maxHTTPInflight int64
+	httpBusyBody    []byte
 
 	failOnce     sync.Once
 	shutdownOnce sync.Once
@@ -97,7 +114,13 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		busyErr: status.Errorf(codes.ResourceExhausted,
 			"inferbridge: too many concurrent RPCs (limit %d); retry later", cfg.maxConcurrentRPCs),
 		finished: make(chan error, 2),
+
+		maxRecvBytes:    cfg.maxRecvBytes,
+		maxHTTPInflight: int64(cfg.maxHTTPInflight),
+		httpBusyBody: errorBody(fmt.Sprintf(
+			"server is overloaded: %d requests in flight; retry later", cfg.maxHTTPInflight)),
 	}
+	g.models.Store(&map[string]*modelState{})
 
 	var hdr [frameHeader]byte
 	if _, err := io.ReadFull(g.br, hdr[:]); err != nil {
@@ -136,22 +159,36 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 	return g, nil
 }
 
-// run serves lis until a SHUTDOWN frame has been handled (nil) or the backend or the
-// listener fails (the error).
-func (g *gateway) run(lis net.Listener) error {
+// run serves lis (gRPC) and httpLis (HTTP; may be nil) until a SHUTDOWN frame has been
+// handled (nil) or the backend or a listener fails (the error).
+func (g *gateway) run(lis, httpLis net.Listener) error {
+	if httpLis != nil {
+		g.httpSrv = newHTTPServer(g)
+	}
 	go g.writeLoop()
 	go g.readLoop()
-	served := make(chan error, 1)
-	go func() { served <- g.srv.Serve(lis) }()
+	served := make(chan error, 2)
+	go func() {
+		if err := g.srv.Serve(lis); err != nil { // nil only after Stop or GracefulStop
+			served <- fmt.Errorf("serve: %w", err)
+		}
+	}()
+	if httpLis != nil {
+		go func() {
+			if err := g.serveHTTPListener(httpLis); err != nil {
+				served <- fmt.Errorf("serve HTTP: %w", err)
+			}
+		}()
+	}
 	select {
 	case err := <-g.finished:
 		return err
 	case err := <-served:
-		if err != nil { // Serve returns nil only after Stop or GracefulStop
-			g.srv.Stop()
-			return fmt.Errorf("serve: %w", err)
+		g.srv.Stop()
+		if g.httpSrv != nil {
+			g.httpSrv.Close()
 		}
-		return <-g.finished
+		return err
 	}
 }
 
@@ -160,6 +197,9 @@ func (g *gateway) fail(err error) {
 	g.failOnce.Do(func() {
 		close(g.dead)
 		g.srv.Stop()
+		if g.httpSrv != nil {
+			g.httpSrv.Close()
+		}
 		g.finished <- err
 	})
 }
@@ -244,18 +284,27 @@ func (g *gateway) forget(id uint64, c *call) (pending bool) {
 	delete(g.calls, id)
 	g.mu.Unlock()
 	if !pending {
-		if r := <-c.reply; r.data != nil {
+		if c.isHTTP {
+			if bp := <-c.http; bp != nil {
+				putBuf(bp)
+			}
+		} else if r := <-c.reply; r.data != nil {
 			r.data.Free()
 		}
 	}
 	return pending
 }
 
-// claim removes and returns the call waiting for id, or nil.
-func (g *gateway) claim(id uint64) *call {
+// claim removes and returns the call waiting for id, or nil. A reply of the wrong kind
+// (REPLY for an HTTP request, REPLY-HTTP for a gRPC call) claims nothing.
+func (g *gateway) claim(id uint64, isHTTP bool) *call {
 	g.mu.Lock()
 	c := g.calls[id]
-	delete(g.calls, id)
+	if c != nil && c.isHTTP == isHTTP {
+		delete(g.calls, id)
+	} else {
+		c = nil
+	}
 	g.mu.Unlock()
 	return c
 }
@@ -289,6 +338,15 @@ func (g *gateway) writeLoop() {
 
 func writeFrame(bw *bufio.Writer, scratch []byte, f *frame) error {
 	length := 1 + 8
+	if f.kind == kindHTTP {
+		binary.LittleEndian.PutUint32(scratch[0:], uint32(length+len(*f.raw)))
+		scratch[4] = f.kind
+		binary.LittleEndian.PutUint64(scratch[5:], f.id)
+		bw.Write(scratch[:frameHeader])
+		_, err := bw.Write(*f.raw)
+		putBuf(f.raw)
+		return err
+	}
 	if f.kind == kindCall {
 		length += 2 + len(f.method) + 8 + f.body.Len()
 	}
@@ -354,7 +412,7 @@ func (g *gateway) readFrame(hdr []byte) error {
 			return err
 		}
 		n--
-		c := g.claim(id)
+		c := g.claim(id, false)
 		if c == nil { // cancelled, or never ours: ignore
 			_, err := g.br.Discard(n)
 			return err
@@ -366,6 +424,26 @@ func (g *gateway) readFrame(hdr []byte) error {
 		}
 		c.reply <- r
 		return err
+	case kindReplyHTTP:
+		c := g.claim(id, true)
+		if c == nil { // cancelled, or never ours: ignore
+			_, err := g.br.Discard(n)
+			return err
+		}
+		bp := getBuf()
+		*bp = grow((*bp)[:0], n)
+		if _, err := io.ReadFull(g.br, *bp); err != nil {
+			putBuf(bp)
+			c.http <- nil // claimed, so it must get an answer
+			return err
+		}
+		c.http <- bp
+	case kindLimits:
+		body, err := g.readBody(n)
+		if err != nil {
+			return err
+		}
+		return g.setLimits(body)
 	case kindHealth:
 		body, err := g.readBody(n)
 		if err != nil || len(body) < 1 {
@@ -418,6 +496,13 @@ func (g *gateway) drain(grace time.Duration) {
 		g.srv.GracefulStop()
 		close(stopped)
 	}()
+	httpStopped := make(chan struct{})
+	go func() {
+		if g.httpSrv != nil {
+			g.shutdownHTTP(grace) // closes the server hard when grace runs out
+		}
+		close(httpStopped)
+	}()
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	select {
@@ -426,5 +511,6 @@ func (g *gateway) drain(grace time.Duration) {
 		g.srv.Stop()
 		<-stopped
 	}
+	<-httpStopped
 	g.finished <- nil
 }

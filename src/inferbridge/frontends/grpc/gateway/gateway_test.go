@@ -6,11 +6,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,6 +133,7 @@ type harness struct {
 	frames  chan backendFrame
 	cc      *grpc.ClientConn
 	runErr  chan error
+	httpURL string // http://HOST:PORT of the HTTP listener
 }
 
 func newHarness(t *testing.T, cfg config) *harness {
@@ -150,7 +155,12 @@ func newHarness(t *testing.T, cfg config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { h.runErr <- g.run(lis) }()
+	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.httpURL = "http://" + httpLis.Addr().String()
+	go func() { h.runErr <- g.run(lis, httpLis) }()
 	go func() {
 		defer close(h.frames)
 		br := bufio.NewReader(h.backend)
@@ -575,10 +585,10 @@ func TestBinary(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	start := func(t *testing.T) (*exec.Cmd, net.Conn, *bufio.Reader, *bytes.Buffer) {
+	start := func(t *testing.T, extra ...string) (*exec.Cmd, net.Conn, *bufio.Reader, *bytes.Buffer) {
 		gwFile, beFile := socketpair(t)
-		cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--backend-fd", "3",
-			"--max-recv-bytes", "1048576", "--max-concurrent-rpcs", "8")
+		cmd := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--backend-fd", "3",
+			"--max-recv-bytes", "1048576", "--max-concurrent-rpcs", "8"}, extra...)...)
 		cmd.ExtraFiles = []*os.File{gwFile}
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -642,6 +652,86 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("HTTP listening, a request and SHUTDOWN", func(t *testing.T) {
+		cmd, be, stdout, stderr := start(t, "--http-listen", "127.0.0.1:0", "--max-http-inflight", "4")
+		var addrs []string
+		for _, prefix := range []string{"listening ", "listening-http "} {
+			line, err := stdout.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading stdout: %v (stderr: %s)", err, stderr)
+			}
+			addr, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), prefix)
+			host, port, splitErr := net.SplitHostPort(addr)
+			if !ok || splitErr != nil || host != "127.0.0.1" || port == "0" {
+				t.Fatalf("stdout line %q, want \"%sHOST:PORT\"", line, prefix)
+			}
+			addrs = append(addrs, addr)
+		}
+		if addrs[0] == addrs[1] {
+			t.Fatalf("same address twice: %v", addrs)
+		}
+		frames := make(chan backendFrame, 10)
+		go func() {
+			br := bufio.NewReader(be)
+			for {
+				f, err := readBackendFrame(br)
+				if err != nil {
+					close(frames)
+					return
+				}
+				frames <- f
+			}
+		}()
+		done := make(chan httpResult, 1)
+		go func() {
+			resp, err := http.Post("http://"+addrs[1]+"/v2/models/m/infer", "application/json", strings.NewReader("{}"))
+			if err != nil {
+				done <- httpResult{err: err}
+				return
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			done <- httpResult{resp.StatusCode, resp.Header, body, err}
+		}()
+		var f backendFrame
+		select {
+		case f = <-frames:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no HTTP frame")
+		}
+		if r := f.http(t); r.path != "/v2/models/m/infer" || string(r.body) != "{}" {
+			t.Fatalf("forwarded %+v", r)
+		}
+		reply := append(binary.LittleEndian.AppendUint16(nil, 200), 0, 0)
+		if err := writeBackendFrame(be, kindReplyHTTP, f.id, append(reply, `{"ok":1}`...)); err != nil {
+			t.Fatal(err)
+		}
+		if res := waitHTTP(t, done); res.err != nil || res.status != 200 || string(res.body) != `{"ok":1}` {
+			t.Fatalf("response %+v", res)
+		}
+		if err := writeBackendFrame(be, kindShutdown, 0, binary.LittleEndian.AppendUint32(nil, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		if code := exitCode(t, cmd); code != 0 {
+			t.Fatalf("exit code %d after SHUTDOWN, want 0 (stderr: %s)", code, stderr)
+		}
+	})
+
+	t.Run("HTTP listen failure", func(t *testing.T) {
+		gwFile, beFile := socketpair(t)
+		defer beFile.Close()
+		be := fileConn(t, beFile)
+		defer be.Close()
+		writeBackendFrame(be, kindDescriptors, 0, testDescriptors(t))
+		cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--http-listen", "256.0.0.1:1", "--backend-fd", "3")
+		cmd.ExtraFiles = []*os.File{gwFile}
+		out, err := cmd.CombinedOutput()
+		gwFile.Close()
+		if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "HTTP") {
+			t.Fatalf("exit %v, output %q; want exit 2 and the reason", err, out)
+		}
+	})
+
 	t.Run("backend EOF", func(t *testing.T) {
 		cmd, be, stdout, stderr := start(t)
 		if _, err := stdout.ReadString('\n'); err != nil {
@@ -667,4 +757,440 @@ func TestBinary(t *testing.T) {
 			t.Fatalf("exit %v, output %q; want exit 2 and the reason", err, out)
 		}
 	})
+}
+
+// httpRequest is a decoded HTTP frame.
+type httpRequest struct {
+	id                           uint64
+	method, path, rawPath, query string
+	headers                      [][2]string
+	arrival                      int64
+	body                         []byte
+}
+
+func (r httpRequest) header(name string) []string {
+	var vs []string
+	for _, h := range r.headers {
+		if h[0] == name {
+			vs = append(vs, h[1])
+		}
+	}
+	return vs
+}
+
+// httpFrame decodes an HTTP frame.
+func (f backendFrame) http(t testing.TB) httpRequest {
+	t.Helper()
+	if f.kind != kindHTTP {
+		t.Fatalf("frame kind %d, want HTTP", f.kind)
+	}
+	b := f.body
+	str16 := func() string {
+		n := int(binary.LittleEndian.Uint16(b))
+		s := string(b[2 : 2+n])
+		b = b[2+n:]
+		return s
+	}
+	r := httpRequest{id: f.id, method: str16(), path: str16(), rawPath: str16(), query: str16()}
+	count := int(binary.LittleEndian.Uint16(b))
+	b = b[2:]
+	for i := 0; i < count; i++ {
+		name := str16()
+		n := int(binary.LittleEndian.Uint32(b))
+		r.headers = append(r.headers, [2]string{name, string(b[4 : 4+n])})
+		b = b[4+n:]
+	}
+	r.arrival = int64(binary.LittleEndian.Uint64(b))
+	r.body = b[8:]
+	return r
+}
+
+// replyHTTP sends a REPLY-HTTP frame.
+func (h *harness) replyHTTP(id uint64, status int, headers [][2]string, body []byte) {
+	h.t.Helper()
+	b := binary.LittleEndian.AppendUint16(nil, uint16(status))
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(headers)))
+	for _, kv := range headers {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(kv[0])))
+		b = append(b, kv[0]...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(kv[1])))
+		b = append(b, kv[1]...)
+	}
+	h.send(kindReplyHTTP, id, append(b, body...))
+}
+
+// sendLimits sends a LIMITS frame and makes sure the gateway has applied it, by a
+// request whose reply the gateway reads after it.
+func (h *harness) sendLimits(limits map[string]uint32) {
+	h.t.Helper()
+	b := binary.LittleEndian.AppendUint16(nil, uint16(len(limits)))
+	for name, n := range limits {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(name)))
+		b = append(b, name...)
+		b = binary.LittleEndian.AppendUint32(b, n)
+	}
+	h.send(kindLimits, 0, b)
+	done := h.do(http.DefaultClient, mustRequest(h.t, "GET", h.httpURL+"/sync", nil))
+	h.replyHTTP(h.next().id, 204, nil, nil)
+	if r := waitHTTP(h.t, done); r.err != nil || r.status != 204 {
+		h.t.Fatalf("sync request: %+v", r)
+	}
+}
+
+type httpResult struct {
+	status int
+	header http.Header
+	body   []byte
+	err    error
+}
+
+func mustRequest(t testing.TB, method, url string, body io.Reader) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+func (h *harness) do(client *http.Client, req *http.Request) <-chan httpResult {
+	done := make(chan httpResult, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err != nil {
+			done <- httpResult{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		done <- httpResult{resp.StatusCode, resp.Header, body, err}
+	}()
+	return done
+}
+
+func waitHTTP(t testing.TB, ch <-chan httpResult) httpResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("HTTP request did not finish")
+	}
+	return httpResult{}
+}
+
+func TestHTTPRoundTrip(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20})
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	var reused []bool
+	for i := 0; i < 4; i++ {
+		body := []byte(fmt.Sprintf(`{"inputs": [%d]}`, i))
+		req := mustRequest(t, "POST", h.httpURL+"/v2/models/a%2Fb/versions/1/infer?x=1&y=%20z", bytes.NewReader(body))
+		req.Header.Add("X-Rep", "one")
+		req.Header.Add("X-Rep", "two")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Inference-Header-Content-Length", "3")
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = append(reused, info.Reused) },
+		}))
+		before := time.Now().UnixNano()
+		done := h.do(client, req)
+		r := h.next().http(t)
+		after := time.Now().UnixNano()
+		if r.method != "POST" || r.path != "/v2/models/a/b/versions/1/infer" ||
+			r.rawPath != "/v2/models/a%2Fb/versions/1/infer" || r.query != "x=1&y=%20z" || !bytes.Equal(r.body, body) {
+			t.Fatalf("forwarded %+v", r)
+		}
+		if r.arrival < before || r.arrival > after {
+			t.Fatalf("arrival %d not in [%d, %d]", r.arrival, before, after)
+		}
+		for name, want := range map[string]string{
+			"x-rep":                           "one two",
+			"content-type":                    "application/json",
+			"inference-header-content-length": "3",
+			"content-length":                  strconv.Itoa(len(body)),
+			"host":                            strings.TrimPrefix(h.httpURL, "http://"),
+		} {
+			if got := strings.Join(r.header(name), " "); got != want {
+				t.Fatalf("header %q: %q, want %q (all: %q)", name, got, want, r.headers)
+			}
+		}
+		h.replyHTTP(r.id, 201, [][2]string{{"content-type", "application/json"}, {"x-out", "a"}, {"x-out", "b"}},
+			[]byte(`{"ok":1}`))
+		res := waitHTTP(t, done)
+		if res.err != nil || res.status != 201 || string(res.body) != `{"ok":1}` ||
+			res.header.Get("Content-Type") != "application/json" || strings.Join(res.header.Values("X-Out"), ",") != "a,b" ||
+			res.header.Get("Content-Length") != "8" {
+			t.Fatalf("response %+v", res)
+		}
+	}
+	if len(reused) != 4 || reused[0] || !reused[1] || !reused[2] || !reused[3] {
+		t.Fatalf("connection reuse %v, want [false true true true]", reused)
+	}
+
+	// GET without a body, any path; a reply with its own content-length, an empty body.
+	done := h.do(client, mustRequest(t, "GET", h.httpURL+"/v2/health/ready", nil))
+	r := h.next().http(t)
+	if r.method != "GET" || r.path != "/v2/health/ready" || r.query != "" || len(r.body) != 0 {
+		t.Fatalf("forwarded %+v", r)
+	}
+	h.replyHTTP(r.id, 200, [][2]string{{"content-length", "0"}}, nil)
+	if res := waitHTTP(t, done); res.err != nil || res.status != 200 || len(res.body) != 0 {
+		t.Fatalf("response %+v", res)
+	}
+	// A large body and response.
+	big := bytes.Repeat([]byte("0123456789"), 60_000)
+	done = h.do(client, mustRequest(t, "POST", h.httpURL+"/v2/models/m/infer", bytes.NewReader(big)))
+	r = h.next().http(t)
+	if !bytes.Equal(r.body, big) {
+		t.Fatalf("large body: %d bytes", len(r.body))
+	}
+	h.replyHTTP(r.id, 200, nil, big)
+	if res := waitHTTP(t, done); res.err != nil || !bytes.Equal(res.body, big) {
+		t.Fatalf("large response: %d bytes, %v", len(res.body), res.err)
+	}
+}
+
+func TestHTTPBodies(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1000})
+	client := &http.Client{Transport: &http.Transport{}}
+
+	// Chunked: a reader of unknown length.
+	pr, pw := io.Pipe()
+	go func() {
+		for i := 0; i < 10; i++ {
+			pw.Write(bytes.Repeat([]byte{byte('a' + i)}, 100))
+		}
+		pw.Close()
+	}()
+	req := mustRequest(t, "POST", h.httpURL+"/v2/models/m/infer", pr)
+	done := h.do(client, req)
+	r := h.next().http(t)
+	if len(r.body) != 1000 || r.body[999] != 'j' || r.header("content-length") != nil {
+		t.Fatalf("chunked body: %d bytes, headers %q", len(r.body), r.headers)
+	}
+	h.replyHTTP(r.id, 200, nil, nil)
+	if res := waitHTTP(t, done); res.err != nil || res.status != 200 {
+		t.Fatalf("response %+v", res)
+	}
+
+	// Over-size Content-Length.
+	res := waitHTTP(t, h.do(client, mustRequest(t, "POST", h.httpURL+"/v2/models/m/infer", bytes.NewReader(make([]byte, 1001)))))
+	if res.err != nil || res.status != 413 || res.header.Get("Content-Type") != "application/json" ||
+		string(res.body) != `{"error": "request body of 1001 bytes is over the limit of 1000 bytes"}` {
+		t.Fatalf("over-size body: %+v %s", res, res.body)
+	}
+	// Over-size chunked body.
+	pr, pw = io.Pipe()
+	go func() {
+		for i := 0; i < 20; i++ {
+			if _, err := pw.Write(make([]byte, 100)); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	res = waitHTTP(t, h.do(client, mustRequest(t, "POST", h.httpURL+"/x", pr)))
+	if res.err != nil || res.status != 413 ||
+		string(res.body) != `{"error": "request body of more than 1000 bytes is over the limit of 1000 bytes"}` {
+		t.Fatalf("over-size chunked body: %+v %s", res, res.body)
+	}
+	// Nothing was forwarded: the next frame is the next request.
+	done = h.do(client, mustRequest(t, "PUT", h.httpURL+"/next", strings.NewReader("ok")))
+	if r := h.next().http(t); r.method != "PUT" || r.path != "/next" || string(r.body) != "ok" {
+		t.Fatalf("forwarded %+v", r)
+	} else {
+		h.replyHTTP(r.id, 200, nil, nil)
+	}
+	if res := waitHTTP(t, done); res.err != nil || res.status != 200 {
+		t.Fatalf("response %+v", res)
+	}
+}
+
+func TestHTTPModelLimit(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20})
+	h.sendLimits(map[string]uint32{`m"x`: 1, "other": 5})
+	client := &http.Client{Transport: &http.Transport{}}
+	post := func(path string) <-chan httpResult {
+		return h.do(client, mustRequest(t, "POST", h.httpURL+path, strings.NewReader("{}")))
+	}
+	d1 := post(`/v2/models/m"x/infer`)
+	f1 := h.next().http(t)
+	for _, path := range []string{`/v2/models/m"x/infer`, `/v2/models/m"x/versions/3/infer`} {
+		res := waitHTTP(t, post(path))
+		if res.err != nil || res.status != 429 || res.header.Get("Retry-After") != "1" ||
+			res.header.Get("Content-Type") != "application/json" ||
+			string(res.body) != `{"error": "model 'm\"x' is overloaded: 1 requests are already queued or running; retry later"}` {
+			t.Fatalf("%s: %+v %s", path, res, res.body)
+		}
+	}
+	// Other paths of the model and other models are not limited.
+	d2 := h.do(client, mustRequest(t, "GET", h.httpURL+`/v2/models/m"x/infer`, nil))
+	d3 := post(`/v2/models/m"x/ready`)
+	d4 := post(`/v2/models/other/infer`)
+	for range 3 {
+		h.replyHTTP(h.next().id, 200, nil, nil)
+	}
+	for _, d := range []<-chan httpResult{d2, d3, d4} {
+		if res := waitHTTP(t, d); res.err != nil || res.status != 200 {
+			t.Fatalf("response %+v", res)
+		}
+	}
+	// The reply frees the slot.
+	h.replyHTTP(f1.id, 200, nil, []byte("1"))
+	if res := waitHTTP(t, d1); res.err != nil || res.status != 200 {
+		t.Fatalf("response %+v", res)
+	}
+	d5 := post(`/v2/models/m"x/versions/3/infer`)
+	h.replyHTTP(h.next().id, 200, nil, nil)
+	if res := waitHTTP(t, d5); res.err != nil || res.status != 200 {
+		t.Fatalf("response %+v", res)
+	}
+	// A cancel frees the slot too.
+	ctx, cancel := context.WithCancel(context.Background())
+	d6 := h.do(client, mustRequest(t, "POST", h.httpURL+`/v2/models/m"x/infer`, nil).WithContext(ctx))
+	f6 := h.next()
+	cancel()
+	if c := h.next(); c.kind != kindCancel || c.id != f6.id {
+		t.Fatalf("got frame %d id %d, want CANCEL of %d", c.kind, c.id, f6.id)
+	}
+	waitHTTP(t, d6)
+	d7 := post(`/v2/models/m"x/infer`)
+	h.replyHTTP(h.next().id, 200, nil, nil)
+	if res := waitHTTP(t, d7); res.err != nil || res.status != 200 {
+		t.Fatalf("response %+v", res)
+	}
+	// A new table replaces the old one: m"x is no longer limited.
+	h.sendLimits(map[string]uint32{"other": 1})
+	d8, d9 := post(`/v2/models/m"x/infer`), post(`/v2/models/m"x/infer`)
+	h.replyHTTP(h.next().id, 200, nil, nil)
+	h.replyHTTP(h.next().id, 200, nil, nil)
+	if r8, r9 := waitHTTP(t, d8), waitHTTP(t, d9); r8.status != 200 || r9.status != 200 {
+		t.Fatalf("responses %+v %+v", r8, r9)
+	}
+}
+
+func TestHTTPGlobalLimit(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20, maxHTTPInflight: 2})
+	client := &http.Client{Transport: &http.Transport{}}
+	d1 := h.do(client, mustRequest(t, "GET", h.httpURL+"/a", nil))
+	d2 := h.do(client, mustRequest(t, "POST", h.httpURL+"/v2/models/m/infer", nil))
+	f1, f2 := h.next(), h.next()
+	res := waitHTTP(t, h.do(client, mustRequest(t, "GET", h.httpURL+"/c", nil)))
+	if res.status != 429 || res.header.Get("Retry-After") != "1" ||
+		string(res.body) != `{"error": "server is overloaded: 2 requests in flight; retry later"}` {
+		t.Fatalf("over the limit: %+v %s", res, res.body)
+	}
+	h.replyHTTP(f1.id, 200, nil, nil)
+	h.replyHTTP(f2.id, 200, nil, nil)
+	waitHTTP(t, d1)
+	waitHTTP(t, d2)
+	d := h.do(client, mustRequest(t, "GET", h.httpURL+"/d", nil))
+	h.replyHTTP(h.next().id, 200, nil, nil)
+	if res := waitHTTP(t, d); res.status != 200 {
+		t.Fatalf("after the slots are freed: %+v", res)
+	}
+}
+
+func TestHTTPCancel(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20})
+	client := &http.Client{Transport: &http.Transport{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := h.do(client, mustRequest(t, "POST", h.httpURL+"/v2/models/m/infer", strings.NewReader("x")).WithContext(ctx))
+	f := h.next()
+	cancel()
+	if c := h.next(); c.kind != kindCancel || c.id != f.id || len(c.body) != 0 {
+		t.Fatalf("got frame %d id %d, want CANCEL of %d", c.kind, c.id, f.id)
+	}
+	if res := waitHTTP(t, done); res.err == nil {
+		t.Fatalf("cancelled request: %+v", res)
+	}
+	// The late reply is ignored; the next request gets its own. So do a gRPC REPLY for
+	// an HTTP id and a REPLY-HTTP for a gRPC id.
+	h.replyHTTP(f.id, 200, nil, []byte("late"))
+	done = h.do(client, mustRequest(t, "GET", h.httpURL+"/next", nil))
+	f2 := h.next()
+	h.reply(f2.id, codes.OK, []byte("wrong kind"))
+	gdone := h.invoke(context.Background(), inferMethod, []byte("g"))
+	g := h.next()
+	h.replyHTTP(g.id, 200, nil, []byte("wrong kind"))
+	h.reply(g.id, codes.OK, []byte("grpc"))
+	h.replyHTTP(f2.id, 200, nil, []byte("mine"))
+	if res := waitHTTP(t, done); res.err != nil || string(res.body) != "mine" {
+		t.Fatalf("response %+v", res)
+	}
+	if r := wait(t, gdone); r.err != nil || string(r.resp) != "grpc" {
+		t.Fatalf("gRPC call: %q %v", r.resp, r.err)
+	}
+}
+
+func TestHTTPShutdownDrains(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20})
+	client := &http.Client{Transport: &http.Transport{}}
+	// An idle keep-alive connection, and a request in flight.
+	idle := h.do(client, mustRequest(t, "GET", h.httpURL+"/idle", nil))
+	h.replyHTTP(h.next().id, 200, nil, nil)
+	waitHTTP(t, idle)
+	done := h.do(&http.Client{Transport: &http.Transport{}}, mustRequest(t, "POST", h.httpURL+"/v2/models/m/infer", strings.NewReader("x")))
+	f := h.next()
+	h.send(kindShutdown, 0, binary.LittleEndian.AppendUint32(nil, 10_000))
+	select {
+	case err := <-h.runErr:
+		t.Fatalf("run returned %v before the request in flight finished", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// New connections are refused.
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(h.httpURL, "http://"), time.Second); err == nil {
+		t.Fatal("a new connection was accepted during the drain")
+	}
+	h.replyHTTP(f.id, 200, nil, []byte("done"))
+	if res := waitHTTP(t, done); res.err != nil || string(res.body) != "done" {
+		t.Fatalf("in-flight request: %+v", res)
+	}
+	select {
+	case err := <-h.runErr:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after the drain")
+	}
+}
+
+func TestHTTPShutdownGraceExpires(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20})
+	done := h.do(&http.Client{Transport: &http.Transport{}}, mustRequest(t, "GET", h.httpURL+"/stuck", nil))
+	h.next()
+	h.send(kindShutdown, 0, binary.LittleEndian.AppendUint32(nil, 100))
+	select {
+	case err := <-h.runErr:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after the grace period")
+	}
+	if res := waitHTTP(t, done); res.err == nil {
+		t.Fatalf("the stuck request succeeded: %+v", res)
+	}
+}
+
+func TestHTTPBackendEOF(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20})
+	done := h.do(&http.Client{Transport: &http.Transport{}}, mustRequest(t, "GET", h.httpURL+"/x", nil))
+	h.next()
+	h.backend.Close()
+	select {
+	case err := <-h.runErr:
+		if err == nil || !errors.Is(err, io.EOF) {
+			t.Fatalf("run returned %v, want a backend EOF error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after backend EOF")
+	}
+	if res := waitHTTP(t, done); res.err == nil && res.status == 200 {
+		t.Fatalf("the request in flight succeeded: %+v", res)
+	}
 }

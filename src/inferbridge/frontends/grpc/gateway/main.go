@@ -5,13 +5,21 @@
 // each call's raw request bytes to the Python server over an inherited Unix socket.
 // Python keeps all the logic: decoding, validation, errors and the dataplane.
 //
+// With --http-listen it also terminates REST (HTTP/1.1, keep-alive): every request is
+// read whole on the gateway's own threads, refused at once when over a limit (413 for
+// a body over --max-recv-bytes, 429 for a model at its LIMITS limit or for
+// --max-http-inflight), and otherwise forwarded as one HTTP frame to the Python server,
+// whose ASGI app answers it with one REPLY-HTTP frame.
+//
 // Usage:
 //
 //	inferbridge-grpc-gateway --listen HOST:PORT --backend-fd 3 --max-recv-bytes N --max-concurrent-rpcs M
+//	    [--http-listen HOST:PORT --max-http-inflight K]
 //
 // At startup the gateway reads one DESCRIPTORS frame from the backend, listens on
-// --listen (port 0 picks a free port; on failure it prints the reason on stderr and
-// exits 2), prints exactly one line "listening HOST:PORT" on stdout and serves. The
+// --listen and then on --http-listen when given (port 0 picks a free port; on failure
+// it prints the reason on stderr and exits 2), prints the line "listening HOST:PORT"
+// (gRPC) on stdout, then "listening-http HOST:PORT" when HTTP is on, and serves. The
 // health status of "" starts as NOT_SERVING. It exits 0 after a SHUTDOWN frame has been
 // handled and 1 when the backend socket fails or reaches EOF.
 //
@@ -34,10 +42,27 @@
 //	4 HEALTH      backend->gateway, id 0. body = u8 status (1 SERVING, 2 NOT_SERVING) |
 //	              service name (rest; "" = the whole server).
 //	5 SHUTDOWN    backend->gateway, id 0. body = u32 grace_ms. All health statuses become
-//	              NOT_SERVING, the server stops gracefully (calls in flight still get their
-//	              REPLYs) and is stopped hard after grace_ms; then the process exits 0.
+//	              NOT_SERVING, the gRPC and HTTP servers stop gracefully (calls and
+//	              requests in flight still get their replies; idle HTTP connections are
+//	              closed) and are stopped hard after grace_ms; then the process exits 0.
 //	6 DESCRIPTORS backend->gateway, id 0, first frame only. body = serialized
 //	              google.protobuf.FileDescriptorSet of the forwarded services, for reflection.
+//	7 HTTP        gateway->backend, id = fresh id from the CALL id space. body =
+//	              u16 method_len | method | u16 path_len | path (decoded) |
+//	              u16 rawpath_len | raw (escaped) path | u16 query_len | raw query |
+//	              u16 header_count | header_count × (u16 name_len | name, lower-case |
+//	              u32 value_len | value) | i64 arrival_unix_ns | request body (rest).
+//	              Headers are forwarded as received, one entry per value, plus "host";
+//	              a chunked body arrives de-chunked (no transfer-encoding header).
+//	              CANCEL follows when the client goes away before the REPLY-HTTP.
+//	8 REPLY-HTTP  backend->gateway, id of an HTTP request. body = u16 status |
+//	              u16 header_count | header_count × (u16 name_len | name | u32 value_len |
+//	              value) | response body (rest). Content-Length is set from the body
+//	              unless given; no Date header is added. Unknown ids are ignored.
+//	9 LIMITS      backend->gateway, id 0. body = u16 count | count × (u16 name_len |
+//	              model name | u32 limit). Replaces the table of per-model limits on
+//	              forwarded, unanswered POSTs to /v2/models/{name}[/versions/{v}]/infer
+//	              (absent or 0 = no limit); one more is answered 429 by the gateway.
 //
 // Every method that is not health or reflection is forwarded as a unary call, without
 // filtering: the backend answers UNIMPLEMENTED for methods it does not know.
@@ -58,8 +83,10 @@ func main() {
 	backendFD := flag.Int("backend-fd", 3, "inherited, connected AF_UNIX SOCK_STREAM socket to the Python server")
 	maxRecv := flag.Int("max-recv-bytes", 4<<20, "largest request message accepted, in bytes")
 	maxRPCs := flag.Int("max-concurrent-rpcs", 0, "most forwarded calls in flight (0 = unlimited)")
+	httpListen := flag.String("http-listen", "", "HTTP/1.1 listen address HOST:PORT (empty: no HTTP listener)")
+	maxHTTP := flag.Int("max-http-inflight", 0, "most forwarded HTTP requests in flight (0 = unlimited)")
 	flag.Parse()
-	if flag.NArg() != 0 || *maxRecv <= 0 || *maxRPCs < 0 {
+	if flag.NArg() != 0 || *maxRecv <= 0 || *maxRPCs < 0 || *maxHTTP < 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -74,7 +101,7 @@ func main() {
 	}
 	f.Close() // FileConn holds its own duplicate of the descriptor
 
-	g, err := newGateway(backend, config{maxRecvBytes: *maxRecv, maxConcurrentRPCs: *maxRPCs})
+	g, err := newGateway(backend, config{maxRecvBytes: *maxRecv, maxConcurrentRPCs: *maxRPCs, maxHTTPInflight: *maxHTTP})
 	if err != nil {
 		fatal(1, "%v", err)
 	}
@@ -82,12 +109,21 @@ func main() {
 	if err != nil {
 		fatal(2, "listen on %s: %v", *listen, err)
 	}
+	var httpLis net.Listener
+	if *httpListen != "" {
+		if httpLis, err = net.Listen("tcp", *httpListen); err != nil {
+			fatal(2, "listen on %s (HTTP): %v", *httpListen, err)
+		}
+	}
 	out := bufio.NewWriter(os.Stdout)
 	fmt.Fprintf(out, "listening %s\n", lis.Addr())
+	if httpLis != nil {
+		fmt.Fprintf(out, "listening-http %s\n", httpLis.Addr())
+	}
 	if err := out.Flush(); err != nil {
 		fatal(1, "stdout: %v", err)
 	}
-	if err := g.run(lis); err != nil {
+	if err := g.run(lis, httpLis); err != nil {
 		fatal(1, "%v", err)
 	}
 }

@@ -1,0 +1,410 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HTTP (REST) termination: every request is read whole and forwarded as one HTTP frame;
+// the backend answers with one REPLY-HTTP frame. See the package comment for the layout.
+
+// bufPool holds the buffers of HTTP frames (request bodies on the way out, replies on
+// the way in). Buffers above maxPooledBuf are left to the garbage collector.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxPooledBuf = 1 << 20
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) <= maxPooledBuf {
+		*bp = (*bp)[:0]
+		bufPool.Put(bp)
+	}
+}
+
+// modelState is the admission state of one model named in a LIMITS frame. States are
+// never removed (a model dropped from the table gets no limit), so that requests in
+// flight always decrement the counter they incremented.
+type modelState struct {
+	count atomic.Int64
+	limit atomic.Pointer[modelLimit] // nil = no limit
+}
+
+type modelLimit struct {
+	n    int64
+	body []byte // the ready 429 body
+}
+
+// Shared header values; net/http only reads them.
+var (
+	hdrJSON       = []string{"application/json"}
+	hdrRetryAfter = []string{"1"}
+)
+
+func errorBody(msg string) []byte {
+	q, _ := json.Marshal(msg)
+	return append(append([]byte(`{"error": `), q...), '}')
+}
+
+// setLimits handles a LIMITS frame: body = u16 count | count × (u16 name_len | name | u32 limit).
+func (g *gateway) setLimits(body []byte) error {
+	bad := errors.New("backend: malformed LIMITS frame")
+	if len(body) < 2 {
+		return bad
+	}
+	count := int(binary.LittleEndian.Uint16(body))
+	body = body[2:]
+	old := *g.models.Load()
+	next := make(map[string]*modelState, len(old)+count)
+	for name, st := range old {
+		st.limit.Store(nil)
+		next[name] = st
+	}
+	for i := 0; i < count; i++ {
+		if len(body) < 2 {
+			return bad
+		}
+		n := int(binary.LittleEndian.Uint16(body))
+		if len(body) < 2+n+4 {
+			return bad
+		}
+		name := string(body[2 : 2+n])
+		limit := int64(binary.LittleEndian.Uint32(body[2+n:]))
+		body = body[2+n+4:]
+		st := next[name]
+		if st == nil {
+			st = new(modelState)
+			next[name] = st
+		}
+		if limit > 0 {
+			st.limit.Store(&modelLimit{n: limit, body: errorBody(fmt.Sprintf(
+				"model '%s' is overloaded: %d requests are already queued or running; retry later", name, limit))})
+		}
+	}
+	g.models.Store(&next)
+	return nil
+}
+
+// inferModel returns the model name of /v2/models/{name}/infer and
+// /v2/models/{name}/versions/{v}/infer.
+func inferModel(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, "/v2/models/")
+	if !ok {
+		return "", false
+	}
+	i := strings.IndexByte(rest, '/')
+	if i <= 0 {
+		return "", false
+	}
+	name, rest := rest[:i], rest[i:]
+	if rest == "/infer" {
+		return name, true
+	}
+	if v, ok := strings.CutPrefix(rest, "/versions/"); ok {
+		if j := strings.IndexByte(v, '/'); j > 0 && v[j:] == "/infer" {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+func newHTTPServer(g *gateway) *http.Server {
+	return &http.Server{
+		Handler:           g,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, body []byte, retry bool) {
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	if retry {
+		h["Retry-After"] = hdrRetryAfter
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Date"] = nil
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+func appendStr16(b []byte, s string) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+// appendHeader appends u16 name_len | name (lower-case) | u32 value_len | value.
+func appendHeader(b []byte, name, value string) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(name)))
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(value)))
+	return append(b, value...)
+}
+
+// ServeHTTP forwards one request to the backend and writes its REPLY-HTTP.
+func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	arrival := time.Now().UnixNano()
+	path, rawPath := r.URL.Path, r.URL.EscapedPath()
+	if len(path) > 0xffff || len(rawPath) > 0xffff || len(r.URL.RawQuery) > 0xffff || len(r.Method) > 0xffff {
+		writeError(w, http.StatusRequestURITooLong, errorBody("request target is over 65535 bytes"), false)
+		return
+	}
+	maxBody := int64(g.maxRecvBytes)
+	if r.ContentLength > maxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
+			"request body of %d bytes is over the limit of %d bytes", r.ContentLength, maxBody)), false)
+		return
+	}
+
+	// The frame body up to the request body.
+	bp := getBuf()
+	b := (*bp)[:0]
+	b = appendStr16(b, r.Method)
+	b = appendStr16(b, path)
+	b = appendStr16(b, rawPath)
+	b = appendStr16(b, r.URL.RawQuery)
+	countAt := len(b)
+	b = append(b, 0, 0)
+	count := 0
+	if r.Host != "" {
+		b = appendHeader(b, "host", r.Host)
+		count++
+	}
+	for name, values := range r.Header {
+		for _, v := range values {
+			b = appendHeader(b, name, v)
+			count++
+		}
+	}
+	if count > 0xffff {
+		*bp = b
+		putBuf(bp)
+		writeError(w, http.StatusRequestHeaderFieldsTooLarge, errorBody("more than 65535 header fields"), false)
+		return
+	}
+	binary.LittleEndian.PutUint16(b[countAt:], uint16(count))
+	b = binary.LittleEndian.AppendUint64(b, uint64(arrival))
+
+	// The request body, read whole.
+	var err error
+	if r.ContentLength > 0 {
+		start := len(b)
+		b = grow(b, int(r.ContentLength))
+		_, err = io.ReadFull(r.Body, b[start:])
+	} else if r.ContentLength < 0 {
+		start := len(b)
+		for {
+			if cap(b)-len(b) < 4096 {
+				b = grow(b, 4096)[:len(b)]
+			}
+			var n int
+			n, err = r.Body.Read(b[len(b):cap(b)])
+			b = b[:len(b)+n]
+			if int64(len(b)-start) > maxBody {
+				*bp = b
+				putBuf(bp)
+				writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
+					"request body of more than %d bytes is over the limit of %d bytes", maxBody, maxBody)), false)
+				return
+			}
+			if err != nil {
+				if err == io.EOF {
+					err = nil
+				}
+				break
+			}
+		}
+	}
+	*bp = b
+	if err != nil { // the client is gone, or sent a malformed body
+		putBuf(bp)
+		return
+	}
+
+	// Admission.
+	if r.Method == http.MethodPost {
+		if name, ok := inferModel(path); ok {
+			if st := (*g.models.Load())[name]; st != nil {
+				if lim := st.limit.Load(); lim != nil {
+					if st.count.Add(1) > lim.n {
+						st.count.Add(-1)
+						putBuf(bp)
+						writeError(w, http.StatusTooManyRequests, lim.body, true)
+						return
+					}
+					defer st.count.Add(-1)
+				}
+			}
+		}
+	}
+	if g.maxHTTPInflight > 0 {
+		if g.httpInflight.Add(1) > g.maxHTTPInflight {
+			g.httpInflight.Add(-1)
+			putBuf(bp)
+			writeError(w, http.StatusTooManyRequests, g.httpBusyBody, true)
+			return
+		}
+		defer g.httpInflight.Add(-1)
+	}
+
+	// Forward and wait.
+	c := callPool.Get().(*call)
+	c.isHTTP = true
+	id := g.nextID.Add(1)
+	g.mu.Lock()
+	g.calls[id] = c
+	g.mu.Unlock()
+	select {
+	case g.out <- frame{kind: kindHTTP, id: id, raw: bp}:
+	case <-g.dead:
+		putBuf(bp)
+		g.forget(id, c)
+		c.isHTTP = false
+		callPool.Put(c)
+		writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
+		return
+	}
+	ctx := r.Context()
+	var rp *[]byte
+	select {
+	case rp = <-c.http:
+	case <-ctx.Done():
+		g.abandon(id, c)
+		return
+	case <-g.dead:
+		g.abandon(id, c)
+		writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
+		return
+	}
+	c.isHTTP = false
+	callPool.Put(c)
+	if rp == nil {
+		writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
+		return
+	}
+	g.writeReply(w, *rp)
+	putBuf(rp)
+}
+
+var backendGoneBody = errorBody("the backend is gone")
+
+// abandon gives up on an HTTP request whose REPLY-HTTP has not arrived, sending CANCEL.
+func (g *gateway) abandon(id uint64, c *call) {
+	if g.forget(id, c) {
+		select {
+		case g.out <- frame{kind: kindCancel, id: id}:
+		case <-g.dead:
+		}
+	}
+	c.isHTTP = false
+	callPool.Put(c)
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b[:len(b)+n]
+	}
+	nb := make([]byte, len(b)+n, max(2*cap(b), len(b)+n))
+	copy(nb, b)
+	return nb
+}
+
+// writeReply writes a REPLY-HTTP body: u16 status | u16 header_count |
+// header_count × (u16 name_len | name | u32 value_len | value) | response body.
+func (g *gateway) writeReply(w http.ResponseWriter, b []byte) {
+	bad := func() {
+		writeError(w, http.StatusBadGateway, errorBody("malformed reply from the backend"), false)
+	}
+	if len(b) < 4 {
+		bad()
+		return
+	}
+	status := int(binary.LittleEndian.Uint16(b))
+	count := int(binary.LittleEndian.Uint16(b[2:]))
+	b = b[4:]
+	if status < 100 || status > 999 {
+		bad()
+		return
+	}
+	h := w.Header()
+	haveLength, haveDate, haveType := false, false, false
+	for i := 0; i < count; i++ {
+		if len(b) < 2 {
+			bad()
+			return
+		}
+		n := int(binary.LittleEndian.Uint16(b))
+		if len(b) < 2+n+4 {
+			bad()
+			return
+		}
+		name := textproto.CanonicalMIMEHeaderKey(string(b[2 : 2+n]))
+		vn := int(binary.LittleEndian.Uint32(b[2+n:]))
+		b = b[2+n+4:]
+		if len(b) < vn {
+			bad()
+			return
+		}
+		h[name] = append(h[name], string(b[:vn]))
+		b = b[vn:]
+		switch name {
+		case "Content-Length":
+			haveLength = true
+		case "Date":
+			haveDate = true
+		case "Content-Type":
+			haveType = true
+		}
+	}
+	if !haveLength {
+		h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	}
+	if !haveDate {
+		h["Date"] = nil // no Date unless the backend sent one
+	}
+	if !haveType {
+		h["Content-Type"] = nil // no content sniffing
+	}
+	w.WriteHeader(status)
+	if len(b) > 0 {
+		w.Write(b)
+	}
+}
+
+// serveHTTPListener serves lis until the server is shut down or closed.
+func (g *gateway) serveHTTPListener(lis net.Listener) error {
+	err := g.httpSrv.Serve(lis)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// shutdownHTTP drains the HTTP server within grace, then closes it.
+func (g *gateway) shutdownHTTP(grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := g.httpSrv.Shutdown(ctx); err != nil {
+		g.httpSrv.Close()
+	}
+}
