@@ -67,6 +67,9 @@ class DataPlane:
     def __init__(self, *, strict_readiness: bool = False) -> None:
         self._records: dict[str, ModelRecord] = {}
         self._schedulers: dict[tuple[str, int], Scheduler] = {}
+        # Each model's default version, resolved once: versions change state only while the
+        # repository loads (before install) and when they unload at shutdown.
+        self._defaults: dict[str, LoadedVersion | None] = {}
         self._strict_readiness = strict_readiness
         self._loaded = False
         self.draining = False
@@ -77,6 +80,7 @@ class DataPlane:
         """Serve these loaded records (called once the repository has loaded)."""
         for record in records:
             self._records[record.name] = record
+            self._defaults[record.name] = record.default_version
             for version in record.versions.values():
                 if version.ready:
                     self._schedulers[(record.name, version.version)] = build_scheduler(version)
@@ -203,8 +207,10 @@ class DataPlane:
             if wanted is not None and spec.name not in wanted:
                 continue
             array = outputs[spec.name]
-            if spec.datatype != "BYTES" and array.dtype != dtype_of(spec.datatype):
-                array = array.astype(dtype_of(spec.datatype))
+            if spec.datatype != "BYTES":
+                dtype = dtype_of(spec.datatype)
+                if array.dtype is not dtype and array.dtype != dtype:
+                    array = array.astype(dtype)
             if not spec.accepts_shape(array.shape):
                 raise InferenceFailed(
                     f"model '{version.model}' returned output '{spec.name}' with shape "
@@ -223,7 +229,7 @@ class DataPlane:
         if record is None:
             raise ModelNotFound(f"unknown model '{name}'")
         if version is None or version == "":
-            found = record.default_version
+            found = self._defaults[name]
             if found is None:
                 raise ModelNotReady(f"model '{name}' is not ready: {record.error}")
             return found

@@ -80,8 +80,10 @@ def decode_infer_request(
             raise InvalidInput(f"input '{name}' appears more than once")
         datatype = check_datatype(name, item.get("datatype"))
         shape = check_shape(name, item.get("shape"))
-        parameters = _parameters(item.get("parameters"), f"input '{name}'")
-        size = parameters.get("binary_data_size")
+        parameters = item.get("parameters")  # usually absent: no error text to build
+        size = None
+        if parameters is not None:
+            size = _parameters(parameters, f"input '{name}'").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise InvalidInput(
@@ -170,20 +172,22 @@ def encode_infer_response(
 ) -> tuple[bytes, int | None]:
     """The response body and, when any output travels binary, the JSON header's length."""
     all_binary = bool(request.parameters.get("binary_data_output", False))
-    wanted = {o.name: o.parameters for o in request.outputs or ()}
+    wanted = {o.name: o.parameters for o in request.outputs} if request.outputs else None
     chunks: list[bytes] = []
     outputs: list[dict[str, Any]] = []
     for tensor in response.outputs:
-        binary = bool(wanted.get(tensor.name, {}).get("binary_data", all_binary))
+        binary = all_binary
+        if wanted is not None and tensor.name in wanted:
+            binary = bool(wanted[tensor.name].get("binary_data", all_binary))
         entry: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,
             "shape": list(tensor.data.shape),
         }
-        parameters = dict(tensor.parameters)
+        parameters = tensor.parameters
         if binary:
             raw = array_to_raw(tensor.data, tensor.datatype)
-            parameters["binary_data_size"] = len(raw)
+            parameters = {**parameters, "binary_data_size": len(raw)}
             chunks.append(raw)
         else:
             entry["data"] = _json_data(tensor.name, tensor.datatype, tensor.data)
