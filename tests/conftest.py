@@ -29,16 +29,26 @@ def server(examples_dir: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def grpcio_server(examples_dir: Path) -> Iterator[ServerProcess]:
-    """The same server with gRPC served by grpc.aio in-process instead of the Go gateway."""
-    proc = start_server(examples_dir, "--grpc-frontend", "grpcio")
+def python_frontends_server(examples_dir: Path) -> Iterator[ServerProcess]:
+    """The same server without the Go gateway: gRPC on grpc.aio, REST on uvicorn."""
+    proc = start_server(examples_dir, "--grpc-frontend", "grpcio", "--rest-frontend", "uvicorn")
     yield proc
     proc.stop()
 
 
-@pytest.fixture(scope="session", params=["gateway", "grpcio"])
-def grpc_server(request: pytest.FixtureRequest) -> ServerProcess:
-    """Each gRPC front end in turn; the gRPC tests run against both."""
-    name = "server" if request.param == "gateway" else "grpcio_server"
+def _by_frontend(request: pytest.FixtureRequest) -> ServerProcess:
+    name = "server" if request.param == "gateway" else "python_frontends_server"
     proc: ServerProcess = request.getfixturevalue(name)
     return proc
+
+
+@pytest.fixture(scope="session", params=["gateway", "grpcio"])
+def grpc_server(request: pytest.FixtureRequest) -> ServerProcess:
+    """Each gRPC front end in turn (the Go gateway, grpc.aio); gRPC suites run on both."""
+    return _by_frontend(request)
+
+
+@pytest.fixture(scope="session", params=["gateway", "uvicorn"])
+def rest_server(request: pytest.FixtureRequest) -> ServerProcess:
+    """Each REST front end in turn (the Go gateway, uvicorn); REST suites run on both."""
+    return _by_frontend(request)

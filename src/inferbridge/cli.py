@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         help="what serves gRPC: the Go gateway, grpc.aio, or auto (default: the gateway "
         "when Go can build it)",
     )
+    serve.add_argument(
+        "--rest-frontend",
+        choices=("auto", "gateway", "uvicorn"),
+        help="what serves REST: the Go gateway, uvicorn, or auto (default: the gateway "
+        "whenever it serves gRPC)",
+    )
     serve.add_argument("--log-level", help="logging level (default info)")
 
     examples = commands.add_parser("examples", help="build the bundled example repository")

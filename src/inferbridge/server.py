@@ -12,16 +12,17 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
+from inferbridge.frontends.grpc.gateway import GatewayFrontend, admission_limits
 from inferbridge.settings import Settings
 
 if TYPE_CHECKING:
-    from inferbridge.frontends.grpc.gateway import GatewayFrontend
     from inferbridge.frontends.grpc.server import GrpcFrontend
+    from inferbridge.frontends.rest.app import RestApp
 
 __all__ = ["InferBridgeServer", "ListeningPorts", "run"]
 
@@ -52,26 +53,18 @@ class InferBridgeServer:
         rest = RestApp(
             self.dataplane, max_body_bytes=s.max_request_bytes, default_model=s.default_model
         )
-        sock = _bind_tcp(s.host, s.http_port)
-        config = uvicorn.Config(
-            rest,
-            loop="none",
-            http="httptools",
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            # Per-response work the REST hot path does not need.
-            proxy_headers=False,
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=int(s.shutdown_grace_s),
-        )
-        http_server = _QuietSignalsServer(config)
-        grpc_frontend = await self._grpc_frontend()
-        ports = ListeningPorts(
-            sock.getsockname()[1], await grpc_frontend.start(s.host, s.grpc_port)
-        )
-        http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
+        frontend = await self._frontend(rest)
+        http_server: _QuietSignalsServer | None = None
+        if isinstance(frontend, GatewayFrontend) and frontend.serves_rest:
+            grpc_port = await frontend.start(s.host, s.grpc_port, s.http_port)
+            assert frontend.http_port is not None
+            ports = ListeningPorts(frontend.http_port, grpc_port)
+            http_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        else:
+            sock = _bind_tcp(s.host, s.http_port)
+            http_server = _QuietSignalsServer(_uvicorn_config(rest, s))
+            ports = ListeningPorts(sock.getsockname()[1], await frontend.start(s.host, s.grpc_port))
+            http_done = asyncio.ensure_future(http_server.serve(sockets=[sock]))
         print(f"inferbridge: REST listening on http://{s.host}:{ports.http}", flush=True)
         print(f"inferbridge: gRPC listening on {s.host}:{ports.grpc}", flush=True)
 
@@ -85,18 +78,25 @@ class InferBridgeServer:
         # full collection rescans them and shows up as tens of milliseconds of tail latency.
         gc.collect()
         gc.freeze()
-        await grpc_frontend.set_serving(True)
+        if isinstance(frontend, GatewayFrontend):
+            frontend.set_admission_limits(admission_limits(self.dataplane))
+        await frontend.set_serving(True)
         for line in _model_summary(self.dataplane):
             print(f"inferbridge: {line}", flush=True)
         print("inferbridge: serving", flush=True)
 
         stop_waiter = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({http_task, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiters: set[asyncio.Future[Any]] = {http_done, stop_waiter}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         print("inferbridge: shutting down, finishing requests in flight", flush=True)
         self.dataplane.draining = True
-        await grpc_frontend.set_serving(False)
-        http_server.should_exit = True
-        await asyncio.gather(http_task, grpc_frontend.stop(s.shutdown_grace_s))
+        await frontend.set_serving(False)
+        if http_server is not None:
+            http_server.should_exit = True
+            await http_done
+        else:
+            http_done.cancel()
+        await frontend.stop(s.shutdown_grace_s)
         stop_waiter.cancel()
         await asyncio.to_thread(self.dataplane.shutdown)
         print("inferbridge: stopped", flush=True)
@@ -104,9 +104,9 @@ class InferBridgeServer:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def _grpc_frontend(self) -> GrpcFrontend | GatewayFrontend:
-        """The Go gateway unless told otherwise or it cannot be built; else grpc.aio."""
-        from inferbridge.frontends.grpc.gateway import GatewayFrontend
+    async def _frontend(self, rest: RestApp) -> GrpcFrontend | GatewayFrontend:
+        """The Go gateway (gRPC, and REST unless told otherwise) when it can be built; else
+        grpc.aio, with REST on uvicorn."""
         from inferbridge.frontends.grpc.gateway_build import GatewayBuildError, build_gateway
         from inferbridge.frontends.grpc.server import GrpcFrontend
 
@@ -119,16 +119,22 @@ class InferBridgeServer:
                     raise
                 logger.warning("no gRPC gateway, serving gRPC with grpc.aio: %s", exc)
             else:
-                print("inferbridge: gRPC served by the Go gateway", flush=True)
+                with_rest = s.rest_frontend != "uvicorn"
+                served = "gRPC and REST" if with_rest else "gRPC"
+                print(f"inferbridge: {served} served by the Go gateway", flush=True)
                 return GatewayFrontend(
                     self.dataplane,
                     binary=binary,
                     max_message_bytes=s.max_request_bytes,
                     default_model=s.default_model,
                     max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+                    rest_app=rest if with_rest else None,
+                    max_http_inflight=s.max_http_inflight,
                     on_failure=self._frontend_failed,
                 )
-        print("inferbridge: gRPC served by grpc.aio", flush=True)
+        if s.rest_frontend == "gateway":
+            raise GatewayBuildError("--rest-frontend gateway needs the gateway for gRPC too")
+        print("inferbridge: gRPC served by grpc.aio, REST by uvicorn", flush=True)
         return GrpcFrontend(
             self.dataplane,
             max_message_bytes=s.max_request_bytes,
@@ -166,6 +172,22 @@ def _model_summary(dataplane: DataPlane) -> Iterator[str]:
     yield f"models ready: {listed or 'none'}"
     for name, reason in dataplane.model_errors().items():
         yield f"model {name} NOT loaded: {reason}"
+
+
+def _uvicorn_config(rest: RestApp, s: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        rest,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        # Per-response work the REST hot path does not need.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=int(s.shutdown_grace_s),
+    )
 
 
 def _bind_tcp(host: str, port: int) -> socket.socket:

@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     on first use), several times cheaper per call than grpcio; `grpcio`: grpc.aio in this
     process; `auto`: the gateway when it is built or can be, else grpcio."""
 
+    rest_frontend: Literal["auto", "gateway", "uvicorn"] = "auto"
+    """What serves REST. `gateway`: the Go gateway, which also refuses requests beyond a
+    model's queue bound with 429 before they reach Python; `uvicorn`: uvicorn in this
+    process; `auto`: the gateway whenever it serves gRPC."""
+
+    max_http_inflight: int = Field(default=4096, ge=0)
+    """REST requests forwarded by the gateway and not yet answered, at most (0: no limit);
+    more are answered 429 at once."""
+
     strict_readiness: bool = False
     """When true, /v2/health/ready is 503 while any model failed to load."""
 

@@ -19,8 +19,8 @@ IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
 
 @pytest.fixture(scope="module")
-def rest(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+def rest(rest_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=rest_server.base_url, timeout=30) as client:
         yield client
 
 

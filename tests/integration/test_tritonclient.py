@@ -21,8 +21,8 @@ Client = Any
 
 
 @pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
-    client = httpclient.InferenceServerClient(server.http_url)
+def http(rest_server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
+    client = httpclient.InferenceServerClient(rest_server.http_url)
     yield client
     client.close()
 

@@ -28,9 +28,9 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -38,6 +38,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError, Message
 
 from inferbridge.dataplane.dataplane import DataPlane
+from inferbridge.errors import InferBridgeError
 from inferbridge.frontends.grpc.servicers import (
     AIServicer,
     InferenceServicer,
@@ -45,16 +46,22 @@ from inferbridge.frontends.grpc.servicers import (
     method_table,
 )
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
+from inferbridge.repository.config import DEFAULT_MAX_QUEUE_SIZE
 
-__all__ = ["GatewayError", "GatewayFrontend"]
+#: An ASGI application (the REST app), called with scope, receive and send.
+ASGIApp = Callable[..., Awaitable[None]]
+
+__all__ = ["GatewayError", "GatewayFrontend", "admission_limits"]
 
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<IBQ")  # length, kind, id
 _ID_AND_KIND = 9  # bytes of the header counted by `length`
-_CALL, _CANCEL, _REPLY, _HEALTH, _SHUTDOWN, _DESCRIPTORS = range(1, 7)
+_CALL, _CANCEL, _REPLY, _HEALTH, _SHUTDOWN, _DESCRIPTORS, _HTTP, _HTTP_REPLY, _LIMITS = range(1, 10)
 _SERVING, _NOT_SERVING = 1, 2
-_METHOD_LEN = struct.Struct("<H")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_METHOD_LEN = _U16
 _TIMEOUT = struct.Struct("<q")
 _STARTUP_TIMEOUT_S = 30.0
 
@@ -97,11 +104,15 @@ def _status_number(code: grpc.StatusCode) -> int:
 class _BackendProtocol(asyncio.Protocol):
     """Answers the gateway's CALL frames; one instance per gateway connection."""
 
-    def __init__(self, methods: MethodTable, on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self, methods: MethodTable, rest_app: ASGIApp | None, on_lost: Callable[[], None]
+    ) -> None:
         self._methods = methods
+        self._rest_app = rest_app
         self._on_lost = on_lost
         self._buffer = bytearray()
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._exchanges: dict[int, _HttpExchange] = {}
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -127,11 +138,16 @@ class _BackendProtocol(asyncio.Protocol):
             _, kind, call_id = _HEADER.unpack_from(buffer, offset)
             body = offset + _HEADER.size
             offset += 4 + length
-            if kind == _CALL:
+            if kind == _HTTP:
+                self._start_http(call_id, buffer, body, offset)
+            elif kind == _CALL:
                 self._start_call(call_id, buffer, body, offset)
             elif kind == _CANCEL:
+                exchange = self._exchanges.get(call_id)
+                if exchange is not None:
+                    exchange.disconnect()  # as uvicorn would: the app sees http.disconnect
                 task = self._calls.get(call_id)
-                if task is not None:
+                if task is not None and exchange is None:
                     task.cancel()
             else:
                 logger.warning("gRPC gateway sent an unknown frame kind %d", kind)
@@ -186,6 +202,40 @@ class _BackendProtocol(asyncio.Protocol):
         finally:
             self._calls.pop(call_id, None)
 
+    # --- REST -----------------------------------------------------------------------------
+    def _start_http(self, call_id: int, buffer: bytearray, start: int, end: int) -> None:
+        scope, start = _http_scope(buffer, start)
+        exchange = _HttpExchange(bytes(buffer[start:end]))
+        self._exchanges[call_id] = exchange
+        self._calls[call_id] = self._loop.create_task(self._serve_http(call_id, scope, exchange))
+
+    async def _serve_http(
+        self, call_id: int, scope: dict[str, Any], exchange: _HttpExchange
+    ) -> None:
+        try:
+            if self._rest_app is None:
+                exchange.respond(404, b'{"error": "REST is not served here"}')
+            else:
+                await self._rest_app(scope, exchange.receive, exchange.send)
+            if exchange.status is None and not exchange.disconnected:
+                logger.error(
+                    "the REST app sent no response to %s %s", scope["method"], scope["path"]
+                )
+                exchange.respond(500, b'{"error": "internal server error; see the server log"}')
+            if exchange.status is not None and not exchange.disconnected:
+                self._send(
+                    _HTTP_REPLY,
+                    call_id,
+                    _U16.pack(exchange.status),
+                    _encode_headers(exchange.headers),
+                    *exchange.body,
+                )
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._exchanges.pop(call_id, None)
+            self._calls.pop(call_id, None)
+
     def _reply_error(self, call_id: int, code: grpc.StatusCode, message: str) -> None:
         self._send(_REPLY, call_id, bytes((_status_number(code),)), message.encode())
 
@@ -199,6 +249,123 @@ class _BackendProtocol(asyncio.Protocol):
         self._send(kind, 0, body)
 
 
+class _HttpExchange:
+    """ASGI receive/send for one forwarded HTTP request: the body is already whole."""
+
+    __slots__ = ("_body", "_gone", "body", "disconnected", "headers", "status")
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+        self._gone: asyncio.Future[None] | None = None
+        self.disconnected = False
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self._body is not None and not self.disconnected:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        if not self.disconnected:
+            if self._gone is None:
+                self._gone = asyncio.get_running_loop().create_future()
+            await self._gone
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            self.body.append(bytes(message.get("body", b"")))
+
+    def respond(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.headers = [(b"content-type", b"application/json")]
+        self.body = [body]
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
+
+def _http_scope(buffer: bytearray, at: int) -> tuple[dict[str, Any], int]:
+    """Decode an HTTP frame's request line and headers into an ASGI scope; returns it and
+    where the body starts."""
+    fields: list[bytes] = []
+    for _ in range(4):  # method, path, raw path, query
+        (size,) = _U16.unpack_from(buffer, at)
+        at += 2
+        fields.append(bytes(buffer[at : at + size]))
+        at += size
+    (count,) = _U16.unpack_from(buffer, at)
+    at += 2
+    headers: list[tuple[bytes, bytes]] = []
+    for _ in range(count):
+        (size,) = _U16.unpack_from(buffer, at)
+        name = bytes(buffer[at + 2 : at + 2 + size])
+        at += 2 + size
+        (size,) = _U32.unpack_from(buffer, at)
+        headers.append((name, bytes(buffer[at + 4 : at + 4 + size])))
+        at += 4 + size
+    at += 8  # arrival time (unix ns); the deadline clock starts when the app reads it
+    method, path, raw_path, query = fields
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "scheme": "http",
+        "method": method.decode("latin-1"),
+        "path": path.decode("utf-8", "surrogateescape"),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": None,
+        "server": None,
+    }
+    return scope, at
+
+
+def _encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    parts = [_U16.pack(len(headers))]
+    for name, value in headers:
+        parts += (_U16.pack(len(name)), name, _U32.pack(len(value)), value)
+    return b"".join(parts)
+
+
+def _encode_limits(limits: dict[str, int]) -> bytes:
+    parts = [_U16.pack(len(limits))]
+    for name, limit in limits.items():
+        encoded = name.encode()
+        parts += (_U16.pack(len(encoded)), encoded, _U32.pack(limit))
+    return b"".join(parts)
+
+
+def admission_limits(dataplane: DataPlane) -> dict[str, int]:
+    """Per model with a bounded queue: its queue bound plus what its instances can run at
+    once, i.e. the most requests it can hold before it answers 429 itself."""
+    limits: dict[str, int] = {}
+    for name in dataplane.model_names():
+        try:
+            config = dataplane.model_config(name)
+        except InferBridgeError:
+            continue  # not ready: it answers its own error
+        batching = config.get("dynamic_batching")
+        queue = DEFAULT_MAX_QUEUE_SIZE if batching is None else batching["max_queue_size"]
+        if queue <= 0:
+            continue  # unbounded by configuration
+        instances = sum(group["count"] for group in config["instance_group"])
+        rows = max(1, config["max_batch_size"]) if batching is not None else 1
+        limits[name] = queue + instances * rows
+    return limits
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _descriptor_set() -> bytes:
     files = descriptor_pb2.FileDescriptorSet()
     for module in (grpc_service_pb2, ai_service_pb2):
@@ -207,7 +374,8 @@ def _descriptor_set() -> bytes:
 
 
 class GatewayFrontend:
-    """gRPC served by the Go gateway process, answered by this process's servicers."""
+    """gRPC, and REST when given the app, served by the Go gateway process and answered
+    by this process's servicers and REST app."""
 
     def __init__(
         self,
@@ -217,11 +385,15 @@ class GatewayFrontend:
         max_message_bytes: int,
         default_model: str,
         max_concurrent_rpcs: int | None = None,
+        rest_app: ASGIApp | None = None,
+        max_http_inflight: int = 0,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._binary = binary
         self._max_message_bytes = max_message_bytes
         self._max_concurrent_rpcs = max_concurrent_rpcs or 0
+        self._rest_app = rest_app
+        self._max_http_inflight = max_http_inflight
         self._methods = method_table(
             InferenceServicer(dataplane), AIServicer(dataplane, default_model)
         )
@@ -230,25 +402,41 @@ class GatewayFrontend:
         self._protocol: _BackendProtocol | None = None
         self._stopping = False
         self._watcher: asyncio.Task[None] | None = None
+        self.http_port: int | None = None
         self.service_names = [
             grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
             ai_service_pb2.DESCRIPTOR.services_by_name["AIService"].full_name,
         ]
 
-    async def start(self, host: str, port: int) -> int:
-        """Start the gateway listening on host:port (0 = any free); returns the bound port."""
+    @property
+    def serves_rest(self) -> bool:
+        return self._rest_app is not None
+
+    async def start(self, host: str, port: int, http_port: int | None = None) -> int:
+        """Start the gateway: gRPC on host:port, and REST on host:http_port when it serves
+        REST (0 = any free). Returns the bound gRPC port; `http_port` tells the REST one."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        command = [
+            str(self._binary),
+            "--listen",
+            _address(host, port),
+            "--backend-fd",
+            str(theirs.fileno()),
+            "--max-recv-bytes",
+            str(self._max_message_bytes),
+            "--max-concurrent-rpcs",
+            str(self._max_concurrent_rpcs),
+        ]
+        if self._rest_app is not None:
+            command += [
+                "--http-listen",
+                _address(host, http_port or 0),
+                "--max-http-inflight",
+                str(self._max_http_inflight),
+            ]
         try:
             process = await asyncio.create_subprocess_exec(
-                str(self._binary),
-                "--listen",
-                f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-                "--backend-fd",
-                str(theirs.fileno()),
-                "--max-recv-bytes",
-                str(self._max_message_bytes),
-                "--max-concurrent-rpcs",
-                str(self._max_concurrent_rpcs),
+                *command,
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -258,16 +446,20 @@ class GatewayFrontend:
         self._process = process
         loop = asyncio.get_running_loop()
         _, protocol = await loop.connect_accepted_socket(
-            lambda: _BackendProtocol(self._methods, self._backend_lost), ours
+            lambda: _BackendProtocol(self._methods, self._rest_app, self._backend_lost), ours
         )
         self._protocol = protocol
         protocol.send_control(_DESCRIPTORS, _descriptor_set())
-        bound = await self._read_bound_port(process, host, port)
+        bound = await self._read_bound_port(process, "listening", f"gRPC to {host}:{port}")
+        if self._rest_app is not None:
+            self.http_port = await self._read_bound_port(
+                process, "listening-http", f"REST to {host}:{http_port}"
+            )
         self._watcher = asyncio.create_task(self._watch(process))
         return bound
 
     async def _read_bound_port(
-        self, process: asyncio.subprocess.Process, host: str, port: int
+        self, process: asyncio.subprocess.Process, word: str, what: str
     ) -> int:
         assert process.stdout is not None
         try:
@@ -275,14 +467,20 @@ class GatewayFrontend:
         except TimeoutError:
             process.kill()
             raise GatewayError(
-                f"the gRPC gateway did not start within {_STARTUP_TIMEOUT_S:g} s"
+                f"the gateway did not start within {_STARTUP_TIMEOUT_S:g} s"
             ) from None
         words = line.decode(errors="replace").split()
-        if len(words) != 2 or words[0] != "listening":
+        if len(words) != 2 or words[0] != word:
             code = await process.wait()
             # The gateway says why on its stderr, which is the server's.
-            raise OSError(f"cannot bind gRPC to {host}:{port} (gateway exited with {code})")
+            raise OSError(f"cannot bind {what} (gateway exited with {code})")
         return int(words[1].rsplit(":", 1)[1])
+
+    def set_admission_limits(self, limits: dict[str, int]) -> None:
+        """Per model, how many REST infer requests may be outstanding at once; the gateway
+        answers 429 itself beyond that, without this process seeing the request."""
+        if self._protocol is not None and self._rest_app is not None:
+            self._protocol.send_control(_LIMITS, _encode_limits(limits))
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()

@@ -1022,7 +1022,7 @@ func TestHTTPModelLimit(t *testing.T) {
 		res := waitHTTP(t, post(path))
 		if res.err != nil || res.status != 429 || res.header.Get("Retry-After") != "1" ||
 			res.header.Get("Content-Type") != "application/json" ||
-			string(res.body) != `{"error": "model 'm\"x' is overloaded: 1 requests are already queued or running; retry later"}` {
+			string(res.body) != `{"error": "model 'm\"x' is overloaded: its queue is full (1 requests queued or running); retry later"}` {
 			t.Fatalf("%s: %+v %s", path, res, res.body)
 		}
 	}

@@ -91,7 +91,7 @@ func (g *gateway) setLimits(body []byte) error {
 		}
 		if limit > 0 {
 			st.limit.Store(&modelLimit{n: limit, body: errorBody(fmt.Sprintf(
-				"model '%s' is overloaded: %d requests are already queued or running; retry later", name, limit))})
+				"model '%s' is overloaded: its queue is full (%d requests queued or running); retry later", name, limit))})
 		}
 	}
 	g.models.Store(&next)

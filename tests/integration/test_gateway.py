@@ -1,19 +1,23 @@
-"""The Go gRPC gateway: it is what serves gRPC by default, and it fails safe."""
+"""The Go gateway: it serves gRPC and REST by default, refuses overload itself, and fails
+safe."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from inferbridge.frontends.grpc import gateway_build
 from tests.serverproc import ServerProcess, start_server
 
 _INFER = "/inference.GRPCInferenceService/ModelInfer"
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _children(pid: int) -> list[int]:
@@ -40,6 +44,25 @@ def _gateway_pid(server: ServerProcess) -> int:
     raise AssertionError("no gateway child process")
 
 
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports a process listens on, from its socket inodes and /proc/net/tcp*."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def _raw_call(target: str, method: str, payload: bytes) -> grpc.RpcError:
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(method)
@@ -50,9 +73,14 @@ def _raw_call(target: str, method: str, payload: bytes) -> grpc.RpcError:
     return error
 
 
-def test_the_default_server_serves_grpc_through_the_gateway(server: ServerProcess) -> None:
-    assert any("gRPC served by the Go gateway" in line for line in server.output)
-    _gateway_pid(server)
+def test_the_default_server_serves_both_protocols_through_the_gateway(
+    server: ServerProcess,
+) -> None:
+    assert any("gRPC and REST served by the Go gateway" in line for line in server.output)
+    gateway = _gateway_pid(server)
+    listening = _listening_ports(gateway)
+    assert {server.http_port, server.grpc_port} <= listening
+    assert server.http_port not in _listening_ports(server.process.pid)
 
 
 @pytest.mark.parametrize("method", ["/inference.GRPCInferenceService/Nope", "/no.Such/Method"])
@@ -100,8 +128,42 @@ def test_without_go_auto_falls_back_to_grpcio(examples_dir: Path, tmp_path: Path
     env = {"INFERBRIDGE_CACHE_DIR": str(tmp_path), "INFERBRIDGE_GO": str(tmp_path / "no-go")}
     proc = start_server(examples_dir, env=env)
     try:
-        assert any("gRPC served by grpc.aio" in line for line in proc.output)
+        assert any("gRPC served by grpc.aio, REST by uvicorn" in line for line in proc.output)
+        assert httpx.get(f"{proc.base_url}/v2/health/ready", timeout=10).status_code == 200
         with grpc.insecure_channel(proc.grpc_url) as channel:
             grpc.channel_ready_future(channel).result(timeout=10)
     finally:
         proc.stop()
+
+
+def test_rest_beyond_a_models_queue_bound_is_refused_by_the_gateway(tmp_path: Path) -> None:
+    """The gateway knows the bound (queue 2 + 1 instance x 1 row = 3 in flight) and answers
+    the rest 429 itself; what it forwards is served."""
+    model = tmp_path / "slow"
+    (model / "1").mkdir(parents=True)
+    (model / "config.yaml").write_text(
+        "runtime: tests.support.runtimes:SleepEcho\nmax_batch_size: 1\n"
+        "dynamic_batching: {max_queue_size: 2}\nparameters: {sleep_s: 0.3}\n"
+    )
+    proc = start_server(tmp_path, env={"PYTHONPATH": str(_ROOT)})
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=proc.base_url, timeout=30) as client:
+            return list(
+                await asyncio.gather(
+                    *(client.post("/v2/models/slow/infer", json=body) for _ in range(8))
+                )
+            )
+
+    try:
+        responses = asyncio.run(burst())
+    finally:
+        proc.stop()
+    refused = [r for r in responses if r.status_code == 429]
+    served = [r for r in responses if r.status_code == 200]
+    assert len(served) == 3 and len(refused) == 5, [r.status_code for r in responses]
+    for response in refused:
+        assert response.headers["retry-after"] == "1"
+        assert "model 'slow'" in response.json()["error"]
+        assert "queue is full" in response.json()["error"]
