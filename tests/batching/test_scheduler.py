@@ -190,6 +190,24 @@ async def test_a_caller_that_goes_away_has_its_queued_work_removed() -> None:
     scheduler.close()
 
 
+async def test_an_instance_thread_starts_the_next_ready_batch_itself() -> None:
+    model = Model()
+    scheduler = _scheduler(model)
+    running = await _hold(model, scheduler)
+    queued = [asyncio.ensure_future(scheduler.submit(_x(v))) for v in (1, 2, 3)]
+    await asyncio.sleep(0.01)
+    assert scheduler.queued == 3
+    model.gate.set()
+    # The event loop is blocked from here on: only the instance thread can start batches.
+    deadline = time.monotonic() + 5
+    while len(model.batches) < 4 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert [b[0] for b in model.batches] == [-1.0, 1.0, 2.0, 3.0]
+    assert [(await t)["y"][0, 0] for t in queued] == [2.0, 4.0, 6.0]
+    await running
+    scheduler.close()
+
+
 async def test_priorities_order_the_queue() -> None:
     model = Model()
     scheduler = _scheduler(model, priority_levels=3, default_priority=3)

@@ -10,13 +10,18 @@ before results are split back.
 Execution is inline on the event loop or on a thread per instance. `auto` measures: batches
 that take well under a millisecond (small ONNX or scikit-learn models) run inline, where a
 thread hand-off would cost more than the model; slower ones go to the instance threads so
-the loop keeps serving.
+the loop keeps serving. An instance thread that finishes a batch starts the next one that is
+ready (full, or its window closed) itself, so that a busy event loop does not leave the
+instance idle; the queue is shared with the loop under a lock, and results are always
+delivered on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -81,6 +86,7 @@ class _Item:
     key: tuple[Any, ...]
     future: asyncio.Future[Arrays]
     arrival: float
+    deadline: float | None
     queued: bool = True
 
 
@@ -103,6 +109,8 @@ class Scheduler:
         self._mode = mode
         self._pool = ThreadPoolExecutor(max_workers=self._instances, thread_name_prefix=name)
         self._free = self._instances
+        # Guards the queue, the queue count and `_free`, which instance threads change too.
+        self._lock = threading.Lock()
         self._levels: list[deque[_Item]] = [deque() for _ in range(max(1, policy.priority_levels))]
         self._queued = 0
         self._ewma_s: float | None = None
@@ -139,10 +147,11 @@ class Scheduler:
         if self._free and not self._queued and not self._waits_for_batch():
             return await self._run_now(inputs, deadline, caller_gone)
         self.check_admission()
-        item = _Item(inputs, _rows(inputs), _key(inputs), loop.create_future(), now)
+        item = _Item(inputs, _rows(inputs), _key(inputs), loop.create_future(), now, deadline)
         item.future.add_done_callback(lambda _f, it=item: self._forget(it))  # type: ignore[misc]
-        self._levels[level].append(item)
-        self._queued += 1
+        with self._lock:
+            self._levels[level].append(item)
+            self._queued += 1
         self._arrivals += 1
         self._wake()
         return await self._wait(item.future, deadline, caller_gone)
@@ -242,9 +251,10 @@ class Scheduler:
     def _forget(self, item: _Item) -> None:
         # A finished future (cancelled by its caller, or timed out) leaves the queue count at
         # once; the item itself is dropped lazily when the dispatcher meets it.
-        if item.queued:
-            item.queued = False
-            self._queued -= 1
+        with self._lock:
+            if item.queued:
+                item.queued = False
+                self._queued -= 1
 
     def _retry_after(self) -> float:
         per_batch = self._ewma_s or 0.001
@@ -259,21 +269,22 @@ class Scheduler:
         self, inputs: Arrays, deadline: float | None, caller_gone: CallerGone | None
     ) -> Arrays:
         rows = _rows(inputs)
-        inline = self._inline(rows)
-        self._free -= 1
-        if inline:
+        with self._lock:
+            self._free -= 1
+        if self._inline(rows):
             try:
                 return self._timed(inputs, rows)
             finally:
                 self._release()
         loop = asyncio.get_running_loop()
-        work = self._pool.submit(self._timed, inputs, rows)
+        item = _Item(inputs, rows, (), loop.create_future(), time.monotonic(), deadline, False)
         # The instance is free when the thread is done, not when the caller stops waiting.
-        work.add_done_callback(lambda _w: loop.call_soon_threadsafe(self._release))
-        return await self._wait(asyncio.wrap_future(work, loop=loop), deadline, caller_gone)
+        self._pool.submit(self._work, loop, [item])
+        return await self._wait(item.future, deadline, caller_gone)
 
     def _release(self) -> None:
-        self._free += 1
+        with self._lock:
+            self._free += 1
         if self._queued:
             self._wake()
 
@@ -313,33 +324,36 @@ class Scheduler:
         while not self._closed:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._free and self._queued:
-                head = self._head()
-                if head is None:
-                    break
-                if not self._ready_to_send(head):
-                    break
-                batch = self._take_batch(head)
+            while True:
+                with self._lock:
+                    if not (self._free and self._queued):
+                        break
+                    head = self._head()
+                    if head is None or not self._ready_to_send(head):
+                        break
+                    batch = self._take_batch(head)
+                    if batch:
+                        self._free -= 1  # reserved for this batch
                 self._quiet_turns = 0
                 if batch:
                     self._start(batch)
 
     def _head(self) -> _Item | None:
+        """The oldest queued request of the highest level (lock held). Requests whose
+        deadline has passed leave the queue unexecuted; their own timer answers them."""
+        now = time.monotonic()
         for level in self._levels:
-            while level and not level[0].queued:
-                level.popleft()
+            while level and (not level[0].queued or _expired(level[0], now)):
+                item = level.popleft()
+                if item.queued:
+                    item.queued = False
+                    self._queued -= 1
             if level:
                 return level[0]
         return None
 
     def _ready_to_send(self, head: _Item) -> bool:
-        policy = self.policy
-        if not self._waits_for_batch():
-            return True
-        rows = sum(it.rows for lv in self._levels for it in lv if it.queued and it.key == head.key)
-        if rows >= policy.max_batch_size or rows in policy.preferred_batch_sizes:
-            return True
-        if head.arrival + policy.max_queue_delay_s <= time.monotonic():
+        if not self._waits_for_batch() or self._full_or_due(head):
             return True
         # Close the window early once nothing new has arrived for a few turns of the event
         # loop: waiting longer cannot fill the batch (a lone client, or every caller already
@@ -355,13 +369,33 @@ class Scheduler:
         asyncio.get_running_loop().call_soon(self._wakeup.set)
         return False
 
+    def _full_or_due(self, head: _Item) -> bool:
+        """Whether the batch `head` starts is full or a preferred size, or its window has
+        closed (lock held)."""
+        policy = self.policy
+        rows = sum(it.rows for lv in self._levels for it in lv if it.queued and it.key == head.key)
+        if rows >= policy.max_batch_size or rows in policy.preferred_batch_sizes:
+            return True
+        return head.arrival + policy.max_queue_delay_s <= time.monotonic()
+
+    def _take_ready(self) -> list[_Item]:
+        """The next batch if it is ready now, else [] (lock held; any thread). Only the
+        event loop's dispatcher closes a quiet window early."""
+        if self._closed:
+            return []
+        head = self._head()
+        if head is None or (self._waits_for_batch() and not self._full_or_due(head)):
+            return []
+        return self._take_batch(head)
+
     def _take_batch(self, head: _Item) -> list[_Item]:
         limit = self.policy.max_batch_size if self.policy.merges else head.rows
         batch: list[_Item] = []
         rows = 0
+        now = time.monotonic()
         for level in self._levels:
             for item in level:
-                if not item.queued or item.key != head.key:
+                if not item.queued or item.key != head.key or _expired(item, now):
                     continue
                 if batch and rows + item.rows > limit:
                     continue
@@ -376,36 +410,51 @@ class Scheduler:
         return batch
 
     def _start(self, batch: list[_Item]) -> None:
+        """Run `batch` on the instance slot reserved for it: inline, or on an instance thread."""
         rows = [it.rows for it in batch]
+        if not self._inline(sum(rows)):
+            self._pool.submit(self._work, asyncio.get_running_loop(), batch)
+            return
         try:
             inputs = _concat([it.inputs for it in batch])
-            inline = self._inline(sum(rows))
         except Exception as exc:  # never lose an instance slot or leave callers waiting
-            self._fail(batch, InferenceFailed(f"model '{self.name}': cannot form a batch: {exc}"))
-            return
-        self._free -= 1
-        if inline:
+            self._fail(batch, self._batch_error(exc))
+        else:
             try:
                 outputs = self._timed(inputs, sum(rows))
             except Exception as exc:
                 self._fail(batch, exc)
             else:
                 self._deliver(batch, rows, outputs)
-            self._release()
-            return
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, self._timed, inputs, sum(rows))
-        future.add_done_callback(lambda f: self._finished(batch, rows, f))
-
-    def _finished(
-        self, batch: list[_Item], rows: list[int], future: asyncio.Future[Arrays]
-    ) -> None:
-        exc = future.exception()
-        if exc is not None:
-            self._fail(batch, exc)
-        else:
-            self._deliver(batch, rows, future.result())
         self._release()
+
+    def _work(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        """An instance thread: run `batch`, then each batch that is ready by the time the
+        previous one ends, until none is; then give the slot back and wake the dispatcher."""
+        waiting = False
+        while batch:
+            rows = [it.rows for it in batch]
+            try:
+                inputs = _concat([it.inputs for it in batch])
+            except Exception as exc:  # never lose an instance slot or leave callers waiting
+                _to_loop(loop, self._fail, batch, self._batch_error(exc))
+            else:
+                try:
+                    outputs = self._timed(inputs, sum(rows))
+                except Exception as exc:
+                    _to_loop(loop, self._fail, batch, exc)
+                else:
+                    _to_loop(loop, self._deliver, batch, rows, outputs)
+            with self._lock:
+                batch = self._take_ready()
+                if not batch:
+                    self._free += 1
+                    waiting = self._queued > 0
+        if waiting:
+            _to_loop(loop, self._wake)
+
+    def _batch_error(self, exc: Exception) -> InferenceFailed:
+        return InferenceFailed(f"model '{self.name}': cannot form a batch: {exc}")
 
     def _deliver(self, batch: list[_Item], rows: list[int], outputs: Arrays) -> None:
         if len(batch) == 1:
@@ -433,6 +482,17 @@ class Scheduler:
         for item in batch:
             if not item.future.done():
                 item.future.set_exception(exc)
+
+
+def _expired(item: _Item, now: float) -> bool:
+    return item.deadline is not None and item.deadline <= now
+
+
+def _to_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
+    """Run `callback` on the event loop, from an instance thread."""
+    # A closed loop raises RuntimeError: nobody is waiting for the answer any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _rows(inputs: Arrays) -> int:
