@@ -113,6 +113,7 @@ class _BackendProtocol(asyncio.Protocol):
         self._buffer = bytearray()
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._exchanges: dict[int, _HttpExchange] = {}
+        self._outgoing: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -243,7 +244,17 @@ class _BackendProtocol(asyncio.Protocol):
         if self._transport is None:
             return
         length = _ID_AND_KIND + sum(len(p) for p in parts)
-        self._transport.writelines((_HEADER.pack(length, kind, call_id), *parts))
+        # Replies finished in one turn of the event loop leave in one write (one syscall
+        # instead of one each): under load many calls complete per turn.
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(_HEADER.pack(length, kind, call_id))
+        self._outgoing.extend(parts)
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self._transport is not None:
+            self._transport.write(b"".join(outgoing))
 
     def send_control(self, kind: int, body: bytes) -> None:
         self._send(kind, 0, body)
