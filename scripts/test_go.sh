@@ -33,7 +33,7 @@ fi
 echo "== go: go test ${race[*]:-(no race detector)} ./..."
 go test "${race[@]}" -count=1 -timeout 10m ./...
 
-gateway="$root/src/inferbridge/frontends/grpc/gateway"
+gateway="$root/src/inferbridge/frontends/gateway/go"
 cd "$gateway"
 echo "== go (gateway): gofmt -l"
 unformatted="$(gofmt -l .)"

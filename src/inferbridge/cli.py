@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
 
     gateway = commands.add_parser(
-        "gateway", help="build the Go gRPC gateway now (serve builds it on first use)"
+        "gateway", help="build the Go gateway now (serve builds it on first use)"
     )
     gateway.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(example_repository(rebuild=options.rebuild))
         return 0
     if options.command == "gateway":
-        from inferbridge.frontends.grpc.gateway_build import GatewayBuildError, build_gateway
+        from inferbridge.frontends.gateway.build import GatewayBuildError, build_gateway
 
         try:
             print(build_gateway(force=options.rebuild))

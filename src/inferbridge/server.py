@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.frontends.grpc.gateway import GatewayFrontend, admission_limits
+from inferbridge.frontends.gateway.backend import GatewayFrontend, admission_limits
 from inferbridge.settings import Settings
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class InferBridgeServer:
     async def _frontend(self, rest: RestApp) -> GrpcFrontend | GatewayFrontend:
         """The Go gateway (gRPC, and REST unless told otherwise) when it can be built; else
         grpc.aio, with REST on uvicorn."""
-        from inferbridge.frontends.grpc.gateway_build import GatewayBuildError, build_gateway
+        from inferbridge.frontends.gateway.build import GatewayBuildError, build_gateway
         from inferbridge.frontends.grpc.server import GrpcFrontend
 
         s = self.settings
@@ -117,7 +117,7 @@ class InferBridgeServer:
             except GatewayBuildError as exc:
                 if s.grpc_frontend == "gateway":
                     raise
-                logger.warning("no gRPC gateway, serving gRPC with grpc.aio: %s", exc)
+                logger.warning("no Go gateway (%s); gRPC on grpc.aio, REST on uvicorn", exc)
             else:
                 with_rest = s.rest_frontend != "uvicorn"
                 served = "gRPC and REST" if with_rest else "gRPC"
@@ -152,7 +152,7 @@ def run(settings: Settings, repository: Path) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit code."""
     import uvloop
 
-    from inferbridge.frontends.grpc.gateway_build import GatewayBuildError
+    from inferbridge.frontends.gateway.build import GatewayBuildError
 
     server = InferBridgeServer(settings, repository)
     try:

@@ -13,7 +13,7 @@ import grpc
 import httpx
 import pytest
 
-from inferbridge.frontends.grpc import gateway_build
+from inferbridge.frontends.gateway import build as gateway_build
 from tests.serverproc import ServerProcess, start_server
 
 _INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -37,7 +37,7 @@ def _children(pid: int) -> list[int]:
 def _gateway_pid(server: ServerProcess) -> int:
     for pid in _children(server.process.pid):
         try:
-            if "inferbridge-grpc-gateway" in Path(f"/proc/{pid}/cmdline").read_text():
+            if "inferbridge-gateway" in Path(f"/proc/{pid}/cmdline").read_text():
                 return pid
         except OSError:
             continue
@@ -111,7 +111,7 @@ def test_a_dead_gateway_stops_the_server(examples_dir: Path) -> None:
         os.kill(_gateway_pid(proc), signal.SIGKILL)
         proc.process.wait(30)
         assert proc.process.returncode == 1
-        assert any("gRPC gateway exited unexpectedly" in line for line in proc.output)
+        assert any("gateway exited unexpectedly" in line for line in proc.output)
     finally:
         proc.stop()
 

@@ -1,4 +1,5 @@
-// Command inferbridge-grpc-gateway terminates gRPC for the inferbridge Python server.
+// Command inferbridge-gateway terminates gRPC (and, with --http-listen, REST) for the
+// inferbridge Python server.
 //
 // Python's grpcio costs too much CPU per unary call, so this small program does the
 // HTTP/2 and gRPC framing, health, reflection, deadlines and cancellation, and forwards
@@ -13,7 +14,7 @@
 //
 // Usage:
 //
-//	inferbridge-grpc-gateway --listen HOST:PORT --backend-fd 3 --max-recv-bytes N --max-concurrent-rpcs M
+//	inferbridge-gateway --listen HOST:PORT --backend-fd 3 --max-recv-bytes N --max-concurrent-rpcs M
 //	    [--http-listen HOST:PORT --max-http-inflight K]
 //
 // At startup the gateway reads one DESCRIPTORS frame from the backend, listens on
@@ -129,6 +130,6 @@ func main() {
 }
 
 func fatal(code int, format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "inferbridge-grpc-gateway: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, "inferbridge-gateway: "+format+"\n", args...)
 	os.Exit(code)
 }

@@ -1,4 +1,4 @@
-"""Find or build the Go gRPC gateway binary.
+"""Find or build the Go gateway binary.
 
 The Go source ships inside the package (``gateway/``). It is built once per source
 version with the local Go toolchain into the user cache, next to the example models, and
@@ -21,8 +21,8 @@ __all__ = ["GATEWAY_SOURCE", "GatewayBuildError", "build_gateway", "find_go", "g
 
 logger = logging.getLogger(__name__)
 
-GATEWAY_SOURCE = Path(__file__).resolve().parent / "gateway"
-_BINARY_NAME = "inferbridge-grpc-gateway"
+GATEWAY_SOURCE = Path(__file__).resolve().parent / "go"
+_BINARY_NAME = "inferbridge-gateway"
 _BUILD_TIMEOUT_S = 900
 #: Where Go is commonly installed when it is not on PATH (the official tarball's place).
 _GO_FALLBACKS = ("/usr/local/go/bin/go", "/usr/lib/go/bin/go")
@@ -63,7 +63,7 @@ def _cache_dir() -> Path:
     base = os.environ.get("INFERBRIDGE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "inferbridge"
     )
-    return Path(base) / "grpc-gateway"
+    return Path(base) / "gateway"
 
 
 def gateway_binary() -> Path:
@@ -90,7 +90,7 @@ def build_gateway(*, force: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if binary.is_file() and not force:
             return binary
-        logger.info("building the gRPC gateway with %s (once per version)", go)
+        logger.info("building the gateway with %s (once per version)", go)
         fd, partial = tempfile.mkstemp(prefix=".build-", dir=binary.parent)
         os.close(fd)
         env = {
@@ -111,13 +111,13 @@ def build_gateway(*, force: bool = False) -> Path:
             )
             if result.returncode != 0:
                 raise GatewayBuildError(
-                    f"`go build` of the gRPC gateway failed: {result.stderr.strip()[-2000:]}"
+                    f"`go build` of the gateway failed: {result.stderr.strip()[-2000:]}"
                 )
             os.chmod(partial, 0o755)
             os.replace(partial, binary)
         except subprocess.TimeoutExpired as exc:
             raise GatewayBuildError(
-                f"`go build` of the gRPC gateway took over {_BUILD_TIMEOUT_S} s"
+                f"`go build` of the gateway took over {_BUILD_TIMEOUT_S} s"
             ) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):

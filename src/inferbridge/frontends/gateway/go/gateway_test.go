@@ -578,7 +578,7 @@ func TestBinary(t *testing.T) {
 	if err != nil {
 		t.Skip("no go tool on PATH")
 	}
-	bin := filepath.Join(t.TempDir(), "inferbridge-grpc-gateway")
+	bin := filepath.Join(t.TempDir(), "inferbridge-gateway")
 	build := exec.Command(goTool, "build", "-trimpath", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=readonly")
 	if out, err := build.CombinedOutput(); err != nil {

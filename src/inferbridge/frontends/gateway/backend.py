@@ -1,10 +1,13 @@
-"""gRPC served through the Go gateway: HTTP/2 in Go, everything else here.
+"""REST and gRPC served through the Go gateway: HTTP in Go, everything else here.
 
-grpcio spends about half a millisecond of CPU per unary call in Python, which caps a
-2-core machine well below what the dataplane can do. The gateway (a small Go program,
-source in ``gateway/``) terminates gRPC, serves health and reflection itself, and forwards
-each call's raw request bytes over a Unix socketpair. This module answers them with the
-same servicers the grpc.aio front end uses, so both front ends behave identically.
+grpcio spends about half a millisecond of CPU per unary call in Python, and uvicorn about
+30 us of the event loop per HTTP request; both cap a 2-core machine well below what the
+dataplane can do, and under overload a Python server spends its loop refusing requests.
+The gateway (a small Go program, source in ``go/``) terminates gRPC and HTTP on its own
+threads, serves gRPC health and reflection itself, refuses REST requests beyond a model's
+queue bound, and forwards everything else over a Unix socketpair. This module answers
+them with the same servicers and the same ASGI app the in-process front ends use, so
+both behave identically.
 
 Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) ``u8 kind``
 ``u64 id``, then the body:
@@ -18,6 +21,12 @@ Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) `
 - SHUTDOWN (here -> gateway, id 0): ``u32 grace_ms``; the gateway drains and exits.
 - DESCRIPTORS (here -> gateway, id 0): a FileDescriptorSet of the forwarded services, for
   reflection; always the first frame.
+- HTTP (gateway -> here): method, path, raw path and query (each ``u16`` length + bytes),
+  ``u16`` header count, headers (``u16`` name length, lower-case name, ``u32`` value length,
+  value), ``i64`` arrival time (unix ns), then the whole body. CANCEL: the client left.
+- REPLY-HTTP (here -> gateway): ``u16 status``, headers as above, the whole body.
+- LIMITS (here -> gateway, id 0): ``u16`` count, then per model ``u16`` name length, name,
+  ``u32`` limit: REST infer requests outstanding at most; beyond it the gateway says 429.
 """
 
 from __future__ import annotations
@@ -151,7 +160,7 @@ class _BackendProtocol(asyncio.Protocol):
                 if task is not None and exchange is None:
                     task.cancel()
             else:
-                logger.warning("gRPC gateway sent an unknown frame kind %d", kind)
+                logger.warning("the gateway sent an unknown frame kind %d", kind)
         if offset:
             del buffer[:offset]
 
@@ -496,14 +505,14 @@ class GatewayFrontend:
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         if not self._stopping:
-            message = f"the gRPC gateway exited unexpectedly with code {code}"
+            message = f"the gateway exited unexpectedly with code {code}"
             logger.error(message)
             if self._on_failure is not None:
                 self._on_failure(message)
 
     def _backend_lost(self) -> None:
         if not self._stopping:
-            logger.error("lost the connection to the gRPC gateway")
+            logger.error("lost the connection to the gateway")
 
     async def set_serving(self, serving: bool) -> None:
         if self._protocol is None:
@@ -522,7 +531,7 @@ class GatewayFrontend:
         try:
             await asyncio.wait_for(process.wait(), grace_s + 5.0)
         except TimeoutError:
-            logger.warning("the gRPC gateway did not exit after its grace period; killing it")
+            logger.warning("the gateway did not exit after its grace period; killing it")
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
