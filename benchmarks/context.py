@@ -95,8 +95,11 @@ class Context:
     def log_dir(self) -> Path:
         return self.work / "logs"
 
-    def start_inferbridge(self, variant: str, models: list[str]) -> Server:
-        """inferbridge serving one repository variant, ready when every model is ready."""
+    def start_inferbridge(
+        self, variant: str, models: list[str], *, frontends: str = "gateway"
+    ) -> Server:
+        """inferbridge serving one repository variant, ready when every model is ready.
+        `frontends`: "gateway" (the default, Go) or "python" (grpc.aio and uvicorn)."""
         repo = self.repos.variant(variant)
         argv = [
             sys.executable,
@@ -111,6 +114,9 @@ class Context:
             "--log-level",
             "warning",
         ]
+        if frontends == "python":
+            argv += ["--grpc-frontend", "grpcio", "--rest-frontend", "uvicorn"]
+        suffix = "" if frontends == "gateway" else f", {frontends} front ends"
 
         def ready(server: Server) -> bool:
             log = server.log_path.read_text(errors="replace")
@@ -119,9 +125,9 @@ class Context:
             return all(http_ok(f"{server.base_url}/v2/models/{m}/ready") for m in models)
 
         return launch(
-            f"inferbridge ({variant})",
+            f"inferbridge ({variant}{suffix})",
             argv,
-            log_path=self.log_dir / f"inferbridge-{variant}.log",
+            log_path=self.log_dir / f"inferbridge-{variant}-{frontends}.log",
             ready=ready,
             ports_from_log=True,
             cwd=_ROOT,

@@ -338,6 +338,23 @@ def start_floor(ctx: Context) -> Server:
     )
 
 
+def start_floor_gateway(ctx: Context) -> Server:
+    """The same floor app behind inferbridge's Go gateway, the HTTP server inferbridge uses."""
+    port = free_port()
+
+    def ready(server: Server) -> bool:
+        return http_ok(f"{server.base_url}/ready-probe")
+
+    return launch(
+        "bare ASGI floor (gateway)",
+        [sys.executable, "-m", "benchmarks.floor_gateway", str(port)],
+        log_path=ctx.log_dir / "floor-gateway.log",
+        ready=ready,
+        http_port=port,
+        cwd=_ROOT,
+    )
+
+
 def scenario_4(ctx: Context) -> ScenarioResult:
     """Ceilings: onnxruntime and scikit-learn in-process; the bare ASGI HTTP floor."""
     result = ScenarioResult("s4", "4. Ceilings: in-process models and the bare-ASGI HTTP floor")
@@ -353,35 +370,75 @@ def scenario_4(ctx: Context) -> ScenarioResult:
     result.ceilings += sklearn_ceiling("iris", ctx.repos.iris_joblib, iris_rows, batches, seconds)
     result.ceilings += image_ceiling(ctx)
     payload = _iris_payload(ctx, "iris_onnx", "json")
+    python_series = "iris_onnx batching on, python front ends"
     with contextlib.ExitStack() as stack:
         floor_session = stack.enter_context(
             ServerSession(result, "bare ASGI floor", lambda: start_floor(ctx), ctx.retry)
         )
+        gateway_floor = stack.enter_context(
+            ServerSession(
+                result, "bare ASGI floor (gateway)", lambda: start_floor_gateway(ctx), ctx.retry
+            )
+        )
         sessions = _inferbridge_sessions(ctx, result, stack, _SMALL)
+        python_session = stack.enter_context(
+            ServerSession(
+                result,
+                "inferbridge batching on, python front ends",
+                lambda: ctx.start_inferbridge("on", _SMALL, frontends="python"),
+                ctx.retry,
+            )
+        )
         for c in ctx.concurrencies:
             floor_session.measure(
                 f"bare ASGI floor c={c}", _point(ctx, payload, "bare ASGI floor", c)
             )
-        # The floor and both variants back to back at the target's concurrency.
+            gateway_floor.measure(
+                f"bare ASGI floor (gateway) c={c}",
+                _point(ctx, payload, "bare ASGI floor (gateway)", c),
+            )
+        # The floors' neighbours at the target's concurrency, back to back.
         for variant, s in sessions.items():
             series = f"iris_onnx batching {variant}"
             s.measure(f"{series} c={_TOP}", _point(ctx, payload, series, _TOP))
+        python_session.measure(
+            f"{python_series} c={_TOP}", _point(ctx, payload, python_series, _TOP)
+        )
     floor = result.find("bare ASGI floor", _TOP)
     served = [p for v in _VARIANTS if (p := result.find(f"iris_onnx batching {v}", _TOP))]
+    python_point = result.find(python_series, _TOP)
     name = f"iris_onnx REST JSON vs bare ASGI floor, c={_TOP}"
     if floor is None or not served:
         result.targets.append(Target(name, "≥ 0.35x", "missing point", None))
     else:
         best = max(served, key=lambda p: p.rps)
-        others = "; ".join(f"{p.series}: {p.rps / floor.rps:.2f}x" for p in served)
+        others = "; ".join(
+            f"{p.series}: {p.rps / floor.rps:.2f}x"
+            for p in [*served, *([python_point] if python_point else [])]
+        )
         target = _ratio_target(name, 0.35, best, floor, extra=f" ({others})")
         result.targets.append(target)
+    gateway_floor_point = result.find("bare ASGI floor (gateway)", _TOP)
+    if gateway_floor_point is not None and served:
+        best = max(served, key=lambda p: p.rps)
+        result.targets.append(
+            _ratio_target(
+                f"iris_onnx REST JSON vs the floor on inferbridge's own HTTP server, c={_TOP}",
+                0.35,
+                best,
+                gateway_floor_point,
+            )
+        )
     result.notes.append(
         "The floor is a raw ASGI callable that reads the body and answers a constant OIP "
         "response of the same size, on uvicorn with uvloop + httptools and one worker; the "
-        "same wrk client, body and concurrency as iris_onnx. onnxruntime ceilings use the "
-        "server's session settings (1 intra-op thread, 1 inter-op); the image model is also "
-        "shown with 2 intra-op threads (this machine's cores)."
+        "same wrk client, body and concurrency as iris_onnx. inferbridge itself now serves "
+        "REST through its Go gateway (HTTP in Go, the ASGI app in Python), so the same "
+        "floor app is also measured behind the gateway (*bare ASGI floor (gateway)*), and "
+        "inferbridge with its in-process front ends (uvicorn, as before) is shown beside it. "
+        "onnxruntime ceilings use the server's session settings (1 intra-op thread, 1 "
+        "inter-op); the image model is also shown with 2 intra-op threads (this machine's "
+        "cores)."
     )
     return result
 
