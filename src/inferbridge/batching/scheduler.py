@@ -148,13 +148,16 @@ class Scheduler:
             return await self._run_now(inputs, deadline, caller_gone)
         self.check_admission()
         item = _Item(inputs, _rows(inputs), _key(inputs), loop.create_future(), now, deadline)
-        item.future.add_done_callback(lambda _f, it=item: self._forget(it))  # type: ignore[misc]
         with self._lock:
             self._levels[level].append(item)
             self._queued += 1
         self._arrivals += 1
         self._wake()
-        return await self._wait(item.future, deadline, caller_gone)
+        try:
+            return await self._wait(item.future, deadline, caller_gone)
+        finally:
+            if item.queued:  # withdrawn (deadline, caller gone, cancelled) before it ran
+                self._forget(item)
 
     def check_admission(self) -> None:
         """Raise QueueFull when a new request would be refused; cheap enough to call before
@@ -201,47 +204,30 @@ class Scheduler:
     ) -> Arrays:
         if caller_gone is None and deadline is None:
             return await future
-        # Callbacks rather than asyncio.wait()/wait_for(): this runs for every queued
+        # Timer callbacks rather than asyncio.wait()/wait_for(): this runs for every queued
         # request, and those cost several microseconds more per call.
-        loop = asyncio.get_running_loop()
-        gone: list[bool] = []  # why `future` was cancelled: [True] caller gone, [False] deadline
-
-        def stop(caller_went: bool) -> None:
-            if not future.done():
-                gone.append(caller_went)
-                future.cancel()
-
-        def on_caller_gone(task: asyncio.Future[object]) -> None:
-            if not task.cancelled():
-                task.exception()  # a failed watch also means nobody is listening
-                stop(True)
-
-        watchers: list[asyncio.Future[object]] = []
-
-        def watch() -> None:
-            assert caller_gone is not None
-            watcher = asyncio.ensure_future(caller_gone())
-            watcher.add_done_callback(on_caller_gone)
-            watchers.append(watcher)
-
-        timers: list[asyncio.TimerHandle] = []
+        loop = future.get_loop()
+        stopper = _Stopper(future, caller_gone)
+        watch = timer = None
         if caller_gone is not None:
-            timers.append(loop.call_later(_WATCH_AFTER_S, watch))
+            watch = loop.call_later(_WATCH_AFTER_S, stopper.watch)
         if deadline is not None:
-            timers.append(loop.call_later(max(0.0, deadline - time.monotonic()), stop, False))
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), stopper.stop, False)
         try:
             return await future
         except asyncio.CancelledError:
-            if not gone:
+            if stopper.caller_went is None:
                 raise
-            if gone[0]:
+            if stopper.caller_went:
                 raise CallerGoneError(f"model '{self.name}': the caller went away") from None
             raise self._deadline_error() from None
         finally:
-            for timer in timers:
+            if watch is not None:
+                watch.cancel()
+            if timer is not None:
                 timer.cancel()
-            for watcher in watchers:
-                watcher.cancel()
+            if stopper.watcher is not None:
+                stopper.watcher.cancel()
 
     def _deadline_error(self) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -249,8 +235,8 @@ class Scheduler:
         )
 
     def _forget(self, item: _Item) -> None:
-        # A finished future (cancelled by its caller, or timed out) leaves the queue count at
-        # once; the item itself is dropped lazily when the dispatcher meets it.
+        # A withdrawn request leaves the queue count at once; the item itself is dropped
+        # lazily when the dispatcher meets it.
         with self._lock:
             if item.queued:
                 item.queued = False
@@ -343,7 +329,7 @@ class Scheduler:
         deadline has passed leave the queue unexecuted; their own timer answers them."""
         now = time.monotonic()
         for level in self._levels:
-            while level and (not level[0].queued or _expired(level[0], now)):
+            while level and _withdrawn(level[0], now):
                 item = level.popleft()
                 if item.queued:
                     item.queued = False
@@ -395,7 +381,7 @@ class Scheduler:
         now = time.monotonic()
         for level in self._levels:
             for item in level:
-                if not item.queued or item.key != head.key or _expired(item, now):
+                if item.key != head.key or _withdrawn(item, now):
                     continue
                 if batch and rows + item.rows > limit:
                     continue
@@ -484,8 +470,40 @@ class Scheduler:
                 item.future.set_exception(exc)
 
 
-def _expired(item: _Item, now: float) -> bool:
-    return item.deadline is not None and item.deadline <= now
+def _withdrawn(item: _Item, now: float) -> bool:
+    """Taken already, or answered without running (cancelled), or past its deadline."""
+    return (
+        not item.queued
+        or item.future.done()
+        or (item.deadline is not None and item.deadline <= now)
+    )
+
+
+class _Stopper:
+    """Ends a request's wait early: its deadline passed, or its caller went away."""
+
+    __slots__ = ("caller_gone", "caller_went", "future", "watcher")
+
+    def __init__(self, future: asyncio.Future[Arrays], caller_gone: CallerGone | None) -> None:
+        self.future = future
+        self.caller_gone = caller_gone
+        self.caller_went: bool | None = None  # why the wait ended early, once it has
+        self.watcher: asyncio.Future[object] | None = None
+
+    def stop(self, caller_went: bool) -> None:
+        if not self.future.done():
+            self.caller_went = caller_went
+            self.future.cancel()
+
+    def watch(self) -> None:
+        assert self.caller_gone is not None
+        self.watcher = asyncio.ensure_future(self.caller_gone())
+        self.watcher.add_done_callback(self._watched)
+
+    def _watched(self, watcher: asyncio.Future[object]) -> None:
+        if not watcher.cancelled():
+            watcher.exception()  # a failed watch also means nobody is listening
+            self.stop(True)
 
 
 def _to_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any) -> None:
@@ -502,7 +520,7 @@ def _rows(inputs: Arrays) -> int:
 
 def _key(inputs: Arrays) -> tuple[Any, ...]:
     # Requests merge only when every non-batch dimension and dtype agree.
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+    return tuple([(name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()])
 
 
 def _concat(parts: list[Arrays]) -> Arrays:
