@@ -11,7 +11,9 @@ from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2
 
 from inferbridge.frontends.gateway import build as gateway_build
 from tests.serverproc import ServerProcess, start_server
@@ -138,12 +140,12 @@ def test_without_go_auto_falls_back_to_grpcio(examples_dir: Path, tmp_path: Path
 
 def test_rest_beyond_a_models_queue_bound_is_refused_by_the_gateway(tmp_path: Path) -> None:
     """The gateway knows the bound (queue 2 + 1 instance x 1 row = 3 in flight) and answers
-    the rest 429 itself; what it forwards is served."""
+    the rest 429 / RESOURCE_EXHAUSTED itself; what it forwards is served."""
     model = tmp_path / "slow"
     (model / "1").mkdir(parents=True)
     (model / "config.yaml").write_text(
         "runtime: tests.support.runtimes:SleepEcho\nmax_batch_size: 1\n"
-        "dynamic_batching: {max_queue_size: 2}\nparameters: {sleep_s: 0.3}\n"
+        "dynamic_batching: {max_queue_size: 2}\nparameters: {sleep_s: 0.5}\n"
     )
     proc = start_server(tmp_path, env={"PYTHONPATH": str(_ROOT)})
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
@@ -156,10 +158,36 @@ def test_rest_beyond_a_models_queue_bound_is_refused_by_the_gateway(tmp_path: Pa
                 )
             )
 
+    async def grpc_burst() -> list[grpc.aio.AioRpcError | None]:
+        request = service_pb2.ModelInferRequest(model_name="slow")
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
+        request.raw_input_contents.append(np.ones((1, 2), np.float32).tobytes())
+        async with grpc.aio.insecure_channel(proc.grpc_url) as channel:
+            call = channel.unary_unary(
+                _INFER, request_serializer=service_pb2.ModelInferRequest.SerializeToString
+            )
+
+            async def one() -> grpc.aio.AioRpcError | None:
+                try:
+                    await call(request, timeout=30)
+                except grpc.aio.AioRpcError as error:
+                    return error
+                return None
+
+            return list(await asyncio.gather(*(one() for _ in range(8))))
+
     try:
         responses = asyncio.run(burst())
+        grpc_errors = asyncio.run(grpc_burst())
     finally:
         proc.stop()
+    exhausted = [
+        e for e in grpc_errors if e is not None and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    ]
+    assert len(exhausted) == 5, [e and e.code() for e in grpc_errors]
+    for error in exhausted:
+        assert "model 'slow' is overloaded: its queue is full" in (error.details() or "")
+    assert grpc_errors.count(None) == 3  # the three let through are served
     refused = [r for r in responses if r.status_code == 429]
     served = [r for r in responses if r.status_code == 200]
     assert len(served) == 3 and len(refused) == 5, [r.status_code for r in responses]

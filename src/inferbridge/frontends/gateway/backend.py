@@ -26,7 +26,8 @@ Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) `
   value), ``i64`` arrival time (unix ns), then the whole body. CANCEL: the client left.
 - REPLY-HTTP (here -> gateway): ``u16 status``, headers as above, the whole body.
 - LIMITS (here -> gateway, id 0): ``u16`` count, then per model ``u16`` name length, name,
-  ``u32`` limit: REST infer requests outstanding at most; beyond it the gateway says 429.
+  ``u32`` limit: infer requests (REST and gRPC ModelInfer) outstanding at most; beyond it
+  the gateway answers 429 / RESOURCE_EXHAUSTED itself.
 """
 
 from __future__ import annotations
@@ -497,9 +498,10 @@ class GatewayFrontend:
         return int(words[1].rsplit(":", 1)[1])
 
     def set_admission_limits(self, limits: dict[str, int]) -> None:
-        """Per model, how many REST infer requests may be outstanding at once; the gateway
-        answers 429 itself beyond that, without this process seeing the request."""
-        if self._protocol is not None and self._rest_app is not None:
+        """Per model, how many infer requests (REST and gRPC together) may be outstanding
+        at once; beyond that the gateway answers 429 / RESOURCE_EXHAUSTED itself, without
+        this process reading the request."""
+        if self._protocol is not None:
             self._protocol.send_control(_LIMITS, _encode_limits(limits))
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:

@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Frame kinds of the backend protocol (see the package comment).
@@ -204,6 +205,43 @@ func (g *gateway) fail(err error) {
 	})
 }
 
+const modelInferMethod = "/inference.GRPCInferenceService/ModelInfer"
+
+// modelState finds the admission state of the model a ModelInferRequest names: its field
+// 1, model_name, which every client writes first (the lookup scans the fields if not).
+func (g *gateway) modelState(body mem.BufferSlice) *modelState {
+	models := *g.models.Load()
+	if len(models) == 0 {
+		return nil
+	}
+	var msg []byte
+	if len(body) == 1 {
+		msg = body[0].ReadOnlyData()
+	} else {
+		msg = body.Materialize()
+	}
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return nil
+		}
+		msg = msg[n:]
+		if num == 1 && typ == protowire.BytesType {
+			name, m := protowire.ConsumeBytes(msg)
+			if m < 0 {
+				return nil
+			}
+			return models[string(name)]
+		}
+		m := protowire.ConsumeFieldValue(num, typ, msg)
+		if m < 0 {
+			return nil
+		}
+		msg = msg[m:]
+	}
+	return nil
+}
+
 // forward is the handler of every method that is not registered (health and
 // reflection are): it forwards the one request message and waits for the REPLY.
 func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
@@ -234,6 +272,21 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 			body.Free()
 			callPool.Put(c)
 			return status.Error(codes.DeadlineExceeded, "inferbridge: deadline exceeded before the call was forwarded")
+		}
+	}
+
+	// Admission, as for REST: a model at its LIMITS bound is refused here, unread by Python.
+	if method == modelInferMethod {
+		if st := g.modelState(body); st != nil {
+			if lim := st.limit.Load(); lim != nil {
+				if st.count.Add(1) > lim.n {
+					st.count.Add(-1)
+					body.Free()
+					callPool.Put(c)
+					return status.Error(codes.ResourceExhausted, lim.message)
+				}
+				defer st.count.Add(-1)
+			}
 		}
 	}
 

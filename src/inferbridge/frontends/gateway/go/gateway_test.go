@@ -31,6 +31,7 @@ import (
 	v1alphareflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	v1alphareflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
@@ -1192,5 +1193,45 @@ func TestHTTPBackendEOF(t *testing.T) {
 	}
 	if res := waitHTTP(t, done); res.err == nil && res.status == 200 {
 		t.Fatalf("the request in flight succeeded: %+v", res)
+	}
+}
+
+// inferRequest is a ModelInferRequest naming model: field 1 (model_name), then field 2
+// (model_version) so that the name is not the only field.
+func inferRequest(model string) []byte {
+	b := protowire.AppendTag(nil, 1, protowire.BytesType)
+	b = protowire.AppendString(b, model)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	return protowire.AppendString(b, "1")
+}
+
+func TestGRPCModelLimit(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20})
+	h.sendLimits(map[string]uint32{"m": 1})
+	d1 := h.invoke(context.Background(), inferMethod, inferRequest("m"))
+	f1 := h.next()
+	wantCode(t, wait(t, h.invoke(context.Background(), inferMethod, inferRequest("m"))).err,
+		codes.ResourceExhausted, "model 'm' is overloaded: its queue is full (1 requests")
+	// Other models, other methods and unparsable requests are not limited.
+	d2 := h.invoke(context.Background(), inferMethod, inferRequest("other"))
+	d3 := h.invoke(context.Background(), "/inference.GRPCInferenceService/ModelReady", inferRequest("m"))
+	d4 := h.invoke(context.Background(), inferMethod, []byte{0xff})
+	for range 3 {
+		h.reply(h.next().id, codes.OK, nil)
+	}
+	for _, d := range []<-chan result{d2, d3, d4} {
+		if r := wait(t, d); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	// The slot is freed by the reply.
+	h.reply(f1.id, codes.OK, nil)
+	if r := wait(t, d1); r.err != nil {
+		t.Fatal(r.err)
+	}
+	d := h.invoke(context.Background(), inferMethod, inferRequest("m"))
+	h.reply(h.next().id, codes.OK, nil)
+	if r := wait(t, d); r.err != nil {
+		t.Fatal(r.err)
 	}
 }

@@ -44,8 +44,9 @@ type modelState struct {
 }
 
 type modelLimit struct {
-	n    int64
-	body []byte // the ready 429 body
+	n       int64
+	body    []byte // the ready 429 body
+	message string // the same for gRPC's RESOURCE_EXHAUSTED
 }
 
 // Shared header values; net/http only reads them.
@@ -90,8 +91,9 @@ func (g *gateway) setLimits(body []byte) error {
 			next[name] = st
 		}
 		if limit > 0 {
-			st.limit.Store(&modelLimit{n: limit, body: errorBody(fmt.Sprintf(
-				"model '%s' is overloaded: its queue is full (%d requests queued or running); retry later", name, limit))})
+			message := fmt.Sprintf("model '%s' is overloaded: its queue is full "+
+				"(%d requests queued or running); retry later", name, limit)
+			st.limit.Store(&modelLimit{n: limit, body: errorBody(message), message: message})
 		}
 	}
 	g.models.Store(&next)
