@@ -166,10 +166,13 @@ def _inferbridge_sessions(
 
 def small_models(ctx: Context, transport: str) -> ScenarioResult:
     """Scenarios 1 and 2: iris and iris_onnx, batching off vs on, closed loop."""
+    # gRPC: the project's own ibload when Go could build it. ghz costs 2-3x its CPU per
+    # call, and on these 2 shared cores the client's CPU is taken from the server.
+    grpc_client = "ibload" if ctx.tools.ibload else "ghz"
     key, title = (
         ("s1", "1. Small models over REST JSON (wrk), batching off vs on")
         if transport == "rest"
-        else ("s2", "2. Small models over gRPC raw contents (ghz), batching off vs on")
+        else ("s2", f"2. Small models over gRPC raw contents ({grpc_client}), batching off vs on")
     )
     result = ScenarioResult(key, title)
     kind = "json" if transport == "rest" else "grpc"
@@ -180,19 +183,48 @@ def small_models(ctx: Context, transport: str) -> ScenarioResult:
             for c in ctx.concurrencies:
                 for variant, s in sessions.items():
                     series = f"{model} batching {variant}"
-                    s.measure(f"{series} c={c}", _point(ctx, payload, series, c))
+                    if kind == "grpc" and grpc_client == "ibload":
+                        point = _ibload_point(ctx, payload, series, c)
+                    else:
+                        point = _point(ctx, payload, series, c)
+                    s.measure(f"{series} c={c}", point)
     _batching_targets(result, "iris", transport, 3.0, 15.0)
     _batching_targets(result, "iris_onnx", transport, 1.0, None)
     result.notes.append(
         f"Batching on: max_queue_delay_ms {QUEUE_DELAY_MS['iris']:g}, max_batch_size 64, one "
         "instance; off: no dynamic_batching block (same model files)."
     )
-    if transport == "grpc":
+    if transport == "grpc" and grpc_client == "ibload":
+        result.notes.append(
+            "Client: ibload (clients/go/cmd/ibload, the Go SDK's gRPC client), closed loop, "
+            "its workers spread over 4 HTTP/2 connections, GOMAXPROCS 1; ghz, the client of "
+            "the peer comparison (scenario 5), costs 2-3x more CPU per call (see scenario 6's "
+            "client-cost note), which on these 2 shared cores is taken from the server."
+        )
+    elif transport == "grpc":
         result.notes.append(
             "ghz shares its workers over min(4, c/16) HTTP/2 connections (1 at c<32). Calls "
             "that ghz itself cuts when its timed run ends are not counted as errors."
         )
     return result
+
+
+def _ibload_point(
+    ctx: Context, payload: Payload, series: str, concurrency: int
+) -> Callable[[Server], Point]:
+    def run(server: Server) -> Point:
+        return loadgen.ibload(
+            ctx.tools,
+            server,
+            payload,
+            series=series,
+            duration=ctx.duration,
+            warmup=ctx.warmup,
+            concurrency=concurrency,
+            grpc_values=[float(x) for x in IRIS_ROW.reshape(-1)],
+        )
+
+    return run
 
 
 def scenario_1(ctx: Context) -> ScenarioResult:
