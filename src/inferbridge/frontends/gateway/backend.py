@@ -112,7 +112,7 @@ def _status_number(code: grpc.StatusCode) -> int:
 
 
 class _BackendProtocol(asyncio.Protocol):
-    """Answers the gateway's CALL frames; one instance per gateway connection."""
+    """Answers the gateway's CALL (gRPC) and HTTP frames; one per gateway connection."""
 
     def __init__(
         self, methods: MethodTable, rest_app: ASGIApp | None, on_lost: Callable[[], None]
@@ -242,7 +242,16 @@ class _BackendProtocol(asyncio.Protocol):
                     *exchange.body,
                 )
         except asyncio.CancelledError:
-            pass
+            pass  # the gateway is gone
+        except Exception:  # the app maps its own errors; this is a bug
+            logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            self._send(
+                _HTTP_REPLY,
+                call_id,
+                _U16.pack(500),
+                _encode_headers([(b"content-type", b"application/json")]),
+                b'{"error": "internal server error; see the server log"}',
+            )
         finally:
             self._exchanges.pop(call_id, None)
             self._calls.pop(call_id, None)
