@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     grpc_port: int = Field(default=8001, ge=0, le=65535)
     """gRPC port; 0 picks a free one (printed at start-up)."""
 
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31 - 1)
     """Largest request body (REST, after decompression) or gRPC message accepted."""
 
     default_model: str = "iris"
