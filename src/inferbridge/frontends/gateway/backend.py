@@ -172,7 +172,7 @@ class _BackendProtocol(asyncio.Protocol):
         method = bytes(buffer[start : start + method_len]).decode("utf-8", "replace")
         start += method_len
         (timeout_us,) = _TIMEOUT.unpack_from(buffer, start)
-        payload = bytes(buffer[start + _TIMEOUT.size : end])
+        payload = _copy(buffer, start + _TIMEOUT.size, end)
         deadline = None if timeout_us < 0 else time.monotonic() + timeout_us / 1e6
         task = self._loop.create_task(self._answer(call_id, method, payload, deadline))
         self._calls[call_id] = task
@@ -216,7 +216,7 @@ class _BackendProtocol(asyncio.Protocol):
     # --- REST -----------------------------------------------------------------------------
     def _start_http(self, call_id: int, buffer: bytearray, start: int, end: int) -> None:
         scope, start = _http_scope(buffer, start)
-        exchange = _HttpExchange(bytes(buffer[start:end]))
+        exchange = _HttpExchange(_copy(buffer, start, end))
         self._exchanges[call_id] = exchange
         self._calls[call_id] = self._loop.create_task(self._serve_http(call_id, scope, exchange))
 
@@ -318,6 +318,13 @@ class _HttpExchange:
         self.disconnected = True
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
+
+
+def _copy(buffer: bytearray, start: int, end: int) -> bytes:
+    """buffer[start:end] as bytes in one copy (slicing a bytearray copies it twice); the
+    view is released at once, so the buffer can still be resized."""
+    with memoryview(buffer) as view:
+        return bytes(view[start:end])
 
 
 def _http_scope(buffer: bytearray, at: int) -> tuple[dict[str, Any], int]:
