@@ -55,6 +55,7 @@ from inferbridge.frontends.grpc.servicers import (
     MethodTable,
     method_table,
 )
+from inferbridge.frontends.rest.app import CANCELS_ON_DISCONNECT
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
 from inferbridge.repository.config import DEFAULT_MAX_QUEUE_SIZE
 
@@ -154,11 +155,14 @@ class _BackendProtocol(asyncio.Protocol):
             elif kind == _CALL:
                 self._start_call(call_id, buffer, body, offset)
             elif kind == _CANCEL:
+                # The caller cancelled or disconnected: drop its work wherever it is (a
+                # queued request leaves the queue). The REST app is told by the scope's
+                # extension that this is how disconnects arrive, so it needs no watch.
                 exchange = self._exchanges.get(call_id)
                 if exchange is not None:
-                    exchange.disconnect()  # as uvicorn would: the app sees http.disconnect
+                    exchange.disconnect()
                 task = self._calls.get(call_id)
-                if task is not None and exchange is None:
+                if task is not None:
                     task.cancel()
             else:
                 logger.warning("the gateway sent an unknown frame kind %d", kind)
@@ -361,8 +365,12 @@ def _http_scope(buffer: bytearray, at: int) -> tuple[dict[str, Any], int]:
         "headers": headers,
         "client": None,
         "server": None,
+        "extensions": _EXTENSIONS,
     }
     return scope, at
+
+
+_EXTENSIONS: dict[str, dict[str, Any]] = {CANCELS_ON_DISCONNECT: {}}
 
 
 def _encode_headers(headers: list[tuple[bytes, bytes]]) -> bytes:

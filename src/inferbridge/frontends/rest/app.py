@@ -32,9 +32,13 @@ from inferbridge.protocol.rest_codec import (
     parse_json_body,
 )
 
-__all__ = ["RestApp"]
+__all__ = ["CANCELS_ON_DISCONNECT", "RestApp"]
 
 logger = logging.getLogger(__name__)
+
+#: ASGI scope extension of a server that cancels the request's task when its client goes
+#: away (the Go gateway's backend does): no watch for http.disconnect is needed then.
+CANCELS_ON_DISCONNECT = "inferbridge.cancels_on_disconnect"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -188,7 +192,8 @@ class RestApp:
             request = decode_headerless_request(body, name, version, inputs)
         else:
             request = decode_infer_request(body, header_length, name, version)
-        request.caller_gone = functools.partial(_disconnected, receive)
+        if CANCELS_ON_DISCONNECT not in scope.get("extensions", ()):
+            request.caller_gone = functools.partial(_disconnected, receive)
         response = await self.dataplane.infer(request)
         payload, json_length = encode_infer_response(response, request)
         if json_length is None:
