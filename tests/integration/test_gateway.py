@@ -139,8 +139,9 @@ def test_without_go_auto_falls_back_to_grpcio(examples_dir: Path, tmp_path: Path
 
 
 def test_rest_beyond_a_models_queue_bound_is_refused_by_the_gateway(tmp_path: Path) -> None:
-    """The gateway knows the bound (queue 2 + 1 instance x 1 row = 3 in flight) and answers
-    the rest 429 / RESOURCE_EXHAUSTED itself; what it forwards is served."""
+    """The gateway knows the bound (max_queue_size 2 + 1 instance: at most 3 requests reach
+    the model at once) and answers the rest 429 / RESOURCE_EXHAUSTED itself; what it
+    forwards is served."""
     model = tmp_path / "slow"
     (model / "1").mkdir(parents=True)
     (model / "config.yaml").write_text(

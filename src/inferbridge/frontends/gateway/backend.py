@@ -389,8 +389,15 @@ def _encode_limits(limits: dict[str, int]) -> bytes:
 
 
 def admission_limits(dataplane: DataPlane) -> dict[str, int]:
-    """Per model with a bounded queue: its queue bound plus what its instances can run at
-    once, i.e. the most requests it can hold before it answers 429 itself."""
+    """Per model with a bounded queue, the most requests the gateway lets reach it at once
+    (queued, running, or on their way): `max_queue_size` plus one per instance.
+
+    With batching, an instance runs up to max_batch_size requests besides the queue, so the
+    model itself would hold more; the gateway stops short of that on purpose. Requests the
+    model refuses cost its event loop up to half a served one, and a shorter queue waits
+    less: measured at 1.7x capacity on iris (queue 256, batches of 64), this bound gave
+    5-10 % more goodput than queue + 64 and p99 49-54 ms instead of 74-96 ms. Without
+    batching (one request per instance) it is exactly the model's own bound."""
     limits: dict[str, int] = {}
     for name in dataplane.model_names():
         try:
@@ -399,11 +406,8 @@ def admission_limits(dataplane: DataPlane) -> dict[str, int]:
             continue  # not ready: it answers its own error
         batching = config.get("dynamic_batching")
         queue = DEFAULT_MAX_QUEUE_SIZE if batching is None else batching["max_queue_size"]
-        if queue <= 0:
-            continue  # unbounded by configuration
-        instances = sum(group["count"] for group in config["instance_group"])
-        rows = max(1, config["max_batch_size"]) if batching is not None else 1
-        limits[name] = queue + instances * rows
+        if queue > 0:  # 0: unbounded by configuration
+            limits[name] = queue + sum(group["count"] for group in config["instance_group"])
     return limits
 
 
