@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.frontends.gateway.backend import GatewayFrontend, admission_limits
+from inferbridge.frontends.gateway.backend import GatewayFrontend
 from inferbridge.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class ListeningPorts:
 
 
 class InferBridgeServer:
-    """One server: REST (uvicorn) and gRPC (Go gateway or grpc.aio) over a shared dataplane."""
+    """One server: REST and gRPC (the Go gateway, or uvicorn and grpc.aio) over one dataplane."""
 
     def __init__(self, settings: Settings, repository: Path) -> None:
         self.settings = settings
@@ -79,7 +79,7 @@ class InferBridgeServer:
         gc.collect()
         gc.freeze()
         if isinstance(frontend, GatewayFrontend):
-            frontend.set_admission_limits(admission_limits(self.dataplane))
+            frontend.set_admission_limits(self.dataplane.admission_bounds())
         await frontend.set_serving(True)
         for line in _model_summary(self.dataplane):
             print(f"inferbridge: {line}", flush=True)
@@ -132,8 +132,6 @@ class InferBridgeServer:
                     max_http_inflight=s.max_http_inflight,
                     on_failure=self._frontend_failed,
                 )
-        if s.rest_frontend == "gateway":
-            raise GatewayBuildError("--rest-frontend gateway needs the gateway for gRPC too")
         print("inferbridge: gRPC served by grpc.aio, REST by uvicorn", flush=True)
         return GrpcFrontend(
             self.dataplane,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -60,3 +60,12 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Python logging level name."""
+
+    @model_validator(mode="after")
+    def _gateway_serves_both(self) -> Settings:
+        if self.rest_frontend == "gateway" and self.grpc_frontend == "grpcio":
+            raise ValueError(
+                "rest_frontend 'gateway' needs grpc_frontend 'gateway' or 'auto': the gateway "
+                "serves gRPC whenever it serves REST"
+            )
+        return self

@@ -159,6 +159,11 @@ class Scheduler:
             if item.queued:  # withdrawn (deadline, caller gone, cancelled) before it ran
                 self._forget(item)
 
+    @property
+    def instances(self) -> int:
+        """How many batches this version runs at once."""
+        return self._instances
+
     def check_admission(self) -> None:
         """Raise QueueFull when a new request would be refused; cheap enough to call before
         decoding a request, so that shedding load costs less than serving it."""

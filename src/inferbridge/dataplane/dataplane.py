@@ -184,6 +184,25 @@ class DataPlane:
         if scheduler is not None and not self.draining:
             scheduler.check_admission()
 
+    def admission_bounds(self) -> dict[str, int]:
+        """Per model whose versions all have a bounded queue: the sum over its versions of
+        `max_queue_size` plus one per instance, the most requests a front end should let
+        reach it at once (queued or running) so that it never has to refuse one itself.
+
+        With batching, an instance runs up to max_batch_size requests besides the queue, so
+        the model could hold more; counting one per instance stops short of that on purpose:
+        refusing costs the event loop up to half a served request, and a shorter queue waits
+        less."""
+        bounds: dict[str, int] = {}
+        unbounded: set[str] = set()
+        for (name, _), scheduler in self._schedulers.items():
+            queue = scheduler.policy.max_queue_size
+            if queue <= 0:
+                unbounded.add(name)
+            else:
+                bounds[name] = bounds.get(name, 0) + queue + scheduler.instances
+        return {name: bound for name, bound in bounds.items() if name not in unbounded}
+
     @staticmethod
     def _deadline(request: InferenceRequest, version: LoadedVersion) -> float | None:
         """The earliest of the transport's deadline, the `timeout` parameter (microseconds,

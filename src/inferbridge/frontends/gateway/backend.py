@@ -48,7 +48,6 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError, Message
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.errors import InferBridgeError
 from inferbridge.frontends.grpc.servicers import (
     AIServicer,
     InferenceServicer,
@@ -57,12 +56,11 @@ from inferbridge.frontends.grpc.servicers import (
 )
 from inferbridge.frontends.rest.app import CANCELS_ON_DISCONNECT
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
-from inferbridge.repository.config import DEFAULT_MAX_QUEUE_SIZE
 
 #: An ASGI application (the REST app), called with scope, receive and send.
 ASGIApp = Callable[..., Awaitable[None]]
 
-__all__ = ["GatewayError", "GatewayFrontend", "admission_limits"]
+__all__ = ["GatewayError", "GatewayFrontend"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +70,6 @@ _CALL, _CANCEL, _REPLY, _HEALTH, _SHUTDOWN, _DESCRIPTORS, _HTTP, _HTTP_REPLY, _L
 _SERVING, _NOT_SERVING = 1, 2
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_METHOD_LEN = _U16
 _TIMEOUT = struct.Struct("<q")
 _STARTUP_TIMEOUT_S = 30.0
 
@@ -171,8 +168,8 @@ class _BackendProtocol(asyncio.Protocol):
 
     # --- calls --------------------------------------------------------------------------
     def _start_call(self, call_id: int, buffer: bytearray, start: int, end: int) -> None:
-        (method_len,) = _METHOD_LEN.unpack_from(buffer, start)
-        start += _METHOD_LEN.size
+        (method_len,) = _U16.unpack_from(buffer, start)
+        start += _U16.size
         method = bytes(buffer[start : start + method_len]).decode("utf-8", "replace")
         start += method_len
         (timeout_us,) = _TIMEOUT.unpack_from(buffer, start)
@@ -227,38 +224,28 @@ class _BackendProtocol(asyncio.Protocol):
     async def _serve_http(
         self, call_id: int, scope: dict[str, Any], exchange: _HttpExchange
     ) -> None:
+        assert self._rest_app is not None  # the gateway sends HTTP frames only when given one
         try:
-            if self._rest_app is None:
-                exchange.respond(404, b'{"error": "REST is not served here"}')
-            else:
-                await self._rest_app(scope, exchange.receive, exchange.send)
-            if exchange.status is None and not exchange.disconnected:
-                logger.error(
-                    "the REST app sent no response to %s %s", scope["method"], scope["path"]
-                )
-                exchange.respond(500, b'{"error": "internal server error; see the server log"}')
-            if exchange.status is not None and not exchange.disconnected:
-                self._send(
-                    _HTTP_REPLY,
-                    call_id,
-                    _U16.pack(exchange.status),
-                    _encode_headers(exchange.headers),
-                    *exchange.body,
-                )
+            await self._rest_app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
-            pass  # the gateway is gone
+            return  # the client or the gateway is gone
         except Exception:  # the app maps its own errors; this is a bug
             logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
-            self._send(
-                _HTTP_REPLY,
-                call_id,
-                _U16.pack(500),
-                _encode_headers([(b"content-type", b"application/json")]),
-                b'{"error": "internal server error; see the server log"}',
-            )
+            exchange.status = None
         finally:
             self._exchanges.pop(call_id, None)
             self._calls.pop(call_id, None)
+        if exchange.disconnected:
+            return
+        if exchange.status is None:
+            exchange.internal_error()
+        self._send(
+            _HTTP_REPLY,
+            call_id,
+            _U16.pack(exchange.status or 500),
+            _encode_headers(exchange.headers),
+            *exchange.body,
+        )
 
     def _reply_error(self, call_id: int, code: grpc.StatusCode, message: str) -> None:
         self._send(_REPLY, call_id, bytes((_status_number(code),)), message.encode())
@@ -313,10 +300,11 @@ class _HttpExchange:
         elif message["type"] == "http.response.body":
             self.body.append(bytes(message.get("body", b"")))
 
-    def respond(self, status: int, body: bytes) -> None:
-        self.status = status
+    def internal_error(self) -> None:
+        """The app sent no (complete) response: answer 500, as uvicorn would."""
+        self.status = 500
         self.headers = [(b"content-type", b"application/json")]
-        self.body = [body]
+        self.body = [b'{"error": "internal server error; see the server log"}']
 
     def disconnect(self) -> None:
         self.disconnected = True
@@ -386,29 +374,6 @@ def _encode_limits(limits: dict[str, int]) -> bytes:
         encoded = name.encode()
         parts += (_U16.pack(len(encoded)), encoded, _U32.pack(limit))
     return b"".join(parts)
-
-
-def admission_limits(dataplane: DataPlane) -> dict[str, int]:
-    """Per model with a bounded queue, the most requests the gateway lets reach it at once
-    (queued, running, or on their way): `max_queue_size` plus one per instance.
-
-    With batching, an instance runs up to max_batch_size requests besides the queue, so the
-    model itself would hold more; the gateway stops short of that on purpose. Requests the
-    model refuses cost its event loop up to half a served one, and a shorter queue waits
-    less: measured at 1.7x capacity on iris (queue 256, batches of 64), this bound gave
-    5-10 % more goodput than queue + 64 and p99 49-54 ms instead of 74-96 ms. Without
-    batching (one request per instance) it is exactly the model's own bound."""
-    limits: dict[str, int] = {}
-    for name in dataplane.model_names():
-        try:
-            config = dataplane.model_config(name)
-        except InferBridgeError:
-            continue  # not ready: it answers its own error
-        batching = config.get("dynamic_batching")
-        queue = DEFAULT_MAX_QUEUE_SIZE if batching is None else batching["max_queue_size"]
-        if queue > 0:  # 0: unbounded by configuration
-            limits[name] = queue + sum(group["count"] for group in config["instance_group"])
-    return limits
 
 
 def _address(host: str, port: int) -> str:
