@@ -402,21 +402,11 @@ class Scheduler:
 
     def _start(self, batch: list[_Item]) -> None:
         """Run `batch` on the instance slot reserved for it: inline, or on an instance thread."""
-        rows = [it.rows for it in batch]
-        if not self._inline(sum(rows)):
+        if not self._inline(sum(it.rows for it in batch)):
             self._pool.submit(self._work, asyncio.get_running_loop(), batch)
             return
-        try:
-            inputs = _concat([it.inputs for it in batch])
-        except Exception as exc:  # never lose an instance slot or leave callers waiting
-            self._fail(batch, self._batch_error(exc))
-        else:
-            try:
-                outputs = self._timed(inputs, sum(rows))
-            except Exception as exc:
-                self._fail(batch, exc)
-            else:
-                self._deliver(batch, rows, outputs)
+        answer, args = self._execute(batch)
+        answer(*args)
         self._release()
 
     def _work(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
@@ -424,18 +414,8 @@ class Scheduler:
         previous one ends, until none is; then give the slot back and wake the dispatcher."""
         waiting = False
         while batch:
-            rows = [it.rows for it in batch]
-            try:
-                inputs = _concat([it.inputs for it in batch])
-            except Exception as exc:  # never lose an instance slot or leave callers waiting
-                _to_loop(loop, self._fail, batch, self._batch_error(exc))
-            else:
-                try:
-                    outputs = self._timed(inputs, sum(rows))
-                except Exception as exc:
-                    _to_loop(loop, self._fail, batch, exc)
-                else:
-                    _to_loop(loop, self._deliver, batch, rows, outputs)
+            answer, args = self._execute(batch)
+            _to_loop(loop, answer, *args)
             with self._lock:
                 batch = self._take_ready()
                 if not batch:
@@ -443,6 +423,20 @@ class Scheduler:
                     waiting = self._queued > 0
         if waiting:
             _to_loop(loop, self._wake)
+
+    def _execute(self, batch: list[_Item]) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """Join and run one batch; returns how to answer its callers (on the event loop).
+        Never raises, so that no instance slot is lost and no caller is left waiting."""
+        rows = [it.rows for it in batch]
+        try:
+            inputs = _concat([it.inputs for it in batch])
+        except Exception as exc:
+            return self._fail, (batch, self._batch_error(exc))
+        try:
+            outputs = self._timed(inputs, sum(rows))
+        except Exception as exc:
+            return self._fail, (batch, exc)
+        return self._deliver, (batch, rows, outputs)
 
     def _batch_error(self, exc: Exception) -> InferenceFailed:
         return InferenceFailed(f"model '{self.name}': cannot form a batch: {exc}")
