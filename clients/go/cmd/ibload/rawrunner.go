@@ -71,18 +71,7 @@ func (r *rawRunner) send(w *rawWorker, due time.Time) {
 	w.samples = append(w.samples, s)
 }
 
-func (r *rawRunner) run() *Report {
-	start := time.Now()
-	measureFrom := start.Add(r.o.warmup)
-	stopAt := measureFrom.Add(r.o.duration)
-	var shards [][]sample
-	if r.o.rate > 0 {
-		shards = r.openLoop(start, stopAt)
-	} else {
-		shards = r.closedLoop(stopAt)
-	}
-	return buildReport(r.o, shards, measureFrom, stopAt)
-}
+func (r *rawRunner) run() *Report { return runLoops(r.o, r) }
 
 func (r *rawRunner) closedLoop(stopAt time.Time) [][]sample {
 	workers := make([]*rawWorker, r.o.concurrency)

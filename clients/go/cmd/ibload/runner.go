@@ -59,17 +59,26 @@ func (r *runner) once(due time.Time) sample {
 	return s
 }
 
-func (r *runner) run() *Report {
+func (r *runner) run() *Report { return runLoops(r.o, r) }
+
+// loops is what a runner (SDK clients or the raw HTTP engine) provides to runLoops.
+type loops interface {
+	openLoop(start, stopAt time.Time) [][]sample
+	closedLoop(stopAt time.Time) [][]sample
+}
+
+// runLoops runs the warm-up and the measured window, open loop when o.rate is set.
+func runLoops(o *options, l loops) *Report {
 	start := time.Now()
-	measureFrom := start.Add(r.o.warmup)
-	stopAt := measureFrom.Add(r.o.duration)
+	measureFrom := start.Add(o.warmup)
+	stopAt := measureFrom.Add(o.duration)
 	var shards [][]sample
-	if r.o.rate > 0 {
-		shards = r.openLoop(start, stopAt)
+	if o.rate > 0 {
+		shards = l.openLoop(start, stopAt)
 	} else {
-		shards = r.closedLoop(stopAt)
+		shards = l.closedLoop(stopAt)
 	}
-	return buildReport(r.o, shards, measureFrom, stopAt)
+	return buildReport(o, shards, measureFrom, stopAt)
 }
 
 func (r *runner) closedLoop(stopAt time.Time) [][]sample {
