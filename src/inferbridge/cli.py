@@ -45,6 +45,46 @@ def _parser() -> argparse.ArgumentParser:
         "whenever it serves gRPC)",
     )
     serve.add_argument("--log-level", help="logging level (default info)")
+    serve.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per request (protocol, model, version, status, duration, bytes)",
+    )
+    serve.add_argument(
+        "--model-control-mode",
+        choices=("none", "poll", "explicit"),
+        help="none: load the repository once (default); poll: follow its directory; "
+        "explicit: load --load-model at start, then through the repository API",
+    )
+    serve.add_argument(
+        "--repository-poll-secs", type=float, help="poll mode rescan interval (default 15)"
+    )
+    serve.add_argument(
+        "--load-model",
+        action="append",
+        metavar="NAME",
+        help="explicit mode: load this model at start (repeatable; '*' = all)",
+    )
+    serve.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve Prometheus metrics at /metrics (default on)",
+    )
+    serve.add_argument("--metrics-port", type=int, help="also serve /metrics on this port")
+    serve.add_argument(
+        "--trace-mode",
+        choices=("off", "opentelemetry"),
+        help="export OpenTelemetry spans over OTLP (default off; OTEL_TRACES_EXPORTER=otlp "
+        "turns it on too)",
+    )
+    serve.add_argument("--trace-rate", type=float, help="fraction of new traces sampled (0-1)")
+    serve.add_argument("--trace-endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_*)")
+    serve.add_argument(
+        "--trace-protocol", choices=("grpc", "http/protobuf"), help="OTLP transport"
+    )
 
     examples = commands.add_parser("examples", help="build the bundled example repository")
     examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")

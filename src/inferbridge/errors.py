@@ -9,11 +9,13 @@ __all__ = [
     "InferBridgeError",
     "InferenceFailed",
     "InvalidInput",
+    "ModelBusy",
     "ModelLoadError",
     "ModelNotFound",
     "ModelNotReady",
     "PayloadTooLarge",
     "QueueFull",
+    "RepositoryNotModifiable",
     "ServerNotReady",
 ]
 
@@ -72,3 +74,12 @@ class ConfigError(InferBridgeError):
 
 class ModelLoadError(InferBridgeError):
     """A model version could not be loaded; the message names the model, file and cause."""
+
+
+class ModelBusy(InferBridgeError):
+    """The model is being loaded already; a second load is refused: 409, ABORTED."""
+
+
+class RepositoryNotModifiable(InferBridgeError):
+    """The model control mode does not allow loading or unloading through the API:
+    403, FAILED_PRECONDITION."""

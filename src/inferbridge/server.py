@@ -18,6 +18,7 @@ import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.backend import GatewayFrontend
+from inferbridge.models.manager import ControlMode, ModelManager
 from inferbridge.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,13 +42,20 @@ class InferBridgeServer:
     def __init__(self, settings: Settings, repository: Path) -> None:
         self.settings = settings
         self.repository = repository
-        self.dataplane = DataPlane(strict_readiness=settings.strict_readiness)
+        self.models = ModelManager(
+            repository, histograms=settings.metrics, drain_timeout_s=settings.shutdown_grace_s
+        )
+        self.dataplane = DataPlane(
+            self.models,
+            strict_readiness=settings.strict_readiness,
+            control_mode=ControlMode(settings.model_control_mode),
+        )
         self._stop = asyncio.Event()
         self.exit_code = 0
 
     async def serve(self) -> None:
         from inferbridge.frontends.rest.app import RestApp
-        from inferbridge.repository.repository import ModelRepository
+        from inferbridge.models.watch import watch_repository
 
         s = self.settings
         rest = RestApp(
@@ -72,15 +80,24 @@ class InferBridgeServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
 
-        records = await asyncio.to_thread(ModelRepository(self.repository).load_all)
-        self.dataplane.install(records)
+        if isinstance(frontend, GatewayFrontend):
+            gateway = frontend
+            self.models.on_change(
+                lambda: gateway.set_admission_limits(self.dataplane.admission_bounds())
+            )
+        await self.models.load_initial(self._initial_models())
+        self.dataplane.mark_loaded()
         # The loaded frameworks hold millions of long-lived objects; without this, every
         # full collection rescans them and shows up as tens of milliseconds of tail latency.
         gc.collect()
         gc.freeze()
-        if isinstance(frontend, GatewayFrontend):
-            frontend.set_admission_limits(self.dataplane.admission_bounds())
         await frontend.set_serving(True)
+        watch_stop = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
+        if s.model_control_mode == "poll":
+            watcher = asyncio.create_task(
+                watch_repository(self.models, s.repository_poll_secs, watch_stop)
+            )
         for line in _model_summary(self.dataplane):
             print(f"inferbridge: {line}", flush=True)
         print("inferbridge: serving", flush=True)
@@ -89,6 +106,11 @@ class InferBridgeServer:
         waiters: set[asyncio.Future[Any]] = {http_done, stop_waiter}
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         print("inferbridge: shutting down, finishing requests in flight", flush=True)
+        watch_stop.set()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         self.dataplane.draining = True
         await frontend.set_serving(False)
         if http_server is not None:
@@ -98,8 +120,17 @@ class InferBridgeServer:
             http_done.cancel()
         await frontend.stop(s.shutdown_grace_s)
         stop_waiter.cancel()
-        await asyncio.to_thread(self.dataplane.shutdown)
+        await self.dataplane.shutdown()
         print("inferbridge: stopped", flush=True)
+
+    def _initial_models(self) -> list[str] | None:
+        """What loads at start: everything, except in the explicit mode (`load_model`)."""
+        s = self.settings
+        if s.model_control_mode != "explicit":
+            return None
+        if "*" in s.load_model:
+            return None
+        return list(dict.fromkeys(s.load_model))
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -61,6 +61,44 @@ class Settings(BaseSettings):
     log_level: str = "info"
     """Python logging level name."""
 
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per line (timestamp, level, logger, message, and the request
+    fields of access-log lines)."""
+
+    access_log: bool = False
+    """Log one line per request: protocol, model, version, status, duration, bytes, trace id."""
+
+    model_control_mode: Literal["none", "poll", "explicit"] = "none"
+    """`none`: load the repository once; `poll`: follow the repository directory (new,
+    changed and removed models); `explicit`: load only `load_model` at start, then whatever
+    the repository API loads and unloads."""
+
+    repository_poll_secs: float = Field(default=15.0, gt=0)
+    """How often the poll mode rescans the repository (filesystem events wake it sooner)."""
+
+    load_model: list[str] = Field(default_factory=list)
+    """Models the explicit mode loads at start (`*`: all of them)."""
+
+    metrics: bool = True
+    """Serve Prometheus metrics at /metrics (and keep their histograms); off, only the
+    statistics extension's counters are kept."""
+
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Also serve /metrics on this port (0 picks a free one), apart from the REST port."""
+
+    trace_mode: Literal["off", "opentelemetry"] = "off"
+    """`opentelemetry`: export spans over OTLP (also turned on by OTEL_TRACES_EXPORTER=otlp)."""
+
+    trace_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Fraction of requests that start a new trace (an incoming sampled traceparent is
+    always continued)."""
+
+    trace_endpoint: str | None = None
+    """OTLP endpoint; default OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, else the SDK's default."""
+
+    trace_protocol: Literal["grpc", "http/protobuf"] | None = None
+    """OTLP transport; default OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc."""
+
     @model_validator(mode="after")
     def _gateway_serves_both(self) -> Settings:
         if self.rest_frontend == "gateway" and self.grpc_frontend == "grpcio":

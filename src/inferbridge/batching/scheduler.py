@@ -14,6 +14,10 @@ the loop keeps serving. An instance thread that finishes a batch starts the next
 ready (full, or its window closed) itself, so that a busy event loop does not leave the
 instance idle; the queue is shared with the loop under a lock, and results are always
 delivered on the loop.
+
+An optional observer is told about every executed batch (`BatchTiming`: its requests' queue
+waits and trace contexts, and when it was joined, run and split), always on the event loop,
+so statistics and tracing need no lock of their own.
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ from inferbridge.errors import (
     DeadlineExceeded,
     InferenceFailed,
     InvalidInput,
+    ModelNotReady,
     QueueFull,
 )
 
-__all__ = ["BatchPolicy", "ExecutionMode", "Scheduler"]
+__all__ = ["BatchObserver", "BatchPolicy", "BatchTiming", "ExecutionMode", "Scheduler"]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 RunBatch = Callable[[Arrays], Arrays]
@@ -55,6 +60,23 @@ _QUIET_TURNS = 2
 # scheduler); most requests are answered sooner, and work that would start within this
 # time gains little from being withdrawn.
 _WATCH_AFTER_S = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTiming:
+    """One executed batch, as reported to the observer (`time.monotonic()` seconds)."""
+
+    rows: int
+    queue_waits: list[float]  # per request: from its arrival to the batch's start
+    traces: list[object]  # per request: the trace context it was submitted with, or None
+    started: float
+    joined: float  # inputs concatenated
+    ran: float  # the runtime returned
+    ended: float  # outputs split and delivered
+    failed: bool
+
+
+BatchObserver = Callable[[BatchTiming], None]
 
 
 class ExecutionMode(StrEnum):
@@ -88,6 +110,7 @@ class _Item:
     arrival: float
     deadline: float | None
     queued: bool = True
+    trace: object = None
 
 
 class Scheduler:
@@ -101,8 +124,10 @@ class Scheduler:
         instances: int = 1,
         mode: ExecutionMode = ExecutionMode.AUTO,
         name: str = "model",
+        observer: BatchObserver | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._observer = observer
         self.policy = policy
         self.name = name
         self._instances = max(1, instances)
@@ -131,6 +156,7 @@ class Scheduler:
         deadline: float | None = None,
         priority: int = 0,
         caller_gone: CallerGone | None = None,
+        trace: object = None,
     ) -> Arrays:
         """Run `inputs` (a validated request) and return its outputs.
 
@@ -138,6 +164,7 @@ class Scheduler:
         1 is the highest level, 0 means the configured default. `caller_gone`, when given,
         is awaited alongside a request that has waited 10 ms: if it completes first, the
         request is withdrawn (never executed if still queued) and CallerGone is raised.
+        `trace` is handed back to the observer with the batch that ran the request.
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -145,9 +172,11 @@ class Scheduler:
             raise DeadlineExceeded(f"model '{self.name}': the request's deadline passed on arrival")
         level = self._level(priority)
         if self._free and not self._queued and not self._waits_for_batch():
-            return await self._run_now(inputs, deadline, caller_gone)
+            return await self._run_now(inputs, deadline, caller_gone, trace)
         self.check_admission()
-        item = _Item(inputs, _rows(inputs), _key(inputs), loop.create_future(), now, deadline)
+        item = _Item(
+            inputs, _rows(inputs), _key(inputs), loop.create_future(), now, deadline, True, trace
+        )
         with self._lock:
             self._levels[level].append(item)
             self._queued += 1
@@ -181,7 +210,7 @@ class Scheduler:
         for level in self._levels:
             for item in level:
                 if not item.future.done():
-                    item.future.set_exception(InferenceFailed(f"model '{self.name}' is unloading"))
+                    item.future.set_exception(ModelNotReady(f"model '{self.name}' is unloading"))
             level.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -257,18 +286,32 @@ class Scheduler:
         return self.policy.merges and self.policy.max_queue_delay_s > 0
 
     async def _run_now(
-        self, inputs: Arrays, deadline: float | None, caller_gone: CallerGone | None
+        self,
+        inputs: Arrays,
+        deadline: float | None,
+        caller_gone: CallerGone | None,
+        trace: object,
     ) -> Arrays:
         rows = _rows(inputs)
         with self._lock:
             self._free -= 1
         if self._inline(rows):
+            started = time.monotonic()
+            failed = True
             try:
-                return self._timed(inputs, rows)
+                outputs = self._timed(inputs, rows)
+                failed = False
+                return outputs
             finally:
                 self._release()
+                if self._observer is not None:
+                    ran = time.monotonic()
+                    timing = BatchTiming(rows, [0.0], [trace], started, started, ran, ran, failed)
+                    self._observer(timing)
         loop = asyncio.get_running_loop()
-        item = _Item(inputs, rows, (), loop.create_future(), time.monotonic(), deadline, False)
+        item = _Item(
+            inputs, rows, (), loop.create_future(), time.monotonic(), deadline, False, trace
+        )
         # The instance is free when the thread is done, not when the caller stops waiting.
         self._pool.submit(self._work, loop, [item])
         return await self._wait(item.future, deadline, caller_gone)
@@ -428,23 +471,32 @@ class Scheduler:
         """Join and run one batch; returns how to answer its callers (on the event loop).
         Never raises, so that no instance slot is lost and no caller is left waiting."""
         rows = [it.rows for it in batch]
+        started = time.monotonic()
         try:
             inputs = _concat([it.inputs for it in batch])
         except Exception as exc:
-            return self._fail, (batch, self._batch_error(exc))
+            return self._fail, (batch, self._batch_error(exc), (started, started, started))
+        joined = time.monotonic()
         try:
             outputs = self._timed(inputs, sum(rows))
         except Exception as exc:
-            return self._fail, (batch, exc)
-        return self._deliver, (batch, rows, outputs)
+            return self._fail, (batch, exc, (started, joined, time.monotonic()))
+        return self._deliver, (batch, rows, outputs, (started, joined, time.monotonic()))
 
     def _batch_error(self, exc: Exception) -> InferenceFailed:
         return InferenceFailed(f"model '{self.name}': cannot form a batch: {exc}")
 
-    def _deliver(self, batch: list[_Item], rows: list[int], outputs: Arrays) -> None:
+    def _deliver(
+        self,
+        batch: list[_Item],
+        rows: list[int],
+        outputs: Arrays,
+        times: tuple[float, float, float] | None = None,
+    ) -> None:
         if len(batch) == 1:
             if not batch[0].future.done():
                 batch[0].future.set_result(outputs)
+            self._observe(batch, times, failed=False)
             return
         total = sum(rows)
         for name, array in outputs.items():
@@ -455,18 +507,44 @@ class Scheduler:
                         f"model '{self.name}' returned output '{name}' with "
                         f"{array.shape[0] if array.ndim else 0} rows for a batch of {total}"
                     ),
+                    times,
                 )
                 return
         offsets = list(itertools.accumulate(rows, initial=0))
         for item, start, stop in zip(batch, offsets, offsets[1:], strict=False):
             if not item.future.done():
                 item.future.set_result({n: a[start:stop] for n, a in outputs.items()})
+        self._observe(batch, times, failed=False)
 
-    @staticmethod
-    def _fail(batch: list[_Item], exc: BaseException) -> None:
+    def _fail(
+        self,
+        batch: list[_Item],
+        exc: BaseException,
+        times: tuple[float, float, float] | None = None,
+    ) -> None:
         for item in batch:
             if not item.future.done():
                 item.future.set_exception(exc)
+        self._observe(batch, times, failed=True)
+
+    def _observe(
+        self, batch: list[_Item], times: tuple[float, float, float] | None, *, failed: bool
+    ) -> None:
+        if self._observer is None or times is None:
+            return
+        started, joined, ran = times
+        self._observer(
+            BatchTiming(
+                rows=sum(it.rows for it in batch),
+                queue_waits=[max(0.0, started - it.arrival) for it in batch],
+                traces=[it.trace for it in batch],
+                started=started,
+                joined=joined,
+                ran=ran,
+                ended=time.monotonic(),
+                failed=failed,
+            )
+        )
 
 
 def _withdrawn(item: _Item, now: float) -> bool:

@@ -1,24 +1,34 @@
-"""The transport-neutral core: health, metadata and inference over the loaded repository."""
+"""The transport-neutral core: health, metadata, inference and model control over the live
+model set (`inferbridge.models`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from inferbridge import __version__
-from inferbridge.batching.scheduler import Scheduler
-from inferbridge.dataplane.executor import build_scheduler
 from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
 from inferbridge.errors import (
+    CallerGoneError,
+    DeadlineExceeded,
     InferBridgeError,
     InferenceFailed,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    QueueFull,
+    RepositoryNotModifiable,
     ServerNotReady,
 )
+from inferbridge.models.manager import ControlMode, ModelManager
+from inferbridge.models.requests import parse_load_parameters, parse_unload_parameters
+from inferbridge.models.served import ModelView, ServingVersion
+from inferbridge.observability.stats import VersionStats
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import (
     InferenceRequest,
@@ -26,13 +36,20 @@ from inferbridge.protocol.types import (
     OutputTensor,
     TensorSpec,
 )
-from inferbridge.repository.repository import LoadedVersion, ModelRecord, unload_version
+from inferbridge.repository.repository import LoadedVersion
 
-__all__ = ["EXTENSIONS", "DataPlane", "ModelMetadata", "RepositoryEntry", "ServerMetadata"]
+__all__ = [
+    "EXTENSIONS",
+    "DataPlane",
+    "ModelMetadata",
+    "RepositoryEntry",
+    "ServerMetadata",
+    "VersionReport",
+]
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = ("binary_tensor_data", "model_repository")
+EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics")
 SERVER_NAME = "inferbridge"
 
 
@@ -61,38 +78,49 @@ class RepositoryEntry:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class VersionReport:
+    """One model version as the metrics collector reads it."""
+
+    model: str
+    version: str
+    state: str  # loading, ready, unavailable, draining
+    stats: VersionStats | None
+    queued: int
+    inflight: int
+
+
+#: Returns the current trace context (when tracing is on), handed to the scheduler.
+TraceContext = Callable[[], object]
+
+
 class DataPlane:
     """Everything the front ends call. It knows nothing about HTTP or gRPC."""
 
-    def __init__(self, *, strict_readiness: bool = False) -> None:
-        self._records: dict[str, ModelRecord] = {}
-        self._schedulers: dict[tuple[str, int], Scheduler] = {}
-        # Each model's default version, resolved once: versions change state only while the
-        # repository loads (before install) and when they unload at shutdown.
-        self._defaults: dict[str, LoadedVersion | None] = {}
+    def __init__(
+        self,
+        manager: ModelManager | None = None,
+        *,
+        strict_readiness: bool = False,
+        control_mode: ControlMode = ControlMode.NONE,
+        trace_context: TraceContext | None = None,
+    ) -> None:
+        self.models = manager if manager is not None else ModelManager(Path("."))
+        self._views = self.models.views  # read once per request; the manager swaps entries
         self._strict_readiness = strict_readiness
-        self._loaded = False
+        self.control_mode = control_mode
+        self._trace_context = trace_context
+        self._loaded = manager is None
         self.draining = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def install(self, records: list[ModelRecord]) -> None:
-        """Serve these loaded records (called once the repository has loaded)."""
-        for record in records:
-            self._records[record.name] = record
-            self._defaults[record.name] = record.default_version
-            for version in record.versions.values():
-                if version.ready:
-                    self._schedulers[(record.name, version.version)] = build_scheduler(version)
+    def mark_loaded(self) -> None:
+        """The start-up load has finished: readiness may turn true."""
         self._loaded = True
 
-    def shutdown(self) -> None:
-        for scheduler in self._schedulers.values():
-            scheduler.close()
-        self._schedulers.clear()
-        for record in self._records.values():
-            for version in record.versions.values():
-                unload_version(version)
+    async def shutdown(self) -> None:
+        await self.models.shutdown()
 
     # -- health and metadata ---------------------------------------------------------------
 
@@ -109,80 +137,167 @@ class DataPlane:
     def model_errors(self) -> dict[str, str]:
         """Models (or versions) that failed to load, with the reason."""
         errors: dict[str, str] = {}
-        for record in self._records.values():
-            if record.error:
-                errors[record.name] = record.error
-            for version in record.versions.values():
-                if not version.ready:
-                    errors[f"{record.name}/{version.version}"] = version.reason
+        for view in self._views.values():
+            if not view.versions and view.error:
+                errors[view.name] = view.error
+            for number, failed in view.failed.items():
+                errors[f"{view.name}/{number}"] = failed.reason
         return errors
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS, self.model_errors())
 
     def model_names(self) -> list[str]:
-        return sorted(self._records)
+        return sorted(self._views)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        return self._find(name, version).ready
+        view = self._view(name)
+        if view.draining:
+            return False
+        if version is None or version == "":
+            return view.default is not None
+        number = _version_number(view, version)
+        if number in view.failed and number not in view.versions:
+            return False
+        return self._find(name, version) is not None
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
-        found = self._find(name, version)
-        if not found.ready:
-            raise ModelNotReady(f"model '{name}' is not ready: {found.reason}")
-        record = self._records[name]
-        versions = [
-            str(v.version) for v in sorted(record.versions.values(), key=_number) if v.ready
-        ]
+        found = self._find(name, version).loaded
+        view = self._views[name]
+        versions = [str(n) for n in sorted(view.versions)]
         return ModelMetadata(name, versions, found.platform, found.inputs, found.outputs)
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
-        found = self._find(name, version)
-        assert found.config is not None
-        return found.config.model_dump(mode="json")
+        view = self._view(name)
+        config = view.config
+        if version not in (None, ""):
+            config = self._find(name, version).loaded.config
+        if config is None:
+            raise ModelNotReady(f"model '{name}' is not ready: {view.error}")
+        return config.model_dump(mode="json")
 
-    def repository_index(self) -> list[RepositoryEntry]:
-        entries: list[RepositoryEntry] = []
-        for record in sorted(self._records.values(), key=lambda r: r.name):
-            if not record.versions:
-                entries.append(RepositoryEntry(record.name, "", "UNAVAILABLE", record.error))
-            for version in sorted(record.versions.values(), key=_number):
-                entries.append(
-                    RepositoryEntry(
-                        record.name, str(version.version), version.state.value, version.reason
-                    )
-                )
-        return entries
+    # -- model control ---------------------------------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        return [
+            RepositoryEntry(e.name, e.version, e.state, e.reason)
+            for e in self.models.index(ready_only)
+        ]
+
+    async def load_model(
+        self, name: str, parameters: Mapping[str, Any], *, base64_files: bool
+    ) -> None:
+        """Triton's RepositoryModelLoad: (re)load `name`, optionally with a config override
+        and files sent in the request; returns once the new versions serve."""
+        self._check_modifiable("load")
+        request = parse_load_parameters(parameters, base64_files=base64_files)
+        await self.models.load(name, request if request.overrides else None, reason="load API")
+
+    async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None:
+        """Triton's RepositoryModelUnload: drain and unload `name` (and, with
+        `unload_dependents`, the pipelines that use it)."""
+        self._check_modifiable("unload")
+        dependents = parse_unload_parameters(parameters)
+        await self.models.unload(name, reason="unload API", unload_dependents=dependents)
+
+    def _check_modifiable(self, action: str) -> None:
+        if self.control_mode is not ControlMode.EXPLICIT:
+            how = (
+                "changes come from the repository directory"
+                if self.control_mode is ControlMode.POLL
+                else "models are loaded once at start-up"
+            )
+            raise RepositoryNotModifiable(
+                f"cannot {action} models: the repository is not modifiable in model control "
+                f"mode '{self.control_mode.value}' ({how}); start the server with "
+                "--model-control-mode explicit to load and unload through the API"
+            )
+
+    # -- statistics and metrics ------------------------------------------------------------
+
+    def model_statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Triton's statistics extension: one document per served version (all models when
+        `name` is empty)."""
+        if not name:
+            return [
+                s.stats.to_json(view.name, str(n))
+                for view in sorted(self._views.values(), key=lambda v: v.name)
+                for n, s in sorted(view.versions.items())
+            ]
+        view = self._view(name)
+        if version not in (None, ""):
+            serving = self._find(name, version)
+            return [serving.stats.to_json(name, str(serving.number))]
+        return [s.stats.to_json(name, str(n)) for n, s in sorted(view.versions.items())]
+
+    def version_reports(self) -> Iterator[VersionReport]:
+        """Every known model version with its state, for the metrics collector."""
+        for entry in self.models.index():
+            view = self._views.get(entry.name)
+            serving = None
+            if view is not None and entry.version.isdigit():
+                serving = view.versions.get(int(entry.version))
+            state = _METRIC_STATES.get(entry.state, "unavailable")
+            yield VersionReport(
+                entry.name,
+                entry.version,
+                state,
+                serving.stats if serving is not None else None,
+                serving.scheduler.queued if serving is not None else 0,
+                serving.inflight if serving is not None else 0,
+            )
 
     # -- inference -------------------------------------------------------------------------
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         if self.draining:
             raise ServerNotReady("the server is shutting down")
-        version = self._find(request.model_name, request.model_version)
-        if not version.ready:
-            raise ModelNotReady(f"model '{request.model_name}' is not ready: {version.reason}")
-        inputs = validate_inputs(request, version.inputs, _max_batch(version))
-        validate_requested_outputs(request, version.outputs)
-        scheduler = self._schedulers[(version.model, version.version)]
-        outputs = await scheduler.submit(
-            inputs,
-            deadline=self._deadline(request, version),
-            priority=_int_parameter(request, "priority"),
-            caller_gone=request.caller_gone,
-        )
-        return self._response(request, version, outputs)
+        serving = self._find(request.model_name, request.model_version)
+        version = serving.loaded
+        start = time.monotonic()
+        serving.inflight += 1
+        try:
+            inputs = validate_inputs(request, version.inputs, _max_batch(version))
+            validate_requested_outputs(request, version.outputs)
+            trace = self._trace_context() if self._trace_context is not None else None
+            outputs = await serving.scheduler.submit(
+                inputs,
+                deadline=self._deadline(request, version),
+                priority=_int_parameter(request, "priority"),
+                caller_gone=request.caller_gone,
+                trace=trace,
+            )
+            response = self._response(request, version, outputs)
+        except InferBridgeError as error:
+            serving.stats.request_failed(time.monotonic() - start, _failure_reason(error))
+            raise
+        except asyncio.CancelledError:
+            serving.stats.request_failed(time.monotonic() - start, "canceled")
+            raise
+        except Exception:
+            serving.stats.request_failed(time.monotonic() - start, "backend")
+            raise
+        else:
+            serving.stats.request_succeeded(time.monotonic() - start)
+            return response
+        finally:
+            serving.leave()
 
     def check_admission(self, name: str, version: str | None = None) -> None:
         """Refuse early (QueueFull) when the model's queue is full; unknown or unready models
         pass here and get their error from infer()."""
         try:
-            found = self._find(name, version)
+            serving = self._find(name, version)
         except InferBridgeError:
             return
-        scheduler = self._schedulers.get((found.model, found.version))
-        if scheduler is not None and not self.draining:
-            scheduler.check_admission()
+        if not self.draining:
+            try:
+                serving.scheduler.check_admission()
+            except QueueFull:
+                serving.stats.request_failed(0.0, "rejected")
+                raise
 
     def admission_bounds(self) -> dict[str, int]:
         """Per model whose versions all have a bounded queue: the sum over its versions of
@@ -194,14 +309,17 @@ class DataPlane:
         refusing costs the event loop up to half a served request, and a shorter queue waits
         less."""
         bounds: dict[str, int] = {}
-        unbounded: set[str] = set()
-        for (name, _), scheduler in self._schedulers.items():
-            queue = scheduler.policy.max_queue_size
-            if queue <= 0:
-                unbounded.add(name)
+        for name, view in self._views.items():
+            total = 0
+            for serving in view.versions.values():
+                queue = serving.scheduler.policy.max_queue_size
+                if queue <= 0:
+                    break
+                total += queue + serving.scheduler.instances
             else:
-                bounds[name] = bounds.get(name, 0) + queue + scheduler.instances
-        return {name: bound for name, bound in bounds.items() if name not in unbounded}
+                if view.versions:
+                    bounds[name] = total
+        return bounds
 
     @staticmethod
     def _deadline(request: InferenceRequest, version: LoadedVersion) -> float | None:
@@ -243,21 +361,63 @@ class DataPlane:
             id=request.id,
         )
 
-    def _find(self, name: str, version: str | None) -> LoadedVersion:
-        record = self._records.get(name)
-        if record is None:
+    def _view(self, name: str) -> ModelView:
+        view = self._views.get(name)
+        if view is None:
             raise ModelNotFound(f"unknown model '{name}'")
+        return view
+
+    def _find(self, name: str, version: str | None) -> ServingVersion:
+        view = self._views.get(name)
+        if view is None:
+            raise ModelNotFound(f"unknown model '{name}'")
+        if view.draining:
+            raise ModelNotReady(f"model '{name}' is unloading")
         if version is None or version == "":
-            found = self._defaults[name]
+            found = view.default
             if found is None:
-                raise ModelNotReady(f"model '{name}' is not ready: {record.error}")
+                raise ModelNotReady(f"model '{name}' is not ready: {view.error}")
             return found
-        if not version.isdigit() or int(version) not in record.versions:
-            served = ", ".join(str(v) for v in sorted(record.versions)) or "none"
+        number = _version_number(view, version)
+        serving = view.versions.get(number)
+        if serving is None:
+            failed = view.failed.get(number)
+            if failed is not None:
+                raise ModelNotReady(f"model '{name}' is not ready: {failed.reason}")
             raise ModelNotFound(
-                f"model '{name}' has no version '{version}' (versions served: {served})"
+                f"model '{name}' has no version '{version}' "
+                f"(versions served: {', '.join(str(v) for v in sorted(view.versions)) or 'none'})"
             )
-        return record.versions[int(version)]
+        return serving
+
+
+_METRIC_STATES = {
+    "READY": "ready",
+    "LOADING": "loading",
+    "UNLOADING": "draining",
+    "UNAVAILABLE": "unavailable",
+}
+
+
+def _version_number(view: ModelView, version: str) -> int:
+    if not version.isdigit():
+        served = ", ".join(str(v) for v in sorted(view.versions)) or "none"
+        raise ModelNotFound(
+            f"model '{view.name}' has no version '{version}' (versions served: {served})"
+        )
+    return int(version)
+
+
+def _failure_reason(error: InferBridgeError) -> str:
+    if isinstance(error, QueueFull):
+        return "rejected"
+    if isinstance(error, CallerGoneError):
+        return "canceled"
+    if isinstance(error, DeadlineExceeded):
+        return "timeout"
+    if isinstance(error, InvalidInput):
+        return "invalid"
+    return "backend"
 
 
 def _int_parameter(request: InferenceRequest, name: str) -> int:
@@ -265,10 +425,6 @@ def _int_parameter(request: InferenceRequest, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"parameter '{name}' must be a non-negative integer, got {value!r}")
     return value
-
-
-def _number(version: LoadedVersion) -> int:
-    return version.version
 
 
 def _max_batch(version: LoadedVersion) -> int:

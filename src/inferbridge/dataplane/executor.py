@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from inferbridge.batching.scheduler import BatchPolicy, ExecutionMode, Scheduler
+from inferbridge.batching.scheduler import BatchObserver, BatchPolicy, ExecutionMode, Scheduler
 from inferbridge.errors import InferBridgeError, InferenceFailed
 from inferbridge.repository.config import DEFAULT_MAX_QUEUE_SIZE
 from inferbridge.repository.repository import LoadedVersion
@@ -39,7 +39,7 @@ class VersionRunner:
         return {name: _as_array(value) for name, value in outputs.items()}
 
 
-def build_scheduler(version: LoadedVersion) -> Scheduler:
+def build_scheduler(version: LoadedVersion, observer: BatchObserver | None = None) -> Scheduler:
     """The scheduler for one version, from its config's batching and instance settings."""
     config = version.config
     assert config is not None
@@ -62,6 +62,7 @@ def build_scheduler(version: LoadedVersion) -> Scheduler:
         instances=instances,
         mode=ExecutionMode(config.execution),
         name=version.model,
+        observer=observer,
     )
 
 

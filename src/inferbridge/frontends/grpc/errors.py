@@ -6,20 +6,28 @@ import grpc
 
 from inferbridge.errors import (
     CallerGoneError,
+    ConfigError,
     DeadlineExceeded,
     InferBridgeError,
     InferenceFailed,
     InvalidInput,
+    ModelBusy,
+    ModelLoadError,
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
     QueueFull,
+    RepositoryNotModifiable,
     ServerNotReady,
 )
 
 __all__ = ["grpc_status"]
 
 _CODES: dict[type[InferBridgeError], grpc.StatusCode] = {
+    ModelBusy: grpc.StatusCode.ABORTED,
+    RepositoryNotModifiable: grpc.StatusCode.FAILED_PRECONDITION,
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelLoadError: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     CallerGoneError: grpc.StatusCode.CANCELLED,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,

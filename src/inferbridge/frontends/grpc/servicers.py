@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from inferbridge.dataplane.dataplane import DataPlane
@@ -111,6 +112,29 @@ class InferenceServicer:
         return encode_model_infer_response(response)
 
     @_mapped_errors
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        documents = self.dataplane.model_statistics(request.name, request.version or None)
+        return json_format.ParseDict({"model_stats": documents}, pb.ModelStatisticsResponse())
+
+    @_mapped_errors
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        parameters = _repository_parameters(request.parameters)
+        await self.dataplane.load_model(request.model_name, parameters, base64_files=False)
+        return pb.RepositoryModelLoadResponse()
+
+    @_mapped_errors
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        parameters = _repository_parameters(request.parameters)
+        await self.dataplane.unload_model(request.model_name, parameters)
+        return pb.RepositoryModelUnloadResponse()
+
+    @_mapped_errors
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Any
     ) -> pb.RepositoryIndexResponse:
@@ -180,6 +204,15 @@ def generic_handlers(
         grpc.method_handlers_generic_handler(service, methods)
         for service, methods in by_service.items()
     ]
+
+
+def _repository_parameters(parameters: Any) -> dict[str, Any]:
+    """A map<string, ModelRepositoryParameter> as plain values (None when unset)."""
+    values: dict[str, Any] = {}
+    for key, parameter in parameters.items():
+        which = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, which) if which is not None else None
+    return values
 
 
 def _message_class(module: Any, name: str) -> type[Message]:

@@ -141,15 +141,11 @@ class RestApp:
                 return _json(200, {"live": dp.live()})
             ready = dp.ready()
             return _json(200 if ready else 503, {"ready": ready})
-        if parts == ["repository", "index"]:
-            _require(method, "POST")
-            return _json(
-                200,
-                [
-                    {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
-                    for e in dp.repository_index()
-                ],
-            )
+        if parts[0] == "repository":
+            return await self._repository(method, parts[1:], scope, receive)
+        if parts == ["models", "stats"]:
+            _require(method, "GET")
+            return _json(200, {"model_stats": dp.model_statistics()})
         if parts[0] == "models" and len(parts) >= 2:
             name, rest = parts[1], parts[2:]
             version: str | None = None
@@ -178,7 +174,57 @@ class RestApp:
             if rest == ["config"]:
                 _require(method, "GET")
                 return _json(200, dp.model_config(name, version))
+            if rest == ["stats"]:
+                _require(method, "GET")
+                return _json(200, {"model_stats": dp.model_statistics(name, version)})
         return _json(404, {"error": f"no route for {method} {scope['path']}"})
+
+    async def _repository(
+        self, method: str, parts: list[str], scope: Scope, receive: Receive
+    ) -> _Response:
+        """Triton's model repository extension: index, load, unload."""
+        dp = self.dataplane
+        if parts == ["index"]:
+            _require(method, "POST")
+            document = await self._json_object(scope, receive, "the index request")
+            ready = document.get("ready", False)
+            if not isinstance(ready, bool):
+                raise InvalidInput(f"'ready' must be a boolean, got {ready!r}")
+            return _json(
+                200,
+                [
+                    {"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+                    for e in dp.repository_index(ready_only=ready)
+                ],
+            )
+        if len(parts) == 3 and parts[0] == "models" and parts[2] in ("load", "unload"):
+            _require(method, "POST")
+            name, action = parts[1], parts[2]
+            document = await self._json_object(scope, receive, f"the {action} request")
+            unknown = sorted(set(document) - {"parameters"})
+            if unknown:
+                raise InvalidInput(
+                    f"unknown field(s) {unknown} in the {action} request; expected 'parameters'"
+                )
+            parameters = document.get("parameters", {})
+            if not isinstance(parameters, dict):
+                raise InvalidInput(f"'parameters' must be a JSON object, got {parameters!r}")
+            if action == "load":
+                await dp.load_model(name, parameters, base64_files=True)
+            else:
+                await dp.unload_model(name, parameters)
+            return _json(200, {})
+        return _json(404, {"error": f"no route for {method} {scope['path']}"})
+
+    async def _json_object(self, scope: Scope, receive: Receive, what: str) -> dict[str, Any]:
+        """An optional JSON object body: {} when empty."""
+        body = await self._read_body(scope, receive, _headers(scope))
+        if not body.strip():
+            return {}
+        document = parse_json_body(body)
+        if not isinstance(document, dict):
+            raise InvalidInput(f"{what} must be a JSON object, got {type(document).__name__}")
+        return document
 
     async def _infer(
         self, name: str, version: str | None, scope: Scope, receive: Receive

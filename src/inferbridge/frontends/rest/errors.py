@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from inferbridge.errors import (
     CallerGoneError,
+    ConfigError,
     DeadlineExceeded,
     InferBridgeError,
     InferenceFailed,
     InvalidInput,
+    ModelBusy,
+    ModelLoadError,
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
     QueueFull,
+    RepositoryNotModifiable,
     ServerNotReady,
 )
 
 __all__ = ["http_status"]
 
 _STATUS: dict[type[InferBridgeError], int] = {
+    ModelBusy: 409,
+    RepositoryNotModifiable: 403,
+    ConfigError: 400,
+    ModelLoadError: 400,
     InvalidInput: 400,
     CallerGoneError: 499,
     ModelNotFound: 404,

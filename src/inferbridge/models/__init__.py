@@ -1,0 +1,1 @@
+"""The live model set: what is served, and every transition between versions."""

@@ -1,0 +1,143 @@
+"""Where a model's files come from: the repository directory, or a load request's files.
+
+Also the fingerprints the poll mode compares: a version changes when its config or any of
+its files (path, size, modification time) does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferbridge.errors import InvalidInput, ModelNotFound
+from inferbridge.models.requests import LoadRequest
+from inferbridge.repository.config import ModelConfig, load_config
+from inferbridge.repository.repository import CONFIG_FILE
+
+__all__ = ["ModelSource", "check_model_name", "model_directories", "resolve_source"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """A model's directory, config and chosen versions, with a fingerprint per version."""
+
+    name: str
+    path: Path
+    config: ModelConfig
+    versions: dict[int, str]  # chosen version number -> fingerprint
+    available: list[int]
+    fingerprint: str  # of the whole model: config and every chosen version
+    override_dir: Path | None = None
+
+
+def check_model_name(name: str) -> None:
+    if not _NAME.match(name) or name in (".", ".."):
+        raise InvalidInput(
+            f"invalid model name {name!r}: use letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit"
+        )
+
+
+def model_directories(root: Path) -> list[str]:
+    """The model directories of a repository (hidden and `_` ones are skipped)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
+
+
+def resolve_source(
+    root: Path, name: str, request: LoadRequest | None, scratch: Path | None
+) -> ModelSource:
+    """Read (or, for `file:` parameters, write into `scratch`) one model's files. Raises
+    ModelNotFound for an unknown directory and ConfigError for a bad config.yaml."""
+    check_model_name(name)
+    override_dir: Path | None = None
+    if request is not None and request.files:
+        assert request.config is not None  # parse_load_parameters insists
+        base = scratch or Path(tempfile.gettempdir())
+        base.mkdir(parents=True, exist_ok=True)
+        override_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+        path = override_dir / name
+        path.mkdir()
+        try:
+            for relative, data in request.files.items():
+                target = path.joinpath(*relative.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        except OSError as exc:
+            shutil.rmtree(override_dir, ignore_errors=True)
+            raise InvalidInput(f"cannot write the files of model '{name}': {exc}") from None
+        config = request.config
+        config_token = request.config_json
+    else:
+        path = root / name
+        config_path = path / CONFIG_FILE
+        if not path.is_dir():
+            raise ModelNotFound(
+                f"no model directory '{name}' in the repository {root} "
+                f"(models there: {', '.join(model_directories(root)) or 'none'})"
+            )
+        if request is not None and request.config is not None:
+            config, config_token = request.config, request.config_json
+        else:
+            if not config_path.exists():
+                raise InvalidInput(f"model '{name}': {config_path} is missing")
+            config = load_config(config_path)
+            config_token = config_path.read_text(errors="replace")
+    available = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+    chosen = config.version_policy.select(available)
+    versions = {n: _fingerprint(config_token, path / str(n), path) for n in chosen}
+    whole = hashlib.sha256(config_token.encode())
+    for number, print_ in sorted(versions.items()):
+        whole.update(f"{number}:{print_};".encode())
+    whole.update(_tree_print(path, top_level_only=True).encode())
+    return ModelSource(
+        name, path, config, versions, available, whole.hexdigest(), override_dir=override_dir
+    )
+
+
+def source_fingerprint(root: Path, name: str) -> str:
+    """The fingerprint the model directory would load with now; "" when unreadable."""
+    try:
+        return resolve_source(root, name, None, None).fingerprint
+    except Exception:  # a directory being written may be unreadable for a moment
+        path = root / name
+        return "unreadable:" + _tree_print(path, top_level_only=False)
+
+
+def _fingerprint(config_token: str, version_dir: Path, model_dir: Path) -> str:
+    digest = hashlib.sha256(config_token.encode())
+    digest.update(_tree_print(version_dir, top_level_only=False).encode())
+    # Files beside the version directories (labels, vocabularies) belong to every version.
+    digest.update(_tree_print(model_dir, top_level_only=True).encode())
+    return digest.hexdigest()
+
+
+def _tree_print(path: Path, *, top_level_only: bool) -> str:
+    entries: list[str] = []
+    try:
+        if top_level_only:
+            for entry in os.scandir(path):
+                if entry.is_file() and entry.name != CONFIG_FILE:
+                    stat = entry.stat()
+                    entries.append(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}")
+        else:
+            for directory, _, files in os.walk(path):
+                for file in files:
+                    full = Path(directory, file)
+                    stat = full.stat()
+                    entries.append(
+                        f"{full.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}"
+                    )
+    except OSError as exc:
+        entries.append(f"error:{exc.errno}")
+    return "|".join(sorted(entries))

@@ -1,0 +1,1 @@
+"""Metrics, statistics, tracing and logs: each configured explicitly at start-up."""
