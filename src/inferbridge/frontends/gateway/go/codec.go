@@ -48,20 +48,25 @@ func (codec) Name() string { return proto.Name }
 
 // registerReflection serves reflection v1 and v1alpha for the forwarded services
 // described by set (a serialized FileDescriptorSet) and for the services registered
-// on srv (health and reflection), whose files are in protoregistry.GlobalFiles.
-func registerReflection(srv *grpc.Server, set []byte) error {
+// on srv (health and reflection), whose files are in protoregistry.GlobalFiles. It
+// returns the full method names ("/pkg.Service/Method") of the forwarded services.
+func registerReflection(srv *grpc.Server, set []byte) ([]string, error) {
 	var fds descriptorpb.FileDescriptorSet
 	if err := protov2.Unmarshal(set, &fds); err != nil {
-		return fmt.Errorf("backend: DESCRIPTORS: %w", err)
+		return nil, fmt.Errorf("backend: DESCRIPTORS: %w", err)
 	}
 	files, err := protodesc.NewFiles(&fds)
 	if err != nil {
-		return fmt.Errorf("backend: DESCRIPTORS: %w", err)
+		return nil, fmt.Errorf("backend: DESCRIPTORS: %w", err)
 	}
-	var forwarded []string
+	var forwarded, methods []string
 	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
 		for i := 0; i < fd.Services().Len(); i++ {
-			forwarded = append(forwarded, string(fd.Services().Get(i).FullName()))
+			sd := fd.Services().Get(i)
+			forwarded = append(forwarded, string(sd.FullName()))
+			for j := 0; j < sd.Methods().Len(); j++ {
+				methods = append(methods, "/"+string(sd.FullName())+"/"+string(sd.Methods().Get(j).Name()))
+			}
 		}
 		return true
 	})
@@ -72,7 +77,7 @@ func registerReflection(srv *grpc.Server, set []byte) error {
 	}
 	v1reflectiongrpc.RegisterServerReflectionServer(srv, reflection.NewServerV1(opts))
 	v1alphareflectiongrpc.RegisterServerReflectionServer(srv, reflection.NewServer(opts))
-	return nil
+	return methods, nil
 }
 
 // services lists the registered services plus the forwarded ones.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,43 +19,10 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Frame kinds of the backend protocol (see the package comment).
-const (
-	kindCall        = 1
-	kindCancel      = 2
-	kindReply       = 3
-	kindHealth      = 4
-	kindShutdown    = 5
-	kindDescriptors = 6
-	kindHTTP        = 7
-	kindReplyHTTP   = 8
-	kindLimits      = 9
-)
-
-// frameHeader is u32 length | u8 kind | u64 id; the length counts kind and id.
-const frameHeader = 4 + 1 + 8
-
 type config struct {
 	maxRecvBytes      int
 	maxConcurrentRPCs int // 0 = unlimited
 	maxHTTPInflight   int // 0 = unlimited
-}
-
-// frame is one outgoing frame (CALL or CANCEL), queued by value to the writer.
-type frame struct {
-	kind      byte
-	id        uint64
-	method    string          // CALL only
-	timeoutUS int64           // CALL only
-	body      mem.BufferSlice // CALL only; the writer frees it once written
-	raw       *[]byte         // HTTP only: the whole body; the writer pools it once written
-}
-
-// reply is a REPLY handed by the reader to the waiting call.
-type reply struct {
-	code codes.Code
-	data mem.Buffer // response message when code is OK (nil when empty)
-	msg  string     // error message otherwise
 }
 
 // call is the per-call state, pooled so that the hot path does not allocate it.
@@ -78,6 +43,7 @@ type gateway struct {
 	srv     *grpc.Server
 	health  *health.Server
 	httpSrv *http.Server // nil without an HTTP listener
+	metrics *metrics
 
 	out  chan frame    // to the writer goroutine
 	dead chan struct{} // closed when the backend has failed
@@ -91,7 +57,7 @@ type gateway struct {
 	busyErr     error
 
 	maxRecvBytes    int
-	models          atomic.Pointer[map[string]*modelState] // per-model HTTP admission
+	models          atomic.Pointer[map[string]*modelState] // per-model admission (LIMITS)
 	httpInflight    atomic.Int64
 	maxHTTPInflight int64
 	httpBusyBody    []byte
@@ -108,6 +74,7 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		backend:     backend,
 		br:          bufio.NewReaderSize(backend, 64<<10),
 		health:      health.NewServer(),
+		metrics:     newMetrics(),
 		out:         make(chan frame, 1024),
 		dead:        make(chan struct{}),
 		calls:       make(map[uint64]*call),
@@ -151,12 +118,22 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		// The RPC limit is ours (answered at once with RESOURCE_EXHAUSTED); HTTP/2 must
 		// not throttle clients below it.
 		grpc.MaxConcurrentStreams(maxStreams),
+		grpc.UnaryInterceptor(g.observeUnary),
+		grpc.StreamInterceptor(g.observeStream),
 	)
 	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(g.srv, g.health)
-	if err := registerReflection(g.srv, set); err != nil {
+	forwarded, err := registerReflection(g.srv, set)
+	if err != nil {
 		return nil, err
 	}
+	var served []string
+	for service, info := range g.srv.GetServiceInfo() {
+		for _, m := range info.Methods {
+			served = append(served, "/"+service+"/"+m.Name)
+		}
+	}
+	g.metrics.setGRPCMethods(forwarded, served)
 	return g, nil
 }
 
@@ -166,6 +143,7 @@ func (g *gateway) run(lis, httpLis net.Listener) error {
 	if httpLis != nil {
 		g.httpSrv = newHTTPServer(g)
 	}
+	lis = countedListener{Listener: lis, m: &g.metrics.proto[protoGRPC]}
 	go g.writeLoop()
 	go g.readLoop()
 	served := make(chan error, 2)
@@ -248,6 +226,7 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	if g.maxInflight > 0 {
 		if g.inflight.Add(1) > g.maxInflight {
 			g.inflight.Add(-1)
+			g.metrics.reject(protoGRPC, nil, reasonConcurrencyLimit)
 			return g.busyErr
 		}
 		defer g.inflight.Add(-1)
@@ -261,10 +240,20 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 		if err == io.EOF {
 			return status.Error(codes.InvalidArgument, "inferbridge: the call carried no request message; a unary call sends exactly one")
 		}
+		if status.Code(err) == codes.ResourceExhausted { // over --max-recv-bytes
+			g.metrics.reject(protoGRPC, nil, reasonTooLarge)
+		}
 		return err
 	}
 	body := c.req.data
 	c.req.data = nil
+	g.metrics.proto[protoGRPC].reqBytes.Add(float64(body.Len()))
+	meta, err := callMetadata(ctx)
+	if err != nil {
+		body.Free()
+		callPool.Put(c)
+		return err
+	}
 
 	timeoutUS := int64(-1)
 	if deadline, ok := ctx.Deadline(); ok {
@@ -278,15 +267,13 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	// Admission, as for REST: a model at its LIMITS bound is refused here, unread by Python.
 	if method == modelInferMethod {
 		if st := g.modelState(body); st != nil {
-			if lim := st.limit.Load(); lim != nil {
-				if st.count.Add(1) > lim.n {
-					st.count.Add(-1)
-					body.Free()
-					callPool.Put(c)
-					return status.Error(codes.ResourceExhausted, lim.message)
-				}
-				defer st.count.Add(-1)
+			if lim := st.admit(); lim != nil {
+				g.metrics.reject(protoGRPC, st, reasonQueueFull)
+				body.Free()
+				callPool.Put(c)
+				return lim.grpcErr
 			}
+			defer st.release()
 		}
 	}
 
@@ -296,7 +283,7 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	g.calls[id] = c
 	g.mu.Unlock()
 	select {
-	case g.out <- frame{kind: kindCall, id: id, method: method, timeoutUS: timeoutUS, body: body}:
+	case g.out <- frame{kind: kindCall, id: id, method: method, timeoutUS: timeoutUS, meta: meta, body: body}:
 	case <-g.dead:
 		body.Free()
 		g.forget(id, c)
@@ -311,6 +298,7 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 		}
 		var resp rawMsg
 		if r.data != nil {
+			g.metrics.proto[protoGRPC].respBytes.Add(float64(r.data.Len()))
 			resp.data = mem.BufferSlice{r.data} // grpc-go frees it once sent
 		}
 		return ss.SendMsg(&resp)
@@ -360,184 +348,6 @@ func (g *gateway) claim(id uint64, isHTTP bool) *call {
 	}
 	g.mu.Unlock()
 	return c
-}
-
-// writeLoop writes queued frames, flushing only when the queue is empty so that frames
-// are coalesced into few writes under load.
-func (g *gateway) writeLoop() {
-	bw := bufio.NewWriterSize(g.backend, 64<<10)
-	var scratch [frameHeader + 2]byte // reused header buffer
-	for {
-		var f frame
-		select {
-		case f = <-g.out:
-		default:
-			if err := bw.Flush(); err != nil {
-				g.fail(fmt.Errorf("backend: write: %w", err))
-				return
-			}
-			select {
-			case f = <-g.out:
-			case <-g.dead:
-				return
-			}
-		}
-		if err := writeFrame(bw, scratch[:], &f); err != nil {
-			g.fail(fmt.Errorf("backend: write: %w", err))
-			return
-		}
-	}
-}
-
-func writeFrame(bw *bufio.Writer, scratch []byte, f *frame) error {
-	length := 1 + 8
-	if f.kind == kindHTTP {
-		binary.LittleEndian.PutUint32(scratch[0:], uint32(length+len(*f.raw)))
-		scratch[4] = f.kind
-		binary.LittleEndian.PutUint64(scratch[5:], f.id)
-		bw.Write(scratch[:frameHeader])
-		_, err := bw.Write(*f.raw)
-		putBuf(f.raw)
-		return err
-	}
-	if f.kind == kindCall {
-		length += 2 + len(f.method) + 8 + f.body.Len()
-	}
-	binary.LittleEndian.PutUint32(scratch[0:], uint32(length))
-	scratch[4] = f.kind
-	binary.LittleEndian.PutUint64(scratch[5:], f.id)
-	if f.kind != kindCall {
-		_, err := bw.Write(scratch[:frameHeader])
-		return err
-	}
-	defer f.body.Free()
-	binary.LittleEndian.PutUint16(scratch[frameHeader:], uint16(len(f.method)))
-	bw.Write(scratch[:frameHeader+2])
-	bw.WriteString(f.method)
-	binary.LittleEndian.PutUint64(scratch[0:], uint64(f.timeoutUS))
-	bw.Write(scratch[:8])
-	for _, b := range f.body {
-		bw.Write(b.ReadOnlyData())
-	}
-	// bufio.Writer keeps its first error; report it once the frame is done.
-	_, err := bw.Write(nil)
-	return err
-}
-
-func parseHeader(hdr []byte) (bodyLen int, kind byte, id uint64, err error) {
-	length := binary.LittleEndian.Uint32(hdr[0:])
-	if length < 1+8 {
-		return 0, 0, 0, fmt.Errorf("backend: frame length %d is below 9", length)
-	}
-	return int(length - 9), hdr[4], binary.LittleEndian.Uint64(hdr[5:]), nil
-}
-
-// readLoop dispatches the backend's frames until the backend fails.
-func (g *gateway) readLoop() {
-	var hdr [frameHeader]byte
-	for {
-		err := g.readFrame(hdr[:])
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("backend closed the connection (%w)", err)
-			}
-			g.fail(err)
-			return
-		}
-	}
-}
-
-func (g *gateway) readFrame(hdr []byte) error {
-	if _, err := io.ReadFull(g.br, hdr); err != nil {
-		return err
-	}
-	n, kind, id, err := parseHeader(hdr)
-	if err != nil {
-		return err
-	}
-	switch kind {
-	case kindReply:
-		if n < 1 {
-			return fmt.Errorf("backend: REPLY %d has no code", id)
-		}
-		code, err := g.br.ReadByte()
-		if err != nil {
-			return err
-		}
-		n--
-		c := g.claim(id, false)
-		if c == nil { // cancelled, or never ours: ignore
-			_, err := g.br.Discard(n)
-			return err
-		}
-		r, err := g.readReply(codes.Code(code), n)
-		if err != nil {
-			// The call was claimed, so it must get an answer.
-			r = reply{code: codes.Unavailable, msg: "inferbridge: the backend is gone"}
-		}
-		c.reply <- r
-		return err
-	case kindReplyHTTP:
-		c := g.claim(id, true)
-		if c == nil { // cancelled, or never ours: ignore
-			_, err := g.br.Discard(n)
-			return err
-		}
-		bp := getBuf()
-		*bp = grow((*bp)[:0], n)
-		if _, err := io.ReadFull(g.br, *bp); err != nil {
-			putBuf(bp)
-			c.http <- nil // claimed, so it must get an answer
-			return err
-		}
-		c.http <- bp
-	case kindLimits:
-		body, err := g.readBody(n)
-		if err != nil {
-			return err
-		}
-		return g.setLimits(body)
-	case kindHealth:
-		body, err := g.readBody(n)
-		if err != nil || len(body) < 1 {
-			return errors.Join(err, fmt.Errorf("backend: empty HEALTH frame"))
-		}
-		g.health.SetServingStatus(string(body[1:]), healthpb.HealthCheckResponse_ServingStatus(body[0]))
-	case kindShutdown:
-		body, err := g.readBody(n)
-		if err != nil || len(body) < 4 {
-			return errors.Join(err, fmt.Errorf("backend: SHUTDOWN frame shorter than 4 bytes"))
-		}
-		grace := time.Duration(binary.LittleEndian.Uint32(body)) * time.Millisecond
-		g.shutdownOnce.Do(func() { go g.drain(grace) })
-	default: // a later DESCRIPTORS or an unknown kind: skip it
-		_, err := g.br.Discard(n)
-		return err
-	}
-	return nil
-}
-
-func (g *gateway) readReply(code codes.Code, n int) (reply, error) {
-	if code != codes.OK {
-		msg, err := g.readBody(n)
-		return reply{code: code, msg: string(msg)}, err
-	}
-	if n == 0 {
-		return reply{}, nil
-	}
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(n)
-	if _, err := io.ReadFull(g.br, *buf); err != nil {
-		pool.Put(buf)
-		return reply{}, err
-	}
-	return reply{data: mem.NewBuffer(buf, pool)}, nil
-}
-
-func (g *gateway) readBody(n int) ([]byte, error) {
-	body := make([]byte, n)
-	_, err := io.ReadFull(g.br, body)
-	return body, err
 }
 
 // drain handles SHUTDOWN. The reader keeps running meanwhile, so that calls in flight

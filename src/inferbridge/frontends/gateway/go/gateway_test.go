@@ -95,16 +95,11 @@ type backendFrame struct {
 	body []byte
 }
 
-// call decodes a CALL body.
+// call decodes a CALL body (callMeta gives its metadata too).
 func (f backendFrame) call(t testing.TB) (method string, timeoutUS int64, msg []byte) {
 	t.Helper()
-	if f.kind != kindCall {
-		t.Fatalf("frame kind %d, want CALL", f.kind)
-	}
-	n := int(binary.LittleEndian.Uint16(f.body))
-	method = string(f.body[2 : 2+n])
-	timeoutUS = int64(binary.LittleEndian.Uint64(f.body[2+n:]))
-	return method, timeoutUS, f.body[2+n+8:]
+	method, timeoutUS, _, msg = f.callMeta(t)
+	return method, timeoutUS, msg
 }
 
 func writeBackendFrame(w io.Writer, kind byte, id uint64, body []byte) error {

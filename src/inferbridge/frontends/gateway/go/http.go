@@ -11,9 +11,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -35,20 +33,6 @@ func putBuf(bp *[]byte) {
 	}
 }
 
-// modelState is the admission state of one model named in a LIMITS frame. States are
-// never removed (a model dropped from the table gets no limit), so that requests in
-// flight always decrement the counter they incremented.
-type modelState struct {
-	count atomic.Int64
-	limit atomic.Pointer[modelLimit] // nil = no limit
-}
-
-type modelLimit struct {
-	n       int64
-	body    []byte // the ready 429 body
-	message string // the same for gRPC's RESOURCE_EXHAUSTED
-}
-
 // Shared header values; net/http only reads them.
 var (
 	hdrJSON       = []string{"application/json"}
@@ -60,79 +44,18 @@ func errorBody(msg string) []byte {
 	return append(append([]byte(`{"error": `), q...), '}')
 }
 
-// setLimits handles a LIMITS frame: body = u16 count | count × (u16 name_len | name | u32 limit).
-func (g *gateway) setLimits(body []byte) error {
-	bad := errors.New("backend: malformed LIMITS frame")
-	if len(body) < 2 {
-		return bad
-	}
-	count := int(binary.LittleEndian.Uint16(body))
-	body = body[2:]
-	old := *g.models.Load()
-	next := make(map[string]*modelState, len(old)+count)
-	for name, st := range old {
-		st.limit.Store(nil)
-		next[name] = st
-	}
-	for i := 0; i < count; i++ {
-		if len(body) < 2 {
-			return bad
-		}
-		n := int(binary.LittleEndian.Uint16(body))
-		if len(body) < 2+n+4 {
-			return bad
-		}
-		name := string(body[2 : 2+n])
-		limit := int64(binary.LittleEndian.Uint32(body[2+n:]))
-		body = body[2+n+4:]
-		st := next[name]
-		if st == nil {
-			st = new(modelState)
-			next[name] = st
-		}
-		if limit > 0 {
-			message := fmt.Sprintf("model '%s' is overloaded: its queue is full "+
-				"(%d requests queued or running); retry later", name, limit)
-			st.limit.Store(&modelLimit{n: limit, body: errorBody(message), message: message})
-		}
-	}
-	g.models.Store(&next)
-	return nil
-}
-
-// inferModel returns the model name of /v2/models/{name}/infer and
-// /v2/models/{name}/versions/{v}/infer.
-func inferModel(path string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, "/v2/models/")
-	if !ok {
-		return "", false
-	}
-	i := strings.IndexByte(rest, '/')
-	if i <= 0 {
-		return "", false
-	}
-	name, rest := rest[:i], rest[i:]
-	if rest == "/infer" {
-		return name, true
-	}
-	if v, ok := strings.CutPrefix(rest, "/versions/"); ok {
-		if j := strings.IndexByte(v, '/'); j > 0 && v[j:] == "/infer" {
-			return name, true
-		}
-	}
-	return "", false
-}
-
 func newHTTPServer(g *gateway) *http.Server {
 	return &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
+		ConnState:         g.httpConnState,
 	}
 }
 
-func writeError(w http.ResponseWriter, code int, body []byte, retry bool) {
+// writeError writes an error reply and returns its status and body length.
+func writeError(w http.ResponseWriter, code int, body []byte, retry bool) (int, int) {
 	h := w.Header()
 	h["Content-Type"] = hdrJSON
 	if retry {
@@ -142,6 +65,7 @@ func writeError(w http.ResponseWriter, code int, body []byte, retry bool) {
 	h["Date"] = nil
 	w.WriteHeader(code)
 	w.Write(body)
+	return code, len(body)
 }
 
 func appendStr16(b []byte, s string) []byte {
@@ -163,19 +87,33 @@ func appendHeader(b []byte, name, value string) []byte {
 	return append(b, value...)
 }
 
-// ServeHTTP forwards one request to the backend and writes its REPLY-HTTP.
+// statusClientGone is the `code` of a request whose client went away before its reply
+// (nginx's "client closed request"): no status was sent.
+const statusClientGone = 499
+
+// ServeHTTP forwards one request to the backend, writes its REPLY-HTTP and records it.
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	arrival := time.Now().UnixNano()
+	start := time.Now()
+	pm := &g.metrics.proto[protoHTTP]
+	pm.inflight.Inc()
+	status, n := g.serveHTTP(w, r, start)
+	pm.respBytes.Add(float64(n))
+	pm.inflight.Dec()
+	g.metrics.httpDone(routeOf(r.URL.Path), status, start)
+}
+
+// serveHTTP serves one request and returns the status and body length it answered.
+func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.Time) (int, int) {
+	arrival := start.UnixNano()
 	path, rawPath := r.URL.Path, r.URL.EscapedPath()
 	if len(path) > 0xffff || len(rawPath) > 0xffff || len(r.URL.RawQuery) > 0xffff || len(r.Method) > 0xffff {
-		writeError(w, http.StatusRequestURITooLong, errorBody("request target is over 65535 bytes"), false)
-		return
+		return writeError(w, http.StatusRequestURITooLong, errorBody("request target is over 65535 bytes"), false)
 	}
 	maxBody := int64(g.maxRecvBytes)
 	if r.ContentLength > maxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
+		g.metrics.reject(protoHTTP, g.inferState(r), reasonTooLarge)
+		return writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
 			"request body of %d bytes is over the limit of %d bytes", r.ContentLength, maxBody)), false)
-		return
 	}
 
 	// The frame body up to the request body.
@@ -201,14 +139,14 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if count > 0xffff {
 		*bp = b
 		putBuf(bp)
-		writeError(w, http.StatusRequestHeaderFieldsTooLarge, errorBody("more than 65535 header fields"), false)
-		return
+		return writeError(w, http.StatusRequestHeaderFieldsTooLarge, errorBody("more than 65535 header fields"), false)
 	}
 	binary.LittleEndian.PutUint16(b[countAt:], uint16(count))
 	b = binary.LittleEndian.AppendUint64(b, uint64(arrival))
 
 	// The request body, read whole.
 	var err error
+	bodyAt := len(b)
 	if r.ContentLength > 0 {
 		start := len(b)
 		b = grow(b, int(r.ContentLength))
@@ -225,9 +163,9 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if int64(len(b)-start) > maxBody {
 				*bp = b
 				putBuf(bp)
-				writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
+				g.metrics.reject(protoHTTP, g.inferState(r), reasonTooLarge)
+				return writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
 					"request body of more than %d bytes is over the limit of %d bytes", maxBody, maxBody)), false)
-				return
 			}
 			if err != nil {
 				if err == io.EOF {
@@ -240,31 +178,25 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	*bp = b
 	if err != nil { // the client is gone, or sent a malformed body
 		putBuf(bp)
-		return
+		return statusClientGone, 0
 	}
+	g.metrics.proto[protoHTTP].reqBytes.Add(float64(len(b) - bodyAt))
 
 	// Admission.
-	if r.Method == http.MethodPost {
-		if name, ok := inferModel(path); ok {
-			if st := (*g.models.Load())[name]; st != nil {
-				if lim := st.limit.Load(); lim != nil {
-					if st.count.Add(1) > lim.n {
-						st.count.Add(-1)
-						putBuf(bp)
-						writeError(w, http.StatusTooManyRequests, lim.body, true)
-						return
-					}
-					defer st.count.Add(-1)
-				}
-			}
+	if st := g.inferState(r); st != nil {
+		if lim := st.admit(); lim != nil {
+			putBuf(bp)
+			g.metrics.reject(protoHTTP, st, reasonQueueFull)
+			return writeError(w, http.StatusTooManyRequests, lim.body, true)
 		}
+		defer st.release()
 	}
 	if g.maxHTTPInflight > 0 {
 		if g.httpInflight.Add(1) > g.maxHTTPInflight {
 			g.httpInflight.Add(-1)
 			putBuf(bp)
-			writeError(w, http.StatusTooManyRequests, g.httpBusyBody, true)
-			return
+			g.metrics.reject(protoHTTP, nil, reasonInflightLimit)
+			return writeError(w, http.StatusTooManyRequests, g.httpBusyBody, true)
 		}
 		defer g.httpInflight.Add(-1)
 	}
@@ -283,8 +215,7 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.forget(id, c)
 		c.isHTTP = false
 		callPool.Put(c)
-		writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
-		return
+		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
 	}
 	ctx := r.Context()
 	var rp *[]byte
@@ -292,20 +223,30 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rp = <-c.http:
 	case <-ctx.Done():
 		g.abandon(id, c)
-		return
+		return statusClientGone, 0
 	case <-g.dead:
 		g.abandon(id, c)
-		writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
-		return
+		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
 	}
 	c.isHTTP = false
 	callPool.Put(c)
 	if rp == nil {
-		writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
-		return
+		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
 	}
-	g.writeReply(w, *rp)
+	status, n := g.writeReply(w, *rp)
 	putBuf(rp)
+	return status, n
+}
+
+// inferState is the admission state of the model of an infer POST, or nil.
+func (g *gateway) inferState(r *http.Request) *modelState {
+	if r.Method != http.MethodPost {
+		return nil
+	}
+	if name, ok := inferModel(r.URL.Path); ok {
+		return g.model(name)
+	}
+	return nil
 }
 
 var backendGoneBody = errorBody("the backend is gone")
@@ -332,40 +273,36 @@ func grow(b []byte, n int) []byte {
 }
 
 // writeReply writes a REPLY-HTTP body: u16 status | u16 header_count |
-// header_count × (u16 name_len | name | u32 value_len | value) | response body.
-func (g *gateway) writeReply(w http.ResponseWriter, b []byte) {
-	bad := func() {
-		writeError(w, http.StatusBadGateway, errorBody("malformed reply from the backend"), false)
+// header_count × (u16 name_len | name | u32 value_len | value) | response body. It
+// returns the status and body length written.
+func (g *gateway) writeReply(w http.ResponseWriter, b []byte) (int, int) {
+	bad := func() (int, int) {
+		return writeError(w, http.StatusBadGateway, errorBody("malformed reply from the backend"), false)
 	}
 	if len(b) < 4 {
-		bad()
-		return
+		return bad()
 	}
 	status := int(binary.LittleEndian.Uint16(b))
 	count := int(binary.LittleEndian.Uint16(b[2:]))
 	b = b[4:]
 	if status < 100 || status > 999 {
-		bad()
-		return
+		return bad()
 	}
 	h := w.Header()
 	haveLength, haveDate, haveType := false, false, false
 	for i := 0; i < count; i++ {
 		if len(b) < 2 {
-			bad()
-			return
+			return bad()
 		}
 		n := int(binary.LittleEndian.Uint16(b))
 		if len(b) < 2+n+4 {
-			bad()
-			return
+			return bad()
 		}
 		name := textproto.CanonicalMIMEHeaderKey(string(b[2 : 2+n]))
 		vn := int(binary.LittleEndian.Uint32(b[2+n:]))
 		b = b[2+n+4:]
 		if len(b) < vn {
-			bad()
-			return
+			return bad()
 		}
 		h[name] = append(h[name], string(b[:vn]))
 		b = b[vn:]
@@ -391,6 +328,7 @@ func (g *gateway) writeReply(w http.ResponseWriter, b []byte) {
 	if len(b) > 0 {
 		w.Write(b)
 	}
+	return status, len(b)
 }
 
 // serveHTTPListener serves lis until the server is shut down or closed.
