@@ -80,8 +80,8 @@ func TestHealthAndMetadata(t *testing.T) {
 			if _, err := c.ModelMetadata(ctx, "iris_onnx", "9"); !errors.Is(err, inferbridge.ErrNotFound) {
 				t.Fatalf("unknown version: %v", err)
 			}
-			index, err := c.RepositoryIndex(ctx)
-			if err != nil || !slices.ContainsFunc(index, func(e inferbridge.ModelIndexEntry) bool {
+			index, err := c.RepositoryIndex(ctx, false)
+			if err != nil || !slices.ContainsFunc(index, func(e inferbridge.ModelIndex) bool {
 				return e.Name == "digits" && e.Version == "1" && e.State == "READY"
 			}) {
 				t.Fatalf("repository index: %+v %v", index, err)

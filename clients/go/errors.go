@@ -27,18 +27,22 @@ const (
 	CodeCanceled
 	CodeInternal
 	CodeUnimplemented
+	CodeFailedPrecondition
+	CodeAborted
 )
 
 var codeNames = [...]string{
-	CodeUnknown:           "UNKNOWN",
-	CodeInvalidArgument:   "INVALID_ARGUMENT",
-	CodeNotFound:          "NOT_FOUND",
-	CodeResourceExhausted: "RESOURCE_EXHAUSTED",
-	CodeUnavailable:       "UNAVAILABLE",
-	CodeDeadlineExceeded:  "DEADLINE_EXCEEDED",
-	CodeCanceled:          "CANCELLED",
-	CodeInternal:          "INTERNAL",
-	CodeUnimplemented:     "UNIMPLEMENTED",
+	CodeUnknown:            "UNKNOWN",
+	CodeInvalidArgument:    "INVALID_ARGUMENT",
+	CodeNotFound:           "NOT_FOUND",
+	CodeResourceExhausted:  "RESOURCE_EXHAUSTED",
+	CodeUnavailable:        "UNAVAILABLE",
+	CodeDeadlineExceeded:   "DEADLINE_EXCEEDED",
+	CodeCanceled:           "CANCELLED",
+	CodeInternal:           "INTERNAL",
+	CodeUnimplemented:      "UNIMPLEMENTED",
+	CodeFailedPrecondition: "FAILED_PRECONDITION",
+	CodeAborted:            "ABORTED",
 }
 
 // String is the gRPC name of the code, such as "NOT_FOUND".
@@ -60,17 +64,25 @@ var (
 	ErrCanceled          = errors.New("inferbridge: canceled")
 	ErrInternal          = errors.New("inferbridge: internal server error")
 	ErrUnimplemented     = errors.New("inferbridge: unimplemented")
+	// ErrFailedPrecondition: the server refuses the call in its present state, such as a
+	// load or unload when its model control mode is not "explicit".
+	ErrFailedPrecondition = errors.New("inferbridge: failed precondition")
+	// ErrAborted: the call conflicted with another in progress, such as a second load of a
+	// model that is loading; retrying later may succeed.
+	ErrAborted = errors.New("inferbridge: aborted")
 )
 
 var sentinels = map[Code]error{
-	CodeInvalidArgument:   ErrInvalidArgument,
-	CodeNotFound:          ErrNotFound,
-	CodeResourceExhausted: ErrResourceExhausted,
-	CodeUnavailable:       ErrUnavailable,
-	CodeDeadlineExceeded:  ErrDeadlineExceeded,
-	CodeCanceled:          ErrCanceled,
-	CodeInternal:          ErrInternal,
-	CodeUnimplemented:     ErrUnimplemented,
+	CodeInvalidArgument:    ErrInvalidArgument,
+	CodeNotFound:           ErrNotFound,
+	CodeResourceExhausted:  ErrResourceExhausted,
+	CodeUnavailable:        ErrUnavailable,
+	CodeDeadlineExceeded:   ErrDeadlineExceeded,
+	CodeCanceled:           ErrCanceled,
+	CodeInternal:           ErrInternal,
+	CodeUnimplemented:      ErrUnimplemented,
+	CodeFailedPrecondition: ErrFailedPrecondition,
+	CodeAborted:            ErrAborted,
 }
 
 // Error is every failure the clients return: the class, what the server said, and the
@@ -135,6 +147,10 @@ func CodeFromHTTPStatus(status int) Code {
 		return CodeInvalidArgument
 	case http.StatusNotFound:
 		return CodeNotFound
+	case http.StatusForbidden:
+		return CodeFailedPrecondition
+	case http.StatusConflict:
+		return CodeAborted
 	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
 		return CodeResourceExhausted
 	case http.StatusServiceUnavailable:

@@ -40,9 +40,10 @@ const headerLength = "Inference-Header-Content-Length"
 // shortcuts) with net/http only. It is safe for concurrent use and keeps connections alive
 // between calls.
 type RESTClient struct {
-	base     string
-	http     *http.Client
-	encoding Encoding
+	base       string
+	http       *http.Client
+	encoding   Encoding
+	middleware []func(http.RoundTripper) http.RoundTripper
 }
 
 // RESTOption configures a RESTClient.
@@ -53,6 +54,20 @@ type RESTOption func(*RESTClient)
 // many goroutines reuse connections instead of opening new ones.
 func WithHTTPClient(hc *http.Client) RESTOption {
 	return func(c *RESTClient) { c.http = hc }
+}
+
+// WithTransportMiddleware wraps the transport the client sends through (the default one,
+// or that of WithHTTPClient's client, which is not modified) in wrap, to add headers,
+// tracing or metrics to every request while keeping the connection pool. Several wrap in
+// order: the first given is the outermost. The otelib module's Middleware is one, for
+// OpenTelemetry trace propagation:
+//
+//	inferbridge.NewRESTClient(url, inferbridge.WithTransportMiddleware(otelib.Middleware()))
+//
+// A wrapper should pass CloseIdleConnections on to the transport it wraps, so that Close
+// still closes the idle connections.
+func WithTransportMiddleware(wrap func(http.RoundTripper) http.RoundTripper) RESTOption {
+	return func(c *RESTClient) { c.middleware = append(c.middleware, wrap) }
 }
 
 // WithEncoding selects how Infer carries tensors (EncodingBinary by default).
@@ -77,6 +92,18 @@ func NewRESTClient(baseURL string, opts ...RESTOption) (*RESTClient, error) {
 		transport.MaxIdleConns = 1024
 		transport.MaxIdleConnsPerHost = 1024
 		c.http = &http.Client{Transport: transport}
+	}
+	if len(c.middleware) > 0 {
+		hc := *c.http
+		rt := hc.Transport
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		for i := len(c.middleware) - 1; i >= 0; i-- {
+			rt = c.middleware[i](rt)
+		}
+		hc.Transport = rt
+		c.http = &hc
 	}
 	return c, nil
 }
@@ -135,20 +162,6 @@ func (c *RESTClient) ModelMetadata(ctx context.Context, model, version string) (
 		return nil, err
 	}
 	return &m, nil
-}
-
-// RepositoryIndex lists every model version with its state (POST /v2/repository/index).
-func (c *RESTClient) RepositoryIndex(ctx context.Context) ([]ModelIndexEntry, error) {
-	const op = "repository index"
-	_, body, _, err := c.do(ctx, op, http.MethodPost, "/v2/repository/index", []byte("{}"), nil)
-	if err != nil {
-		return nil, err
-	}
-	var entries []ModelIndexEntry
-	if err := json.Unmarshal(body, &entries); err != nil {
-		return nil, badResponse(op, err)
-	}
-	return entries, nil
 }
 
 // Predict posts one feature row to POST /predict (the server's default model) and

@@ -82,18 +82,6 @@ type ModelMetadata struct {
 	Outputs []TensorMetadata `json:"outputs"`
 }
 
-// ModelIndexEntry is one model version in the repository index.
-type ModelIndexEntry struct {
-	// Name is the model's name.
-	Name string `json:"name"`
-	// Version is the version number, as a string.
-	Version string `json:"version"`
-	// State is the version's state, such as "READY".
-	State string `json:"state"`
-	// Reason says why a version is not ready.
-	Reason string `json:"reason"`
-}
-
 // Client is what both transports offer; RESTClient and grpcclient.Client implement it,
 // and both are safe for concurrent use.
 type Client interface {
@@ -107,8 +95,17 @@ type Client interface {
 	ServerMetadata(ctx context.Context) (*ServerMetadata, error)
 	// ModelMetadata describes a model (version "" for the default).
 	ModelMetadata(ctx context.Context, model, version string) (*ModelMetadata, error)
-	// RepositoryIndex lists every model version the server knows, with its state.
-	RepositoryIndex(ctx context.Context) ([]ModelIndexEntry, error)
+	// RepositoryIndex lists the models in the server's repository with their states;
+	// readyOnly keeps only the versions that are ready.
+	RepositoryIndex(ctx context.Context, readyOnly bool) ([]ModelIndex, error)
+	// LoadModel loads (or reloads) a model, with the options' config and files in place of
+	// the repository's.
+	LoadModel(ctx context.Context, name string, opts ...LoadOption) error
+	// UnloadModel unloads every version of a model.
+	UnloadModel(ctx context.Context, name string, opts ...UnloadOption) error
+	// ModelStatistics returns the statistics of a model version; version "" is every
+	// version of the model, and name "" every model.
+	ModelStatistics(ctx context.Context, name, version string) ([]ModelStatistics, error)
 	// Infer runs one inference.
 	Infer(ctx context.Context, req *InferRequest) (*InferResponse, error)
 	// Predict sends one feature row to the server's default model (the seed shortcut:

@@ -116,7 +116,8 @@ func TestUnitErrorMatching(t *testing.T) {
 	}
 	for status, code := range map[int]inferbridge.Code{400: inferbridge.CodeInvalidArgument, 404: inferbridge.CodeNotFound,
 		413: inferbridge.CodeResourceExhausted, 429: inferbridge.CodeResourceExhausted, 503: inferbridge.CodeUnavailable,
-		504: inferbridge.CodeDeadlineExceeded, 500: inferbridge.CodeInternal} {
+		504: inferbridge.CodeDeadlineExceeded, 500: inferbridge.CodeInternal,
+		403: inferbridge.CodeFailedPrecondition, 409: inferbridge.CodeAborted} {
 		if got := inferbridge.CodeFromHTTPStatus(status); got != code {
 			t.Errorf("HTTP %d -> %v, want %v", status, got, code)
 		}

@@ -118,19 +118,6 @@ func (c *Client) ModelMetadata(ctx context.Context, model, version string) (*inf
 	}, nil
 }
 
-// RepositoryIndex lists every model version with its state (RepositoryIndex).
-func (c *Client) RepositoryIndex(ctx context.Context) ([]inferbridge.ModelIndexEntry, error) {
-	r, err := c.inference.RepositoryIndex(ctx, &inferencepb.RepositoryIndexRequest{})
-	if err != nil {
-		return nil, wrap(ctx, "repository index", err)
-	}
-	out := make([]inferbridge.ModelIndexEntry, len(r.GetModels()))
-	for i, m := range r.GetModels() {
-		out[i] = inferbridge.ModelIndexEntry{Name: m.GetName(), Version: m.GetVersion(), State: m.GetState(), Reason: m.GetReason()}
-	}
-	return out, nil
-}
-
 // Predict sends one feature row to ai.AIService/Predict (the server's default model) and
 // returns the predicted class as text.
 func (c *Client) Predict(ctx context.Context, features []float32) (string, error) {
@@ -345,7 +332,9 @@ func decodeParameters(in map[string]*inferencepb.InferParameter) inferbridge.Par
 
 var codeMap = map[codes.Code]inferbridge.Code{
 	codes.InvalidArgument:    inferbridge.CodeInvalidArgument,
-	codes.FailedPrecondition: inferbridge.CodeInvalidArgument,
+	codes.FailedPrecondition: inferbridge.CodeFailedPrecondition,
+	codes.Aborted:            inferbridge.CodeAborted,
+	codes.AlreadyExists:      inferbridge.CodeAborted,
 	codes.OutOfRange:         inferbridge.CodeInvalidArgument,
 	codes.NotFound:           inferbridge.CodeNotFound,
 	codes.ResourceExhausted:  inferbridge.CodeResourceExhausted,
