@@ -56,3 +56,32 @@ class SleepEcho(Runtime):
         time.sleep(self.sleep_s)
         self._log("end", x)
         return {"y": x.copy(), "y_batch": np.full(x.shape[0], x.shape[0], dtype=np.int64)}
+
+
+class VersionedEcho(Runtime):
+    """Returns `y = x + value`, where `value` is read from the version directory's
+    `value.txt` at load; a file that is not a number fails the load, as a broken artefact
+    does. `parameters.load_sleep_s` makes loading slow, `parameters.sleep_s` inference."""
+
+    name = "versioned_echo"
+    platform = "versioned_echo"
+    default_model_file = "value.txt"
+
+    def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
+        time.sleep(float(config.parameters.get("load_sleep_s", 0.0)))
+        self.sleep_s = float(config.parameters.get("sleep_s", 0.0))
+        text = (model_dir / "value.txt").read_text().strip()
+        try:
+            self.value = float(text)
+        except ValueError:
+            raise ValueError(f"value.txt holds {text!r}, not a number") from None
+
+    def metadata(self) -> Signature:
+        return Signature(
+            inputs=[TensorSpec("x", "FP32", (-1, -1))], outputs=[TensorSpec("y", "FP32", (-1, -1))]
+        )
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return {"y": inputs["x"] + np.float32(self.value)}
