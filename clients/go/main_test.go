@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,13 +20,21 @@ var (
 	grpcAddr     string
 	confRESTURL  string
 	confGRPCAddr string
+	// python runs the servers.
+	python string
+	// atExit holds what tests started on demand (explicitServer) and runWithServers stops
+	// after the tests, told whether they failed.
+	atExit struct {
+		sync.Mutex
+		funcs []func(failed bool)
+	}
 )
 
 // TestMain starts a real inferbridge server. Without a Python interpreter
 // ($INFERBRIDGE_PYTHON, or the repository's .venv) only the TestUnit* tests run.
 func TestMain(m *testing.M) {
 	flag.Parse()
-	python := testserver.FindPython(".")
+	python = testserver.FindPython(".")
 	if python == "" {
 		fmt.Println("inferbridge: no Python found (set INFERBRIDGE_PYTHON); skipping the live-server tests and examples")
 		_ = flag.Set("test.run", "^TestUnit")
@@ -61,6 +70,11 @@ func runWithServers(m *testing.M, python string) int {
 	restURL, grpcAddr = server.RESTURL, server.GRPCAddr
 	confRESTURL, confGRPCAddr = server.RESTURL, server.GRPCAddr
 	code := m.Run()
+	atExit.Lock()
+	for i := len(atExit.funcs) - 1; i >= 0; i-- {
+		atExit.funcs[i](code != 0)
+	}
+	atExit.Unlock()
 	if code != 0 {
 		fmt.Printf("--- server output:\n%s", server.Output())
 	}

@@ -51,15 +51,16 @@ func FindPython(moduleDir string) string {
 	return ""
 }
 
-// Start runs `python -m inferbridge serve [repository] --http-port 0 --grpc-port 0` and
-// waits until it prints "inferbridge: serving" (or timeout passes). An empty repository
-// serves the bundled examples.
-func Start(python, repository string, timeout time.Duration) (*Server, error) {
+// Start runs `python -m inferbridge serve [repository] --http-port 0 --grpc-port 0
+// [extra...]` and waits until it prints "inferbridge: serving" (or timeout passes). An
+// empty repository serves the bundled examples.
+func Start(python, repository string, timeout time.Duration, extra ...string) (*Server, error) {
 	args := []string{"-m", "inferbridge", "serve"}
 	if repository != "" {
 		args = append(args, repository)
 	}
 	args = append(args, "--http-port", "0", "--grpc-port", "0", "--log-level", "warning")
+	args = append(args, extra...)
 	cmd := exec.Command(python, args...)
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
 	dieWithParent(cmd)
@@ -110,6 +111,16 @@ func Start(python, repository string, timeout time.Duration) (*Server, error) {
 		s.kill()
 		return nil, fmt.Errorf("inferbridge did not start serving within %v:\n%s", timeout, s.Output())
 	}
+}
+
+// ServeHasFlag reports whether `python -m inferbridge serve --help` lists flag (such as
+// "--model-control-mode"), for tests of server features that may not have landed yet.
+func ServeHasFlag(ctx context.Context, python, flag string) (bool, error) {
+	out, err := exec.CommandContext(ctx, python, "-m", "inferbridge", "serve", "--help").CombinedOutput()
+	if err != nil {
+		return false, fmt.Errorf("%s -m inferbridge serve --help: %w\n%s", python, err, out)
+	}
+	return regexp.MustCompile(`(^|[\s\[])` + regexp.QuoteMeta(flag) + `([\s=\]]|$)`).Match(out), nil
 }
 
 // Output is everything the server printed so far.
