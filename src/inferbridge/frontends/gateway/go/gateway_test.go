@@ -130,6 +130,7 @@ type harness struct {
 	cc      *grpc.ClientConn
 	runErr  chan error
 	httpURL string // http://HOST:PORT of the HTTP listener
+	g       *gateway
 }
 
 func newHarness(t *testing.T, cfg config) *harness {
@@ -147,6 +148,7 @@ func newHarness(t *testing.T, cfg config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.g = g
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,11 @@
 //	1 CALL        gateway->backend, id = fresh call id (never 0).
 //	              body = u16 method_len | method ("/pkg.Service/Method") |
 //	              i64 timeout_us (time left to the client's deadline when forwarded, > 0;
-//	              -1 = no deadline) | request message bytes (rest, possibly empty)
+//	              -1 = no deadline) | u16 meta_count | meta_count × (u16 name_len |
+//	              name (lower-case) | u32 value_len | value) | request message bytes
+//	              (rest, possibly empty). The metadata are the call's incoming gRPC
+//	              metadata under the keys traceparent, tracestate and baggage (in that
+//	              order, one entry per value; meta_count 0 when none); no other key.
 //	2 CANCEL      gateway->backend, id of a call the client cancelled or whose deadline
 //	              passed before its REPLY; empty body. A REPLY may still follow and is ignored.
 //	3 REPLY       backend->gateway, id of a call. body = u8 gRPC code | response message
@@ -61,12 +65,62 @@
 //	              value) | response body (rest). Content-Length is set from the body
 //	              unless given; no Date header is added. Unknown ids are ignored.
 //	9 LIMITS      backend->gateway, id 0. body = u16 count | count × (u16 name_len |
-//	              model name | u32 limit). Replaces the table of per-model limits on
-//	              forwarded, unanswered POSTs to /v2/models/{name}[/versions/{v}]/infer
-//	              (absent or 0 = no limit); one more is answered 429 by the gateway.
+//	              model name | u32 limit). Replaces the whole table of per-model limits
+//	              on forwarded, unanswered infer requests (POST
+//	              /v2/models/{name}[/versions/{v}]/infer and gRPC ModelInfer; absent or
+//	              0 = no limit); one more is answered 429 / RESOURCE_EXHAUSTED by the
+//	              gateway. Send it again after every change of the model set: a model
+//	              absent from the newest frame has no limit. Requests are counted per
+//	              name from the first frame naming it, so a limit set later, or set
+//	              again, sees the requests already outstanding under older tables.
+//	10 METRICS-PULL backend->gateway, id = nonzero id chosen by the backend (its own
+//	              id space), empty body. Answered by METRICS with the same id.
+//	11 METRICS    gateway->backend, id of a METRICS-PULL. body = the gateway's metrics
+//	              in the Prometheus text exposition format (text/plain; version=0.0.4),
+//	              UTF-8, ending in a newline; see Metrics below.
 //
 // Every method that is not health or reflection is forwarded as a unary call, without
 // filtering: the backend answers UNIMPLEMENTED for methods it does not know.
+//
+// # Metrics
+//
+// Served only through METRICS (the Python server appends them to its GET /metrics), from
+// a registry of their own: the families below plus the Go runtime's go_*; never
+// process_* or python_*, which are the Python process's. The Python fallback front
+// ends emit the same inferbridge_frontend_* names when the gateway is not in use.
+//
+//	inferbridge_frontend_requests_total{protocol, route, code}     counter
+//	inferbridge_frontend_inflight_requests{protocol}               gauge
+//	inferbridge_frontend_request_bytes_total{protocol}             counter
+//	inferbridge_frontend_response_bytes_total{protocol}            counter
+//	inferbridge_frontend_request_duration_seconds{protocol}        histogram
+//	inferbridge_frontend_rejected_total{protocol, model, reason}   counter
+//	inferbridge_frontend_connections{protocol}                     gauge
+//	inferbridge_frontend_connections_total{protocol}               counter
+//
+// protocol is "http" or "grpc". requests_total counts every request or call finished,
+// the gateway's own refusals included. Its route is, for HTTP, the template of the
+// path, as the Python REST app routes it (trailing slashes ignored): /v2, /v2/health/live,
+// /v2/health/ready, /v2/models/stats, /v2/models/{model}[/versions/{version}] with no
+// suffix or /ready, /config, /stats or /infer, /v2/repository/index,
+// /v2/repository/models/{model}/load and /unload, /metrics, /predict,
+// /v1/models/{model}:predict, /v1/vision/{service}, /v1/text/{service}, and "other"
+// for any other path; for gRPC, the full method name of a forwarded (DESCRIPTORS),
+// health or reflection method, and "other" for any other. Its code is the HTTP status
+// in decimal ("499" when the client went away before the reply), or the canonical
+// gRPC code name as in grpc/status.proto and Python's grpc.StatusCode ("OK",
+// "CANCELLED", "RESOURCE_EXHAUSTED", ...).
+//
+// The byte counters count request and response bodies (HTTP) and messages (gRPC,
+// uncompressed). request_duration_seconds is the time from a request's arrival to its
+// reply written, with buckets 100µs, 250µs, 500µs, 1ms, 2.5ms, 5ms, 10ms, 25ms, 50ms,
+// 100ms, 250ms, 500ms, 1s, 2.5s, 5s, 10s. rejected_total's reason is queue_full (a
+// model at its LIMITS bound: 429 / RESOURCE_EXHAUSTED), inflight_limit
+// (--max-http-inflight: 429), concurrency_limit (--max-concurrent-rpcs:
+// RESOURCE_EXHAUSTED) or too_large (over --max-recv-bytes: 413 / RESOURCE_EXHAUSTED);
+// its model is the name from LIMITS for queue_full and for a too-large HTTP infer
+// request to a model named in LIMITS, and "" otherwise. Series appear once they count
+// something (the per-protocol ones at once).
 package main
 
 import (

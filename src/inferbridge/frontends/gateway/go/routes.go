@@ -146,9 +146,10 @@ func cutSegment(s string) (segment, rest string, ok bool) {
 func isSegment(s string) bool { return s != "" && strings.IndexByte(s, '/') < 0 }
 
 // inferModel returns the model name of /v2/models/{name}/infer and
-// /v2/models/{name}/versions/{v}/infer.
+// /v2/models/{name}/versions/{v}/infer (trailing slashes ignored, as by the Python
+// REST app, so that they do not slip past admission).
 func inferModel(path string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, "/v2/models/")
+	rest, ok := strings.CutPrefix(strings.TrimRight(path, "/"), "/v2/models/")
 	if !ok {
 		return "", false
 	}

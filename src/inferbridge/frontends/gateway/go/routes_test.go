@@ -1,0 +1,72 @@
+package main
+
+import "testing"
+
+func TestRouteOf(t *testing.T) {
+	for _, tc := range []struct {
+		path, want string
+	}{
+		{"/v2", "/v2"},
+		{"/v2/", "/v2"},
+		{"/v2/health/live", "/v2/health/live"},
+		{"/v2/health/ready//", "/v2/health/ready"},
+		{"/v2/health/other", "other"},
+		{"/v2/models/stats", "/v2/models/stats"},
+		{"/v2/models/resnet", "/v2/models/{model}"},
+		{"/v2/models/resnet/ready", "/v2/models/{model}/ready"},
+		{"/v2/models/resnet/config", "/v2/models/{model}/config"},
+		{"/v2/models/resnet/stats", "/v2/models/{model}/stats"},
+		{"/v2/models/resnet/infer", "/v2/models/{model}/infer"},
+		{"/v2/models/stats/infer", "/v2/models/{model}/infer"},
+		{"/v2/models/resnet/versions/3", "/v2/models/{model}/versions/{version}"},
+		{"/v2/models/resnet/versions/3/ready", "/v2/models/{model}/versions/{version}/ready"},
+		{"/v2/models/resnet/versions/3/config", "/v2/models/{model}/versions/{version}/config"},
+		{"/v2/models/resnet/versions/3/stats", "/v2/models/{model}/versions/{version}/stats"},
+		{"/v2/models/resnet/versions/3/infer", "/v2/models/{model}/versions/{version}/infer"},
+		{"/v2/models/resnet/versions", "other"},
+		{"/v2/models/resnet/versions//infer", "other"},
+		{"/v2/models//infer", "other"},
+		{"/v2/models/a/b/infer", "other"},
+		{"/v2/models/resnet/explain", "other"},
+		{"/v2/repository/index", "/v2/repository/index"},
+		{"/v2/repository/models/resnet/load", "/v2/repository/models/{model}/load"},
+		{"/v2/repository/models/resnet/unload", "/v2/repository/models/{model}/unload"},
+		{"/v2/repository/models/resnet", "other"},
+		{"/metrics", "/metrics"},
+		{"/predict", "/predict"},
+		{"/v1/models/iris:predict", "/v1/models/{model}:predict"},
+		{"/v1/models/:predict", "other"},
+		{"/v1/models/a/b:predict", "other"},
+		{"/v1/models/iris", "other"},
+		{"/v1/vision/faces", "/v1/vision/{service}"},
+		{"/v1/text/embed", "/v1/text/{service}"},
+		{"/v1/text/embed/x", "other"},
+		{"/v1/vision/", "other"},
+		{"/", "other"},
+		{"", "other"},
+		{"/favicon.ico", "other"},
+	} {
+		if got := httpRouteNames[routeOf(tc.path)]; got != tc.want {
+			t.Errorf("routeOf(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestInferModel(t *testing.T) {
+	for _, tc := range []struct {
+		path, model string
+		ok          bool
+	}{
+		{"/v2/models/m/infer", "m", true},
+		{"/v2/models/m/infer/", "m", true},
+		{"/v2/models/m/versions/3/infer", "m", true},
+		{"/v2/models/m/ready", "", false},
+		{"/v2/models//infer", "", false},
+		{"/v2/models/m/versions//infer", "", false},
+		{"/v1/models/m:predict", "", false},
+	} {
+		if model, ok := inferModel(tc.path); model != tc.model || ok != tc.ok {
+			t.Errorf("inferModel(%q) = %q, %v; want %q, %v", tc.path, model, ok, tc.model, tc.ok)
+		}
+	}
+}
