@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from inferbridge import __version__
@@ -105,7 +104,7 @@ class DataPlane:
         control_mode: ControlMode = ControlMode.NONE,
         trace_context: TraceContext | None = None,
     ) -> None:
-        self.models = manager if manager is not None else ModelManager(Path("."))
+        self.models = manager if manager is not None else ModelManager(None)
         self._views = self.models.views  # read once per request; the manager swaps entries
         self._strict_readiness = strict_readiness
         self.control_mode = control_mode

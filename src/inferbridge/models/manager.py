@@ -63,11 +63,12 @@ class IndexEntry:
 
 
 class ModelManager:
-    """Owns the served models of one repository and every transition between them."""
+    """Owns the served models of one repository (None: no repository, only models sent in
+    load requests) and every transition between them."""
 
     def __init__(
         self,
-        root: Path,
+        root: Path | None,
         *,
         histograms: bool = True,
         drain_timeout_s: float = 30.0,
@@ -351,7 +352,7 @@ class ModelManager:
         else:
             self.views[name] = ModelView(
                 name,
-                self.root / name,
+                (self.root or Path()) / name,
                 None,
                 failed=failures,
                 error=message,

@@ -45,9 +45,9 @@ def check_model_name(name: str) -> None:
         )
 
 
-def model_directories(root: Path) -> list[str]:
+def model_directories(root: Path | None) -> list[str]:
     """The model directories of a repository (hidden and `_` ones are skipped)."""
-    if not root.is_dir():
+    if root is None or not root.is_dir():
         return []
     return sorted(
         p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
@@ -55,7 +55,7 @@ def model_directories(root: Path) -> list[str]:
 
 
 def resolve_source(
-    root: Path, name: str, request: LoadRequest | None, scratch: Path | None
+    root: Path | None, name: str, request: LoadRequest | None, scratch: Path | None
 ) -> ModelSource:
     """Read (or, for `file:` parameters, write into `scratch`) one model's files. Raises
     ModelNotFound for an unknown directory and ConfigError for a bad config.yaml."""
@@ -79,6 +79,8 @@ def resolve_source(
         config = request.config
         config_token = request.config_json
     else:
+        if root is None:
+            raise ModelNotFound(f"no model directory '{name}': the server has no repository")
         path = root / name
         config_path = path / CONFIG_FILE
         if not path.is_dir():
@@ -105,8 +107,10 @@ def resolve_source(
     )
 
 
-def source_fingerprint(root: Path, name: str) -> str:
+def source_fingerprint(root: Path | None, name: str) -> str:
     """The fingerprint the model directory would load with now; "" when unreadable."""
+    if root is None:
+        return ""
     try:
         return resolve_source(root, name, None, None).fingerprint
     except Exception:  # a directory being written may be unreadable for a moment

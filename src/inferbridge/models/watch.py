@@ -38,6 +38,8 @@ async def watch_repository(manager: ModelManager, poll_s: float, stop: asyncio.E
 async def _watch_events(manager: ModelManager, poll_s: float, stop: asyncio.Event) -> None:
     from watchfiles import awatch  # imported here: only the poll mode needs it
 
+    if manager.root is None:
+        raise ValueError("no repository directory to watch")
     async for _ in awatch(
         manager.root,
         stop_event=stop,
