@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Go checks of the test command: fresh generated stubs, gofmt, go vet, and go test
 # (whose TestMain starts real inferbridge servers with the venv's Python) of the client
-# module, then gofmt, go vet and go test of the gRPC gateway module.
+# module, then gofmt, go vet and go test of its OpenTelemetry module (clients/go/otelib)
+# and of the gRPC gateway module.
 #
 # Needs Go (PATH or /usr/local/go/bin) and the Go module proxy (or a warm module cache);
 # the race detector runs when cgo works (a C compiler is present) unless IB_GO_RACE=0.
@@ -26,12 +27,31 @@ fi
 echo "== go: go vet ./..."
 go vet ./...
 
+echo "== go: the SDK does not depend on OpenTelemetry (clients/go/otelib does)"
+if grep -q 'go.opentelemetry.io' go.mod || go list -deps ./... | grep '^go.opentelemetry.io/' >/dev/null; then
+  echo "clients/go must not require go.opentelemetry.io; trace propagation lives in clients/go/otelib" >&2
+  exit 1
+fi
+
 race=()
 if [[ "${IB_GO_RACE:-1}" != "0" ]] && [[ "$(go env CGO_ENABLED)" == "1" ]] && command -v "$(go env CC)" >/dev/null 2>&1; then
   race=(-race)
 fi
 echo "== go: go test ${race[*]:-(no race detector)} ./..."
 go test "${race[@]}" -count=1 -timeout 10m ./...
+
+cd "$root/clients/go/otelib"
+echo "== go (otelib): gofmt -l"
+unformatted="$(gofmt -l .)"
+if [[ -n "$unformatted" ]]; then
+  echo "gofmt would change (otelib):" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+echo "== go (otelib): go vet ./..."
+go vet ./...
+echo "== go (otelib): go test ${race[*]:-(no race detector)} ./..."
+go test "${race[@]}" -count=1 -timeout 5m ./...
 
 gateway="$root/src/inferbridge/frontends/gateway/go"
 cd "$gateway"

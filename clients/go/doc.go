@@ -18,6 +18,41 @@
 //
 //	if errors.Is(err, inferbridge.ErrNotFound) { ... }
 //
+// Triton's errors for the repository API have kinds of their own: ErrFailedPrecondition
+// (REST 403, gRPC FAILED_PRECONDITION: the server's model control mode does not allow
+// loading or unloading) and ErrAborted (409, ABORTED: the model is being loaded already).
+//
+// # Model repository and statistics
+//
+// Both clients speak Triton's repository and statistics extensions. A server started with
+// --model-control-mode explicit loads and unloads models on request:
+//
+//	// A model of the server's repository:
+//	err := client.LoadModel(ctx, "iris_onnx")
+//	// Or one sent with the request (WithModelConfigValue marshals a Go value):
+//	err = client.LoadModel(ctx, "iris_new", inferbridge.WithModelConfig(`{"runtime": "onnx"}`),
+//		inferbridge.WithModelFiles(map[string][]byte{"1/model.onnx": onnx}))
+//	index, err := client.RepositoryIndex(ctx, true) // the ready versions only
+//	stats, err := client.ModelStatistics(ctx, "iris_onnx", "") // every version; "", "" = every model
+//	fmt.Println(stats[0].InferenceCount, stats[0].InferenceStats.ComputeInfer.Mean())
+//	err = client.UnloadModel(ctx, "iris_onnx", inferbridge.UnloadDependents())
+//
+// # Trace propagation
+//
+// The separate module github.com/inferbridge/inferbridge/clients/go/otelib sends the
+// caller's OpenTelemetry span context to the server as W3C traceparent and tracestate (an
+// HTTP header, or gRPC metadata), so that the server's spans join the caller's trace. It is
+// a module of its own so that this one does not depend on OpenTelemetry:
+//
+//	rest, _ := inferbridge.NewRESTClient(url, inferbridge.WithTransportMiddleware(otelib.Middleware()))
+//	grpc, _ := grpcclient.New(addr, otelib.DialOption())
+//	ctx, span := tracer.Start(ctx, "classify")
+//	defer span.End()
+//	resp, err := rest.Infer(ctx, req)
+//
+// WithTransportMiddleware takes any func(http.RoundTripper) http.RoundTripper, for other
+// headers or metrics; grpcclient.New takes any grpc.DialOption.
+//
 // Clients are safe for concurrent use by many goroutines and reuse their connections; create
 // one per server and share it.
 package inferbridge

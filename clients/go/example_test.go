@@ -107,3 +107,46 @@ func Example_errors() {
 	// not found: HTTP 404, gRPC code 0: unknown model 'no_such_model'
 	// not found: HTTP 0, gRPC code 5: unknown model 'no_such_model'
 }
+
+// Load a model, with a config of its own, and react to the server's model control mode.
+// The test server runs in the default mode "none", which refuses loads; a server started
+// with --model-control-mode explicit loads it.
+func ExampleRESTClient_LoadModel() {
+	client, err := inferbridge.NewRESTClient(restURL)
+	if err != nil {
+		panic(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	config := map[string]any{"runtime": "onnx", "max_batch_size": 16}
+	err = client.LoadModel(ctx, "iris_onnx", inferbridge.WithModelConfigValue(config))
+	switch {
+	case errors.Is(err, inferbridge.ErrFailedPrecondition):
+		fmt.Println("the server does not load models on request")
+	case errors.Is(err, inferbridge.ErrNotFound):
+		fmt.Println("no such model in the server's repository")
+	case err != nil:
+		fmt.Println("load failed:", err)
+	default:
+		fmt.Println("loaded")
+	}
+	// Output: the server does not load models on request
+}
+
+// A model's cumulative statistics (Triton's statistics extension), per version.
+func ExampleRESTClient_ModelStatistics() {
+	client, err := inferbridge.NewRESTClient(restURL)
+	if err != nil {
+		panic(err)
+	}
+	stats, err := client.ModelStatistics(context.Background(), "digits", "")
+	if err != nil {
+		panic(err)
+	}
+	for _, s := range stats {
+		// The counts grow with every request: s.InferenceCount (batch elements),
+		// s.InferenceStats.Success.Count (requests), s.InferenceStats.ComputeInfer.Mean().
+		fmt.Printf("%s version %s\n", s.Name, s.Version)
+	}
+	// Output: digits version 1
+}
