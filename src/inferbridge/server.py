@@ -19,11 +19,11 @@ import uvicorn
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.backend import GatewayFrontend
 from inferbridge.models.manager import ControlMode, ModelManager
+from inferbridge.observability.tracing import ASGIApp, TracingError, configure_tracing
 from inferbridge.settings import Settings
 
 if TYPE_CHECKING:
     from inferbridge.frontends.grpc.server import GrpcFrontend
-    from inferbridge.frontends.rest.app import RestApp
 
 __all__ = ["InferBridgeServer", "ListeningPorts", "run"]
 
@@ -42,13 +42,18 @@ class InferBridgeServer:
     def __init__(self, settings: Settings, repository: Path) -> None:
         self.settings = settings
         self.repository = repository
+        self.tracing = configure_tracing(settings)  # None when off
         self.models = ModelManager(
-            repository, histograms=settings.metrics, drain_timeout_s=settings.shutdown_grace_s
+            repository,
+            histograms=settings.metrics,
+            drain_timeout_s=settings.shutdown_grace_s,
+            tracer=self.tracing.batch_observer if self.tracing is not None else None,
         )
         self.dataplane = DataPlane(
             self.models,
             strict_readiness=settings.strict_readiness,
             control_mode=ControlMode(settings.model_control_mode),
+            tracing=self.tracing,
         )
         self._stop = asyncio.Event()
         self.exit_code = 0
@@ -58,9 +63,11 @@ class InferBridgeServer:
         from inferbridge.models.watch import watch_repository
 
         s = self.settings
-        rest = RestApp(
+        rest: ASGIApp = RestApp(
             self.dataplane, max_body_bytes=s.max_request_bytes, default_model=s.default_model
         )
+        if self.tracing is not None:
+            rest = self.tracing.asgi(rest)
         frontend = await self._frontend(rest)
         http_server: _QuietSignalsServer | None = None
         if isinstance(frontend, GatewayFrontend) and frontend.serves_rest:
@@ -121,6 +128,8 @@ class InferBridgeServer:
         await frontend.stop(s.shutdown_grace_s)
         stop_waiter.cancel()
         await self.dataplane.shutdown()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # export the spans still buffered
         print("inferbridge: stopped", flush=True)
 
     def _initial_models(self) -> list[str] | None:
@@ -135,7 +144,7 @@ class InferBridgeServer:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def _frontend(self, rest: RestApp) -> GrpcFrontend | GatewayFrontend:
+    async def _frontend(self, rest: ASGIApp) -> GrpcFrontend | GatewayFrontend:
         """The Go gateway (gRPC, and REST unless told otherwise) when it can be built; else
         grpc.aio, with REST on uvicorn."""
         from inferbridge.frontends.gateway.build import GatewayBuildError, build_gateway
@@ -183,7 +192,11 @@ def run(settings: Settings, repository: Path) -> int:
 
     from inferbridge.frontends.gateway.build import GatewayBuildError
 
-    server = InferBridgeServer(settings, repository)
+    try:
+        server = InferBridgeServer(settings, repository)
+    except TracingError as exc:
+        print(f"inferbridge: {exc}", file=sys.stderr, flush=True)
+        return 2
     try:
         uvloop.run(server.serve())
     except GatewayBuildError as exc:
@@ -203,7 +216,7 @@ def _model_summary(dataplane: DataPlane) -> Iterator[str]:
         yield f"model {name} NOT loaded: {reason}"
 
 
-def _uvicorn_config(rest: RestApp, s: Settings) -> uvicorn.Config:
+def _uvicorn_config(rest: ASGIApp, s: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         rest,
         loop="none",

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferbridge import __version__
 from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
@@ -36,6 +36,9 @@ from inferbridge.protocol.types import (
     TensorSpec,
 )
 from inferbridge.repository.repository import LoadedVersion
+
+if TYPE_CHECKING:
+    from inferbridge.observability.tracing import Tracing
 
 __all__ = [
     "EXTENSIONS",
@@ -103,11 +106,16 @@ class DataPlane:
         strict_readiness: bool = False,
         control_mode: ControlMode = ControlMode.NONE,
         trace_context: TraceContext | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.models = manager if manager is not None else ModelManager(None)
         self._views = self.models.views  # read once per request; the manager swaps entries
         self._strict_readiness = strict_readiness
         self.control_mode = control_mode
+        #: The server's tracing, when on: the front ends wrap themselves with it.
+        self.tracing = tracing
+        if trace_context is None and tracing is not None:
+            trace_context = tracing.request_context
         self._trace_context = trace_context
         self._loaded = manager is None
         self.draining = False

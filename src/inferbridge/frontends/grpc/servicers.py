@@ -170,7 +170,8 @@ MethodTable = dict[str, tuple[Callable[[Any, Any], Awaitable[Message]], type[Mes
 
 
 def method_table(inference: InferenceServicer, ai: AIServicer) -> MethodTable:
-    """Every RPC of both services, built from the generated descriptors."""
+    """Every RPC of both services, built from the generated descriptors; each with a server
+    span around it when the dataplane carries tracing (nothing is wrapped otherwise)."""
     table: MethodTable = {}
     for servicer, module in ((inference, pb), (ai, ai_pb)):
         for service in module.DESCRIPTOR.services_by_name.values():
@@ -179,7 +180,8 @@ def method_table(inference: InferenceServicer, ai: AIServicer) -> MethodTable:
                     getattr(servicer, m.name),
                     _message_class(module, m.input_type.name),
                 )
-    return table
+    tracing = inference.dataplane.tracing
+    return table if tracing is None else tracing.wrap_rpcs(table)
 
 
 def _handler(
