@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "--access-log",
         action="store_true",
         default=None,
-        help="log one line per request (protocol, model, version, status, duration, bytes)",
+        help="log one line per request (protocol, model, version, status, duration, bytes, "
+        "trace id) to the logger inferbridge.access",
     )
     serve.add_argument(
         "--model-control-mode",
@@ -139,10 +140,13 @@ def _serve(options: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"inferbridge: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from inferbridge.observability.logs import configure_logging
+
+    try:
+        configure_logging(settings.log_level, settings.log_format)
+    except ValueError as exc:  # an unknown level name
+        print(f"inferbridge: invalid settings: {exc}", file=sys.stderr)
+        return 2
     repository = settings.repository
     if repository is None:
         from inferbridge.examples.build import example_repository

@@ -19,6 +19,8 @@ import uvicorn
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.backend import GatewayFrontend
 from inferbridge.models.manager import ControlMode, ModelManager
+from inferbridge.observability.logs import AccessLog
+from inferbridge.observability.metrics import MetricsEndpoint, serve_metrics
 from inferbridge.observability.tracing import ASGIApp, TracingError, configure_tracing
 from inferbridge.settings import Settings
 
@@ -55,6 +57,8 @@ class InferBridgeServer:
             control_mode=ControlMode(settings.model_control_mode),
             tracing=self.tracing,
         )
+        self.metrics = MetricsEndpoint(self.dataplane) if settings.metrics else None
+        self.access_log = AccessLog() if settings.access_log else None
         self._stop = asyncio.Event()
         self.exit_code = 0
 
@@ -64,7 +68,10 @@ class InferBridgeServer:
 
         s = self.settings
         rest: ASGIApp = RestApp(
-            self.dataplane, max_body_bytes=s.max_request_bytes, default_model=s.default_model
+            self.dataplane,
+            max_body_bytes=s.max_request_bytes,
+            default_model=s.default_model,
+            metrics=self.metrics,
         )
         if self.tracing is not None:
             rest = self.tracing.asgi(rest)
@@ -77,11 +84,12 @@ class InferBridgeServer:
             http_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         else:
             sock = _bind_tcp(s.host, s.http_port)
-            http_server = _QuietSignalsServer(_uvicorn_config(rest, s))
+            http_server = _QuietSignalsServer(self._observed_uvicorn(rest))
             ports = ListeningPorts(sock.getsockname()[1], await frontend.start(s.host, s.grpc_port))
             http_done = asyncio.ensure_future(http_server.serve(sockets=[sock]))
         print(f"inferbridge: REST listening on http://{s.host}:{ports.http}", flush=True)
         print(f"inferbridge: gRPC listening on {s.host}:{ports.grpc}", flush=True)
+        metrics_server = await self._metrics_listener(frontend)
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,6 +135,8 @@ class InferBridgeServer:
             http_done.cancel()
         await frontend.stop(s.shutdown_grace_s)
         stop_waiter.cancel()
+        if metrics_server is not None:
+            metrics_server.close()
         await self.dataplane.shutdown()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # export the spans still buffered
@@ -171,6 +181,7 @@ class InferBridgeServer:
                     rest_app=rest if with_rest else None,
                     max_http_inflight=s.max_http_inflight,
                     on_failure=self._frontend_failed,
+                    access_log=self.access_log,
                 )
         print("inferbridge: gRPC served by grpc.aio, REST by uvicorn", flush=True)
         return GrpcFrontend(
@@ -178,7 +189,38 @@ class InferBridgeServer:
             max_message_bytes=s.max_request_bytes,
             default_model=s.default_model,
             max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+            counters=self.metrics.serve_protocol("grpc") if self.metrics is not None else None,
+            access_log=self.access_log,
         )
+
+    def _observed_uvicorn(self, rest: ASGIApp) -> uvicorn.Config:
+        """uvicorn's config for REST, counting it (the gateway does not) and logging it."""
+        from inferbridge.frontends.rest.observed import ObservedApp, counting_http_protocol
+
+        counters = self.metrics.serve_protocol("http") if self.metrics is not None else None
+        if counters is None and self.access_log is None:
+            return _uvicorn_config(rest, self.settings)
+        protocol = counting_http_protocol(counters) if counters is not None else None
+        app = ObservedApp(rest, counters, self.access_log)
+        return _uvicorn_config(app, self.settings, protocol)
+
+    async def _metrics_listener(
+        self, frontend: GrpcFrontend | GatewayFrontend
+    ) -> asyncio.Server | None:
+        """Give /metrics the gateway's metrics, and open --metrics-port when asked."""
+        s = self.settings
+        if self.metrics is None:
+            if s.metrics_port is not None:
+                print("inferbridge: --metrics-port ignored: metrics are off", flush=True)
+            return None
+        if isinstance(frontend, GatewayFrontend):
+            self.metrics.source = frontend.pull_metrics
+        if s.metrics_port is None:
+            return None
+        server = await serve_metrics(self.metrics, s.host, s.metrics_port)
+        port = server.sockets[0].getsockname()[1]
+        print(f"inferbridge: metrics listening on http://{s.host}:{port}", flush=True)
+        return server
 
     def _frontend_failed(self, reason: str) -> None:
         print(f"inferbridge: stopping: {reason}", file=sys.stderr, flush=True)
@@ -216,11 +258,13 @@ def _model_summary(dataplane: DataPlane) -> Iterator[str]:
         yield f"model {name} NOT loaded: {reason}"
 
 
-def _uvicorn_config(rest: ASGIApp, s: Settings) -> uvicorn.Config:
+def _uvicorn_config(
+    rest: ASGIApp, s: Settings, http: type[asyncio.Protocol] | None = None
+) -> uvicorn.Config:
     return uvicorn.Config(
         rest,
         loop="none",
-        http="httptools",
+        http=http or "httptools",
         lifespan="off",
         log_level="warning",
         access_log=False,

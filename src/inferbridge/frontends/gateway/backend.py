@@ -13,7 +13,9 @@ Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) `
 ``u64 id``, then the body:
 
 - CALL (gateway -> here): ``u16 method_len``, method path, ``i64 timeout_us`` (-1 = no
-  deadline), request bytes.
+  deadline), ``u16 meta_count``, that many metadata entries (``u16`` name length,
+  lower-case name, ``u32`` value length, value: the call's traceparent, tracestate and
+  baggage), request bytes.
 - CANCEL (gateway -> here): the caller cancelled or its deadline passed; drop the call.
 - REPLY (here -> gateway): ``u8 code`` (gRPC status), then response bytes (code 0) or the
   UTF-8 error message.
@@ -28,6 +30,9 @@ Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) `
 - LIMITS (here -> gateway, id 0): ``u16`` count, then per model ``u16`` name length, name,
   ``u32`` limit: infer requests (REST and gRPC ModelInfer) outstanding at most; beyond it
   the gateway answers 429 / RESOURCE_EXHAUSTED itself.
+- METRICS-PULL (here -> gateway, a nonzero id of ours): empty; answered by METRICS (gateway
+  -> here, the same id): the gateway's metrics in the Prometheus text format, which
+  `/metrics` appends to this process's.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,6 +60,8 @@ from inferbridge.frontends.grpc.servicers import (
     method_table,
 )
 from inferbridge.frontends.rest.app import CANCELS_ON_DISCONNECT
+from inferbridge.observability.logs import AccessLog
+from inferbridge.observability.metrics import path_model
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
 
 #: An ASGI application (the REST app), called with scope, receive and send.
@@ -67,11 +74,14 @@ logger = logging.getLogger(__name__)
 _HEADER = struct.Struct("<IBQ")  # length, kind, id
 _ID_AND_KIND = 9  # bytes of the header counted by `length`
 _CALL, _CANCEL, _REPLY, _HEALTH, _SHUTDOWN, _DESCRIPTORS, _HTTP, _HTTP_REPLY, _LIMITS = range(1, 10)
+_METRICS_PULL, _METRICS = 10, 11
 _SERVING, _NOT_SERVING = 1, 2
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _TIMEOUT = struct.Struct("<q")
 _STARTUP_TIMEOUT_S = 30.0
+_METRICS_TIMEOUT_S = 5.0
+_NO_METADATA: tuple[tuple[str, str], ...] = ()
 
 
 class GatewayError(RuntimeError):
@@ -88,12 +98,20 @@ class _Aborted(grpc.aio.AbortError):
 
 
 class _CallContext:
-    """The part of grpc.aio.ServicerContext the servicers use."""
+    """The part of grpc.aio.ServicerContext the servicers (and tracing) use."""
 
-    __slots__ = ("_deadline",)
+    __slots__ = ("_deadline", "_metadata")
 
-    def __init__(self, deadline: float | None) -> None:
+    def __init__(
+        self, deadline: float | None, metadata: tuple[tuple[str, str], ...] = _NO_METADATA
+    ) -> None:
         self._deadline = deadline
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call's forwarded metadata (traceparent, tracestate, baggage), as
+        (key, value) pairs like grpc.aio's."""
+        return self._metadata
 
     def time_remaining(self) -> float | None:
         if self._deadline is None:
@@ -113,13 +131,20 @@ class _BackendProtocol(asyncio.Protocol):
     """Answers the gateway's CALL (gRPC) and HTTP frames; one per gateway connection."""
 
     def __init__(
-        self, methods: MethodTable, rest_app: ASGIApp | None, on_lost: Callable[[], None]
+        self,
+        methods: MethodTable,
+        rest_app: ASGIApp | None,
+        on_lost: Callable[[], None],
+        access_log: AccessLog | None = None,
     ) -> None:
         self._methods = methods
         self._rest_app = rest_app
         self._on_lost = on_lost
+        self._access = access_log
+        self._pulls: dict[int, asyncio.Future[bytes]] = {}
+        self._next_pull = 0
         self._buffer = bytearray()
-        self._calls: dict[int, asyncio.Task[None]] = {}
+        self._calls: dict[int, asyncio.Task[Any]] = {}
         self._exchanges: dict[int, _HttpExchange] = {}
         self._outgoing: list[bytes] = []
         self._transport: asyncio.Transport | None = None
@@ -134,6 +159,9 @@ class _BackendProtocol(asyncio.Protocol):
         self._transport = None
         for task in self._calls.values():
             task.cancel()
+        for pull in self._pulls.values():
+            if not pull.done():
+                pull.set_result(b"")
         self._on_lost()
 
     def data_received(self, data: bytes) -> None:
@@ -161,6 +189,10 @@ class _BackendProtocol(asyncio.Protocol):
                 task = self._calls.get(call_id)
                 if task is not None:
                     task.cancel()
+            elif kind == _METRICS:
+                pull = self._pulls.pop(call_id, None)
+                if pull is not None and not pull.done():
+                    pull.set_result(_copy(buffer, body, offset))
             else:
                 logger.warning("the gateway sent an unknown frame kind %d", kind)
         if offset:
@@ -173,42 +205,81 @@ class _BackendProtocol(asyncio.Protocol):
         method = bytes(buffer[start : start + method_len]).decode("utf-8", "replace")
         start += method_len
         (timeout_us,) = _TIMEOUT.unpack_from(buffer, start)
-        payload = _copy(buffer, start + _TIMEOUT.size, end)
+        metadata, start = _metadata(buffer, start + _TIMEOUT.size)
+        payload = _copy(buffer, start, end)
         deadline = None if timeout_us < 0 else time.monotonic() + timeout_us / 1e6
-        task = self._loop.create_task(self._answer(call_id, method, payload, deadline))
-        self._calls[call_id] = task
+        context = _CallContext(deadline, metadata)
+        answer: Coroutine[Any, Any, object]
+        if self._access is None:
+            answer = self._answer(call_id, method, payload, context)
+        else:
+            answer = self._answer_logged(self._access, call_id, method, payload, context)
+        self._calls[call_id] = self._loop.create_task(answer)
+
+    async def _answer_logged(
+        self,
+        access: AccessLog,
+        call_id: int,
+        method: str,
+        payload: bytes,
+        context: _CallContext,
+    ) -> None:
+        start = time.perf_counter()
+        code, size, request = "CANCELLED", 0, None
+        try:
+            code, size, request = await self._answer(call_id, method, payload, context)
+        finally:
+            model, version = _model_version(request)
+            traceparent = next(
+                (v for k, v in context.invocation_metadata() if k == "traceparent"), None
+            )
+            access.request(
+                protocol="grpc",
+                method=method,
+                route=method,
+                model=model,
+                version=version,
+                status=code,
+                duration_s=time.perf_counter() - start,
+                request_bytes=len(payload),
+                response_bytes=size,
+                trace=traceparent,
+            )
 
     async def _answer(
-        self, call_id: int, method: str, payload: bytes, deadline: float | None
-    ) -> None:
+        self, call_id: int, method: str, payload: bytes, context: _CallContext
+    ) -> tuple[str, int, Message | None]:
+        """Answer one call; returns its status code name, response size and request (for
+        the access log)."""
+        request: Message | None = None
         try:
             entry = self._methods.get(method)
             if entry is None:
-                self._reply_error(
-                    call_id, grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method}"
-                )
-                return
+                message = f"unknown method {method}"
+                return self._reply_error(call_id, grpc.StatusCode.UNIMPLEMENTED, message)
             handler, request_type = entry
             try:
                 request = request_type.FromString(payload)
             except DecodeError as exc:
-                self._reply_error(
+                return self._reply_error(
                     call_id,
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"request is not a valid {request_type.DESCRIPTOR.full_name}: {exc}",
                 )
-                return
             try:
-                response: Message = await handler(request, _CallContext(deadline))
+                response: Message = await handler(request, context)
             except _Aborted as aborted:
-                self._reply_error(call_id, aborted.code, aborted.details)
-                return
-            self._send(_REPLY, call_id, b"\x00", response.SerializeToString())
+                code, size, _ = self._reply_error(call_id, aborted.code, aborted.details)
+                return code, size, request
+            data = response.SerializeToString()
+            self._send(_REPLY, call_id, b"\x00", data)
+            return "OK", len(data), request
         except asyncio.CancelledError:
-            pass  # the gateway has already answered the caller (cancelled or deadline)
+            # The gateway has already answered the caller (cancelled or deadline).
+            return "CANCELLED", 0, request
         except Exception:  # the servicers map their own errors; this is a bug
             logger.exception("unhandled error answering %s", method)
-            self._reply_error(
+            return self._reply_error(
                 call_id, grpc.StatusCode.INTERNAL, "internal server error; see the server log"
             )
         finally:
@@ -219,7 +290,40 @@ class _BackendProtocol(asyncio.Protocol):
         scope, start = _http_scope(buffer, start)
         exchange = _HttpExchange(_copy(buffer, start, end))
         self._exchanges[call_id] = exchange
-        self._calls[call_id] = self._loop.create_task(self._serve_http(call_id, scope, exchange))
+        if self._access is None:
+            serve = self._serve_http(call_id, scope, exchange)
+        else:
+            serve = self._serve_http_logged(self._access, call_id, scope, exchange, end - start)
+        self._calls[call_id] = self._loop.create_task(serve)
+
+    async def _serve_http_logged(
+        self,
+        access: AccessLog,
+        call_id: int,
+        scope: dict[str, Any],
+        exchange: _HttpExchange,
+        request_bytes: int,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            await self._serve_http(call_id, scope, exchange)
+        finally:
+            path: str = scope["path"]
+            model, version = path_model(path)
+            traceparent = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
+            status = 499 if exchange.disconnected else (exchange.status or 500)
+            access.request(
+                protocol="http",
+                method=scope["method"],
+                route=path,
+                model=model,
+                version=version,
+                status=str(status),
+                duration_s=time.perf_counter() - started,
+                request_bytes=request_bytes,
+                response_bytes=sum(len(b) for b in exchange.body),
+                trace=traceparent,
+            )
 
     async def _serve_http(
         self, call_id: int, scope: dict[str, Any], exchange: _HttpExchange
@@ -247,8 +351,24 @@ class _BackendProtocol(asyncio.Protocol):
             *exchange.body,
         )
 
-    def _reply_error(self, call_id: int, code: grpc.StatusCode, message: str) -> None:
-        self._send(_REPLY, call_id, bytes((_status_number(code),)), message.encode())
+    def _reply_error(
+        self, call_id: int, code: grpc.StatusCode, message: str
+    ) -> tuple[str, int, None]:
+        encoded = message.encode()
+        self._send(_REPLY, call_id, bytes((_status_number(code),)), encoded)
+        return code.name, len(encoded), None
+
+    async def pull_metrics(self, timeout_s: float) -> bytes:
+        """The gateway's metrics text (METRICS-PULL, answered by METRICS)."""
+        self._next_pull += 1
+        pull_id = self._next_pull
+        pull = self._loop.create_future()
+        self._pulls[pull_id] = pull
+        try:
+            self._send(_METRICS_PULL, pull_id)
+            return await asyncio.wait_for(pull, timeout_s)
+        finally:
+            self._pulls.pop(pull_id, None)
 
     def _send(self, kind: int, call_id: int, *parts: bytes) -> None:
         if self._transport is None:
@@ -317,6 +437,33 @@ def _copy(buffer: bytearray, start: int, end: int) -> bytes:
     view is released at once, so the buffer can still be resized."""
     with memoryview(buffer) as view:
         return bytes(view[start:end])
+
+
+def _metadata(buffer: bytearray, at: int) -> tuple[tuple[tuple[str, str], ...], int]:
+    """A CALL frame's metadata entries; returns them and where the request starts."""
+    (count,) = _U16.unpack_from(buffer, at)
+    at += 2
+    if count == 0:
+        return _NO_METADATA, at
+    entries: list[tuple[str, str]] = []
+    for _ in range(count):
+        (size,) = _U16.unpack_from(buffer, at)
+        name = bytes(buffer[at + 2 : at + 2 + size]).decode("latin-1")
+        at += 2 + size
+        (size,) = _U32.unpack_from(buffer, at)
+        entries.append((name, bytes(buffer[at + 4 : at + 4 + size]).decode("latin-1")))
+        at += 4 + size
+    return tuple(entries), at
+
+
+def _model_version(request: Message | None) -> tuple[str, str]:
+    """The model and version a gRPC request names, for the access log."""
+    for name, version in (("model_name", "model_version"), ("name", "version")):
+        model = getattr(request, name, None)
+        if isinstance(model, str):
+            value = getattr(request, version, "")
+            return model, value if isinstance(value, str) else ""
+    return "", ""
 
 
 def _http_scope(buffer: bytearray, at: int) -> tuple[dict[str, Any], int]:
@@ -402,6 +549,7 @@ class GatewayFrontend:
         rest_app: ASGIApp | None = None,
         max_http_inflight: int = 0,
         on_failure: Callable[[str], None] | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self._binary = binary
         self._max_message_bytes = max_message_bytes
@@ -412,6 +560,8 @@ class GatewayFrontend:
             InferenceServicer(dataplane), AIServicer(dataplane, default_model)
         )
         self._on_failure = on_failure
+        self._access = access_log
+        self._pull_failed = False
         self._process: asyncio.subprocess.Process | None = None
         self._protocol: _BackendProtocol | None = None
         self._stopping = False
@@ -460,7 +610,10 @@ class GatewayFrontend:
         self._process = process
         loop = asyncio.get_running_loop()
         _, protocol = await loop.connect_accepted_socket(
-            lambda: _BackendProtocol(self._methods, self._rest_app, self._backend_lost), ours
+            lambda: _BackendProtocol(
+                self._methods, self._rest_app, self._backend_lost, self._access
+            ),
+            ours,
         )
         self._protocol = protocol
         protocol.send_control(_DESCRIPTORS, _descriptor_set())
@@ -496,6 +649,24 @@ class GatewayFrontend:
         this process reading the request."""
         if self._protocol is not None:
             self._protocol.send_control(_LIMITS, _encode_limits(limits))
+
+    async def pull_metrics(self) -> bytes:
+        """The gateway's own metrics (Prometheus text), or b"" when it cannot give them in
+        time: a scrape never fails because of the gateway (logged once)."""
+        if self._protocol is None or self._stopping:
+            return b""
+        try:
+            text = await self._protocol.pull_metrics(_METRICS_TIMEOUT_S)
+        except TimeoutError:
+            text = b""
+        if not text and not self._pull_failed:
+            self._pull_failed = True
+            logger.warning(
+                "the gateway did not answer a metrics pull within %g s; /metrics goes "
+                "without its metrics while it does not",
+                _METRICS_TIMEOUT_S,
+            )
+        return text
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,6 +16,8 @@ from grpc_reflection.v1alpha import reflection
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, generic_handlers
+from inferbridge.observability.logs import AccessLog
+from inferbridge.observability.metrics import ProtocolCounters
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
 
 __all__ = ["GrpcFrontend"]
@@ -25,8 +33,12 @@ class GrpcFrontend:
         max_message_bytes: int,
         default_model: str,
         max_concurrent_rpcs: int | None = None,
+        counters: ProtocolCounters | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
+        observed = counters is not None or access_log is not None
         self.server = grpc.aio.server(
+            interceptors=[_ObservedCalls(counters, access_log)] if observed else None,
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
@@ -67,3 +79,175 @@ class GrpcFrontend:
     async def stop(self, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+
+
+_Behavior = Callable[..., Any]
+if TYPE_CHECKING:
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class _ObservedCalls(_Interceptor):
+    """Counts each call into `counters` (labels as the gateway's: route = full method name)
+    and writes its access-log line. Installed only when one of them is wanted; each
+    method's handler is wrapped once and cached."""
+
+    def __init__(self, counters: ProtocolCounters | None, access: AccessLog | None) -> None:
+        self._counters = counters
+        self._access = access
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            wrapped: grpc.RpcMethodHandler[Any, Any] = cached[1]
+            return wrapped
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        counters = self._counters
+        deserialize = handler.request_deserializer
+        serialize = handler.response_serializer
+
+        def counted_deserialize(data: bytes) -> Any:
+            if counters is not None:
+                counters.request_bytes += len(data)
+            return deserialize(data) if deserialize is not None else data
+
+        def counted_serialize(message: Any) -> bytes:
+            data: bytes = serialize(message) if serialize is not None else message
+            if counters is not None:
+                counters.response_bytes += len(data)
+            return data
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary), counted_deserialize, counted_serialize
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream), counted_deserialize, counted_serialize
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary), counted_deserialize, counted_serialize
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(method, handler.stream_stream), counted_deserialize, counted_serialize
+        )
+
+    def _unary(self, method: str, behavior: _Behavior) -> _Behavior:
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            start = self._started()
+            code = "UNKNOWN"
+            response = None
+            try:
+                response = await behavior(request, context)
+                code = "OK"
+                return response
+            except grpc.aio.AbortError:
+                code = _code_name(context)
+                raise
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                self._finished(method, code, start, request, response, context)
+
+        return observed
+
+    def _stream(self, method: str, behavior: _Behavior) -> _Behavior:
+        if not inspect.isasyncgenfunction(behavior):
+            return self._unary(method, behavior)  # writes with context.write
+
+        async def observed(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            start = self._started()
+            code = "UNKNOWN"
+            try:
+                async for item in behavior(request, context):
+                    yield item
+                code = "OK"
+            except grpc.aio.AbortError:
+                code = _code_name(context)
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"
+                raise
+            finally:
+                self._finished(method, code, start, request, None, context)
+
+        return observed
+
+    def _started(self) -> float:
+        if self._counters is not None:
+            self._counters.inflight += 1
+        return time.perf_counter()
+
+    def _finished(
+        self,
+        method: str,
+        code: str,
+        start: float,
+        request: Any,
+        response: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        counters = self._counters
+        if counters is not None:
+            counters.inflight -= 1
+            counters.done(method, code, time.perf_counter() - start)
+            if code == "RESOURCE_EXHAUSTED":
+                counters.reject(getattr(request, "model_name", ""), "queue_full")
+        if self._access is not None:
+            model, version = _model_version(request)
+            traceparent = next(
+                (v for k, v in context.invocation_metadata() or () if k == "traceparent"), None
+            )
+            self._access.request(
+                protocol="grpc",
+                method=method,
+                route=method,
+                model=model,
+                version=version,
+                status=code,
+                duration_s=time.perf_counter() - start,
+                request_bytes=_size(request),
+                response_bytes=_size(response),
+                trace=traceparent,
+            )
+
+
+def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def _model_version(request: Any) -> tuple[str, str]:
+    for name, version in (("model_name", "model_version"), ("name", "version")):
+        model = getattr(request, name, None)
+        if isinstance(model, str):
+            value = getattr(request, version, "")
+            return model, value if isinstance(value, str) else ""
+    return "", ""
+
+
+def _size(message: Any) -> int:
+    size = getattr(message, "ByteSize", None)
+    return int(size()) if size is not None else 0

@@ -11,7 +11,7 @@ import logging
 import math
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,6 +31,9 @@ from inferbridge.protocol.rest_codec import (
     encode_infer_response,
     parse_json_body,
 )
+
+if TYPE_CHECKING:
+    from inferbridge.observability.metrics import MetricsEndpoint
 
 __all__ = ["CANCELS_ON_DISCONNECT", "RestApp"]
 
@@ -65,10 +68,18 @@ def _json(status: int, document: Any) -> _Response:
 class RestApp:
     """ASGI callable serving OIP v2 REST plus the seed-compatible shortcuts."""
 
-    def __init__(self, dataplane: DataPlane, *, max_body_bytes: int, default_model: str) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        max_body_bytes: int,
+        default_model: str,
+        metrics: MetricsEndpoint | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
         self.default_model = default_model
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -110,6 +121,9 @@ class RestApp:
         if parts == ["predict"]:
             _require(method, "POST")
             return await self._predict(scope, receive)
+        if parts == ["metrics"]:
+            _require(method, "GET")
+            return await self._metrics()
         if len(parts) == 3 and parts[:2] == ["v1", "models"] and parts[2].endswith(":predict"):
             _require(method, "POST")
             return await self._v1_predict(parts[2].removesuffix(":predict"), scope, receive)
@@ -252,6 +266,16 @@ class RestApp:
                 (_HEADER_LENGTH.encode(), str(json_length).encode()),
             ],
         )
+
+    async def _metrics(self) -> _Response:
+        if self.metrics is None:
+            return _json(
+                404, {"error": "metrics are off: the server was started with --no-metrics"}
+            )
+        from inferbridge.observability.metrics import CONTENT_TYPE
+
+        body = await self.metrics.render()
+        return _Response(200, body, [(b"content-type", CONTENT_TYPE.encode())])
 
     async def _predict(self, scope: Scope, receive: Receive) -> _Response:
         body = await self._read_body(scope, receive, _headers(scope))

@@ -1,0 +1,469 @@
+"""Prometheus metrics: one registry built at start-up, read at scrape time.
+
+Nothing here runs per request. The model families come from the dataplane's lock-free
+`VersionStats` (`DataPlane.version_reports()`), read when Prometheus scrapes; the front-end
+families come from the Go gateway (pulled over its socket) or, on the Python fallback front
+ends, from `FrontendCounters`: plain integers and dicts that the front ends bump and the
+collector reads. The answer to `/metrics` is this process's exposition followed by the
+gateway's, with no family twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from inferbridge.observability.stats import DURATION_BUCKETS_S, FAILURE_REASONS, Histogram
+
+if TYPE_CHECKING:
+    from inferbridge.dataplane.dataplane import DataPlane
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MODEL_STATES",
+    "FrontendCounters",
+    "MetricsEndpoint",
+    "ProtocolCounters",
+    "http_route",
+    "infer_model",
+    "path_model",
+    "serve_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The text exposition format both producers write (Prometheus 2.x scrapes it natively).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Values of the `state` label of inferbridge_model_state.
+MODEL_STATES = ("loading", "ready", "unavailable", "draining")
+_MV = ("model", "version")
+
+
+class _ModelCollector(Collector):
+    """The per model version families, from `DataPlane.version_reports()` at scrape time."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dataplane = dataplane
+
+    def collect(self) -> Iterator[Metric]:
+        counter, gauge, hist = CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        success = counter(
+            "inferbridge_request_success", "Inference requests that succeeded.", labels=_MV
+        )
+        failure = counter(
+            "inferbridge_request_failure",
+            "Inference requests that failed, by reason (rejected: queue full, 429; canceled; "
+            "timeout; invalid; backend).",
+            labels=(*_MV, "reason"),
+        )
+        inferences = counter(
+            "inferbridge_inference_count", "Rows inferred (a batch of n rows counts n).", labels=_MV
+        )
+        executions = counter("inferbridge_execution_count", "Batches executed.", labels=_MV)
+        pending = gauge(
+            "inferbridge_pending_requests", "Requests waiting in the queue.", labels=_MV
+        )
+        inflight = gauge(
+            "inferbridge_inflight_requests",
+            "Requests in the dataplane (queued or executing).",
+            labels=_MV,
+        )
+        last = gauge(
+            "inferbridge_last_inference_timestamp_seconds",
+            "When the last batch finished (unix seconds; 0 before the first).",
+            labels=_MV,
+        )
+        request = hist(
+            "inferbridge_request_duration_seconds",
+            "Inference request duration in the dataplane, queue and compute included.",
+            labels=_MV,
+        )
+        queue = hist(
+            "inferbridge_queue_duration_seconds", "Time a request waited in the queue.", labels=_MV
+        )
+        c_input = hist(
+            "inferbridge_compute_input_duration_seconds",
+            "Batch input preparation (joining the requests' tensors).",
+            labels=_MV,
+        )
+        c_infer = hist(
+            "inferbridge_compute_infer_duration_seconds", "Batch model execution.", labels=_MV
+        )
+        c_output = hist(
+            "inferbridge_compute_output_duration_seconds",
+            "Batch output handling (splitting it to the requests).",
+            labels=_MV,
+        )
+        batch = hist("inferbridge_batch_size", "Rows per executed batch.", labels=_MV)
+        state = gauge(
+            "inferbridge_model_state",
+            "1 for the model version's current state, 0 for the others.",
+            labels=(*_MV, "state"),
+        )
+        for report in self._dataplane.version_reports():
+            labels = [report.model, report.version]
+            for name in MODEL_STATES:
+                state.add_metric([*labels, name], 1.0 if name == report.state else 0.0)
+            stats = report.stats
+            if stats is None:
+                continue
+            success.add_metric(labels, stats.success.count)
+            for reason in (*FAILURE_REASONS, *sorted(set(stats.failures) - set(FAILURE_REASONS))):
+                failure.add_metric([*labels, reason], stats.failures.get(reason, 0))
+            inferences.add_metric(labels, stats.inference_count)
+            executions.add_metric(labels, stats.execution_count)
+            pending.add_metric(labels, report.queued)
+            inflight.add_metric(labels, report.inflight)
+            last.add_metric(labels, stats.last_inference_ms / 1000.0)
+            if stats.histograms:
+                for family, histogram in (
+                    (request, stats.request_s),
+                    (queue, stats.queue_s),
+                    (c_input, stats.compute_input_s),
+                    (c_infer, stats.compute_infer_s),
+                    (c_output, stats.compute_output_s),
+                    (batch, stats.batch_size),
+                ):
+                    family.add_metric(labels, histogram.cumulative(), histogram.sum)
+        yield from (success, failure, inferences, executions, pending, inflight, last)
+        yield from (request, queue, c_input, c_infer, c_output, batch, state)
+
+
+# -- the Python front ends' own counters (only when the gateway does not serve them) -------
+
+
+class ProtocolCounters:
+    """One protocol's front-end counters, bumped by the front end with plain arithmetic.
+
+    `requests` and `rejected` are keyed by label tuples; everything is touched only on the
+    event loop's thread, so nothing takes a lock, and no prometheus_client child is looked
+    up per request."""
+
+    __slots__ = (
+        "connections",
+        "connections_total",
+        "duration",
+        "inflight",
+        "rejected",
+        "request_bytes",
+        "requests",
+        "response_bytes",
+    )
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str], int] = {}  # (route, code)
+        self.rejected: dict[tuple[str, str], int] = {}  # (model, reason)
+        self.inflight = 0
+        self.request_bytes = 0
+        self.response_bytes = 0
+        self.duration = Histogram(DURATION_BUCKETS_S)
+        self.connections: int | None = None  # None: this front end cannot see connections
+        self.connections_total = 0
+
+    def done(self, route: str, code: str, seconds: float) -> None:
+        key = (route, code)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        self.duration.observe(seconds)
+
+    def reject(self, model: str, reason: str) -> None:
+        key = (model, reason)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+
+
+class FrontendCounters(Collector):
+    """The `inferbridge_frontend_*` families of the protocols this process serves itself
+    (uvicorn's HTTP, grpc.aio's gRPC): the same names and labels the gateway emits."""
+
+    #: The families this collector produces (the gateway's of the same name are merged).
+    FAMILIES = frozenset(
+        {
+            "inferbridge_frontend_requests",
+            "inferbridge_frontend_rejected",
+            "inferbridge_frontend_inflight_requests",
+            "inferbridge_frontend_request_bytes",
+            "inferbridge_frontend_response_bytes",
+            "inferbridge_frontend_request_duration_seconds",
+            "inferbridge_frontend_connections",
+        }
+    )
+
+    def __init__(self, protocols: Iterable[str]) -> None:
+        self.protocols: dict[str, ProtocolCounters] = {p: ProtocolCounters() for p in protocols}
+
+    def collect(self) -> Iterator[Metric]:
+        p = ("protocol",)
+        requests = CounterMetricFamily(
+            "inferbridge_frontend_requests",
+            "Requests and calls finished by the front end, by templated route and status code.",
+            labels=(*p, "route", "code"),
+        )
+        rejected = CounterMetricFamily(
+            "inferbridge_frontend_rejected",
+            'Requests the front end refused itself, by model ("" when none is known) and reason.',
+            labels=(*p, "model", "reason"),
+        )
+        inflight = GaugeMetricFamily(
+            "inferbridge_frontend_inflight_requests",
+            "Requests and calls in progress in the front end.",
+            labels=p,
+        )
+        req_bytes = CounterMetricFamily(
+            "inferbridge_frontend_request_bytes",
+            "Bytes of request bodies (HTTP) and request messages (gRPC) received.",
+            labels=p,
+        )
+        resp_bytes = CounterMetricFamily(
+            "inferbridge_frontend_response_bytes",
+            "Bytes of response bodies (HTTP) and response messages (gRPC) sent.",
+            labels=p,
+        )
+        duration = HistogramMetricFamily(
+            "inferbridge_frontend_request_duration_seconds",
+            "Time in the front end from a request read to its reply written.",
+            labels=p,
+        )
+        conns = GaugeMetricFamily(
+            "inferbridge_frontend_connections", "Open client connections.", labels=p
+        )
+        conns_total = CounterMetricFamily(
+            "inferbridge_frontend_connections", "Client connections accepted.", labels=p
+        )
+        for name, c in self.protocols.items():
+            for (route, code), count in list(c.requests.items()):
+                requests.add_metric([name, route, code], count)
+            for (model, reason), count in list(c.rejected.items()):
+                rejected.add_metric([name, model, reason], count)
+            inflight.add_metric([name], c.inflight)
+            req_bytes.add_metric([name], c.request_bytes)
+            resp_bytes.add_metric([name], c.response_bytes)
+            duration.add_metric([name], c.duration.cumulative(), c.duration.sum)
+            if c.connections is not None:
+                conns.add_metric([name], c.connections)
+                conns_total.add_metric([name], c.connections_total)
+        yield from (requests, rejected, inflight, req_bytes, resp_bytes, duration)
+        # A gauge and a counter share the stem `inferbridge_frontend_connections` (the
+        # counter is exposed as ..._total), as the gateway's are.
+        if conns.samples:
+            yield conns
+            yield conns_total
+
+
+# -- route templates (the same as the gateway's, go/routes.go) -----------------------------
+
+_FIXED_ROUTES = frozenset(
+    {
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/stats",
+        "/v2/repository/index",
+        "/metrics",
+        "/predict",
+    }
+)
+_MODEL_SUFFIXES = frozenset({"", "/ready", "/config", "/stats", "/infer"})
+_ROUTE_CACHE: dict[str, str] = {}
+_ROUTE_CACHE_SIZE = 4096
+
+
+def http_route(path: str) -> str:
+    """The templated route of a request path, as the gateway labels it (bounded values:
+    never a raw path). Cached per path, so the hot path costs one dict lookup."""
+    route = _ROUTE_CACHE.get(path)
+    if route is None:
+        route = _template(path)
+        if len(_ROUTE_CACHE) < _ROUTE_CACHE_SIZE:
+            _ROUTE_CACHE[path] = route
+    return route
+
+
+def _template(path: str) -> str:
+    path = path.rstrip("/")
+    if path in _FIXED_ROUTES:
+        return path
+    if path.startswith("/v2/models/"):
+        name, sep, rest = path[len("/v2/models/") :].partition("/")
+        rest = sep + rest
+        if not name:
+            return "other"
+        prefix = "/v2/models/{model}"
+        if rest.startswith("/versions/"):
+            version, sep, rest = rest[len("/versions/") :].partition("/")
+            if not version:
+                return "other"
+            rest = sep + rest
+            prefix += "/versions/{version}"
+        return prefix + rest if rest in _MODEL_SUFFIXES else "other"
+    if path.startswith("/v2/repository/models/"):
+        name, _, action = path[len("/v2/repository/models/") :].partition("/")
+        if name and action in ("load", "unload"):
+            return f"/v2/repository/models/{{model}}/{action}"
+        return "other"
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        name = path[len("/v1/models/") : -len(":predict")]
+        return "/v1/models/{model}:predict" if name and "/" not in name else "other"
+    for service in ("vision", "text"):
+        prefix = f"/v1/{service}/"
+        if path.startswith(prefix):
+            rest = path[len(prefix) :]
+            return f"/v1/{service}/{{service}}" if rest and "/" not in rest else "other"
+    return "other"
+
+
+def infer_model(path: str) -> str:
+    """The model of an infer path (/v2/models/{m}[/versions/{v}]/infer), else ""."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) not in (5, 7) or parts[1:3] != ["v2", "models"] or parts[-1] != "infer":
+        return ""
+    return parts[3] if len(parts) == 5 or parts[4] == "versions" else ""
+
+
+def path_model(path: str) -> tuple[str, str]:
+    """The model and version a REST path names (/v2/models/{m}[/versions/{v}]...,
+    /v1/models/{m}:predict, /v2/repository/models/{m}/...), else ("", "")."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[1:3] == ["v2", "models"] and parts[3] != "stats":
+        version = parts[5] if len(parts) >= 6 and parts[4] == "versions" else ""
+        return parts[3], version
+    if len(parts) == 6 and parts[1:4] == ["v2", "repository", "models"]:
+        return parts[4], ""
+    if len(parts) == 4 and parts[1:3] == ["v1", "models"]:
+        return parts[3].removesuffix(":predict"), ""
+    return "", ""
+
+
+# -- the endpoint ----------------------------------------------------------------------------
+
+#: Pulls another process's exposition (the gateway's); b"" when it has none to give.
+MetricsSource = Callable[[], Awaitable[bytes]]
+
+
+class MetricsEndpoint:
+    """What `/metrics` answers: this process's registry, then the gateway's text."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        # Registries of our own, never prometheus_client's global one: nothing registers
+        # at import, and two servers in one process (tests) do not collide.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ModelCollector(dataplane))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        #: The protocols this process serves itself (None while the gateway serves all).
+        self.frontend: FrontendCounters | None = None
+        self._frontend_registry = CollectorRegistry(auto_describe=False)
+        #: Where the gateway's exposition comes from, when the gateway is in use.
+        self.source: MetricsSource | None = None
+
+    def serve_protocol(self, protocol: str) -> ProtocolCounters:
+        """The counters a Python front end serving `protocol` ("http", "grpc") bumps."""
+        if self.frontend is None:
+            self.frontend = FrontendCounters(())
+            self._frontend_registry.register(self.frontend)
+        return self.frontend.protocols.setdefault(protocol, ProtocolCounters())
+
+    async def render(self) -> bytes:
+        """The whole server's exposition (text format 0.0.4)."""
+        pulled = await self.source() if self.source is not None else b""
+        ours = generate_latest(self.registry)
+        if self.frontend is None:
+            # The gateway serves every protocol: its families and ours never share a name.
+            return ours + pulled
+        if not pulled:
+            return ours + generate_latest(self._frontend_registry)
+        return ours + generate_latest(_Fixed(_merged(self.frontend, pulled)))
+
+
+class _Fixed(Collector):
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._metrics)
+
+
+def _merged(frontend: FrontendCounters, pulled: bytes) -> list[Metric]:
+    """The gateway's families with ours folded in, for when both count front-end traffic
+    (the gateway serves gRPC, uvicorn REST): in each shared family the gateway's samples of
+    the protocols served here (its idle zeros) give way to ours."""
+    served_here = set(frontend.protocols)
+    local = {(m.name, m.type): m for m in frontend.collect()}
+    merged: list[Metric] = []
+    for family in text_string_to_metric_families(pulled.decode("utf-8", "replace")):
+        mine = local.pop((family.name, family.type), None)
+        if mine is not None:
+            family.samples = [
+                s for s in family.samples if s.labels.get("protocol") not in served_here
+            ] + list(mine.samples)
+        merged.append(family)
+    return [*merged, *local.values()]
+
+
+# -- the separate metrics port ---------------------------------------------------------------
+
+
+async def serve_metrics(endpoint: MetricsEndpoint, host: str, port: int) -> asyncio.Server:
+    """A tiny HTTP/1.1 server answering only GET /metrics (everything else 404), on the
+    running loop; port 0 picks a free one (see the returned server's sockets)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, _, header_block = head.decode("latin-1").partition("\r\n")
+                method, _, target = request_line.partition(" ")
+                path = target.split(" ", 1)[0].split("?", 1)[0]
+                headers = header_block.lower()
+                length = _content_length(headers)
+                if length:
+                    await reader.readexactly(length)
+                if method in ("GET", "HEAD") and path.rstrip("/") == "/metrics":
+                    status, kind, body = "200 OK", CONTENT_TYPE, await endpoint.render()
+                else:
+                    status, kind = "404 Not Found", "text/plain; charset=utf-8"
+                    body = b"only GET /metrics is served on this port\n"
+                close = "connection: close" in headers
+                writer.write(
+                    f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                    f"Content-Length: {len(body)}\r\n"
+                    f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n".encode()
+                )
+                if method != "HEAD":
+                    writer.write(body)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except Exception:  # one bad request must not stop the listener
+            logger.exception("error serving the metrics port")
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port)
+
+
+def _content_length(headers: str) -> int:
+    for line in headers.split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.strip() == "content-length" and value.strip().isdigit():
+            return int(value.strip())
+    return 0
