@@ -468,3 +468,35 @@ def test_request_context_is_none_outside_a_sampled_span(tracing: Tracing) -> Non
         assert tracing.request_context() is None
     finally:
         otel_context.detach(token)
+
+
+async def test_at_rate_zero_only_callers_with_a_trace_context_get_spans(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider, new_traces=False)
+    answered: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        answered.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def handler(request: Any, context: Any) -> str:
+        return "ok"
+
+    traced_app = tracing.asgi(app)
+    await _call(traced_app, _scope("/v2/models/iris/infer", []))
+    ((_, (rpc, request_type)),) = tracing.wrap_rpcs(_rpc_table(handler)).items()
+    assert await rpc(request_type(), _Context([])) == "ok"
+    assert exporter.get_finished_spans() == ()
+    await _call(
+        traced_app, _scope("/v2/models/iris/infer", [(b"traceparent", TRACEPARENT.encode())])
+    )
+    assert await rpc(request_type(), _Context([("traceparent", TRACEPARENT)])) == "ok"
+    assert [s.name for s in exporter.get_finished_spans()] == [
+        "POST /v2/models/{model}/infer",
+        "inference.GRPCInferenceService/ModelInfer",
+    ]
+    assert answered == ["/v2/models/iris/infer"] * 2
+    provider.shutdown()

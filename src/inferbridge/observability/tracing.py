@@ -129,7 +129,7 @@ def configure_tracing(
         span_limits=limits,
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    return Tracing(provider)
+    return Tracing(provider, new_traces=settings.trace_rate > 0)
 
 
 def otlp_endpoint(endpoint: str | None, protocol: str) -> str | None:
@@ -148,11 +148,14 @@ def otlp_endpoint(endpoint: str | None, protocol: str) -> str | None:
 class Tracing:
     """Spans for one server, all from one TracerProvider."""
 
-    def __init__(self, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider, *, new_traces: bool = True) -> None:
+        """`new_traces` False (a rate of 0): only requests whose caller sent a trace context
+        get a span; the others pass straight through, with no sampling decision to make."""
         from opentelemetry import propagate
         from opentelemetry.context import Context
 
         self.provider = provider
+        self.new_traces = new_traces
         self.tracer = provider.get_tracer("inferbridge", __version__)
         self._propagator = propagate.get_global_textmap()  # W3C tracecontext and baggage
         self._fields = frozenset(self._propagator.fields)
@@ -193,9 +196,20 @@ class Tracing:
         tracer = self.tracer
         fields = frozenset(f.encode("latin-1") for f in self._fields)
         parent_of = self._parent
+        new_traces = self.new_traces
 
         async def traced(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            carrier: dict[str, str] = {}
+            host = None
+            for key, value in scope["headers"]:
+                if key in fields:
+                    carrier[key.decode("latin-1")] = value.decode("latin-1")
+                elif key == b"host":
+                    host = value.decode("latin-1")
+            if not carrier and not new_traces:
                 await app(scope, receive, send)
                 return
             method: str = scope["method"]
@@ -209,13 +223,6 @@ class Tracing:
             }
             if method not in _HTTP_METHODS:
                 attributes["http.request.method_original"] = method
-            carrier: dict[str, str] = {}
-            host = None
-            for key, value in scope["headers"]:
-                if key in fields:
-                    carrier[key.decode("latin-1")] = value.decode("latin-1")
-                elif key == b"host":
-                    host = value.decode("latin-1")
             _server_address(attributes, scope.get("server"), host)
             if route is not None:
                 attributes["http.route"] = route
@@ -280,15 +287,18 @@ class Tracing:
         tracer = self.tracer
         fields = self._fields
         parent_of = self._parent
+        new_traces = self.new_traces
         span_name = path[1:]
 
         async def traced(request: Any, context: Any) -> Any:
+            carrier = _metadata_carrier(context, fields)
+            if not carrier and not new_traces:
+                return await handler(request, context)
             attributes = dict(base)
             if model_field is not None:
                 attributes[MODEL] = getattr(request, model_field)
                 if version_field is not None and getattr(request, version_field):
                     attributes[VERSION] = getattr(request, version_field)
-            carrier = _metadata_carrier(context, fields)
             with tracer.start_as_current_span(
                 span_name,
                 context=parent_of(carrier),
