@@ -96,10 +96,17 @@ class Context:
         return self.work / "logs"
 
     def start_inferbridge(
-        self, variant: str, models: list[str], *, frontends: str = "gateway"
+        self,
+        variant: str,
+        models: list[str],
+        *,
+        frontends: str = "gateway",
+        extra: tuple[str, ...] = (),
+        label: str = "",
     ) -> Server:
         """inferbridge serving one repository variant, ready when every model is ready.
-        `frontends`: "gateway" (the default, Go) or "python" (grpc.aio and uvicorn)."""
+        `frontends`: "gateway" (the default, Go) or "python" (grpc.aio and uvicorn);
+        `extra`: more `serve` arguments, `label` tells such a server apart in its name."""
         repo = self.repos.variant(variant)
         argv = [
             sys.executable,
@@ -116,7 +123,9 @@ class Context:
         ]
         if frontends == "python":
             argv += ["--grpc-frontend", "grpcio", "--rest-frontend", "uvicorn"]
+        argv += extra
         suffix = "" if frontends == "gateway" else f", {frontends} front ends"
+        suffix += f", {label}" if label else ""
 
         def ready(server: Server) -> bool:
             log = server.log_path.read_text(errors="replace")
@@ -127,7 +136,8 @@ class Context:
         return launch(
             f"inferbridge ({variant}{suffix})",
             argv,
-            log_path=self.log_dir / f"inferbridge-{variant}-{frontends}.log",
+            log_path=self.log_dir
+            / f"inferbridge-{variant}-{frontends}{'-' + label if label else ''}.log",
             ready=ready,
             ports_from_log=True,
             cwd=_ROOT,

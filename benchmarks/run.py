@@ -1,6 +1,6 @@
 """Run the benchmark scenarios of issue #6 and write RESULTS.md with tables and plots.
 
-    .venv/bin/python -m benchmarks.run              # all six scenarios (~15 min on 2 cores)
+    .venv/bin/python -m benchmarks.run              # all seven scenarios (~16 min on 2 cores)
     .venv/bin/python -m benchmarks.run --quick      # a short smoke version (~3 min)
     .venv/bin/python -m benchmarks.run --scenarios 1,5
 
@@ -48,6 +48,7 @@ _ALIASES = {
     "ceilings": "4",
     "peers": "5",
     "overload": "6",
+    "metrics": "7",
 }
 
 
@@ -56,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short points, fewer of them")
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6",
-        help="comma-separated numbers or names (rest, grpc, image, ceilings, peers, overload)",
+        default="1,2,3,4,5,6,7",
+        help="comma-separated numbers or names (rest, grpc, image, ceilings, peers, overload, "
+        "metrics)",
     )
     parser.add_argument("--duration", type=float, help="seconds per measured point")
     parser.add_argument("--warmup", type=float, help="seconds of discarded load before each")
@@ -90,7 +92,7 @@ def _selected(text: str) -> list[str]:
     for item in (x.strip().lower() for x in text.split(",") if x.strip()):
         key = _ALIASES.get(item, item)
         if key not in SCENARIOS:
-            raise SystemExit(f"unknown scenario {item!r}; choose from 1-6 or {', '.join(_ALIASES)}")
+            raise SystemExit(f"unknown scenario {item!r}; choose from 1-7 or {', '.join(_ALIASES)}")
         keys.append(key)
     return keys
 

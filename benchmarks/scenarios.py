@@ -768,6 +768,85 @@ def scenario_6(ctx: Context) -> ScenarioResult:
     return result
 
 
+_METRICS_ROUNDS = 5
+_METRICS_NEED = 0.97
+
+
+def scenario_7(ctx: Context) -> ScenarioResult:
+    """Metrics overhead: iris_onnx over REST JSON at c=64, --metrics vs --no-metrics."""
+    result = ScenarioResult(
+        "s7", f"7. Metrics overhead: iris_onnx REST JSON (wrk), c={_TOP}, metrics on vs off"
+    )
+    models = ["iris_onnx"]
+    payload = _iris_payload(ctx, "iris_onnx", "json")
+    rounds = 1 if ctx.quick else _METRICS_ROUNDS
+    with contextlib.ExitStack() as stack:
+        # Both at once, taking turns point by point (an idle server costs ~0.001 cores).
+        sessions = {
+            flag: stack.enter_context(
+                ServerSession(
+                    result,
+                    f"inferbridge batching on, {flag}",
+                    lambda f=flag: ctx.start_inferbridge("on", models, extra=(f"--{f}",), label=f),
+                    ctx.retry,
+                )
+            )
+            for flag in ("metrics", "no-metrics")
+        }
+        measured: dict[str, list[Point]] = {"metrics": [], "no-metrics": []}
+        for round_number in range(1, rounds + 1):
+            order = ("metrics", "no-metrics") if round_number % 2 else ("no-metrics", "metrics")
+            for flag in order:
+                series = "metrics on" if flag == "metrics" else "metrics off"
+                point = sessions[flag].measure(
+                    f"{series} round {round_number} c={_TOP}", _point(ctx, payload, series, _TOP)
+                )
+                if point is not None:
+                    measured[flag].append(point)
+            metrics_server = sessions["metrics"].server
+            if metrics_server is not None and not http_ok(f"{metrics_server.base_url}/metrics"):
+                result.notes.append(f"round {round_number}: GET /metrics did not answer 200")
+    pairs = list(zip(measured["metrics"], measured["no-metrics"], strict=False))
+    goal = f"≥ {_METRICS_NEED:g}x req/s of metrics off"
+    name = f"iris_onnx REST: metrics on vs off, c={_TOP}"
+    if not pairs:
+        result.targets.append(Target(name, goal, "missing point", None))
+        return result
+    # Other work on this shared machine moves req/s by a third between points: the
+    # verdict uses the rounds where neither point was disturbed, when there are any.
+    quiet = [(a, b) for a, b in pairs if max(a.other_cpu, b.other_cpu) <= NOISY_CPU]
+    used = quiet or pairs
+    on_rps = sum(a.rps for a, _ in used) / len(used)
+    off_rps = sum(b.rps for _, b in used) / len(used)
+    ratio = on_rps / off_rps
+    per_round = ", ".join(
+        f"{a.rps / b.rps:.3f}{'' if (a, b) in quiet else ' (noisy)'}" for a, b in pairs
+    )
+    which = f"{len(quiet)} quiet round(s) of {len(pairs)}" if quiet else f"all {len(pairs)} rounds"
+    result.targets.append(
+        Target(
+            name,
+            goal,
+            f"{ratio:.3f}x ({on_rps:,.0f} vs {off_rps:,.0f} req/s, mean over {which}; "
+            f"per round {per_round}); p99 {max(a.p99_ms for a, _ in used):.1f} vs "
+            f"{max(b.p99_ms for _, b in used):.1f} ms",
+            ratio >= _METRICS_NEED,
+            "" if quiet else _noise(*(p for pair in pairs for p in pair)),
+            f"{ratio:.3f}x of {_METRICS_NEED:g}x asked",
+        )
+    )
+    result.notes.append(
+        "Both servers: batching on (the repository of scenario 1), the Go gateway, default "
+        "settings except --metrics / --no-metrics (with --no-metrics the histograms are not "
+        "kept and /metrics answers 404). Rounds alternate which server goes first; the "
+        "ratio is of the mean req/s over the rounds where other work took at most "
+        f"{NOISY_CPU} cores during both points (all rounds if none was). The metrics server's "
+        "/metrics is "
+        "fetched after each round (as a scrape would), outside the measured seconds."
+    )
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "1": scenario_1,
     "2": scenario_2,
@@ -775,4 +854,5 @@ SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "4": scenario_4,
     "5": scenario_5,
     "6": scenario_6,
+    "7": scenario_7,
 }
