@@ -83,9 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--trace-rate", type=float, help="fraction of new traces sampled (0-1)")
     serve.add_argument("--trace-endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_*)")
-    serve.add_argument(
-        "--trace-protocol", choices=("grpc", "http/protobuf"), help="OTLP transport"
-    )
+    serve.add_argument("--trace-protocol", choices=("grpc", "http/protobuf"), help="OTLP transport")
 
     examples = commands.add_parser("examples", help="build the bundled example repository")
     examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")

@@ -331,3 +331,28 @@ def test_a_real_prometheus_scrapes_both_front_ends(
     )
     result = _query_until(prometheus, quantile, lambda r: len(r) == 2)
     assert all(float(r["value"][1]) > 0 for r in result)
+
+
+def test_gateway_grpc_with_uvicorn_rest_counts_each_protocol_once(repository: Path) -> None:
+    """The gateway serves gRPC and counts it; uvicorn serves REST and Python counts it: one
+    family each in the scrape, HTTP samples from Python, gRPC ones from Go."""
+    proc = start(repository, "--rest-frontend", "uvicorn")
+    try:
+        assert any("gRPC served by the Go gateway" in line for line in proc.output)
+        with httpx.Client(base_url=proc.base_url, timeout=10) as client:
+            for _ in range(2):
+                assert client.post("/v2/models/echo/infer", json=infer_body()).status_code == 200
+        _grpc_infers(proc, 3)
+        text, samples = scrape(f"{proc.base_url}/metrics")
+    finally:
+        proc.stop()
+    _assert_no_family_twice(text)
+    http = {"protocol": "http", "route": _INFER_ROUTE, "code": "200"}
+    assert value(samples, "inferbridge_frontend_requests_total", **http) == 2
+    grpc_ok = {"protocol": "grpc", "route": _GRPC_INFER, "code": "OK"}
+    assert value(samples, "inferbridge_frontend_requests_total", **grpc_ok) == 3
+    count = "inferbridge_frontend_request_duration_seconds_count"
+    assert value(samples, count, protocol="grpc") == 3
+    assert value(samples, count, protocol="http") >= 2  # the scrape itself may be counted
+    assert value(samples, "inferbridge_frontend_connections_total", protocol="http") >= 1
+    assert value(samples, "go_goroutines") > 0

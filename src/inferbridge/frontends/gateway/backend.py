@@ -359,7 +359,10 @@ class _BackendProtocol(asyncio.Protocol):
         return code.name, len(encoded), None
 
     async def pull_metrics(self, timeout_s: float) -> bytes:
-        """The gateway's metrics text (METRICS-PULL, answered by METRICS)."""
+        """The gateway's metrics text (METRICS-PULL, answered by METRICS); b"" when the
+        connection is gone."""
+        if self._transport is None:
+            return b""
         self._next_pull += 1
         pull_id = self._next_pull
         pull = self._loop.create_future()
