@@ -15,14 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inferbridge.batching.scheduler import BatchTiming
 from inferbridge.dataplane.dataplane import VersionReport
+from inferbridge.observability.frontend import http_route, infer_model, path_model
 from inferbridge.observability.logs import AccessLog, JsonFormatter, configure_logging, trace_id
-from inferbridge.observability.metrics import (
-    MetricsEndpoint,
-    http_route,
-    infer_model,
-    path_model,
-    serve_metrics,
-)
+from inferbridge.observability.metrics import MetricsEndpoint, serve_metrics
 from inferbridge.observability.stats import VersionStats
 
 

@@ -60,8 +60,8 @@ from inferbridge.frontends.grpc.servicers import (
     method_table,
 )
 from inferbridge.frontends.rest.app import CANCELS_ON_DISCONNECT
+from inferbridge.observability.frontend import path_model
 from inferbridge.observability.logs import AccessLog
-from inferbridge.observability.metrics import path_model
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
 
 #: An ASGI application (the REST app), called with scope, receive and send.

@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha import reflection
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, generic_handlers
+from inferbridge.observability.frontend import ProtocolCounters
 from inferbridge.observability.logs import AccessLog
-from inferbridge.observability.metrics import ProtocolCounters
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
 
 __all__ = ["GrpcFrontend"]

@@ -12,13 +12,13 @@ import time
 from typing import Any
 
 from inferbridge.frontends.rest.app import Message, Receive, Scope, Send
-from inferbridge.observability.logs import AccessLog
-from inferbridge.observability.metrics import (
+from inferbridge.observability.frontend import (
     ProtocolCounters,
     http_route,
     infer_model,
     path_model,
 )
+from inferbridge.observability.logs import AccessLog
 
 __all__ = ["ObservedApp", "counting_http_protocol"]
 
