@@ -56,6 +56,7 @@ class InferBridgeServer:
             strict_readiness=settings.strict_readiness,
             control_mode=ControlMode(settings.model_control_mode),
             tracing=self.tracing,
+            report_answers=settings.access_log,
         )
         self.metrics = MetricsEndpoint(self.dataplane) if settings.metrics else None
         self.access_log = AccessLog() if settings.access_log else None

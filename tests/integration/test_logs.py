@@ -97,6 +97,7 @@ def test_rest_requests_get_one_access_line(proc: ServerProcess) -> None:
     )
     assert line["method"] == "POST"
     assert line["model"] == "echo"
+    assert line["version"] == "1"  # the default version that answered, though not named
     assert line["status"] == "200"
     assert line["request_bytes"] == len(body)
     assert line["response_bytes"] == len(response.content)

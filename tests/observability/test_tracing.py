@@ -154,14 +154,15 @@ def test_otel_service_name_wins(monkeypatch: pytest.MonkeyPatch) -> None:
         ("/v2/repository/models/iris/load", "/v2/repository/models/{model}/load", "iris"),
         ("/v1/models/iris:predict", "/v1/models/{model}:predict", "iris"),
         ("/predict", "/predict", None),
-        ("/v1/vision/faces", "/v1/vision/faces", None),
-        ("/v1/vision/nope", None, None),
+        ("/v1/vision/faces", "/v1/vision/{service}", None),
+        ("/v1/vision/faces/extra", None, None),
+        ("/metrics", "/metrics", None),
         ("/v2/models/iris/nope", None, None),
         ("/", None, None),
     ],
 )
 def test_http_route(path: str, route: str | None, model: str | None) -> None:
-    assert http_route(path, frozenset({"/v1/vision/faces"})) == (route, model)
+    assert http_route(path) == (route, model)
 
 
 # -- REST ------------------------------------------------------------------------------------

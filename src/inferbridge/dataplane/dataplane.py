@@ -27,6 +27,7 @@ from inferbridge.errors import (
 from inferbridge.models.manager import ControlMode, ModelManager
 from inferbridge.models.requests import parse_load_parameters, parse_unload_parameters
 from inferbridge.models.served import ModelView, ServingVersion
+from inferbridge.observability.logs import ANSWERED
 from inferbridge.observability.stats import VersionStats
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import (
@@ -107,6 +108,7 @@ class DataPlane:
         control_mode: ControlMode = ControlMode.NONE,
         trace_context: TraceContext | None = None,
         tracing: Tracing | None = None,
+        report_answers: bool = False,
     ) -> None:
         self.models = manager if manager is not None else ModelManager(None)
         self._views = self.models.views  # read once per request; the manager swaps entries
@@ -117,6 +119,8 @@ class DataPlane:
         if trace_context is None and tracing is not None:
             trace_context = tracing.request_context
         self._trace_context = trace_context
+        # The access log wants the version and trace that answered each request.
+        self._report_answers = report_answers
         self._loaded = manager is None
         self.draining = False
 
@@ -269,6 +273,8 @@ class DataPlane:
             inputs = validate_inputs(request, version.inputs, _max_batch(version))
             validate_requested_outputs(request, version.outputs)
             trace = self._trace_context() if self._trace_context is not None else None
+            if self._report_answers:
+                _report_answer(version, trace)
             outputs = await serving.scheduler.submit(
                 inputs,
                 deadline=self._deadline(request, version),
@@ -413,6 +419,11 @@ def _version_number(view: ModelView, version: str) -> int:
             f"model '{view.name}' has no version '{version}' (versions served: {served})"
         )
     return int(version)
+
+
+def _report_answer(version: LoadedVersion, trace: object) -> None:
+    trace_id = getattr(trace, "trace_id", 0)
+    ANSWERED.set((str(version.version), f"{trace_id:032x}" if trace_id else ""))
 
 
 def _failure_reason(error: InferBridgeError) -> str:

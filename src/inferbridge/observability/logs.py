@@ -11,13 +11,26 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
-__all__ = ["ACCESS_LOGGER", "AccessLog", "JsonFormatter", "configure_logging", "trace_id"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "ANSWERED",
+    "AccessLog",
+    "JsonFormatter",
+    "configure_logging",
+    "trace_id",
+]
 
 ACCESS_LOGGER = "inferbridge.access"
+
+#: Set by the dataplane, only while the access log is on, in the task serving a request:
+#: the version that answered it and the trace id of its span (or ""), which the front end
+#: cannot know from the request alone (a default version; a trace started by the server).
+ANSWERED: ContextVar[tuple[str, str]] = ContextVar("inferbridge_answered", default=("", ""))
 
 #: LogRecord attributes that are not extra fields.
 _STANDARD = frozenset(
@@ -101,6 +114,10 @@ class AccessLog:
         (as sent) or the gRPC method; `status`: the HTTP status or the gRPC code name."""
         duration_ms = round(duration_s * 1000.0, 3)
         tid = trace_id(trace)
+        if not version or not tid:
+            answered_version, answered_trace = ANSWERED.get()
+            version = version or answered_version
+            tid = tid or answered_trace
         fields = {
             "protocol": protocol,
             "method": method,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from inferbridge import __version__
+from inferbridge.observability import frontend
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -190,9 +191,6 @@ class Tracing:
         conventions); the span is the current context while the app runs."""
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
-        from inferbridge.frontends.rest.services import DEFAULT_MODELS
-
-        services = frozenset(f"/v1/{kind}/{name}" for kind, name in DEFAULT_MODELS)
         tracer = self.tracer
         fields = frozenset(f.encode("latin-1") for f in self._fields)
         parent_of = self._parent
@@ -214,7 +212,7 @@ class Tracing:
                 return
             method: str = scope["method"]
             path: str = scope["path"]
-            route, model = http_route(path, services)
+            route, model = http_route(path)
             attributes: dict[str, Any] = {
                 "http.request.method": method if method in _HTTP_METHODS else "_OTHER",
                 "url.path": path,
@@ -389,46 +387,16 @@ def _phases(batch: BatchTiming) -> Iterable[tuple[str, float, float]]:
     yield "compute_output", batch.ran, batch.ended
 
 
-def http_route(path: str, services: frozenset[str] = frozenset()) -> tuple[str | None, str | None]:
+def http_route(path: str) -> tuple[str | None, str | None]:
     """The REST app's route template for `path` and the model it names, e.g.
     ("/v2/models/{model}/infer", "iris"); (None, None) for a path no route serves (the span
-    name is then the method alone, so unknown paths do not make new span names)."""
-    parts = path.rstrip("/").split("/")[1:]
-    if not parts:
+    name is then the method alone, so unknown paths do not make new span names). The same
+    templates as the front-end metrics' `route` label."""
+    route = frontend.http_route(path)
+    if route == "other":
         return None, None
-    if parts[0] == "v2":
-        return _v2_route(parts[1:])
-    if parts == ["predict"]:
-        return "/predict", None
-    if len(parts) == 3 and parts[:2] == ["v1", "models"] and parts[2].endswith(":predict"):
-        return "/v1/models/{model}:predict", parts[2].removesuffix(":predict")
-    joined = "/" + "/".join(parts)
-    if joined in services:
-        return joined, None
-    return None, None
-
-
-def _v2_route(parts: list[str]) -> tuple[str | None, str | None]:
-    if not parts:
-        return "/v2", None
-    if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
-        return f"/v2/health/{parts[1]}", None
-    if parts == ["repository", "index"]:
-        return "/v2/repository/index", None
-    if len(parts) == 4 and parts[:2] == ["repository", "models"] and parts[3] in ("load", "unload"):
-        return f"/v2/repository/models/{{model}}/{parts[3]}", parts[2]
-    if parts == ["models", "stats"]:
-        return "/v2/models/stats", None
-    if parts[0] == "models" and len(parts) >= 2:
-        model, tail = parts[1], parts[2:]
-        route = "/v2/models/{model}"
-        if len(tail) >= 2 and tail[0] == "versions":
-            route, tail = route + "/versions/{version}", tail[2:]
-        if not tail:
-            return route, model
-        if len(tail) == 1 and tail[0] in ("ready", "infer", "config", "stats"):
-            return f"{route}/{tail[0]}", model
-    return None, None
+    model, _ = frontend.path_model(path)
+    return route, model or None
 
 
 def _server_address(
