@@ -307,7 +307,7 @@ def test_tritonclient_grpc_load_index_unload(live: tuple[ServerProcess, Path]) -
         ("idle", {"parameters": {"unknown": 1}}, 400, "unknown load parameter"),
         ("idle", {"parameters": "config"}, 400, "'parameters' must be a JSON object"),
         ("idle", {"params": {}}, 400, "unknown field"),
-        ("-dash", None, 400, "invalid model name"),
+        (".hidden", None, 400, "invalid model name"),
     ],
 )
 def test_bad_load_requests_get_a_clear_4xx(

@@ -151,7 +151,12 @@ class ModelManager:
                 self._unloaded.add(name)
                 _remove(view.override_dir)
                 self._changed()
-            logger.info("unloaded model '%s' (%s)", name, reason)
+            logger.info(
+                "unloaded model '%s' (%s)",
+                name,
+                reason,
+                extra={"event": "unload", "model": name, "reason": reason},
+            )
         for dependent in dependents:
             await self.unload(dependent, reason=f"it uses '{name}', which was unloaded")
 
@@ -291,7 +296,14 @@ class ModelManager:
             message = "; ".join(v.reason for v in failed)
             self._record_failure(name, old, message, failed, source.fingerprint)
             served = f"; version(s) {sorted(old.versions)} serve on" if old and old.versions else ""
-            logger.error("model '%s' not (re)loaded (%s): %s%s", name, reason, message, served)
+            logger.error(
+                "model '%s' not (re)loaded (%s): %s%s",
+                name,
+                reason,
+                message,
+                served,
+                extra={"event": "load_failed", "model": name, "reason": reason},
+            )
             raise ModelLoadError(f"{message}{served}")
         fresh = {v.version: self._serve(v, source) for v in loaded if v.ready}
         view = ModelView(
@@ -316,6 +328,12 @@ class ModelManager:
             sorted(fresh),
             reason,
             f"; draining version(s) {sorted(s.number for s in retired)}" if retired else "",
+            extra={
+                "event": "swap" if retired else "load",
+                "model": name,
+                "versions": sorted(fresh),
+                "reason": reason,
+            },
         )
         if retired:
             await self._retire(retired)

@@ -21,7 +21,8 @@ from inferbridge.repository.repository import CONFIG_FILE
 
 __all__ = ["ModelSource", "check_model_name", "model_directories", "resolve_source"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# A model name is a directory name: no separators, no control characters, not hidden.
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +39,10 @@ class ModelSource:
 
 
 def check_model_name(name: str) -> None:
-    if not _NAME.match(name) or name in (".", ".."):
+    if not name or _BAD_NAME.search(name) or name.startswith(".") or len(name) > 255:
         raise InvalidInput(
-            f"invalid model name {name!r}: use letters, digits, '_', '-' and '.', "
-            "starting with a letter or digit"
+            f"invalid model name {name!r}: a model name is a directory name of the repository "
+            "(no '/', '\\' or control characters, not starting with '.')"
         )
 
 
