@@ -15,8 +15,8 @@ import uvloop
 
 from benchmarks.floor_app import app
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.frontends.gateway.backend import GatewayFrontend
 from inferbridge.frontends.gateway.build import build_gateway
+from inferbridge.frontends.gateway.process import GatewayFrontend
 
 
 async def _serve(port: int) -> None:

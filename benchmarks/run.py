@@ -49,6 +49,7 @@ _ALIASES = {
     "peers": "5",
     "overload": "6",
     "metrics": "7",
+    "reload": "8",
 }
 
 
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short points, fewer of them")
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6,7",
+        default="1,2,3,4,5,6,7,8",
         help="comma-separated numbers or names (rest, grpc, image, ceilings, peers, overload, "
         "metrics)",
     )

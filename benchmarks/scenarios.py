@@ -14,6 +14,7 @@ from benchmarks.image_model import IMAGE_INPUT, sample_image
 from benchmarks.loadgen import Point
 from benchmarks.payloads import Payload
 from benchmarks.procs import Server, free_port, http_ok, launch
+from benchmarks.reload import scenario_8
 from benchmarks.repos import IRIS_ROW, OVERLOAD_QUEUE, OVERLOAD_TIMEOUT_MS, QUEUE_DELAY_MS
 
 __all__ = ["SCENARIOS"]
@@ -858,4 +859,5 @@ SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "5": scenario_5,
     "6": scenario_6,
     "7": scenario_7,
+    "8": scenario_8,
 }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.frontends.gateway.backend import GatewayFrontend
+from inferbridge.frontends.gateway.process import GatewayFrontend
 from inferbridge.models.manager import ControlMode, ModelManager
 from inferbridge.observability.logs import AccessLog
 from inferbridge.observability.metrics import MetricsEndpoint, serve_metrics

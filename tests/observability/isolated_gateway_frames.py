@@ -11,8 +11,9 @@ import asyncio
 import struct
 from typing import Any
 
-from inferbridge.frontends.gateway import backend
-from inferbridge.frontends.gateway.backend import GatewayFrontend, _BackendProtocol
+from inferbridge.frontends.gateway import process
+from inferbridge.frontends.gateway.backend import BackendProtocol
+from inferbridge.frontends.gateway.process import GatewayFrontend
 
 
 class _Transport:
@@ -68,7 +69,7 @@ def test_call_metadata_reaches_the_servicer() -> None:
 
     async def scenario() -> list[tuple[int, int, bytes]]:
         methods: Any = {"/p.S/M": (handler, _Request)}
-        protocol = _BackendProtocol(methods, None, lambda: None)
+        protocol = BackendProtocol(methods, None, lambda: None)
         transport = _Transport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         meta = [("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"), ("baggage", "k=v")]
@@ -90,7 +91,7 @@ def test_call_metadata_reaches_the_servicer() -> None:
 
 def test_a_metrics_pull_is_answered_by_its_id() -> None:
     async def scenario() -> tuple[bytes, list[tuple[int, int, bytes]]]:
-        protocol = _BackendProtocol({}, None, lambda: None)
+        protocol = BackendProtocol({}, None, lambda: None)
         transport = _Transport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         pull = asyncio.create_task(protocol.pull_metrics(5.0))
@@ -107,12 +108,12 @@ def test_a_metrics_pull_is_answered_by_its_id() -> None:
 
 def test_a_pull_that_times_out_gives_nothing_and_logs_once(monkeypatch: Any) -> None:
     warnings: list[str] = []
-    monkeypatch.setattr(backend, "_METRICS_TIMEOUT_S", 0.01)
-    monkeypatch.setattr(backend.logger, "warning", lambda *a: warnings.append(str(a[0])))
+    monkeypatch.setattr(process, "_METRICS_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(process.logger, "warning", lambda *a: warnings.append(str(a[0])))
 
     async def scenario() -> list[bytes]:
         frontend = GatewayFrontend.__new__(GatewayFrontend)
-        protocol = _BackendProtocol({}, None, lambda: None)
+        protocol = BackendProtocol({}, None, lambda: None)
         protocol.connection_made(_Transport())  # type: ignore[arg-type]
         frontend._protocol = protocol
         frontend._stopping = False
