@@ -149,6 +149,17 @@ async def test_bad_load_parameters_are_invalid_input(
     assert dp.model_names() == []  # nothing was half-applied
 
 
+async def test_config_as_a_json_object_is_taken_as_meant(repo: Path) -> None:
+    write_model(repo, "m", {1: "1"})
+    manager, dp = plane(repo)
+    config = {"runtime": RUNTIME, "max_batch_size": 2}
+    await dp.load_model("m", {"config": config}, base64_files=True)
+    assert dp.model_config("m")["max_batch_size"] == 2
+    with pytest.raises(InvalidInput, match="must be a JSON string, got int"):
+        await dp.load_model("m", {"config": 7}, base64_files=True)
+    await manager.shutdown()
+
+
 async def test_unknown_directory_bad_name_and_bad_config(repo: Path) -> None:
     _, dp = plane(repo)
     with pytest.raises(ModelNotFound, match="no model directory 'ghost'"):

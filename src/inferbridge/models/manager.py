@@ -267,7 +267,8 @@ class ModelManager:
         try:
             source = await asyncio.to_thread(resolve_source, self.root, name, request, scratch)
         except ConfigError as exc:
-            self._record_failure(name, old, exc.message, None, None)
+            attempted = await asyncio.to_thread(source_fingerprint, self.root, name)
+            self._record_failure(name, old, exc.message, None, attempted)
             raise
         if not source.versions:
             _remove(source.override_dir)
@@ -354,12 +355,10 @@ class ModelManager:
         old: ModelView | None,
         message: str,
         failed: list[LoadedVersion] | None,
-        attempted: str | None,
+        attempted: str,
     ) -> None:
         """Keep what serves; note why the change failed (for the index) and what was tried
         (so that the poll mode retries only once the files change again)."""
-        if attempted is None:
-            attempted = source_fingerprint(self.root, name)
         failures = {
             v.version: v for v in failed or () if old is None or v.version not in old.versions
         }

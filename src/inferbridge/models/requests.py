@@ -73,6 +73,8 @@ def parse_unload_parameters(parameters: Mapping[str, Any]) -> bool:
 
 
 def _config(value: Any) -> tuple[str, ModelConfig]:
+    if isinstance(value, dict):  # a JSON object instead of its text: take it as meant
+        value = orjson.dumps(value).decode()
     if isinstance(value, bytes):
         try:
             value = value.decode()
