@@ -399,3 +399,35 @@ def test_file_parameters_cannot_escape(live: tuple[ServerProcess, Path]) -> None
         response = load(server, "esc", config=config, **files)
         assert response.status_code == 400, path
     assert not (root.parent / "escaped.txt").exists()
+
+
+def test_a_model_loaded_at_run_time_gets_its_admission_bound(
+    live: tuple[ServerProcess, Path],
+) -> None:
+    """A bounded queue loaded through the API is enforced at once: beyond max_queue_size
+    plus one per instance, requests get 429 (from the gateway when it serves REST)."""
+    server, root = live
+    write_model(
+        root,
+        "bounded",
+        {1: "0"},
+        f"runtime: {RUNTIME}\nmax_batch_size: 1\ndynamic_batching: {{max_queue_size: 1}}\n"
+        "parameters: {sleep_s: 0.5}\n",
+    )
+    assert load(server, "bounded").status_code == 200
+    codes: list[int] = []
+
+    def send() -> None:
+        response = httpx.post(
+            f"{server.base_url}/v2/models/bounded/infer", json=body(), timeout=30
+        )
+        codes.append(response.status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(codes) <= {200, 429}
+    assert codes.count(429) >= 4 and codes.count(200) >= 2, codes
+    httpx.post(f"{server.base_url}/v2/repository/models/bounded/unload").raise_for_status()

@@ -385,3 +385,36 @@ def test_rate_zero_traces_nothing_new_but_continues_sampled_callers(
         == (unsampled_round.callers["grpc"][1])
     )
     assert unsampled_round.of_trace("rest unsampled") == []
+
+
+# -- faults ----------------------------------------------------------------------------------
+
+
+def test_an_unreachable_collector_costs_requests_nothing(tmp_path: Path) -> None:
+    """The OTLP endpoint is a closed port: requests are answered as usual, the exporter's
+    failures stay in the log, and the server still stops within its grace period."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    root = tmp_path / "repo"
+    (root / "echo" / "1").mkdir(parents=True)
+    (root / "echo" / "config.yaml").write_text(f"runtime: {RUNTIME}\nmax_batch_size: 4\n")
+    server = start_server(
+        root,
+        "--trace-mode",
+        "opentelemetry",
+        "--trace-endpoint",
+        f"127.0.0.1:{dead}",
+        env={"PYTHONPATH": str(ROOT), "OTEL_BSP_SCHEDULE_DELAY": "50"},
+    )
+    try:
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            for _ in range(20):
+                assert client.post("/v2/models/echo/infer", json=body).status_code == 200
+        time.sleep(0.3)  # let the exporter try, and fail, at least once
+    finally:
+        code = server.stop(timeout=60)
+    assert code == 0, "\n".join(server.output[-20:])
