@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     repository_poll_secs: float = Field(default=15.0, gt=0)
     """How often the poll mode rescans the repository (filesystem events wake it sooner)."""
 
-    load_model: list[str] = Field(default_factory=list)
-    """Models the explicit mode loads at start (`*`: all of them)."""
+    load_model: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Models the explicit mode loads at start (`*`: all of them); in the environment a
+    comma-separated list or a JSON list."""
 
     metrics: bool = True
     """Serve Prometheus metrics at /metrics (and keep their histograms); off, only the
@@ -98,6 +99,18 @@ class Settings(BaseSettings):
 
     trace_protocol: Literal["grpc", "http/protobuf"] | None = None
     """OTLP transport; default OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc."""
+
+    @field_validator("load_model", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return value
 
     @model_validator(mode="after")
     def _gateway_serves_both(self) -> Settings:
