@@ -34,7 +34,7 @@ generate() {  # $1: output directory standing in for clients/go
     --plugin=protoc-gen-go-grpc="$gobin/protoc-gen-go-grpc" \
     --go_out="$out" --go_opt=module="$MODULE" \
     --go-grpc_out="$out" --go-grpc_opt=module="$MODULE" \
-    grpc_service.proto ai_service.proto
+    grpc_service.proto model_config.proto ai_service.proto
 }
 
 if [[ "${1:-}" == "--check" ]]; then

@@ -17,7 +17,7 @@ from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.backend import ASGIApp, BackendProtocol, GatewayError
 from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, method_table
 from inferbridge.observability.logs import AccessLog
-from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
+from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2, model_config_pb2
 
 __all__ = ["GatewayFrontend"]
 
@@ -33,7 +33,8 @@ def _address(host: str, port: int) -> str:
 
 def _descriptor_set() -> bytes:
     files = descriptor_pb2.FileDescriptorSet()
-    for module in (grpc_service_pb2, ai_service_pb2):
+    # Dependencies first: the gateway builds the files in order.
+    for module in (model_config_pb2, grpc_service_pb2, ai_service_pb2):
         module.DESCRIPTOR.CopyToProto(files.file.add())
     return files.SerializeToString()
 

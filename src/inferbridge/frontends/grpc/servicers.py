@@ -176,8 +176,12 @@ def method_table(inference: InferenceServicer, ai: AIServicer) -> MethodTable:
     for servicer, module in ((inference, pb), (ai, ai_pb)):
         for service in module.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
-                table[f"/{service.full_name}/{m.name}"] = (
-                    getattr(servicer, m.name),
+                if m.client_streaming or m.server_streaming:
+                    continue  # unary calls only; a stream answers UNIMPLEMENTED
+                path = f"/{service.full_name}/{m.name}"
+                method = getattr(servicer, m.name, None)
+                table[path] = (
+                    method if method is not None else _unimplemented(path),
                     _message_class(module, m.input_type.name),
                 )
     tracing = inference.dataplane.tracing
@@ -206,6 +210,17 @@ def generic_handlers(
         grpc.method_handlers_generic_handler(service, methods)
         for service, methods in by_service.items()
     ]
+
+
+def _unimplemented(path: str) -> Callable[[Any, Any], Awaitable[Message]]:
+    """An RPC of the service that this server does not serve (yet): UNIMPLEMENTED, as the
+    protocol asks of a server that lacks an extension."""
+
+    async def unimplemented(request: Any, context: Any) -> Message:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{path} is not implemented")
+        raise AssertionError("unreachable: abort raises")
+
+    return unimplemented
 
 
 def _repository_parameters(parameters: Any) -> dict[str, Any]:
