@@ -116,7 +116,7 @@ async def test_config_override_and_files_from_the_request(repo: Path) -> None:
     files = {"file:3/value.txt": base64.b64encode(b"100").decode()}
     await dp.load_model("sent", {"config": config, **files}, base64_files=True)
     assert await answer(dp, "sent") == ("3", 101.0)
-    assert dp.model_config("sent")["max_batch_size"] == 4
+    assert dp.model_settings("sent")["max_batch_size"] == 4
     override_dir = manager.views["sent"].override_dir
     assert override_dir is not None and override_dir.exists()
     await dp.unload_model("sent", {})
@@ -154,7 +154,7 @@ async def test_config_as_a_json_object_is_taken_as_meant(repo: Path) -> None:
     manager, dp = plane(repo)
     config = {"runtime": RUNTIME, "max_batch_size": 2}
     await dp.load_model("m", {"config": config}, base64_files=True)
-    assert dp.model_config("m")["max_batch_size"] == 2
+    assert dp.model_settings("m")["max_batch_size"] == 2
     with pytest.raises(InvalidInput, match="must be a JSON string, got int"):
         await dp.load_model("m", {"config": 7}, base64_files=True)
     await manager.shutdown()

@@ -36,10 +36,13 @@ from inferbridge.protocol.types import (
     OutputTensor,
     TensorSpec,
 )
+from inferbridge.repository.config import ModelConfig
 from inferbridge.repository.repository import LoadedVersion
+from inferbridge.repository.triton_view import config_document, triton_config
 
 if TYPE_CHECKING:
     from inferbridge.observability.tracing import Tracing
+    from inferbridge.protocol.generated.model_config_pb2 import ModelConfig as TritonConfig
 
 __all__ = [
     "EXTENSIONS",
@@ -179,13 +182,32 @@ class DataPlane:
         return ModelMetadata(name, versions, found.platform, found.inputs, found.outputs)
 
     def model_config(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """Triton's ModelConfig JSON of the model (or version), our config under
+        `inferbridge`: what `GET /v2/models/{m}/config` answers."""
+        config, _ = self._config_of(name, version)
+        return config_document(self.model_config_message(name, version), config)
+
+    def model_config_message(self, name: str, version: str | None = None) -> TritonConfig:
+        """Triton's ModelConfig message (model_config_pb2) of the model, for gRPC."""
+        config, loaded = self._config_of(name, version)
+        return triton_config(name, config, loaded)
+
+    def model_settings(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """Our own config of the model (config.yaml's schema, as JSON values)."""
+        return self._config_of(name, version)[0].model_dump(mode="json")
+
+    def _config_of(
+        self, name: str, version: str | None
+    ) -> tuple[ModelConfig, LoadedVersion | None]:
         view = self._view(name)
         config = view.config
+        loaded = view.default.loaded if view.default is not None else None
         if version not in (None, ""):
-            config = self._find(name, version).loaded.config
+            loaded = self._find(name, version).loaded
+            config = loaded.config
         if config is None:
             raise ModelNotReady(f"model '{name}' is not ready: {view.error}")
-        return config.model_dump(mode="json")
+        return config, loaded
 
     # -- model control ---------------------------------------------------------------------
 
@@ -201,7 +223,7 @@ class DataPlane:
         """Triton's RepositoryModelLoad: (re)load `name`, optionally with a config override
         and files sent in the request; returns once the new versions serve."""
         self._check_modifiable("load")
-        request = parse_load_parameters(parameters, base64_files=base64_files)
+        request = parse_load_parameters(parameters, base64_files=base64_files, model=name)
         await self.models.load(name, request if request.overrides else None, reason="load API")
 
     async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from inferbridge.errors import InvalidInput
-from inferbridge.repository.config import ModelConfig
+from inferbridge.errors import ConfigError, InvalidInput
+from inferbridge.repository.config import CONFIG_FILES, ModelConfig
 
 __all__ = ["LoadRequest", "parse_load_parameters", "parse_unload_parameters"]
 
@@ -33,16 +33,19 @@ class LoadRequest:
         return self.config is not None or bool(self.files)
 
 
-def parse_load_parameters(parameters: Mapping[str, Any], *, base64_files: bool) -> LoadRequest:
-    """Check a load's `parameters`: `config` (a JSON model config replacing config.yaml) and
-    `file:<version>/<path>` (a file's bytes: base64 text over REST, bytes over gRPC).
-    Anything else, or anything malformed, is InvalidInput naming the parameter."""
+def parse_load_parameters(
+    parameters: Mapping[str, Any], *, base64_files: bool, model: str = ""
+) -> LoadRequest:
+    """Check a load's `parameters`: `config` (a JSON model config replacing the one on disk:
+    ours, or Triton's ModelConfig JSON, told apart by its keys) and `file:<version>/<path>`
+    (a file's bytes: base64 text over REST, bytes over gRPC). Anything else, or anything
+    malformed, is InvalidInput naming the parameter."""
     config: ModelConfig | None = None
     config_json = ""
     files: dict[PurePosixPath, bytes] = {}
     for key, value in parameters.items():
         if key == "config":
-            config_json, config = _config(value)
+            config_json, config = _config(value, model)
         elif key.startswith(_FILE_PREFIX):
             files[_file_path(key)] = _file_bytes(key, value, base64_files)
         else:
@@ -72,7 +75,37 @@ def parse_unload_parameters(parameters: Mapping[str, Any]) -> bool:
     return dependents
 
 
-def _config(value: Any) -> tuple[str, ModelConfig]:
+# Triton's ModelConfig fields (model_config.proto), listed here so that telling the shapes
+# apart needs no protobuf stubs; and the keys only our schema has.
+_TRITON_FIELDS = frozenset(
+    "name platform backend runtime version_policy max_batch_size input output batch_input "
+    "batch_output optimization dynamic_batching sequence_batching ensemble_scheduling "
+    "instance_group default_model_filename cc_model_filenames metric_tags parameters "
+    "model_warmup model_operations model_transaction_policy model_repository_agents "
+    "response_cache model_metrics".split()
+)
+_OURS_ONLY = frozenset(ModelConfig.model_fields) - _TRITON_FIELDS
+_TRITON_ONLY = _TRITON_FIELDS - frozenset(ModelConfig.model_fields)
+
+
+def _is_triton(document: dict[str, Any]) -> bool:
+    """Triton's shape when a key is Triton's alone (`input`, `backend`, ...), or when every
+    key is one of Triton's and there is no `runtime` (which ours requires); InvalidInput
+    when the keys mix both shapes. Anything else is read as ours."""
+    keys = set(document)
+    ours = keys & _OURS_ONLY
+    triton = keys & _TRITON_ONLY
+    if ours and triton:
+        raise InvalidInput(
+            f"parameter 'config' mixes inferbridge fields ({', '.join(sorted(ours))}) with "
+            f"Triton ModelConfig fields ({', '.join(sorted(triton))}); send one shape"
+        )
+    if triton:
+        return True
+    return bool(keys) and keys <= _TRITON_FIELDS and "runtime" not in keys
+
+
+def _config(value: Any, model: str) -> tuple[str, ModelConfig]:
     if isinstance(value, dict):  # a JSON object instead of its text: take it as meant
         value = orjson.dumps(value).decode()
     if isinstance(value, bytes):
@@ -90,6 +123,13 @@ def _config(value: Any) -> tuple[str, ModelConfig]:
         raise InvalidInput(
             f"parameter 'config' must be a JSON object, got {type(document).__name__}"
         )
+    if _is_triton(document):
+        from inferbridge.repository.triton import parse_triton_json
+
+        try:
+            return value, parse_triton_json(document, model, "parameter 'config'")
+        except ConfigError as exc:
+            raise InvalidInput(f"{exc.message} (read as Triton's ModelConfig JSON)") from None
     try:
         return value, ModelConfig.model_validate(document)
     except ValidationError as exc:
@@ -114,7 +154,7 @@ def _file_path(key: str) -> PurePosixPath:
             f"parameter '{key}': the path must be relative to the model directory, such as "
             "'file:1/model.onnx', without '..' or '.' components"
         )
-    if path.name == "config.yaml" and len(path.parts) == 1:
+    if path.name in CONFIG_FILES and len(path.parts) == 1:
         raise InvalidInput(f"parameter '{key}': send the model config as the 'config' parameter")
     return path
 

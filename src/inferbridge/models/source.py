@@ -16,8 +16,13 @@ from pathlib import Path
 
 from inferbridge.errors import InvalidInput, ModelNotFound
 from inferbridge.models.requests import LoadRequest
-from inferbridge.repository.config import ModelConfig, load_config
-from inferbridge.repository.repository import CONFIG_FILE
+from inferbridge.repository.config import (
+    CONFIG_FILE,
+    CONFIG_FILES,
+    ModelConfig,
+    find_config,
+    read_config,
+)
 
 __all__ = ["ModelSource", "check_model_name", "model_directories", "resolve_source"]
 
@@ -59,7 +64,8 @@ def resolve_source(
     root: Path | None, name: str, request: LoadRequest | None, scratch: Path | None
 ) -> ModelSource:
     """Read (or, for `file:` parameters, write into `scratch`) one model's files. Raises
-    ModelNotFound for an unknown directory and ConfigError for a bad config.yaml."""
+    ModelNotFound for an unknown directory and ConfigError for a bad config (config.yaml, else
+    Triton's config.pbtxt; the fingerprint covers the file used)."""
     check_model_name(name)
     override_dir: Path | None = None
     if request is not None and request.files:
@@ -83,7 +89,6 @@ def resolve_source(
         if root is None:
             raise ModelNotFound(f"no model directory '{name}': the server has no repository")
         path = root / name
-        config_path = path / CONFIG_FILE
         if not path.is_dir():
             raise ModelNotFound(
                 f"no model directory '{name}' in the repository {root} "
@@ -92,10 +97,13 @@ def resolve_source(
         if request is not None and request.config is not None:
             config, config_token = request.config, request.config_json
         else:
-            if not config_path.exists():
-                raise InvalidInput(f"model '{name}': {config_path} is missing")
-            config = load_config(config_path)
-            config_token = config_path.read_text(errors="replace")
+            config_path = find_config(path)
+            if config_path is None:
+                raise InvalidInput(
+                    f"model '{name}': {path / CONFIG_FILE} (or config.pbtxt) is missing"
+                )
+            config = read_config(config_path, name)
+            config_token = config_path.name + "\0" + config_path.read_text(errors="replace")
     available = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
     chosen = config.version_policy.select(available)
     versions = {n: _fingerprint(config_token, path / str(n), path) for n in chosen}
@@ -132,7 +140,7 @@ def _tree_print(path: Path, *, top_level_only: bool) -> str:
     try:
         if top_level_only:
             for entry in os.scandir(path):
-                if entry.is_file() and entry.name != CONFIG_FILE:
+                if entry.is_file() and entry.name not in CONFIG_FILES:
                     stat = entry.stat()
                     entries.append(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}")
         else:
@@ -140,9 +148,7 @@ def _tree_print(path: Path, *, top_level_only: bool) -> str:
                 for file in files:
                     full = Path(directory, file)
                     stat = full.stat()
-                    entries.append(
-                        f"{full.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}"
-                    )
+                    entries.append(f"{full.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}")
     except OSError as exc:
         entries.append(f"error:{exc.errno}")
     return "|".join(sorted(entries))

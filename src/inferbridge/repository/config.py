@@ -1,4 +1,5 @@
-"""The schema of a model's `config.yaml`, validated with errors naming the file and field."""
+"""The schema of a model's `config.yaml`, validated with errors naming the file and field;
+`read_config` also reads Triton's `config.pbtxt` (`inferbridge.repository.triton`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inferbridge.errors import ConfigError
 from inferbridge.protocol.datatypes import DATATYPES
@@ -17,8 +26,13 @@ __all__ = [
     "InstanceGroup",
     "ModelConfig",
     "TensorConfig",
+    "CONFIG_FILE",
+    "CONFIG_FILES",
+    "TRITON_CONFIG_FILE",
     "VersionPolicy",
+    "find_config",
     "load_config",
+    "read_config",
 ]
 
 
@@ -127,6 +141,13 @@ class ModelConfig(_Strict):
     warmup: bool = False
     execution: Literal["auto", "inline", "thread"] = "auto"
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # Set when the config came from Triton's format: the fields it ignored or approximated.
+    _triton_ignored: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def ignored_fields(self) -> tuple[str, ...]:
+        """Triton config fields this config ignored or approximated (empty for config.yaml)."""
+        return self._triton_ignored
 
     @model_validator(mode="after")
     def _batching_needs_batch_dim(self) -> ModelConfig:
@@ -151,6 +172,30 @@ class ModelConfig(_Strict):
         if group.kind == "gpu":
             return f"cuda:{group.gpus[0] if group.gpus else 0}"
         return "cpu"
+
+
+CONFIG_FILE = "config.yaml"
+TRITON_CONFIG_FILE = "config.pbtxt"
+CONFIG_FILES = (CONFIG_FILE, TRITON_CONFIG_FILE)
+"""The files a model directory's config may be in, in order of preference: config.yaml
+wins over a config.pbtxt beside it."""
+
+
+def find_config(model_dir: Path) -> Path | None:
+    """The config file a model directory loads with (config.yaml, else config.pbtxt)."""
+    for name in CONFIG_FILES:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    return None
+
+
+def read_config(path: Path, model: str) -> ModelConfig:
+    """Read either format: a `.pbtxt` file is Triton's model config, anything else ours."""
+    if path.name.endswith(".pbtxt"):
+        from inferbridge.repository.triton import load_pbtxt
+
+        return load_pbtxt(path, model)
+    return load_config(path)
 
 
 def load_config(path: Path) -> ModelConfig:

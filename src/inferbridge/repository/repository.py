@@ -1,4 +1,5 @@
-"""The on-disk model repository: `<root>/<model>/config.yaml` plus numbered version dirs."""
+"""The on-disk model repository: `<root>/<model>/config.yaml` (or Triton's `config.pbtxt`)
+plus numbered version dirs."""
 
 from __future__ import annotations
 
@@ -13,15 +14,13 @@ import numpy as np
 from inferbridge.errors import ConfigError, InferBridgeError, ModelLoadError
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
-from inferbridge.repository.config import ModelConfig, load_config
+from inferbridge.repository.config import CONFIG_FILE, ModelConfig, find_config, read_config
 from inferbridge.runtimes.base import Runtime
 from inferbridge.runtimes.registry import runtime_class
 
-__all__ = ["LoadedVersion", "ModelRecord", "ModelRepository", "VersionState"]
+__all__ = ["CONFIG_FILE", "LoadedVersion", "ModelRecord", "ModelRepository", "VersionState"]
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
 
 
 class VersionState(StrEnum):
@@ -92,13 +91,13 @@ class ModelRepository:
 
     def _scan_model(self, model_dir: Path) -> ModelRecord:
         name = model_dir.name
-        config_path = model_dir / CONFIG_FILE
-        if not config_path.exists():
-            error = f"model '{name}': {config_path} is missing"
+        config_path = find_config(model_dir)
+        if config_path is None:
+            error = f"model '{name}': {model_dir / CONFIG_FILE} (or config.pbtxt) is missing"
             logger.error(error)
             return ModelRecord(name, model_dir, None, error=error)
         try:
-            config = load_config(config_path)
+            config = read_config(config_path, name)
         except ConfigError as exc:
             logger.error("model '%s' not loaded: %s", name, exc.message)
             return ModelRecord(name, model_dir, None, error=exc.message)

@@ -31,7 +31,7 @@ import numpy as np
 
 from inferbridge.errors import ModelLoadError
 from inferbridge.pipelines import PROCESSORS, Processor, Value
-from inferbridge.repository.config import ModelConfig, load_config
+from inferbridge.repository.config import ModelConfig, find_config, read_config
 from inferbridge.runtimes.base import Arrays, Runtime, Signature
 from inferbridge.runtimes.registry import runtime_class
 
@@ -138,10 +138,13 @@ class PipelineRuntime(Runtime):
                 f"{label}: `inputs` and `outputs` map the model's tensor names to values"
             )
         model_root = model_dir.parent.parent / name
-        config_path = model_root / "config.yaml"
-        if not config_path.exists():
-            raise ModelLoadError(f"{label}: no model '{name}' beside the pipeline ({config_path})")
-        config = load_config(config_path)
+        config_path = find_config(model_root)
+        if config_path is None:
+            raise ModelLoadError(
+                f"{label}: no model '{name}' beside the pipeline "
+                f"({model_root / 'config.yaml'} or config.pbtxt)"
+            )
+        config = read_config(config_path, name)
         version = spec.get("version")
         if version is None:
             numbers = [int(p.name) for p in model_root.iterdir() if p.name.isdigit()]

@@ -119,6 +119,15 @@ class InferenceServicer:
         return json_format.ParseDict({"model_stats": documents}, pb.ModelStatisticsResponse())
 
     @_mapped_errors
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Any
+    ) -> pb.ModelConfigResponse:
+        config = self.dataplane.model_config_message(request.name, request.version or None)
+        response = pb.ModelConfigResponse()
+        response.config.CopyFrom(config)
+        return response
+
+    @_mapped_errors
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:

@@ -99,7 +99,7 @@ def _check_pixels(dataplane: DataPlane, model: str, image: bytes) -> None:
     its error would fail the requests batched with it)."""
     header = probe_image(image)
     limit = DEFAULT_MAX_PIXELS
-    steps = dataplane.model_config(model).get("parameters", {}).get("steps")
+    steps = dataplane.model_settings(model).get("parameters", {}).get("steps")
     for step in steps if isinstance(steps, list) else []:
         if isinstance(step, dict) and step.get("processor") == "decode_image":
             limit = int(step.get("max_pixels", DEFAULT_MAX_PIXELS))
@@ -241,7 +241,7 @@ async def _embed(dataplane: DataPlane, model: str, body: bytes) -> dict[str, Any
 
 
 def _batch_limit(dataplane: DataPlane, model: str) -> int:
-    size = int(dataplane.model_config(model).get("max_batch_size", 0))
+    size = int(dataplane.model_settings(model).get("max_batch_size", 0))
     return size if size > 0 else 1 << 30
 
 
