@@ -7,6 +7,7 @@ stand in for a framework's answers.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,52 @@ class VersionedEcho(Runtime):
         if self.sleep_s:
             time.sleep(self.sleep_s)
         return {"y": inputs["x"] + np.float32(self.value)}
+
+
+class Repeat(Runtime):
+    """A decoupled model shaped as Triton's "repeat" example: for each element of the INT32
+    input `IN` it sends one response, `OUT` (that element) and `IDX` (its index), after
+    `DELAY[i]` milliseconds (UINT32, as long as IN); then waits `WAIT[0]` milliseconds
+    before the request is complete. `parameters.log_file` gets "closed" when a request's
+    iterator is closed before its end, so tests can see cancellation reach the runtime."""
+
+    name = "repeat"
+    platform = "repeat"
+    default_model_file = ""
+    decoupled = True
+
+    def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
+        log = config.parameters.get("log_file")
+        self.log_file = Path(log) if log else None
+
+    def metadata(self) -> Signature:
+        return Signature(
+            inputs=[
+                TensorSpec("IN", "INT32", (-1,)),
+                TensorSpec("DELAY", "UINT32", (-1,)),
+                TensorSpec("WAIT", "UINT32", (1,)),
+            ],
+            outputs=[TensorSpec("OUT", "INT32", (1,)), TensorSpec("IDX", "UINT32", (1,))],
+        )
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        raise AssertionError("a decoupled runtime is served by infer_stream only")
+
+    def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
+        values, delays = inputs["IN"], inputs["DELAY"]
+        if len(delays) != len(values):
+            raise ValueError(f"DELAY has {len(delays)} elements for {len(values)} in IN")
+        finished = False
+        try:
+            for index, (value, delay) in enumerate(zip(values, delays, strict=True)):
+                time.sleep(float(delay) / 1000)
+                yield {
+                    "OUT": np.array([value], dtype=np.int32),
+                    "IDX": np.array([index], dtype=np.uint32),
+                }
+            time.sleep(float(inputs["WAIT"][0]) / 1000)
+            finished = True
+        finally:
+            if not finished and self.log_file is not None:
+                with self.log_file.open("a") as log:
+                    log.write("closed\n")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inferbridge import __version__
+from inferbridge.dataplane.streaming import iterate_on_thread
 from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
 from inferbridge.errors import (
     CallerGoneError,
@@ -289,6 +290,12 @@ class DataPlane:
             raise ServerNotReady("the server is shutting down")
         serving = self._find(request.model_name, request.model_version)
         version = serving.loaded
+        if version.runtime is not None and version.runtime.decoupled:
+            raise InvalidInput(
+                f"model '{version.model}' is decoupled (it may answer a request with several "
+                "responses): infer it with gRPC ModelStreamInfer; ModelInfer and the HTTP "
+                "endpoint don't support models with decoupled transaction policy"
+            )
         start = time.monotonic()
         serving.inflight += 1
         try:
@@ -317,6 +324,48 @@ class DataPlane:
         else:
             serving.stats.request_succeeded(time.monotonic() - start)
             return response
+        finally:
+            serving.leave()
+
+    def decoupled(self, name: str, version: str | None = None) -> bool:
+        """Whether the version a request names is served by a decoupled runtime (False when
+        it names none that serves: infer reports why)."""
+        try:
+            runtime = self._find(name, version).loaded.runtime
+        except InferBridgeError:
+            return False
+        return runtime is not None and runtime.decoupled
+
+    async def infer_stream(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
+        """The responses to one request, for a stream: a decoupled model's as its runtime
+        yields them (on a worker thread, unbatched; the next is produced only once the
+        previous one is taken), any other model's one response from `infer`."""
+        if self.draining:
+            raise ServerNotReady("the server is shutting down")
+        serving = self._find(request.model_name, request.model_version)
+        version = serving.loaded
+        runtime = version.runtime
+        if runtime is None or not runtime.decoupled:
+            yield await self.infer(request)
+            return
+        start = time.monotonic()
+        serving.inflight += 1
+        try:
+            inputs = validate_inputs(request, version.inputs, _max_batch(version))
+            validate_requested_outputs(request, version.outputs)
+            async for outputs in iterate_on_thread(runtime.infer_stream(inputs)):
+                yield self._response(request, version, outputs)
+        except InferBridgeError as error:
+            serving.stats.request_failed(time.monotonic() - start, _failure_reason(error))
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            serving.stats.request_failed(time.monotonic() - start, "canceled")
+            raise
+        except Exception as exc:
+            serving.stats.request_failed(time.monotonic() - start, "backend")
+            raise InferenceFailed(f"model '{version.model}': {exc}") from exc
+        else:
+            serving.stats.request_succeeded(time.monotonic() - start)
         finally:
             serving.leave()
 

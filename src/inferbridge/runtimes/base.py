@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +42,10 @@ class Runtime(abc.ABC):
     default_model_file: ClassVar[str]
     #: Whether `infer` releases the GIL; decides whether threads can run instances in parallel.
     releases_gil: ClassVar[bool] = True
+    #: Triton's decoupled transaction policy: the model answers a request with any number
+    #: of responses, from `infer_stream`. Served over gRPC ModelStreamInfer only, one
+    #: request at a time per call, never batched; ModelInfer and REST infer refuse it.
+    decoupled: ClassVar[bool] = False
 
     @abc.abstractmethod
     def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
@@ -49,6 +54,12 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def infer(self, inputs: Arrays) -> Arrays:
         """Run one batch. Inputs are validated against metadata; return every output."""
+
+    def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
+        """A decoupled model's responses to one request (a batch of one), each a full set of
+        outputs, yielded as they are ready; run on a worker thread. The default yields
+        `infer`'s one answer."""
+        yield self.infer(inputs)
 
     def metadata(self) -> Signature:
         """Inputs and outputs derived from the artefact; empty when it cannot say."""

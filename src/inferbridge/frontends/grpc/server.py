@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, generic_handlers
+from inferbridge.frontends.grpc.streaming import StreamTable, stream_deadline, stream_table
 from inferbridge.observability.frontend import ProtocolCounters
 from inferbridge.observability.logs import AccessLog
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
@@ -35,6 +36,7 @@ class GrpcFrontend:
         max_concurrent_rpcs: int | None = None,
         counters: ProtocolCounters | None = None,
         access_log: AccessLog | None = None,
+        queue_full_code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED,
     ) -> None:
         observed = counters is not None or access_log is not None
         self.server = grpc.aio.server(
@@ -47,7 +49,11 @@ class GrpcFrontend:
             ],
         )
         self.server.add_generic_rpc_handlers(
-            generic_handlers(InferenceServicer(dataplane), AIServicer(dataplane, default_model))
+            generic_handlers(
+                InferenceServicer(dataplane, queue_full_code=queue_full_code),
+                AIServicer(dataplane, default_model, queue_full_code=queue_full_code),
+            )
+            + _stream_handlers(stream_table(dataplane))
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -79,6 +85,33 @@ class GrpcFrontend:
     async def stop(self, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+
+
+def _stream_handlers(table: StreamTable) -> list[grpc.GenericRpcHandler[Any, Any]]:
+    """grpc.aio bidi-streaming handlers for the streaming RPCs (after the unary ones: grpc
+    asks each generic handler in turn)."""
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+    for path, handler in table.items():
+        service, name = path[1:].split("/")
+        by_service.setdefault(service, {})[name] = grpc.stream_stream_rpc_method_handler(
+            _stream_behavior(handler),
+            request_deserializer=grpc_service_pb2.ModelInferRequest.FromString,
+            response_serializer=lambda message: message.SerializeToString(),
+        )
+    return [
+        grpc.method_handlers_generic_handler(service, methods)
+        for service, methods in by_service.items()
+    ]
+
+
+def _stream_behavior(handler: Any) -> _Behavior:
+    async def behavior(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        async for response in handler(requests, stream_deadline(context.time_remaining())):
+            yield response
+
+    return behavior
 
 
 _Behavior = Callable[..., Any]
