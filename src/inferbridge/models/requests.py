@@ -78,11 +78,33 @@ def parse_unload_parameters(parameters: Mapping[str, Any]) -> bool:
 # Triton's ModelConfig fields (model_config.proto), listed here so that telling the shapes
 # apart needs no protobuf stubs; and the keys only our schema has.
 _TRITON_FIELDS = frozenset(
-    "name platform backend runtime version_policy max_batch_size input output batch_input "
-    "batch_output optimization dynamic_batching sequence_batching ensemble_scheduling "
-    "instance_group default_model_filename cc_model_filenames metric_tags parameters "
-    "model_warmup model_operations model_transaction_policy model_repository_agents "
-    "response_cache model_metrics".split()
+    [
+        "name",
+        "platform",
+        "backend",
+        "runtime",
+        "version_policy",
+        "max_batch_size",
+        "input",
+        "output",
+        "batch_input",
+        "batch_output",
+        "optimization",
+        "dynamic_batching",
+        "sequence_batching",
+        "ensemble_scheduling",
+        "instance_group",
+        "default_model_filename",
+        "cc_model_filenames",
+        "metric_tags",
+        "parameters",
+        "model_warmup",
+        "model_operations",
+        "model_transaction_policy",
+        "model_repository_agents",
+        "response_cache",
+        "model_metrics",
+    ]
 )
 _OURS_ONLY = frozenset(ModelConfig.model_fields) - _TRITON_FIELDS
 _TRITON_ONLY = _TRITON_FIELDS - frozenset(ModelConfig.model_fields)
