@@ -31,6 +31,7 @@ from inferbridge.models.served import ModelView, ServingVersion
 from inferbridge.observability.logs import ANSWERED
 from inferbridge.observability.stats import VersionStats
 from inferbridge.protocol.datatypes import dtype_of
+from inferbridge.protocol.shared_memory import SharedMemoryRegistry
 from inferbridge.protocol.types import (
     InferenceRequest,
     InferenceResponse,
@@ -127,6 +128,8 @@ class DataPlane:
         self._report_answers = report_answers
         self._loaded = manager is None
         self.draining = False
+        #: Registered system shared-memory regions (both front ends read and write them).
+        self.shared_memory = SharedMemoryRegistry()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -136,6 +139,7 @@ class DataPlane:
 
     async def shutdown(self) -> None:
         await self.models.shutdown()
+        self.shared_memory.close()
 
     # -- health and metadata ---------------------------------------------------------------
 

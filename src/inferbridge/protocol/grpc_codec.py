@@ -10,6 +10,7 @@ import numpy as np
 from inferbridge.errors import InvalidInput
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.generated import grpc_service_pb2 as pb
+from inferbridge.protocol.shared_memory import SharedMemoryRegistry, has_shared_memory
 from inferbridge.protocol.tensors import (
     array_from_raw,
     array_to_raw,
@@ -43,9 +44,13 @@ _CONTENTS_FIELD = {
 }
 
 
-def decode_model_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
+def decode_model_infer_request(
+    message: pb.ModelInferRequest, shared_memory: SharedMemoryRegistry | None = None
+) -> InferenceRequest:
+    """Inputs naming a shared memory region are read from `shared_memory` (and have no
+    buffer in raw_input_contents, as Triton's clients send them)."""
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    if raw and len(raw) != len(message.inputs) and len(raw) != _by_value(message):
         raise InvalidInput(
             f"raw_input_contents has {len(raw)} buffers for {len(message.inputs)} inputs; "
             "send one buffer per input, in input order"
@@ -54,6 +59,7 @@ def decode_model_infer_request(message: pb.ModelInferRequest) -> InferenceReques
         raise InvalidInput("request must have at least one input")
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     datatypes: dict[str, str] = {}
+    placed = 0  # inputs so far in shared memory (without a raw buffer)
     for position, tensor in enumerate(message.inputs):
         name = tensor.name
         if not name:
@@ -62,8 +68,17 @@ def decode_model_infer_request(message: pb.ModelInferRequest) -> InferenceReques
             raise InvalidInput(f"input '{name}' appears more than once")
         datatype = check_datatype(name, tensor.datatype)
         shape = check_shape(name, list(tensor.shape))
-        if raw:
-            inputs[name] = array_from_raw(name, datatype, shape, raw[position])
+        if tensor.parameters and has_shared_memory(tensor.parameters):
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    f"input '{name}' is in shared memory: it must not carry contents as well"
+                )
+            inputs[name] = _registry(shared_memory).read_input(
+                name, datatype, shape, get_parameters(tensor.parameters)
+            )
+            placed += 1
+        elif raw:
+            inputs[name] = array_from_raw(name, datatype, shape, raw[position - placed])
         else:
             inputs[name] = _from_contents(name, datatype, shape, tensor.contents)
         datatypes[name] = datatype
@@ -81,7 +96,17 @@ def decode_model_infer_request(message: pb.ModelInferRequest) -> InferenceReques
     )
 
 
-def encode_model_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
+def encode_model_infer_response(
+    response: InferenceResponse,
+    request: InferenceRequest | None = None,
+    shared_memory: SharedMemoryRegistry | None = None,
+) -> pb.ModelInferResponse:
+    """Outputs that `request` asks for in a shared memory region are written there and
+    carry no raw_output_contents (an empty one when other outputs travel in the message,
+    so that buffers stay in output order)."""
+    placed: dict[str, Any] = {}
+    if request is not None and request.outputs:
+        placed = {o.name: o.parameters for o in request.outputs if has_shared_memory(o.parameters)}
     message = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version,
@@ -92,9 +117,26 @@ def encode_model_infer_response(response: InferenceResponse) -> pb.ModelInferRes
         out = message.outputs.add(
             name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape
         )
+        if tensor.name in placed:
+            written = _registry(shared_memory).write_output(tensor, placed[tensor.name])
+            set_parameters(out.parameters, {**tensor.parameters, **written})
+            if len(placed) < len(response.outputs):
+                message.raw_output_contents.append(b"")
+            continue
         set_parameters(out.parameters, tensor.parameters)
         message.raw_output_contents.append(array_to_raw(tensor.data, tensor.datatype))
     return message
+
+
+def _by_value(message: pb.ModelInferRequest) -> int:
+    """How many inputs travel in the message (not in shared memory)."""
+    return len([t for t in message.inputs if not has_shared_memory(t.parameters)])
+
+
+def _registry(shared_memory: SharedMemoryRegistry | None) -> SharedMemoryRegistry:
+    if shared_memory is None:
+        raise InvalidInput("shared memory is not available on this endpoint")
+    return shared_memory
 
 
 def get_parameters(parameters: Mapping[str, pb.InferParameter]) -> Parameters:

@@ -10,6 +10,7 @@ import orjson
 
 from inferbridge.errors import InvalidInput
 from inferbridge.protocol.datatypes import dtype_of
+from inferbridge.protocol.shared_memory import SharedMemoryRegistry, has_shared_memory
 from inferbridge.protocol.tensors import (
     array_from_list,
     array_from_raw,
@@ -47,8 +48,10 @@ def decode_infer_request(
     header_length: int | None,
     model_name: str,
     model_version: str | None,
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> InferenceRequest:
-    """Decode an infer body; `header_length` is Inference-Header-Content-Length, if sent."""
+    """Decode an infer body; `header_length` is Inference-Header-Content-Length, if sent;
+    inputs naming a shared memory region are read from `shared_memory`."""
     if header_length is None:
         header_bytes: bytes | memoryview = body
         binary = memoryview(b"")
@@ -84,7 +87,14 @@ def decode_infer_request(
         size = None
         if parameters is not None:
             size = _parameters(parameters, f"input '{name}'").get("binary_data_size")
-        if size is not None:
+        if parameters is not None and has_shared_memory(parameters):
+            if size is not None or "data" in item:
+                raise InvalidInput(
+                    f"input '{name}' is in shared memory: it must not carry 'data' or "
+                    "'binary_data_size' as well"
+                )
+            inputs[name] = _registry(shared_memory).read_input(name, datatype, shape, parameters)
+        elif size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise InvalidInput(
                     f"input '{name}': binary_data_size must be a non-negative integer"
@@ -168,7 +178,9 @@ def decode_headerless_request(
 
 
 def encode_infer_response(
-    response: InferenceResponse, request: InferenceRequest
+    response: InferenceResponse,
+    request: InferenceRequest,
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> tuple[bytes, int | None]:
     """The response body and, when any output travels binary, the JSON header's length."""
     all_binary = bool(request.parameters.get("binary_data_output", False))
@@ -185,6 +197,13 @@ def encode_infer_response(
             "shape": list(tensor.data.shape),
         }
         parameters = tensor.parameters
+        placed = wanted.get(tensor.name) if wanted is not None else None
+        if placed and has_shared_memory(placed):
+            # Written into the client's region: the response carries only its metadata.
+            written = _registry(shared_memory).write_output(tensor, placed)
+            entry["parameters"] = {**parameters, **written}
+            outputs.append(entry)
+            continue
         if binary:
             raw = array_to_raw(tensor.data, tensor.datatype)
             parameters = {**parameters, "binary_data_size": len(raw)}
@@ -221,6 +240,12 @@ def _json_data(name: str, datatype: str, data: np.ndarray[Any, Any]) -> Any:
                 "the binary_data parameter"
             ) from None
     return np.ascontiguousarray(data).reshape(-1)
+
+
+def _registry(shared_memory: SharedMemoryRegistry | None) -> SharedMemoryRegistry:
+    if shared_memory is None:
+        raise InvalidInput("shared memory is not available on this endpoint")
+    return shared_memory
 
 
 def _parameters(value: object, where: str) -> Parameters:

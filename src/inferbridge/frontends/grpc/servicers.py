@@ -17,6 +17,7 @@ from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.errors import InferBridgeError
 from inferbridge.frontends import compat
 from inferbridge.frontends.grpc.errors import grpc_status
+from inferbridge.frontends.grpc.extensions import ExtensionMethods
 from inferbridge.protocol.generated import ai_service_pb2 as ai_pb
 from inferbridge.protocol.generated import grpc_service_pb2 as pb
 from inferbridge.protocol.grpc_codec import decode_model_infer_request, encode_model_infer_response
@@ -51,8 +52,9 @@ def _mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
-class InferenceServicer:
-    """inference.GRPCInferenceService."""
+class InferenceServicer(ExtensionMethods):
+    """inference.GRPCInferenceService (shared memory, logging and trace settings: in
+    ExtensionMethods)."""
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
@@ -104,12 +106,12 @@ class InferenceServicer:
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any
     ) -> pb.ModelInferResponse:
-        decoded = decode_model_infer_request(request)
+        decoded = decode_model_infer_request(request, self.dataplane.shared_memory)
         remaining = context.time_remaining()
         if remaining is not None:
             decoded.deadline = time.monotonic() + remaining
         response = await self.dataplane.infer(decoded)
-        return encode_model_infer_response(response)
+        return encode_model_infer_response(response, decoded, self.dataplane.shared_memory)
 
     @_mapped_errors
     async def ModelStatistics(

@@ -24,6 +24,7 @@ from inferbridge.errors import (
     QueueFull,
 )
 from inferbridge.frontends import compat
+from inferbridge.frontends.rest import extensions
 from inferbridge.frontends.rest.errors import http_status
 from inferbridge.protocol.rest_codec import (
     decode_headerless_request,
@@ -191,6 +192,16 @@ class RestApp:
             if rest == ["stats"]:
                 _require(method, "GET")
                 return _json(200, {"model_stats": dp.model_statistics(name, version)})
+        extension = extensions.route(parts)  # shared memory, logging, trace settings
+        if extension is not None:
+            if method not in extension.methods:
+                raise _MethodNotAllowed(
+                    f"method {method} not allowed here; use {' or '.join(extension.methods)}"
+                )
+            body = None
+            if method == "POST":
+                body = await self._json_object(scope, receive, "the request")
+            return _json(200, extension.handler(dp, body))
         return _json(404, {"error": f"no route for {method} {scope['path']}"})
 
     async def _repository(
@@ -251,11 +262,15 @@ class RestApp:
             inputs = self.dataplane.model_metadata(name, version).inputs
             request = decode_headerless_request(body, name, version, inputs)
         else:
-            request = decode_infer_request(body, header_length, name, version)
+            request = decode_infer_request(
+                body, header_length, name, version, self.dataplane.shared_memory
+            )
         if CANCELS_ON_DISCONNECT not in scope.get("extensions", ()):
             request.caller_gone = functools.partial(_disconnected, receive)
         response = await self.dataplane.infer(request)
-        payload, json_length = encode_infer_response(response, request)
+        payload, json_length = encode_infer_response(
+            response, request, self.dataplane.shared_memory
+        )
         if json_length is None:
             return _Response(200, payload)
         return _Response(
