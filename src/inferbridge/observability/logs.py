@@ -11,16 +11,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+import time
+from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 __all__ = [
     "ACCESS_LOGGER",
     "ANSWERED",
+    "LOG_SETTINGS",
     "AccessLog",
     "JsonFormatter",
+    "LogSettings",
     "configure_logging",
     "trace_id",
 ]
@@ -61,13 +65,36 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(document, default=str).decode()
 
 
+_TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _IsoFormatter(logging.Formatter):
+    """The text lines with ISO-8601 UTC timestamps (Triton's log_format "ISO8601")."""
+
+    def __init__(self) -> None:
+        self.converter = _utc
+        super().__init__(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
+
+
+def _utc(seconds: float | None) -> time.struct_time:
+    return time.gmtime(seconds)
+
+
+def _formatter(format: str) -> logging.Formatter:
+    if format == "json":
+        return JsonFormatter()
+    if format == "ISO8601":
+        return _IsoFormatter()
+    return logging.Formatter(_TEXT)
+
+
 def configure_logging(level: str, format: str = "text") -> None:
     """Send every log record to stderr, as text lines or JSON lines (`format`)."""
     handler = logging.StreamHandler(sys.stderr)
-    if format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_formatter(format))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -75,6 +102,130 @@ def configure_logging(level: str, format: str = "text") -> None:
     root.setLevel(level.upper())
     # The access log is asked for with --access-log, whatever the level says.
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
+    LOG_SETTINGS.attach(handler, root.level, "json" if format == "json" else "default")
+
+
+class LogSettings(logging.Filter):
+    """Triton's logging extension over Python logging, changeable at run time: which levels
+    are written (log_info, log_warning, log_error; log_verbose_level above 0 writes DEBUG),
+    and the line format ("default" text, "ISO8601" text with UTC timestamps, or our "json").
+    The access log is not affected (it is asked for with --access-log). The log goes to
+    stderr; log_file cannot be changed at run time (only "" is accepted)."""
+
+    _BOOLS: ClassVar[dict[str, str]] = {
+        "log_info": "info",
+        "log_warning": "warning",
+        "log_error": "error",
+    }
+    # Triton's protocol document spells these in the plural; its server and clients do not.
+    _ALIASES: ClassVar[dict[str, str]] = {"log_warnings": "log_warning", "log_errors": "log_error"}
+    FORMATS = ("default", "ISO8601", "json")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info = True
+        self.warning = True
+        self.error = True
+        self.verbose = 0
+        self.format = "default"
+        self._handler: logging.Handler | None = None
+
+    def attach(self, handler: logging.Handler, level: int, format: str) -> None:
+        """Take over `handler` (the server's one) at start, with the configured level."""
+        self._handler = handler
+        handler.addFilter(self)
+        self.verbose = 1 if level <= logging.DEBUG else 0
+        self.info = level <= logging.INFO
+        self.warning = level <= logging.WARNING
+        self.error = level <= logging.ERROR
+        self.format = format
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == ACCESS_LOGGER:
+            return True
+        level = record.levelno
+        if level >= logging.ERROR:
+            return self.error
+        if level >= logging.WARNING:
+            return self.warning
+        if level >= logging.INFO:
+            return self.info
+        return self.verbose > 0
+
+    def current(self) -> dict[str, Any]:
+        return {
+            "log_file": "",
+            "log_info": self.info,
+            "log_warning": self.warning,
+            "log_error": self.error,
+            "log_verbose_level": self.verbose,
+            "log_format": self.format,
+        }
+
+    def update(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply `changes` (all or nothing) and answer the current settings; InvalidInput
+        names an unknown key or a bad value."""
+        from inferbridge.errors import InvalidInput
+
+        wanted: dict[str, Any] = {}
+        for raw_key, value in changes.items():
+            key = self._ALIASES.get(raw_key, raw_key)
+            if key in self._BOOLS:
+                if not isinstance(value, bool):
+                    raise InvalidInput(f"log setting '{raw_key}' must be a boolean, got {value!r}")
+            elif key == "log_verbose_level":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise InvalidInput(
+                        f"log setting 'log_verbose_level' must be an integer >= 0, got {value!r}"
+                    )
+            elif key == "log_format":
+                if value not in self.FORMATS:
+                    raise InvalidInput(
+                        f"log setting 'log_format' must be one of {', '.join(self.FORMATS)}, "
+                        f"got {value!r}"
+                    )
+            elif key == "log_file":
+                if value != "":
+                    raise InvalidInput(
+                        "log setting 'log_file' cannot be changed at run time: the server logs "
+                        "to stderr (redirect it, or use a log collector)"
+                    )
+            else:
+                raise InvalidInput(
+                    f"unknown log setting '{raw_key}'; known: log_file, log_info, log_warning, "
+                    "log_error, log_verbose_level, log_format"
+                )
+            wanted[key] = value
+        for key, value in wanted.items():
+            if key in self._BOOLS:
+                setattr(self, self._BOOLS[key], value)
+            elif key == "log_verbose_level":
+                self.verbose = value
+            elif key == "log_format" and value != self.format:
+                self.format = value
+                if self._handler is not None:
+                    self._handler.setFormatter(_formatter(value))
+        if wanted:
+            self._apply_level()
+        return self.current()
+
+    def _apply_level(self) -> None:
+        # The root level is the lowest level written, so that disabled levels cost a
+        # logger call nothing; the filter drops the levels switched off in between.
+        level = logging.CRITICAL + 1
+        for on, threshold in (
+            (self.error, logging.ERROR),
+            (self.warning, logging.WARNING),
+            (self.info, logging.INFO),
+            (self.verbose > 0, logging.DEBUG),
+        ):
+            if on:
+                level = threshold
+        logging.getLogger().setLevel(level)
+
+
+#: The process's log settings (logging is per process).
+LOG_SETTINGS = LogSettings()
 
 
 def trace_id(traceparent: str | bytes | None) -> str:

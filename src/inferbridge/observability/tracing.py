@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from inferbridge import __version__
 from inferbridge.observability import frontend
+from inferbridge.observability.trace_settings import TraceSettings
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -98,7 +99,7 @@ def configure_tracing(
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import SpanLimits, TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ParentBased
 
         exporter: SpanExporter
         endpoint = otlp_endpoint(settings.trace_endpoint, protocol)
@@ -124,13 +125,45 @@ def configure_tracing(
     limits = SpanLimits(
         max_links=None if "OTEL_SPAN_LINK_COUNT_LIMIT" in environ else _DEFAULT_MAX_LINKS
     )
+    trace_settings = TraceSettings(settings.trace_rate)
     provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(settings.trace_rate)),
+        sampler=ParentBased(_runtime_sampler(trace_settings)),
         resource=resource,
         span_limits=limits,
     )
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    return Tracing(provider, new_traces=settings.trace_rate > 0)
+    return Tracing(provider, settings=trace_settings)
+
+
+def _runtime_sampler(settings: TraceSettings) -> Any:
+    """The root sampler: a trace-id ratio (as TraceIdRatioBased) that follows the trace
+    settings at run time, per model (the span's model attribute) or globally."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+    from opentelemetry.trace import get_current_span
+
+    class RuntimeSampler(Sampler):
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            model = attributes.get(MODEL) if attributes else None
+            sampled = settings.sample(model if isinstance(model, str) else None, trace_id)
+            return SamplingResult(
+                Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP,
+                attributes if sampled else None,
+                get_current_span(parent_context).get_span_context().trace_state,
+            )
+
+        def get_description(self) -> str:
+            return "InferBridgeTraceSettings"
+
+    return RuntimeSampler()
 
 
 def otlp_endpoint(endpoint: str | None, protocol: str) -> str | None:
@@ -149,14 +182,24 @@ def otlp_endpoint(endpoint: str | None, protocol: str) -> str | None:
 class Tracing:
     """Spans for one server, all from one TracerProvider."""
 
-    def __init__(self, provider: TracerProvider, *, new_traces: bool = True) -> None:
+    def __init__(
+        self,
+        provider: TracerProvider,
+        *,
+        new_traces: bool = True,
+        settings: TraceSettings | None = None,
+    ) -> None:
         """`new_traces` False (a rate of 0): only requests whose caller sent a trace context
-        get a span; the others pass straight through, with no sampling decision to make."""
+        get a span; the others pass straight through, with no sampling decision to make.
+        `settings`: the run-time trace settings that the provider's sampler follows (their
+        `new_traces` then decides the pass-through)."""
         from opentelemetry import propagate
         from opentelemetry.context import Context
 
         self.provider = provider
-        self.new_traces = new_traces
+        if settings is None:
+            settings = TraceSettings(1.0 if new_traces else 0.0)
+        self.settings = settings
         self.tracer = provider.get_tracer("inferbridge", __version__)
         self._propagator = propagate.get_global_textmap()  # W3C tracecontext and baggage
         self._fields = frozenset(self._propagator.fields)
@@ -194,7 +237,7 @@ class Tracing:
         tracer = self.tracer
         fields = frozenset(f.encode("latin-1") for f in self._fields)
         parent_of = self._parent
-        new_traces = self.new_traces
+        settings = self.settings
 
         async def traced(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -207,7 +250,7 @@ class Tracing:
                     carrier[key.decode("latin-1")] = value.decode("latin-1")
                 elif key == b"host":
                     host = value.decode("latin-1")
-            if not carrier and not new_traces:
+            if not carrier and not settings.new_traces:
                 await app(scope, receive, send)
                 return
             method: str = scope["method"]
@@ -285,12 +328,12 @@ class Tracing:
         tracer = self.tracer
         fields = self._fields
         parent_of = self._parent
-        new_traces = self.new_traces
+        settings = self.settings
         span_name = path[1:]
 
         async def traced(request: Any, context: Any) -> Any:
             carrier = _metadata_carrier(context, fields)
-            if not carrier and not new_traces:
+            if not carrier and not settings.new_traces:
                 return await handler(request, context)
             attributes = dict(base)
             if model_field is not None:
