@@ -33,6 +33,14 @@ Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) `
 - METRICS-PULL (here -> gateway, a nonzero id of ours): empty; answered by METRICS (gateway
   -> here, the same id): the gateway's metrics in the Prometheus text format, which
   `/metrics` appends to this process's.
+- STREAM-OPEN (gateway -> here, 12): a call of a streaming method (ModelStreamInfer): as
+  CALL without the request bytes. Then STREAM-MSG (13, both ways): one request or response
+  message each; STREAM-CLOSE (14, gateway -> here, empty): the client half-closed;
+  STREAM-END (15, here -> gateway): ``u8 code``, the UTF-8 error message: the call's
+  status, our last frame of it; STREAM-ACK (16, both ways): ``u32 n``: n more STREAM-MSGs
+  of the stream taken in (here: read by its handler; gateway: written to the client).
+  Neither side has more than 32 STREAM-MSGs of one stream unacknowledged. CANCEL ends a
+  stream too. Stream handling lives in `streams.py`.
 """
 
 from __future__ import annotations
@@ -48,9 +56,17 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
+from inferbridge.frontends.gateway.streams import (
+    STREAM_ACK,
+    STREAM_CLOSE,
+    STREAM_MSG,
+    STREAM_OPEN,
+    GatewayStream,
+)
 from inferbridge.frontends.grpc.servicers import (
     MethodTable,
 )
+from inferbridge.frontends.grpc.streaming import StreamTable
 from inferbridge.frontends.rest.app import CANCELS_ON_DISCONNECT
 from inferbridge.observability.frontend import path_model
 from inferbridge.observability.logs import AccessLog
@@ -125,8 +141,11 @@ class BackendProtocol(asyncio.Protocol):
         rest_app: ASGIApp | None,
         on_lost: Callable[[], None],
         access_log: AccessLog | None = None,
+        streams: StreamTable | None = None,
     ) -> None:
         self._methods = methods
+        self._stream_methods: StreamTable = streams or {}
+        self._streams: dict[int, GatewayStream] = {}
         self._rest_app = rest_app
         self._on_lost = on_lost
         self._access = access_log
@@ -168,6 +187,20 @@ class BackendProtocol(asyncio.Protocol):
                 self._start_http(call_id, buffer, body, offset)
             elif kind == _CALL:
                 self._start_call(call_id, buffer, body, offset)
+            elif kind == STREAM_MSG:
+                stream = self._streams.get(call_id)
+                if stream is not None:
+                    stream.message(_copy(buffer, body, offset))
+            elif kind == STREAM_ACK:
+                stream = self._streams.get(call_id)
+                if stream is not None:
+                    stream.ack(_U32.unpack_from(buffer, body)[0])
+            elif kind == STREAM_CLOSE:
+                stream = self._streams.get(call_id)
+                if stream is not None:
+                    stream.half_close()
+            elif kind == STREAM_OPEN:
+                self._start_stream(call_id, buffer, body)
             elif kind == _CANCEL:
                 # The caller cancelled or disconnected: drop its work wherever it is (a
                 # queued request leaves the queue). The REST app is told by the scope's
@@ -204,6 +237,48 @@ class BackendProtocol(asyncio.Protocol):
         else:
             answer = self._answer_logged(self._access, call_id, method, payload, context)
         self._calls[call_id] = self._loop.create_task(answer)
+
+    def _start_stream(self, call_id: int, buffer: bytearray, start: int) -> None:
+        (method_len,) = _U16.unpack_from(buffer, start)
+        start += _U16.size
+        method = bytes(buffer[start : start + method_len]).decode("utf-8", "replace")
+        start += method_len
+        (timeout_us,) = _TIMEOUT.unpack_from(buffer, start)
+        metadata, _ = _metadata(buffer, start + _TIMEOUT.size)
+        deadline = None if timeout_us < 0 else time.monotonic() + timeout_us / 1e6
+        stream = GatewayStream(call_id, self._send)
+        self._streams[call_id] = stream
+        self._calls[call_id] = self._loop.create_task(
+            self._serve_stream(call_id, method, stream, deadline, metadata)
+        )
+
+    async def _serve_stream(
+        self,
+        call_id: int,
+        method: str,
+        stream: GatewayStream,
+        deadline: float | None,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            await stream.serve(self._stream_methods.get(method), deadline)
+        finally:
+            self._streams.pop(call_id, None)
+            self._calls.pop(call_id, None)
+            if self._access is not None:
+                self._access.request(
+                    protocol="grpc",
+                    method=method,
+                    route=method,
+                    model="",
+                    version="",
+                    status=stream.code,
+                    duration_s=time.perf_counter() - started,
+                    request_bytes=0,
+                    response_bytes=0,
+                    trace=next((v for k, v in metadata if k == "traceparent"), None),
+                )
 
     async def _answer_logged(
         self,

@@ -16,6 +16,7 @@ from google.protobuf import descriptor_pb2
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.backend import ASGIApp, BackendProtocol, GatewayError
 from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, method_table
+from inferbridge.frontends.grpc.streaming import stream_table
 from inferbridge.observability.logs import AccessLog
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2, model_config_pb2
 
@@ -64,6 +65,7 @@ class GatewayFrontend:
         self._methods = method_table(
             InferenceServicer(dataplane), AIServicer(dataplane, default_model)
         )
+        self._streams = stream_table(dataplane)
         self._on_failure = on_failure
         self._access = access_log
         self._pull_failed = False
@@ -116,7 +118,7 @@ class GatewayFrontend:
         loop = asyncio.get_running_loop()
         _, protocol = await loop.connect_accepted_socket(
             lambda: BackendProtocol(
-                self._methods, self._rest_app, self._backend_lost, self._access
+                self._methods, self._rest_app, self._backend_lost, self._access, self._streams
             ),
             ours,
         )

@@ -30,6 +30,11 @@ const (
 	kindLimits      = 9
 	kindMetricsPull = 10
 	kindMetrics     = 11
+	kindStreamOpen  = 12
+	kindStreamMsg   = 13
+	kindStreamClose = 14
+	kindStreamEnd   = 15
+	kindStreamAck   = 16
 )
 
 // frameHeader is u32 length | u8 kind | u64 id; the length counts kind and id.
@@ -39,10 +44,11 @@ const frameHeader = 4 + 1 + 8
 type frame struct {
 	kind      byte
 	id        uint64
-	method    string          // CALL only
-	timeoutUS int64           // CALL only
-	meta      []string        // CALL only: forwarded metadata, name, value pairs
-	body      mem.BufferSlice // CALL only; the writer frees it once written
+	method    string          // CALL and STREAM-OPEN only
+	timeoutUS int64           // CALL and STREAM-OPEN only
+	meta      []string        // CALL and STREAM-OPEN only: forwarded metadata, name, value pairs
+	body      mem.BufferSlice // CALL and STREAM-MSG only; the writer frees it once written
+	count     uint32          // STREAM-ACK only
 	raw       *[]byte         // HTTP and METRICS: the whole body; the writer pools it once written
 }
 
@@ -91,23 +97,37 @@ func writeFrame(bw *bufio.Writer, scratch []byte, f *frame) error {
 		putBuf(f.raw)
 		return err
 	}
-	if f.kind == kindCall {
+	opens := f.kind == kindCall || f.kind == kindStreamOpen
+	switch {
+	case opens:
 		length += 2 + len(f.method) + 8 + metadataLen(f.meta) + f.body.Len()
+	case f.kind == kindStreamMsg:
+		length += f.body.Len()
+	case f.kind == kindStreamAck:
+		length += 4
 	}
 	binary.LittleEndian.PutUint32(scratch[0:], uint32(length))
 	scratch[4] = f.kind
 	binary.LittleEndian.PutUint64(scratch[5:], f.id)
-	if f.kind != kindCall {
+	if !opens && f.body == nil && f.kind != kindStreamAck {
 		_, err := bw.Write(scratch[:frameHeader])
 		return err
 	}
 	defer f.body.Free()
-	binary.LittleEndian.PutUint16(scratch[frameHeader:], uint16(len(f.method)))
-	bw.Write(scratch[:frameHeader+2])
-	bw.WriteString(f.method)
-	binary.LittleEndian.PutUint64(scratch[0:], uint64(f.timeoutUS))
-	bw.Write(scratch[:8])
-	writeMetadata(bw, scratch, f.meta)
+	if opens {
+		binary.LittleEndian.PutUint16(scratch[frameHeader:], uint16(len(f.method)))
+		bw.Write(scratch[:frameHeader+2])
+		bw.WriteString(f.method)
+		binary.LittleEndian.PutUint64(scratch[0:], uint64(f.timeoutUS))
+		bw.Write(scratch[:8])
+		writeMetadata(bw, scratch, f.meta)
+	} else {
+		bw.Write(scratch[:frameHeader])
+	}
+	if f.kind == kindStreamAck {
+		binary.LittleEndian.PutUint32(scratch[0:], f.count)
+		bw.Write(scratch[:4])
+	}
 	for _, b := range f.body {
 		bw.Write(b.ReadOnlyData())
 	}
@@ -183,6 +203,8 @@ func (g *gateway) readFrame(hdr []byte) error {
 			return err
 		}
 		c.http <- bp
+	case kindStreamMsg, kindStreamEnd, kindStreamAck:
+		return g.readStreamFrame(kind, id, n)
 	case kindMetricsPull:
 		if _, err := g.br.Discard(n); err != nil {
 			return err

@@ -51,6 +51,8 @@ type gateway struct {
 	mu    sync.Mutex
 	calls map[uint64]*call // forwarded calls awaiting their REPLY
 
+	streams streams // forwarded streaming calls (stream.go)
+
 	nextID      atomic.Uint64
 	inflight    atomic.Int64
 	maxInflight int64
@@ -134,6 +136,9 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		}
 	}
 	g.metrics.setGRPCMethods(forwarded, served)
+	if g.streams.methods, err = streamingMethods(set); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -232,6 +237,9 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 		defer g.inflight.Add(-1)
 	}
 	method, _ := grpc.MethodFromServerStream(ss)
+	if g.streams.methods[method] {
+		return g.forwardStream(ss, method)
+	}
 	ctx := ss.Context()
 
 	c := callPool.Get().(*call)
