@@ -5,6 +5,7 @@ the REST config shape, and loads whose `config` is Triton's ModelConfig JSON."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,3 +268,32 @@ def test_load_with_a_triton_json_config(server: ServerProcess, http: Client, grp
         grpc.load_model("simple", config=json.dumps({"backend": "python"}))
     http.load_model("simple")  # back to the config.pbtxt
     assert http.get_model_config("simple")["max_batch_size"] == 8
+
+
+def test_poll_mode_follows_a_config_pbtxt(tmp_path: Path) -> None:
+    root = triton_repository(tmp_path / "models")
+    server = start_server(root, "--model-control-mode", "poll", "--repository-poll-secs", "0.5")
+    try:
+
+        def batch() -> int:
+            response = httpx.get(f"{server.base_url}/v2/models/simple/config")
+            return int(response.json().get("max_batch_size", -1))
+
+        assert batch() == 8
+        pbtxt = root / "simple" / "config.pbtxt"
+        pbtxt.write_text(SIMPLE_PBTXT.replace("max_batch_size: 8", "max_batch_size: 4"))
+        deadline = time.monotonic() + 30
+        while batch() != 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert batch() == 4
+        # A config.yaml beside it wins.
+        (root / "simple" / "config.yaml").write_text("runtime: onnx\nmax_batch_size: 2\n")
+        deadline = time.monotonic() + 30
+        while batch() != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert batch() == 2
+    finally:
+        server.stop()
+    # One warning per distinct config, however often the poll re-reads it.
+    reports = [line for line in server.output if "model 'simple'" in line and "ignored" in line]
+    assert len(reports) == 2, reports

@@ -39,6 +39,7 @@ def triton_config(name: str, config: ModelConfig, loaded: LoadedVersion | None) 
     from inferbridge.protocol.generated import model_config_pb2 as mc
 
     platform, backend = _TRITON_NAMES.get(config.runtime, (config.runtime, config.runtime))
+    platform = config.platform or platform  # as model metadata reports it
     message = mc.ModelConfig(
         name=name,
         platform=platform,

@@ -78,9 +78,32 @@
 //	11 METRICS    gateway->backend, id of a METRICS-PULL. body = the gateway's metrics
 //	              in the Prometheus text exposition format (text/plain; version=0.0.4),
 //	              UTF-8, ending in a newline; see Metrics below.
+//	12 STREAM-OPEN gateway->backend, id = fresh call id. A call of a streaming method
+//	              (client- or server-streaming in DESCRIPTORS: ModelStreamInfer). body =
+//	              as CALL's without the request message: u16 method_len | method |
+//	              i64 timeout_us | u16 meta_count | metadata.
+//	13 STREAM-MSG both directions, id of an open stream. body = one message: a request
+//	              (gateway->backend) or a response (backend->gateway).
+//	14 STREAM-CLOSE gateway->backend, id of a stream; empty body. The client has
+//	              half-closed: no more STREAM-MSG follows.
+//	15 STREAM-END backend->gateway, id of a stream. body = u8 gRPC code | UTF-8 error
+//	              message (empty when code == 0): the call's status, after its last
+//	              response; the backend's last frame of the stream.
+//	16 STREAM-ACK both directions, id of a stream. body = u32 n: n more of the stream's
+//	              STREAM-MSGs have been taken in (backend: read by the stream's handler;
+//	              gateway: written to the client).
 //
-// Every method that is not health or reflection is forwarded as a unary call, without
-// filtering: the backend answers UNIMPLEMENTED for methods it does not know.
+// Flow control of a stream: neither side sends a STREAM-MSG while 32 (streamWindow) of
+// its STREAM-MSGs of that stream are unacknowledged; the gateway stops reading the
+// client meanwhile, and fails (as for a malformed frame) when the backend exceeds it.
+// CANCEL ends a stream whose client cancelled, whose deadline passed or whose response
+// could not be written; frames of it that cross the CANCEL are ignored on both sides.
+// A stream counts once in requests_total (route = its method, code = its status) and in
+// --max-concurrent-rpcs; LIMITS does not apply to the requests it carries (the backend
+// answers a full queue in the stream's error_message).
+//
+// Every other method that is not health or reflection is forwarded as a unary call,
+// without filtering: the backend answers UNIMPLEMENTED for methods it does not know.
 //
 // # Metrics
 //
