@@ -134,6 +134,11 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, cfg config) *harness {
+	return newHarnessWith(t, cfg, testDescriptors(t))
+}
+
+// newHarnessWith is newHarness with the DESCRIPTORS frame's body given.
+func newHarnessWith(t *testing.T, cfg config, descriptors []byte) *harness {
 	gwFile, beFile := socketpair(t)
 	h := &harness{
 		t:       t,
@@ -143,7 +148,7 @@ func newHarness(t *testing.T, cfg config) *harness {
 	}
 	gwConn := fileConn(t, gwFile)
 	t.Cleanup(func() { h.backend.Close(); gwConn.Close() })
-	h.send(kindDescriptors, 0, testDescriptors(t))
+	h.send(kindDescriptors, 0, descriptors)
 	g, err := newGateway(gwConn, cfg)
 	if err != nil {
 		t.Fatal(err)
