@@ -104,8 +104,8 @@ func Example_errors() {
 		}
 	}
 	// Output:
-	// not found: HTTP 404, gRPC code 0: unknown model 'no_such_model'
-	// not found: HTTP 0, gRPC code 5: unknown model 'no_such_model'
+	// not found: HTTP 404, gRPC code 0: Request for unknown model: 'no_such_model' is not found
+	// not found: HTTP 0, gRPC code 5: Request for unknown model: 'no_such_model' is not found
 }
 
 // Load a model, with a config of its own, and react to the server's model control mode.

@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         help="what serves REST: the Go gateway, uvicorn, or auto (default: the gateway "
         "whenever it serves gRPC)",
     )
+    serve.add_argument(
+        "--grpc-queue-full-code",
+        choices=("resource_exhausted", "unavailable"),
+        help="gRPC status of a request refused because its model's queue is full (default "
+        "resource_exhausted; unavailable is Triton's, which KServe's client retries)",
+    )
     serve.add_argument("--log-level", help="logging level (default info)")
     serve.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON")
     serve.add_argument(

@@ -18,6 +18,7 @@ import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.process import GatewayFrontend
+from inferbridge.frontends.grpc.errors import QUEUE_FULL_CODES
 from inferbridge.models.manager import ControlMode, ModelManager
 from inferbridge.observability.logs import AccessLog
 from inferbridge.observability.metrics import MetricsEndpoint, serve_metrics
@@ -183,6 +184,7 @@ class InferBridgeServer:
                     max_http_inflight=s.max_http_inflight,
                     on_failure=self._frontend_failed,
                     access_log=self.access_log,
+                    queue_full_code=s.grpc_queue_full_code,
                 )
         print("inferbridge: gRPC served by grpc.aio, REST by uvicorn", flush=True)
         return GrpcFrontend(
@@ -192,6 +194,7 @@ class InferBridgeServer:
             max_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
             counters=self.metrics.serve_protocol("grpc") if self.metrics is not None else None,
             access_log=self.access_log,
+            queue_full_code=QUEUE_FULL_CODES[s.grpc_queue_full_code],
         )
 
     def _observed_uvicorn(self, rest: ASGIApp) -> uvicorn.Config:

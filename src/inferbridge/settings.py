@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     """gRPC calls in progress at once; more are refused with RESOURCE_EXHAUSTED at once
     instead of queueing inside gRPC, where no deadline or queue bound can see them."""
 
+    grpc_queue_full_code: Literal["resource_exhausted", "unavailable"] = "resource_exhausted"
+    """The gRPC status of a request refused because its model's queue is full (REST always
+    answers 429). `unavailable` is Triton's, and the only code KServe's gRPC client retries
+    by default; on both gRPC front ends."""
+
     grpc_frontend: Literal["auto", "gateway", "grpcio"] = "auto"
     """What serves gRPC. `gateway`: the bundled Go gateway (built with the local Go toolchain
     on first use), several times cheaper per call than grpcio; `grpcio`: grpc.aio in this

@@ -247,3 +247,81 @@ async def test_an_empty_first_batch_does_not_break_the_scheduler(mode: Execution
     result = await scheduler.submit(_x(2, rows=5))
     assert result["y"].shape == (5, 2)
     scheduler.close()
+
+
+async def test_a_lone_request_is_sent_once_arrivals_go_quiet() -> None:
+    # The default: waiting longer could not fill the batch, so it leaves well before the
+    # 1 s window closes.
+    model = Model()
+    scheduler = _scheduler(model, max_batch_size=8, max_queue_delay_s=1.0)
+    start = time.monotonic()
+    await scheduler.submit(_x(1))
+    assert time.monotonic() - start < 0.5
+    scheduler.close()
+
+
+async def test_hold_for_delay_waits_the_whole_window_for_a_preferred_size() -> None:
+    # Triton's rule: a batch that is neither full nor a preferred size waits the window.
+    model = Model()
+    scheduler = _scheduler(
+        model,
+        max_batch_size=8,
+        max_queue_delay_s=0.3,
+        preferred_batch_sizes=(4,),
+        hold_for_delay=True,
+    )
+    start = time.monotonic()
+    await asyncio.gather(*(scheduler.submit(_x(float(i))) for i in range(2)))
+    assert time.monotonic() - start >= 0.29
+    assert model.batches == [[0.0, 1.0]]
+    # A preferred size is sent at once.
+    start = time.monotonic()
+    await asyncio.gather(*(scheduler.submit(_x(float(i))) for i in range(4)))
+    assert time.monotonic() - start < 0.2
+    assert model.batches[-1] == [0.0, 1.0, 2.0, 3.0]
+    scheduler.close()
+
+
+async def test_hold_for_delay_with_a_queue_of_one_refuses_a_spaced_second_request() -> None:
+    # Triton's QA (L0_http test_descriptive_status_code): max_queue_size 1, a 1 s delay,
+    # preferred size 8; a second request 0.2 s after the first finds the queue full.
+    model = Model()
+    scheduler = _scheduler(
+        model,
+        max_batch_size=8,
+        max_queue_delay_s=1.0,
+        preferred_batch_sizes=(8,),
+        max_queue_size=1,
+        hold_for_delay=True,
+    )
+    first = asyncio.ensure_future(scheduler.submit(_x(1)))
+    await asyncio.sleep(0.2)
+    with pytest.raises(QueueFull):
+        await scheduler.submit(_x(2))
+    await first
+    assert model.batches == [[1.0]]
+    # Without it the first request is long gone by then, and the second is served.
+    model = Model()
+    eager = _scheduler(model, max_batch_size=8, max_queue_delay_s=1.0, max_queue_size=1)
+    first = asyncio.ensure_future(eager.submit(_x(1)))
+    await asyncio.sleep(0.2)
+    assert first.done()
+    await eager.submit(_x(2))
+    assert model.batches == [[1.0], [2.0]]
+    scheduler.close()
+    eager.close()
+
+
+async def test_hold_for_delay_serves_a_later_head_on_its_own_window() -> None:
+    # The head's window timer follows the head: a request that is withdrawn leaves the
+    # next one to wait for its own window, not the withdrawn one's.
+    model = Model()
+    scheduler = _scheduler(model, max_batch_size=8, max_queue_delay_s=0.2, hold_for_delay=True)
+    gone = asyncio.ensure_future(scheduler.submit(_x(1)))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    start = time.monotonic()
+    await scheduler.submit(_x(2))
+    assert 0.15 <= time.monotonic() - start < 0.5
+    assert model.batches == [[2.0]]
+    scheduler.close()

@@ -60,4 +60,4 @@ def test_grpc_ai_service_predict(grpc_server: ServerProcess) -> None:
         with pytest.raises(grpc.RpcError) as info:
             predict(ai_service_pb2.PredictRequest(values=[1.0, 2.0]))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "[-1, 4]" in (info.value.details() or "")
+        assert "Expected [-1,4]" in (info.value.details() or "")

@@ -297,3 +297,49 @@ def test_poll_mode_follows_a_config_pbtxt(tmp_path: Path) -> None:
     # One warning per distinct config, however often the poll re-reads it.
     reports = [line for line in server.output if "model 'simple'" in line and "ignored" in line]
     assert len(reports) == 2, reports
+
+
+LIBTORCH_PBTXT = """
+platform: "pytorch_libtorch"
+max_batch_size: 16
+input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 64 ] } ]
+output [
+  { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 10 ] },
+  { name: "OUTPUT__1" data_type: TYPE_INT64 dims: [ ] }
+]
+"""
+
+
+def test_pytorch_and_tensorflow_platforms(tmp_path: Path, examples_dir: Path) -> None:
+    """The bundled examples' TorchScript and SavedModel files under Triton configs."""
+    root = tmp_path / "models"
+    (root / "digits_libtorch" / "1").mkdir(parents=True)
+    (root / "digits_libtorch" / "config.pbtxt").write_text(LIBTORCH_PBTXT)
+    (root / "digits_libtorch" / "1" / "model.pt").symlink_to(
+        examples_dir / "digits_torchscript" / "1" / "model.pt"
+    )
+    (root / "iris_savedmodel" / "1").mkdir(parents=True)
+    (root / "iris_savedmodel" / "config.pbtxt").write_text('backend: "tensorflow"\n')
+    (root / "iris_savedmodel" / "1" / "model.savedmodel").symlink_to(
+        examples_dir / "iris_tensorflow" / "1" / "model.savedmodel"
+    )
+    server = start_server(root)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        pixels = grpcclient.InferInput("INPUT__0", [3, 64], "FP32")
+        pixels.set_data_from_numpy(np.zeros((3, 64), dtype=np.float32))
+        result = client.infer("digits_libtorch", [pixels])
+        assert result.as_numpy("OUTPUT__0").shape == (3, 10)
+        assert result.as_numpy("OUTPUT__1").shape == (3,)
+        config = client.get_model_config("digits_libtorch").config
+        assert (config.platform, config.backend) == ("pytorch_libtorch", "pytorch")
+        assert [list(t.dims) for t in config.output] == [[10], []]
+        meta = client.get_model_metadata("iris_savedmodel")
+        assert meta.platform == "tensorflow_savedmodel"
+        features = grpcclient.InferInput(meta.inputs[0].name, [2, 4], "FP32")
+        features.set_data_from_numpy(np.ones((2, 4), dtype=np.float32))
+        answer = client.infer("iris_savedmodel", [features])
+        assert answer.as_numpy("probabilities").shape == (2, 3)
+    finally:
+        client.close()
+        server.stop()

@@ -88,6 +88,30 @@ class VersionedEcho(Runtime):
         return {"y": inputs["x"] + np.float32(self.value)}
 
 
+class Identity(Runtime):
+    """Returns each input as the output at the same position (Triton's QA identity
+    models); the signature is the config's `inputs` and `outputs`."""
+
+    name = "identity"
+    platform = "identity"
+    default_model_file = ""
+
+    def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
+        self.signature = Signature(inputs=config.input_specs(), outputs=config.output_specs())
+        self.sleep_s = float(config.parameters.get("sleep_s", 0.0))
+
+    def metadata(self) -> Signature:
+        return self.signature
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return {
+            out.name: inputs[spec.name]
+            for spec, out in zip(self.signature.inputs, self.signature.outputs, strict=True)
+        }
+
+
 class Repeat(Runtime):
     """A decoupled model shaped as Triton's "repeat" example: for each element of the INT32
     input `IN` it sends one response, `OUT` (that element) and `IDX` (its index), after

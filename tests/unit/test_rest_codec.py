@@ -5,8 +5,12 @@ import orjson
 import pytest
 
 from inferbridge.errors import InvalidInput
-from inferbridge.protocol.rest_codec import decode_infer_request, encode_infer_response
-from inferbridge.protocol.types import InferenceResponse, OutputTensor
+from inferbridge.protocol.rest_codec import (
+    decode_headerless_request,
+    decode_infer_request,
+    encode_infer_response,
+)
+from inferbridge.protocol.types import InferenceResponse, OutputTensor, TensorSpec
 
 
 def _binary_body(header: dict[str, object], *chunks: bytes) -> tuple[bytes, int]:
@@ -126,3 +130,91 @@ def test_response_outputs_go_binary_only_when_asked() -> None:
     assert header["outputs"][0]["parameters"] == {"binary_data_size": 8}
     assert header["outputs"][1]["data"] == ["ok"]
     np.testing.assert_array_equal(np.frombuffer(body[length:], dtype=np.float32), [1.5, 2.5])
+
+
+def test_binary_data_output_leaves_listed_outputs_json() -> None:
+    # Triton's server, not its protocol document: a listed output without binary_data is
+    # JSON even under binary_data_output; unlisted (no `outputs`), every one is binary.
+    response = InferenceResponse(
+        "m", "1", [OutputTensor("y", "FP32", np.array([1.5], dtype=np.float32))]
+    )
+    head = b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}], '
+    listed = decode_infer_request(
+        head + b'"parameters": {"binary_data_output": true}, "outputs": [{"name": "y"}]}',
+        None,
+        "m",
+        None,
+    )
+    body, length = encode_infer_response(response, listed)
+    assert length is None and orjson.loads(body)["outputs"][0]["data"] == [1.5]
+    unlisted = decode_infer_request(
+        head + b'"parameters": {"binary_data_output": true}}', None, "m", None
+    )
+    body, length = encode_infer_response(response, unlisted)
+    assert length is not None and body[length:] == np.float32(1.5).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]},'
+            b' {"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}]}',
+            "input 'a' already exists in request",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}],'
+            b' "outputs": [{"name": "y"}, {"name": "y", "parameters": {"binary_data": true}}]}',
+            "Duplicate output name 'y' is not allowed in a request",
+        ),
+    ],
+)
+def test_duplicate_names_are_refused(body: bytes, fragment: str) -> None:
+    with pytest.raises(InvalidInput, match=fragment):
+        decode_infer_request(body, None, "m", None)
+
+
+@pytest.mark.parametrize(
+    ("shape", "batch", "body", "want"),
+    [
+        ((-1, -1), 8, b"\0" * 32, (1, 8)),  # batch 1, the variable dimension from the size
+        ((-1, 4), 8, b"\0" * 16, (1, 4)),
+        ((-1, 4), 0, b"\0" * 32, (2, 4)),  # not batching: dimension 0 is the variable one
+        ((2, -1), 0, b"\0" * 24, (2, 3)),
+        ((4,), 0, b"\0" * 16, (4,)),
+    ],
+)
+def test_headerless_request_shapes(
+    shape: tuple[int, ...], batch: int, body: bytes, want: tuple[int, ...]
+) -> None:
+    spec = TensorSpec("x", "FP32", shape)
+    request = decode_headerless_request(body, "m", None, [spec], batch)
+    assert request.inputs["x"].shape == want
+    assert request.parameters == {"binary_data_output": True} and request.outputs is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "batch", "body", "fragment"),
+    [
+        (TensorSpec("x", "FP32", (-1, 4)), 8, b"\0" * 32, "cannot derive the shape"),
+        (TensorSpec("x", "FP32", (4,)), 0, b"\0" * 12, "cannot derive the shape"),
+        (TensorSpec("x", "FP32", (-1, 0, -1)), 8, b"", "cannot derive the shape"),
+        (TensorSpec("x", "FP16", (-1, -1, -1)), 8, b"\0" * 8, "more than one variable-sized"),
+        (TensorSpec("x", "BYTES", (-1, -1)), 8, b"427", "must have input shape \\[1\\]"),
+        (TensorSpec("x", "BYTES", (-1,)), 0, b"427", "must have input shape \\[1\\]"),
+    ],
+)
+def test_headerless_request_errors(
+    spec: TensorSpec, batch: int, body: bytes, fragment: str
+) -> None:
+    with pytest.raises(InvalidInput, match=fragment):
+        decode_headerless_request(body, "m", None, [spec], batch)
+
+
+def test_headerless_bytes_input_is_one_element() -> None:
+    for shape, batch, want in (((-1, 1), 8, (1, 1)), ((1,), 0, (1,))):
+        request = decode_headerless_request(
+            b"427", "m", None, [TensorSpec("s", "BYTES", shape)], batch
+        )
+        assert request.inputs["s"].shape == want
+        assert request.inputs["s"].reshape(-1).tolist() == [b"427"]

@@ -2,7 +2,10 @@
 
 One future per request and one dispatcher task per model version (woken by events and timers,
 never by polling). The batching window starts at the oldest queued request; a batch is sent
-when it reaches `max_batch_size` or a preferred size, or when the window closes. Requests
+when it reaches `max_batch_size` or a preferred size, or when the window closes, or (unless
+`hold_for_delay`) as soon as no new request has arrived for two turns of the event loop:
+waiting longer could not fill it. With `hold_for_delay`, Triton's rule, a batch that is
+neither full nor a preferred size waits for the whole window (a timer wakes it). Requests
 whose future is done (deadline passed, client gone) are skipped and never executed. One
 failure is delivered to every request of its batch, and the output batch length is checked
 before results are split back.
@@ -95,6 +98,8 @@ class BatchPolicy:
     max_queue_size: int = 0
     priority_levels: int = 1
     default_priority: int = 0
+    hold_for_delay: bool = False
+    """Triton's rule: never close a window early because arrivals went quiet."""
 
     @property
     def merges(self) -> bool:
@@ -145,6 +150,8 @@ class Scheduler:
         self._arrivals = 0
         self._arrivals_seen = 0
         self._quiet_turns = 0
+        self._window_timer: asyncio.TimerHandle | None = None
+        self._window_due = 0.0
         self._closed = False
 
     # -- public ----------------------------------------------------------------------------
@@ -205,6 +212,8 @@ class Scheduler:
 
     def close(self) -> None:
         self._closed = True
+        if self._window_timer is not None:
+            self._window_timer.cancel()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         for level in self._levels:
@@ -389,6 +398,9 @@ class Scheduler:
     def _ready_to_send(self, head: _Item) -> bool:
         if not self._waits_for_batch() or self._full_or_due(head):
             return True
+        if self.policy.hold_for_delay:
+            self._wake_when_due(head.arrival + self.policy.max_queue_delay_s)
+            return False
         # Close the window early once nothing new has arrived for a few turns of the event
         # loop: waiting longer cannot fill the batch (a lone client, or every caller already
         # queued), it only adds latency. Under load, arrivals keep the window open.
@@ -402,6 +414,19 @@ class Scheduler:
         assert self._wakeup is not None
         asyncio.get_running_loop().call_soon(self._wakeup.set)
         return False
+
+    def _wake_when_due(self, due: float) -> None:
+        """One timer for the window of the current head (arrivals wake the dispatcher
+        sooner); a head that changed gets a new one."""
+        if self._window_timer is not None and self._window_due == due:
+            return
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+        assert self._wakeup is not None
+        self._window_due = due
+        self._window_timer = asyncio.get_running_loop().call_later(
+            max(0.0, due - time.monotonic()), self._wakeup.set
+        )
 
     def _full_or_due(self, head: _Item) -> bool:
         """Whether the batch `head` starts is full or a preferred size, or its window has

@@ -57,7 +57,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics")
+#: Triton's extensions this server serves, as server metadata lists them (each is probed by
+#: tests/integration/test_triton_compat.py): `schedule_policy` is the `priority` and
+#: `timeout` request parameters; `model_repository(unload_dependents)` the unload parameter.
+EXTENSIONS = (
+    "binary_tensor_data",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "statistics",
+)
 SERVER_NAME = "inferbridge"
 
 
@@ -452,13 +461,13 @@ class DataPlane:
     def _view(self, name: str) -> ModelView:
         view = self._views.get(name)
         if view is None:
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise _unknown_model(name)
         return view
 
     def _find(self, name: str, version: str | None) -> ServingVersion:
         view = self._views.get(name)
         if view is None:
-            raise ModelNotFound(f"unknown model '{name}'")
+            raise _unknown_model(name)
         if view.draining:
             raise ModelNotReady(f"model '{name}' is unloading")
         if version is None or version == "":
@@ -472,10 +481,7 @@ class DataPlane:
             failed = view.failed.get(number)
             if failed is not None:
                 raise ModelNotReady(f"model '{name}' is not ready: {failed.reason}")
-            raise ModelNotFound(
-                f"model '{name}' has no version '{version}' "
-                f"(versions served: {', '.join(str(v) for v in sorted(view.versions)) or 'none'})"
-            )
+            raise _unknown_version(view, version)
         return serving
 
 
@@ -489,11 +495,21 @@ _METRIC_STATES = {
 
 def _version_number(view: ModelView, version: str) -> int:
     if not version.isdigit():
-        served = ", ".join(str(v) for v in sorted(view.versions)) or "none"
-        raise ModelNotFound(
-            f"model '{view.name}' has no version '{version}' (versions served: {served})"
-        )
+        raise _unknown_version(view, version)
     return int(version)
+
+
+# Triton's wording: its clients and tests match on "Request for unknown model".
+def _unknown_model(name: str) -> ModelNotFound:
+    return ModelNotFound(f"Request for unknown model: '{name}' is not found")
+
+
+def _unknown_version(view: ModelView, version: str) -> ModelNotFound:
+    served = ", ".join(str(v) for v in sorted(view.versions)) or "none"
+    return ModelNotFound(
+        f"Request for unknown model: '{view.name}' version {version} is not found: "
+        f"the model has no version '{version}' (versions served: {served})"
+    )
 
 
 def _report_answer(version: LoadedVersion, trace: object) -> None:

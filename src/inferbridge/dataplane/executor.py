@@ -54,6 +54,7 @@ def build_scheduler(version: LoadedVersion, observer: BatchObserver | None = Non
             max_queue_size=batching.max_queue_size,
             priority_levels=batching.priority_levels,
             default_priority=batching.default_priority_level,
+            hold_for_delay=batching.hold_for_delay,
         )
     instances = sum(group.count for group in config.instance_group)
     return Scheduler(

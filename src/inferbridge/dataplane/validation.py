@@ -20,7 +20,8 @@ def validate_inputs(
     unknown = [name for name in request.inputs if name not in expected]
     if unknown:
         raise InvalidInput(
-            f"model '{request.model_name}' has no input {', '.join(repr(n) for n in unknown)}; "
+            f"unexpected inference input '{unknown[0]}' for model '{request.model_name}': "
+            f"the model has no input {', '.join(repr(n) for n in unknown)}; "
             f"its inputs are {_describe(specs)}"
         )
     ordered: dict[str, np.ndarray[Any, Any]] = {}
@@ -29,19 +30,20 @@ def validate_inputs(
         array = request.inputs.get(spec.name)
         if array is None:
             raise InvalidInput(
-                f"model '{request.model_name}' needs input '{spec.name}' "
-                f"({spec.datatype} {list(spec.shape)}); the request did not send it"
+                f"expected {len(specs)} inputs but got {len(request.inputs)} inputs for model "
+                f"'{request.model_name}': it needs input '{spec.name}' "
+                f"({spec.datatype} {list(spec.shape)}), which the request did not send"
             )
         datatype = request.input_datatypes[spec.name]
         if datatype != spec.datatype:
             raise InvalidInput(
-                f"input '{spec.name}': datatype {datatype} does not match the model's "
-                f"{spec.datatype}"
+                f"inference input '{spec.name}' data-type is '{datatype}', but model "
+                f"'{request.model_name}' expects '{spec.datatype}'"
             )
         if not spec.accepts_shape(array.shape):
             raise InvalidInput(
-                f"input '{spec.name}': shape {list(array.shape)} does not match the model's "
-                f"{list(spec.shape)} (-1 is any size)"
+                f"unexpected shape for input '{spec.name}' for model '{request.model_name}'. "
+                f"Expected {_dims(spec.shape)}, got {_dims(array.shape)} (-1 is any size)"
             )
         if max_batch_size > 0:
             rows = array.shape[0]
@@ -53,8 +55,8 @@ def validate_inputs(
             batch = rows
             if rows > max_batch_size:
                 raise InvalidInput(
-                    f"input '{spec.name}': batch of {rows} is over the model's "
-                    f"max_batch_size {max_batch_size}"
+                    f"inference request batch-size must be <= {max_batch_size} for "
+                    f"'{request.model_name}': input '{spec.name}' has a batch of {rows}"
                 )
         ordered[spec.name] = array
     return ordered
@@ -67,9 +69,15 @@ def validate_requested_outputs(request: InferenceRequest, specs: list[TensorSpec
     for output in request.outputs:
         if output.name not in known:
             raise InvalidInput(
-                f"model '{request.model_name}' has no output '{output.name}'; "
+                f"unexpected inference output '{output.name}' for model "
+                f"'{request.model_name}': the model has no output '{output.name}'; "
                 f"its outputs are {_describe(specs)}"
             )
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    # Triton's notation for dimensions: [-1,4].
+    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _describe(specs: list[TensorSpec]) -> str:

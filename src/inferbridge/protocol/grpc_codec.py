@@ -16,6 +16,8 @@ from inferbridge.protocol.tensors import (
     array_to_raw,
     check_datatype,
     check_shape,
+    duplicate_input,
+    duplicate_output,
     element_count,
 )
 from inferbridge.protocol.types import (
@@ -65,7 +67,7 @@ def decode_model_infer_request(
         if not name:
             raise InvalidInput(f"inputs[{position}] needs a name")
         if name in inputs:
-            raise InvalidInput(f"input '{name}' appears more than once")
+            raise duplicate_input(name)
         datatype = check_datatype(name, tensor.datatype)
         shape = check_shape(name, list(tensor.shape))
         if tensor.parameters and has_shared_memory(tensor.parameters):
@@ -82,9 +84,11 @@ def decode_model_infer_request(
         else:
             inputs[name] = _from_contents(name, datatype, shape, tensor.contents)
         datatypes[name] = datatype
-    outputs = [
-        RequestedOutput(o.name, get_parameters(o.parameters)) for o in message.outputs
-    ] or None
+    outputs: list[RequestedOutput] = []
+    for o in message.outputs:
+        if any(seen.name == o.name for seen in outputs):
+            raise duplicate_output(o.name)
+        outputs.append(RequestedOutput(o.name, get_parameters(o.parameters)))
     return InferenceRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
@@ -92,7 +96,7 @@ def decode_model_infer_request(
         input_datatypes=datatypes,
         id=message.id or None,
         parameters=get_parameters(message.parameters),
-        outputs=outputs,
+        outputs=outputs or None,
     )
 
 

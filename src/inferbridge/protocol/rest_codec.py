@@ -17,6 +17,8 @@ from inferbridge.protocol.tensors import (
     array_to_raw,
     check_datatype,
     check_shape,
+    duplicate_input,
+    duplicate_output,
 )
 from inferbridge.protocol.types import (
     InferenceRequest,
@@ -80,7 +82,7 @@ def decode_infer_request(
         if not isinstance(name, str) or not name:
             raise InvalidInput(f"inputs[{position}] needs a string 'name'")
         if name in inputs:
-            raise InvalidInput(f"input '{name}' appears more than once")
+            raise duplicate_input(name)
         datatype = check_datatype(name, item.get("datatype"))
         shape = check_shape(name, item.get("shape"))
         parameters = item.get("parameters")  # usually absent: no error text to build
@@ -128,6 +130,8 @@ def decode_infer_request(
         for position, out in enumerate(raw_outputs):
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise InvalidInput(f"outputs[{position}] needs a string 'name'")
+            if any(o.name == out["name"] for o in outputs):
+                raise duplicate_output(out["name"])
             outputs.append(
                 RequestedOutput(
                     out["name"], _parameters(out.get("parameters"), f"output {out['name']!r}")
@@ -148,32 +152,60 @@ def decode_infer_request(
 
 
 def decode_headerless_request(
-    body: bytes, model_name: str, model_version: str | None, inputs: list[TensorSpec]
+    body: bytes,
+    model_name: str,
+    model_version: str | None,
+    inputs: list[TensorSpec],
+    max_batch_size: int = 0,
 ) -> InferenceRequest:
-    """`Inference-Header-Content-Length: 0`: the whole body is the raw data of the model's
-    single input; its one variable dimension (if any) follows from the byte count."""
+    """Triton's raw binary request (`Inference-Header-Content-Length: 0`): the whole body is
+    the data of the model's single input. A batching model gets a batch of 1; of the other
+    dimensions one may be variable, and follows from the byte count. A BYTES input must
+    have shape [1] (after the batch dimension) and the body is its one element. Every
+    output is answered in binary."""
     if len(inputs) != 1:
         raise InvalidInput(
-            f"a body without a JSON header needs a model with one input; '{model_name}' has "
-            f"{len(inputs)}"
+            f"Raw request must only have 1 input (found 1) to be deduced but got "
+            f"{len(inputs)} inputs in '{model_name}' model"
         )
     spec = inputs[0]
+    batched = max_batch_size > 0 and len(spec.shape) > 0
+    dims = spec.shape[1:] if batched else spec.shape
+    prefix = (1,) if batched else ()
     if spec.datatype == "BYTES":
-        raise InvalidInput("a body without a JSON header cannot carry BYTES input")
-    itemsize = dtype_of(spec.datatype).itemsize
-    known = math.prod(d for d in spec.shape if d != -1) * itemsize
-    variable = spec.shape.count(-1)
-    if variable > 1 or known == 0 or len(body) % known:
-        raise InvalidInput(
-            f"cannot derive the shape of input '{spec.name}' ({spec.datatype} "
-            f"{list(spec.shape)}) from a body of {len(body)} bytes; send a JSON header"
-        )
-    shape = tuple(len(body) // known if d == -1 else d for d in spec.shape)
+        if dims != (1,):
+            raise InvalidInput(
+                f"For BYTE datatype raw input '{spec.name}', the model must have input shape "
+                f"[1]; '{model_name}' has {list(spec.shape)}"
+                + (" (batch dimension included)" if batched else "")
+            )
+        element = np.empty(1, dtype=object)
+        element[0] = bytes(body)
+        array = element.reshape((*prefix, 1))
+    else:
+        if dims.count(-1) > 1:
+            raise InvalidInput(
+                f"The shape of the raw input '{spec.name}' can not be deduced because there "
+                f"are more than one variable-sized dimension in {list(spec.shape)}"
+            )
+        itemsize = dtype_of(spec.datatype).itemsize
+        known = math.prod(d for d in dims if d != -1) * itemsize
+        variable = -1 in dims
+        fits = known > 0 and len(body) % known == 0 if variable else len(body) == known
+        if not fits:
+            raise InvalidInput(
+                f"cannot derive the shape of raw input '{spec.name}' ({spec.datatype} "
+                f"{list(spec.shape)}{', batch of 1' if batched else ''}) from a body of "
+                f"{len(body)} bytes; send a JSON header"
+            )
+        shape = tuple(len(body) // known if d == -1 else d for d in dims)
+        array = array_from_raw(spec.name, spec.datatype, (*prefix, *shape), body)
     return InferenceRequest(
         model_name=model_name,
         model_version=model_version,
-        inputs={spec.name: array_from_raw(spec.name, spec.datatype, shape, body)},
+        inputs={spec.name: array},
         input_datatypes={spec.name: spec.datatype},
+        parameters={"binary_data_output": True},
     )
 
 
@@ -182,7 +214,11 @@ def encode_infer_response(
     request: InferenceRequest,
     shared_memory: SharedMemoryRegistry | None = None,
 ) -> tuple[bytes, int | None]:
-    """The response body and, when any output travels binary, the JSON header's length."""
+    """The response body and, when any output travels binary, the JSON header's length.
+
+    As Triton's server does (and its clients expect), `binary_data_output` applies only when
+    the request lists no outputs; a listed output is binary only with `binary_data: true`.
+    (Triton's protocol document lets `binary_data_output` cover listed outputs as well.)"""
     all_binary = bool(request.parameters.get("binary_data_output", False))
     wanted = {o.name: o.parameters for o in request.outputs} if request.outputs else None
     chunks: list[bytes] = []
@@ -190,7 +226,7 @@ def encode_infer_response(
     for tensor in response.outputs:
         binary = all_binary
         if wanted is not None and tensor.name in wanted:
-            binary = bool(wanted[tensor.name].get("binary_data", all_binary))
+            binary = bool(wanted[tensor.name].get("binary_data", False))
         entry: dict[str, Any] = {
             "name": tensor.name,
             "datatype": tensor.datatype,

@@ -18,6 +18,8 @@ __all__ = [
     "check_datatype",
     "check_shape",
     "deserialize_bytes_tensor",
+    "duplicate_input",
+    "duplicate_output",
     "element_count",
     "serialize_bytes_tensor",
 ]
@@ -38,6 +40,19 @@ def check_datatype(name: str, datatype: object) -> str:
             "UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES"
         )
     return datatype
+
+
+def duplicate_input(name: str) -> InvalidInput:
+    # Triton's wording (its core's), which clients and tests match on.
+    return InvalidInput(f"input '{name}' already exists in request; each input is sent once")
+
+
+def duplicate_output(name: str) -> InvalidInput:
+    # Both of Triton's wordings: its HTTP front end's and its core's.
+    return InvalidInput(
+        f"Duplicate output name '{name}' is not allowed in a request: output '{name}' "
+        "already exists in request"
+    )
 
 
 MAX_RANK = 32

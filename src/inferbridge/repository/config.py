@@ -110,6 +110,12 @@ class DynamicBatching(_Strict):
     default_timeout_ms: float = Field(default=0.0, ge=0, description="0 means no timeout")
     priority_levels: int = Field(default=1, ge=1, description="1 is the highest level")
     default_priority_level: int = Field(default=0, ge=0, description="0: the lowest level")
+    hold_for_delay: bool = Field(
+        default=False,
+        description="Triton's rule: a batch that is neither max_batch_size nor a preferred "
+        "size waits the whole max_queue_delay_ms, even once requests stop arriving; false "
+        "sends it as soon as arrivals go quiet",
+    )
 
     @model_validator(mode="after")
     def _levels_agree(self) -> DynamicBatching:

@@ -15,6 +15,7 @@ from google.protobuf import descriptor_pb2
 
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.backend import ASGIApp, BackendProtocol, GatewayError
+from inferbridge.frontends.grpc.errors import QUEUE_FULL_CODES
 from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, method_table
 from inferbridge.frontends.grpc.streaming import stream_table
 from inferbridge.observability.logs import AccessLog
@@ -56,14 +57,18 @@ class GatewayFrontend:
         max_http_inflight: int = 0,
         on_failure: Callable[[str], None] | None = None,
         access_log: AccessLog | None = None,
+        queue_full_code: str = "resource_exhausted",
     ) -> None:
         self._binary = binary
+        self._queue_full_code = queue_full_code
         self._max_message_bytes = max_message_bytes
         self._max_concurrent_rpcs = max_concurrent_rpcs or 0
         self._rest_app = rest_app
         self._max_http_inflight = max_http_inflight
+        code = QUEUE_FULL_CODES[queue_full_code]
         self._methods = method_table(
-            InferenceServicer(dataplane), AIServicer(dataplane, default_model)
+            InferenceServicer(dataplane, queue_full_code=code),
+            AIServicer(dataplane, default_model, queue_full_code=code),
         )
         self._streams = stream_table(dataplane)
         self._on_failure = on_failure
@@ -97,6 +102,8 @@ class GatewayFrontend:
             str(self._max_message_bytes),
             "--max-concurrent-rpcs",
             str(self._max_concurrent_rpcs),
+            "--queue-full-code",
+            self._queue_full_code,
         ]
         if self._rest_app is not None:
             command += [

@@ -21,7 +21,14 @@ from inferbridge.errors import (
     ServerNotReady,
 )
 
-__all__ = ["grpc_status"]
+__all__ = ["QUEUE_FULL_CODES", "grpc_status"]
+
+#: What a full queue answers over gRPC (Settings.grpc_queue_full_code): RESOURCE_EXHAUSTED
+#: says what happened; UNAVAILABLE is Triton's, and what KServe's gRPC client retries.
+QUEUE_FULL_CODES = {
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+}
 
 _CODES: dict[type[InferBridgeError], grpc.StatusCode] = {
     ModelBusy: grpc.StatusCode.ABORTED,
@@ -40,7 +47,11 @@ _CODES: dict[type[InferBridgeError], grpc.StatusCode] = {
 }
 
 
-def grpc_status(error: InferBridgeError) -> grpc.StatusCode:
+def grpc_status(
+    error: InferBridgeError, *, queue_full: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
+) -> grpc.StatusCode:
+    if isinstance(error, QueueFull):
+        return queue_full
     for cls in type(error).__mro__:
         if cls in _CODES:
             return _CODES[cls]

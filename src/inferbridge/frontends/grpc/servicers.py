@@ -39,7 +39,8 @@ def _mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         try:
             return await method(self, request, context)
         except InferBridgeError as error:
-            await context.abort(grpc_status(error), error.message)
+            code = grpc_status(error, queue_full=self.queue_full_code)
+            await context.abort(code, error.message)
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -56,8 +57,14 @@ class InferenceServicer(ExtensionMethods):
     """inference.GRPCInferenceService (shared memory, logging and trace settings: in
     ExtensionMethods)."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        queue_full_code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ) -> None:
         self.dataplane = dataplane
+        self.queue_full_code = queue_full_code
 
     @_mapped_errors
     async def ServerLive(
@@ -164,9 +171,16 @@ class InferenceServicer(ExtensionMethods):
 class AIServicer:
     """ai.AIService: the seed's Predict, on the server's default model."""
 
-    def __init__(self, dataplane: DataPlane, default_model: str) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        default_model: str,
+        *,
+        queue_full_code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ) -> None:
         self.dataplane = dataplane
         self.default_model = default_model
+        self.queue_full_code = queue_full_code
 
     @_mapped_errors
     async def Predict(self, request: ai_pb.PredictRequest, context: Any) -> ai_pb.PredictResponse:

@@ -260,7 +260,8 @@ class RestApp:
         header_length = _header_length(headers)
         if header_length == 0:
             inputs = self.dataplane.model_metadata(name, version).inputs
-            request = decode_headerless_request(body, name, version, inputs)
+            batch = self.dataplane.model_settings(name, version).get("max_batch_size", 0)
+            request = decode_headerless_request(body, name, version, inputs, int(batch))
         else:
             request = decode_infer_request(
                 body, header_length, name, version, self.dataplane.shared_memory

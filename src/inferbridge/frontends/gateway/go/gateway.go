@@ -23,6 +23,9 @@ type config struct {
 	maxRecvBytes      int
 	maxConcurrentRPCs int // 0 = unlimited
 	maxHTTPInflight   int // 0 = unlimited
+	// queueFullCode answers a ModelInfer over its model's LIMITS bound; OK (unset)
+	// means RESOURCE_EXHAUSTED. UNAVAILABLE is Triton's, and retried by KServe's client.
+	queueFullCode codes.Code
 }
 
 // call is the per-call state, pooled so that the hot path does not allocate it.
@@ -60,6 +63,7 @@ type gateway struct {
 
 	maxRecvBytes    int
 	models          atomic.Pointer[map[string]*modelState] // per-model admission (LIMITS)
+	queueFullCode   codes.Code                             // gRPC code of a LIMITS refusal
 	httpInflight    atomic.Int64
 	maxHTTPInflight int64
 	httpBusyBody    []byte
@@ -86,11 +90,15 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		finished: make(chan error, 2),
 
 		maxRecvBytes:    cfg.maxRecvBytes,
+		queueFullCode:   cfg.queueFullCode,
 		maxHTTPInflight: int64(cfg.maxHTTPInflight),
 		httpBusyBody: errorBody(fmt.Sprintf(
 			"server is overloaded: %d requests in flight; retry later", cfg.maxHTTPInflight)),
 	}
 	g.models.Store(&map[string]*modelState{})
+	if g.queueFullCode == codes.OK {
+		g.queueFullCode = codes.ResourceExhausted
+	}
 
 	var hdr [frameHeader]byte
 	if _, err := io.ReadFull(g.br, hdr[:]); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -27,7 +26,7 @@ type modelState struct {
 type modelLimit struct {
 	n       int64
 	body    []byte // the ready 429 body
-	grpcErr error  // the same message as gRPC's RESOURCE_EXHAUSTED
+	grpcErr error  // the same message with --queue-full-code (RESOURCE_EXHAUSTED)
 }
 
 // admit counts one more request for st, or refuses it (returning nil) when that would
@@ -83,7 +82,7 @@ func (g *gateway) setLimits(body []byte) error {
 		if n := limits[name]; n > 0 {
 			message := fmt.Sprintf("model '%s' is overloaded: its queue is full "+
 				"(%d requests queued or running); retry later", name, n)
-			lim = &modelLimit{n: n, body: errorBody(message), grpcErr: status.Error(codes.ResourceExhausted, message)}
+			lim = &modelLimit{n: n, body: errorBody(message), grpcErr: status.Error(g.queueFullCode, message)}
 		}
 		st.limit.Store(lim)
 	}

@@ -174,3 +174,24 @@ func TestSetLimitsFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestLimitsQueueFullCode: --queue-full-code unavailable answers a ModelInfer over its
+// model's bound with UNAVAILABLE (Triton's code, which KServe's client retries); REST
+// stays 429.
+func TestLimitsQueueFullCode(t *testing.T) {
+	h := newHarness(t, config{maxRecvBytes: 1 << 20, queueFullCode: codes.Unavailable})
+	h.sendLimits(map[string]uint32{"m": 1})
+	first := h.invoke(context.Background(), inferMethod, inferRequest("m"))
+	f := h.next()
+	wantCode(t, wait(t, h.invoke(context.Background(), inferMethod, inferRequest("m"))).err,
+		codes.Unavailable, "model 'm' is overloaded")
+	client := &http.Client{Transport: &http.Transport{}}
+	res := waitHTTP(t, h.do(client, mustRequest(t, "POST", h.httpURL+"/v2/models/m/infer", strings.NewReader("{}"))))
+	if res.status != 429 {
+		t.Fatalf("REST over the bound: got %+v, want 429", res)
+	}
+	h.reply(f.id, codes.OK, nil)
+	if r := wait(t, first); r.err != nil {
+		t.Fatalf("the admitted call: %v", r.err)
+	}
+}

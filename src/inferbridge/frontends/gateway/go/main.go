@@ -68,7 +68,8 @@
 //	              model name | u32 limit). Replaces the whole table of per-model limits
 //	              on forwarded, unanswered infer requests (POST
 //	              /v2/models/{name}[/versions/{v}]/infer and gRPC ModelInfer; absent or
-//	              0 = no limit); one more is answered 429 / RESOURCE_EXHAUSTED by the
+//	              0 = no limit); one more is answered 429 / RESOURCE_EXHAUSTED (or the
+//	              code given with --queue-full-code) by the
 //	              gateway. Send it again after every change of the model set: a model
 //	              absent from the newest frame has no limit. Requests are counted per
 //	              name from the first frame naming it, so a limit set later, or set
@@ -153,6 +154,7 @@ import (
 	"net"
 	"os"
 
+	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // accept and answer gzip-compressed calls
 )
 
@@ -163,8 +165,11 @@ func main() {
 	maxRPCs := flag.Int("max-concurrent-rpcs", 0, "most forwarded calls in flight (0 = unlimited)")
 	httpListen := flag.String("http-listen", "", "HTTP/1.1 listen address HOST:PORT (empty: no HTTP listener)")
 	maxHTTP := flag.Int("max-http-inflight", 0, "most forwarded HTTP requests in flight (0 = unlimited)")
+	queueFull := flag.String("queue-full-code", "resource_exhausted",
+		"gRPC code of a ModelInfer refused at its model's LIMITS bound: resource_exhausted or unavailable")
 	flag.Parse()
-	if flag.NArg() != 0 || *maxRecv <= 0 || *maxRPCs < 0 || *maxHTTP < 0 {
+	fullCode, known := queueFullCodes[*queueFull]
+	if flag.NArg() != 0 || *maxRecv <= 0 || *maxRPCs < 0 || *maxHTTP < 0 || !known {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -179,7 +184,9 @@ func main() {
 	}
 	f.Close() // FileConn holds its own duplicate of the descriptor
 
-	g, err := newGateway(backend, config{maxRecvBytes: *maxRecv, maxConcurrentRPCs: *maxRPCs, maxHTTPInflight: *maxHTTP})
+	g, err := newGateway(backend, config{
+		maxRecvBytes: *maxRecv, maxConcurrentRPCs: *maxRPCs, maxHTTPInflight: *maxHTTP, queueFullCode: fullCode,
+	})
 	if err != nil {
 		fatal(1, "%v", err)
 	}
@@ -204,6 +211,12 @@ func main() {
 	if err := g.run(lis, httpLis); err != nil {
 		fatal(1, "%v", err)
 	}
+}
+
+// queueFullCodes are the values of --queue-full-code (Python's Settings.grpc_queue_full_code).
+var queueFullCodes = map[string]codes.Code{
+	"resource_exhausted": codes.ResourceExhausted,
+	"unavailable":        codes.Unavailable,
 }
 
 func fatal(code int, format string, args ...any) {
