@@ -231,9 +231,12 @@ def test_the_aio_client_streams(stream_server: ServerProcess) -> None:
 def _stream_cancellations(server: ServerProcess) -> float:
     text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
     for line in text.splitlines():
-        if line.startswith("inferbridge_frontend_requests_total{") and f'route="{_STREAM}"' in line:
-            if 'code="CANCELLED"' in line:
-                return float(line.rsplit(" ", 1)[1])
+        if (
+            line.startswith("inferbridge_frontend_requests_total{")
+            and f'route="{_STREAM}"' in line
+            and 'code="CANCELLED"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 

@@ -7,8 +7,8 @@ It never sees wire formats, HTTP or gRPC, queues or deadlines; the layers above 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
