@@ -18,6 +18,7 @@ registry takes no lock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import stat
@@ -49,6 +50,8 @@ CUDA_UNSUPPORTED = (
     "CUDA shared memory is not supported on this server (no GPU build); "
     "use system shared memory (v2/systemsharedmemory)"
 )
+
+logger = logging.getLogger(__name__)
 
 SHM_DIR = "/dev/shm"
 _MAX_NAME = 255
@@ -142,6 +145,14 @@ class SharedMemoryRegistry:
         finally:
             os.close(fd)
         self._regions[name] = _Region(RegionStatus(name, key, offset, byte_size), mapped)
+        logger.info(
+            "registered system shared memory region '%s' (key %s, offset %d, %d bytes)",
+            name,
+            key,
+            offset,
+            byte_size,
+            extra={"event": "shm_register", "region": name},
+        )
 
     def status(self, name: str = "") -> list[RegionStatus]:
         if not name:
@@ -155,6 +166,11 @@ class SharedMemoryRegistry:
             return
         self._region(name)
         self._regions.pop(name).close()
+        logger.info(
+            "unregistered system shared memory region '%s'",
+            name,
+            extra={"event": "shm_unregister", "region": name},
+        )
 
     def close(self) -> None:
         """Release every region (unregister all; at shutdown)."""
