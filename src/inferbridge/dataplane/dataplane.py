@@ -66,6 +66,9 @@ EXTENSIONS = (
     "model_repository(unload_dependents)",
     "schedule_policy",
     "statistics",
+    "system_shared_memory",
+    "logging",
+    "trace",
 )
 SERVER_NAME = "inferbridge"
 
