@@ -116,28 +116,32 @@ def _status(module: Any, c: Client, name: str = "") -> dict[str, dict[str, int |
 
 
 def test_simple_shm_client_flow(client: tuple[Any, Client], regions: list[Any]) -> None:
-    """What Triton's simple_{http,grpc}_shm_client do: both inputs in one region, both
-    outputs in another, read back from the region."""
+    """What Triton's simple_{http,grpc}_shm_client examples do, step by step: both inputs
+    in one region, both outputs in another (HTTP asks for them binary, as the example
+    does), read back from the region."""
     module, c = client
-    input0 = np.arange(16, dtype=np.int32).reshape(1, 16)
-    input1 = np.ones((1, 16), dtype=np.int32)
+    c.unregister_system_shared_memory()
+    c.unregister_cuda_shared_memory()
+    input0 = np.arange(16, dtype=np.int32)
+    input1 = np.ones(16, dtype=np.int32)
     size = input0.nbytes
     out_name, out_key, out_handle = _region(regions, size * 2)
-    in_name, in_key, in_handle = _region(regions, size * 2)
-    shm.set_shared_memory_region(in_handle, [input0, input1])
     c.register_system_shared_memory(out_name, out_key, size * 2)
+    in_name, in_key, in_handle = _region(regions, size * 2)
+    shm.set_shared_memory_region(in_handle, [input0])
+    shm.set_shared_memory_region(in_handle, [input1], offset=size)
     c.register_system_shared_memory(in_name, in_key, size * 2)
 
-    inputs = [
-        module.InferInput("INPUT0", [1, 16], "INT32"),
-        module.InferInput("INPUT1", [1, 16], "INT32"),
-    ]
-    inputs[0].set_shared_memory(in_name, size)
-    inputs[1].set_shared_memory(in_name, size, offset=size)
-    outputs = [module.InferRequestedOutput("OUTPUT0"), module.InferRequestedOutput("OUTPUT1")]
-    outputs[0].set_shared_memory(out_name, size)
-    outputs[1].set_shared_memory(out_name, size, offset=size)
-    result = c.infer("simple", inputs, outputs=outputs)
+    inputs = [module.InferInput("INPUT0", [1, 16], "INT32")]
+    inputs[-1].set_shared_memory(in_name, size)
+    inputs.append(module.InferInput("INPUT1", [1, 16], "INT32"))
+    inputs[-1].set_shared_memory(in_name, size, offset=size)
+    binary = {"binary_data": True} if module is httpclient else {}
+    outputs = [module.InferRequestedOutput("OUTPUT0", **binary)]
+    outputs[-1].set_shared_memory(out_name, size)
+    outputs.append(module.InferRequestedOutput("OUTPUT1", **binary))
+    outputs[-1].set_shared_memory(out_name, size, offset=size)
+    result = c.infer(model_name="simple", inputs=inputs, outputs=outputs)
 
     out0 = result.get_output("OUTPUT0")
     if module is httpclient:
@@ -150,8 +154,8 @@ def test_simple_shm_client_flow(client: tuple[Any, Client], regions: list[Any]) 
         assert len(result.get_response().raw_output_contents) == 0
     got0 = shm.get_contents_as_numpy(out_handle, np.int32, [1, 16])
     got1 = shm.get_contents_as_numpy(out_handle, np.int32, [1, 16], offset=size)
-    np.testing.assert_array_equal(got0, input0 + input1)
-    np.testing.assert_array_equal(got1, input0 - input1)
+    np.testing.assert_array_equal(got0, [input0 + input1])
+    np.testing.assert_array_equal(got1, [input0 - input1])
 
     status = _status(module, c)
     assert status[in_name] == {"name": in_name, "key": in_key, "offset": 0, "byte_size": size * 2}
