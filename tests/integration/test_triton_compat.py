@@ -347,6 +347,11 @@ def test_malformed_requests_are_400(rest_server: ServerProcess) -> None:
         (b'{"outputs": []}', {}),
         (b"{}", {"Inference-Header-Content-Length": "99"}),
         (b"{}", {"Inference-Header-Content-Length": "-1"}),
+        # Triton answers 500 for a negative dimension; it is the client's error.
+        (
+            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, -5], "data": [1]}]}',
+            {},
+        ),
     ]:
         response = httpx.post(url, content=body, headers=headers)
         assert response.status_code == 400, (body, headers, response.text)
