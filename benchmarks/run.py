@@ -50,6 +50,7 @@ _ALIASES = {
     "overload": "6",
     "metrics": "7",
     "reload": "8",
+    "shm": "9",
 }
 
 
@@ -58,9 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short points, fewer of them")
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6,7,8",
+        default="1,2,3,4,5,6,7,8,9",
         help="comma-separated numbers or names (rest, grpc, image, ceilings, peers, overload, "
-        "metrics)",
+        "metrics, reload, shm)",
     )
     parser.add_argument("--duration", type=float, help="seconds per measured point")
     parser.add_argument("--warmup", type=float, help="seconds of discarded load before each")

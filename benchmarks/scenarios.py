@@ -16,6 +16,7 @@ from benchmarks.payloads import Payload
 from benchmarks.procs import Server, free_port, http_ok, launch
 from benchmarks.reload import scenario_8
 from benchmarks.repos import IRIS_ROW, OVERLOAD_QUEUE, OVERLOAD_TIMEOUT_MS, QUEUE_DELAY_MS
+from benchmarks.shm import scenario_9
 
 __all__ = ["SCENARIOS"]
 
@@ -860,4 +861,5 @@ SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "6": scenario_6,
     "7": scenario_7,
     "8": scenario_8,
+    "9": scenario_9,
 }
