@@ -64,6 +64,12 @@ def compat(
         batching + "dynamic_batching: {max_queue_delay_ms: 1000, preferred_batch_sizes: [8], "
         "max_queue_size: 1, hold_for_delay: true}\n",
     )
+    _identity(
+        root,
+        "slow_bounded",
+        [("FP32", [-1, -1])],
+        "max_batch_size: 1\ndynamic_batching: {max_queue_size: 1}\nparameters: {sleep_s: 1.0}\n",
+    )
     frontends = () if request.param == "gateway" else ("--grpc-frontend", "grpcio")
     frontends += () if request.param == "gateway" else ("--rest-frontend", "uvicorn")
     server = start_server(
@@ -292,6 +298,29 @@ def test_queue_of_one_refuses_a_spaced_second_request(compat: ServerProcess) -> 
     assert _split(answers[0])[1] == data
 
 
+def test_grpc_queue_full_code_where_the_front_end_refuses(compat: ServerProcess) -> None:
+    # One request running, one queued: the third is refused before Python sees it on the
+    # gateway (its LIMITS bound, max_queue_size + 1 per instance), by the scheduler on
+    # grpc.aio; UNAVAILABLE either way with --grpc-queue-full-code unavailable.
+    data = np.arange(4, dtype=np.float32).tobytes()
+    held = [threading.Thread(target=lambda: _raw(compat, "slow_bounded", data)) for _ in range(2)]
+    for thread in held:
+        thread.start()
+        time.sleep(0.15)
+    client = grpcclient.InferenceServerClient(compat.grpc_url)
+    try:
+        tensor = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.arange(4, dtype=np.float32).reshape(1, 4))
+        error = _refused(lambda: client.infer("slow_bounded", [tensor]))
+        assert error.status() == "StatusCode.UNAVAILABLE", error
+        on_grpcio = any("served by grpc.aio" in line for line in compat.output)
+        assert ("queue is full" if on_grpcio else "is overloaded") in error.message()
+    finally:
+        client.close()
+    for thread in held:
+        thread.join(10)
+
+
 # -- Triton's error phrases -----------------------------------------------------------------
 
 
@@ -339,6 +368,34 @@ def test_shape_and_datatype_messages_carry_tritons_phrases(
         assert "unexpected inference output 'nope' for model 'iris_onnx'" in error.message()
 
 
+def _binary_body(size: int, payload: bytes) -> tuple[bytes, dict[str, str]]:
+    tensor = {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": [1, 4],
+        "parameters": {"binary_data_size": size},
+    }
+    head = json.dumps({"inputs": [tensor]}).encode()
+    return head + payload, {"Inference-Header-Content-Length": str(len(head))}
+
+
+@pytest.mark.parametrize(
+    ("size", "payload", "phrase"),
+    [
+        (32, b"\0" * 16, "unexpected size for input 'input', expecting 16 additional bytes"),
+        (16, b"\0" * 20, "unexpected additional input data for model 'iris_onnx'"),
+    ],
+)
+def test_binary_framing_errors_carry_tritons_phrases(
+    rest_server: ServerProcess, size: int, payload: bytes, phrase: str
+) -> None:
+    body, headers = _binary_body(size, payload)
+    url = f"{rest_server.base_url}/v2/models/iris_onnx/infer"
+    response = httpx.post(url, content=body, headers=headers)
+    assert response.status_code == 400
+    assert phrase in response.json()["error"]
+
+
 def test_malformed_requests_are_400(rest_server: ServerProcess) -> None:
     url = f"{rest_server.base_url}/v2/models/iris_onnx/infer"
     for body, headers in [
@@ -347,6 +404,12 @@ def test_malformed_requests_are_400(rest_server: ServerProcess) -> None:
         (b'{"outputs": []}', {}),
         (b"{}", {"Inference-Header-Content-Length": "99"}),
         (b"{}", {"Inference-Header-Content-Length": "-1"}),
+        # An element count past any buffer (Triton's test_buffer_size_overflow).
+        (
+            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [16, 1152921504606846978],'
+            b' "data": [1.0]}]}',
+            {},
+        ),
         # Triton answers 500 for a negative dimension; it is the client's error.
         (
             b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, -5], "data": [1]}]}',
@@ -432,5 +495,6 @@ def test_server_metadata_lists_exactly_the_extensions_served(
     assert len(set(extensions)) == len(extensions)
     for extension in extensions:
         assert _probe(rest_server, extension), extension
-    for absent in ("classification", "sequence", "parameters"):
+    assert "model_configuration" in extensions
+    for absent in ("classification", "sequence", "parameters", "cuda_shared_memory"):
         assert absent not in extensions

@@ -73,6 +73,7 @@ def test_every_mapped_field(tmp_path: Path) -> None:
     assert batching.default_priority_level == 2
     assert batching.max_queue_size == 10
     assert batching.default_timeout_ms == 5.0
+    assert batching.hold_for_delay is True  # Triton's batcher for a Triton config
     assert [(g.count, g.kind, g.gpus) for g in config.instance_group] == [(2, "gpu", [1])]
     assert config.device() == "cuda:1"
     assert config.version_policy.specific is not None

@@ -64,6 +64,7 @@ EXTENSIONS = (
     "binary_tensor_data",
     "model_repository",
     "model_repository(unload_dependents)",
+    "model_configuration",  # GET /v2/models/{m}/config and ModelConfig: Triton's shape
     "schedule_policy",
     "statistics",
     "system_shared_memory",

@@ -103,7 +103,9 @@ def decode_infer_request(
                 )
             if offset + size > len(binary):
                 raise InvalidInput(
-                    f"input '{name}': binary_data_size {size} runs past the end of the body "
+                    f"unexpected size for input '{name}', expecting "
+                    f"{offset + size - len(binary)} additional bytes for model '{model_name}': "
+                    f"its binary_data_size {size} runs past the end of the body "
                     f"({len(binary) - offset} binary bytes left)"
                 )
             inputs[name] = array_from_raw(name, datatype, shape, binary[offset : offset + size])
@@ -117,8 +119,9 @@ def decode_infer_request(
         datatypes[name] = datatype
     if offset != len(binary):
         raise InvalidInput(
-            f"the body carries {len(binary)} bytes of binary tensor data but the inputs' "
-            f"binary_data_size add up to {offset}"
+            f"unexpected additional input data for model '{model_name}': the body carries "
+            f"{len(binary)} bytes of binary tensor data but the inputs' binary_data_size "
+            f"add up to {offset}"
         )
 
     outputs: list[RequestedOutput] | None = None

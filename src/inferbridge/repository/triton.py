@@ -265,6 +265,9 @@ def _dynamic_batching(batching: Any) -> dict[str, Any]:
         "max_queue_delay_ms": batching.max_queue_delay_microseconds / 1000,
         "preferred_batch_sizes": list(batching.preferred_batch_size),
         "default_priority_level": batching.default_priority_level,
+        # A Triton model gets Triton's batcher: a batch waits out the delay for a
+        # preferred size instead of leaving once arrivals go quiet.
+        "hold_for_delay": True,
     }
     if batching.priority_levels:
         document["priority_levels"] = batching.priority_levels
