@@ -151,7 +151,10 @@ def _config(value: Any, model: str) -> tuple[str, ModelConfig]:
         try:
             return value, parse_triton_json(document, model, "parameter 'config'")
         except ConfigError as exc:
-            raise InvalidInput(f"{exc.message} (read as Triton's ModelConfig JSON)") from None
+            raise InvalidInput(
+                f"{exc.message} (read as Triton's ModelConfig JSON by its keys; "
+                "inferbridge's own shape has 'runtime')"
+            ) from None
     try:
         return value, ModelConfig.model_validate(document)
     except ValidationError as exc:
