@@ -38,7 +38,8 @@ def validate_inputs(
         if datatype != spec.datatype:
             raise InvalidInput(
                 f"inference input '{spec.name}' data-type is '{datatype}', but model "
-                f"'{request.model_name}' expects '{spec.datatype}'"
+                f"'{request.model_name}' expects '{spec.datatype}'; send it with datatype "
+                f"{spec.datatype}"
             )
         if not spec.accepts_shape(array.shape):
             raise InvalidInput(
