@@ -1,0 +1,139 @@
+package inferbridge_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	inferbridge "github.com/inferbridge/inferbridge/clients/go"
+	"github.com/inferbridge/inferbridge/clients/go/grpcclient"
+)
+
+// sharedMemoryClient is what both clients offer for system shared memory and logging.
+type sharedMemoryClient interface {
+	RegisterSystemSharedMemory(ctx context.Context, name, key string, offset, byteSize uint64) error
+	SystemSharedMemoryStatus(ctx context.Context, name string) ([]inferbridge.SharedMemoryRegion, error)
+	UnregisterSystemSharedMemory(ctx context.Context, name string) error
+	LogSettings(ctx context.Context) (*inferbridge.LogSettings, error)
+	UpdateLogSettings(ctx context.Context, update inferbridge.LogSettingsUpdate) (*inferbridge.LogSettings, error)
+}
+
+func bothExtensionClients(t *testing.T) map[string]sharedMemoryClient {
+	t.Helper()
+	rest, err := inferbridge.NewRESTClient(restURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpc, err := grpcclient.New(grpcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rest.Close(); grpc.Close() })
+	return map[string]sharedMemoryClient{"rest": rest, "grpc": grpc}
+}
+
+// shmObject creates /dev/shm/<name> of size bytes, as shm_open and ftruncate would.
+func shmObject(t *testing.T, name string, size int) string {
+	t.Helper()
+	path := filepath.Join("/dev/shm", name)
+	if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
+		t.Skipf("no /dev/shm here: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
+	return "/" + name
+}
+
+func TestSystemSharedMemoryRegisterStatusUnregister(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for protocol, c := range bothExtensionClients(t) {
+		t.Run(protocol, func(t *testing.T) {
+			key := shmObject(t, "ib_go_sdk_"+protocol, 256)
+			if err := c.UnregisterSystemSharedMemory(ctx, ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.RegisterSystemSharedMemory(ctx, "a", key, 0, 128); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.RegisterSystemSharedMemory(ctx, "b", key, 128, 128); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.SystemSharedMemoryStatus(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []inferbridge.SharedMemoryRegion{
+				{Name: "a", Key: key, Offset: 0, ByteSize: 128},
+				{Name: "b", Key: key, Offset: 128, ByteSize: 128},
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("status: got %+v, want %+v", got, want)
+			}
+			if one, err := c.SystemSharedMemoryStatus(ctx, "b"); err != nil || len(one) != 1 || one[0] != want[1] {
+				t.Fatalf("status of b: %+v, %v", one, err)
+			}
+			err = c.RegisterSystemSharedMemory(ctx, "a", key, 0, 128)
+			if !errors.Is(err, inferbridge.ErrInvalidArgument) || !strings.Contains(err.Error(), "already registered") {
+				t.Fatalf("registering twice: %v", err)
+			}
+			err = c.RegisterSystemSharedMemory(ctx, "c", key, 200, 100)
+			if !errors.Is(err, inferbridge.ErrInvalidArgument) || !strings.Contains(err.Error(), "beyond the 256 bytes") {
+				t.Fatalf("a window beyond the object: %v", err)
+			}
+			if _, err := c.SystemSharedMemoryStatus(ctx, "nope"); !errors.Is(err, inferbridge.ErrNotFound) {
+				t.Fatalf("status of an unknown region: %v", err)
+			}
+			if err := c.UnregisterSystemSharedMemory(ctx, "a"); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.UnregisterSystemSharedMemory(ctx, ""); err != nil {
+				t.Fatal(err)
+			}
+			if left, err := c.SystemSharedMemoryStatus(ctx, ""); err != nil || len(left) != 0 {
+				t.Fatalf("after unregistering all: %+v, %v", left, err)
+			}
+		})
+	}
+}
+
+func TestLogSettingsRoundTrip(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for protocol, c := range bothExtensionClients(t) {
+		t.Run(protocol, func(t *testing.T) {
+			before, err := c.LogSettings(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if before.File != "" || before.Format == "" {
+				t.Fatalf("log settings: %+v", before)
+			}
+			verbose, off, iso := uint32(1), false, "ISO8601"
+			after, err := c.UpdateLogSettings(ctx, inferbridge.LogSettingsUpdate{VerboseLevel: &verbose, Warning: &off, Format: &iso})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := *before
+			want.VerboseLevel, want.Warning, want.Format = 1, false, "ISO8601"
+			if *after != want {
+				t.Fatalf("after the update: got %+v, want %+v", *after, want)
+			}
+			bad := "xml"
+			if _, err := c.UpdateLogSettings(ctx, inferbridge.LogSettingsUpdate{Format: &bad}); !errors.Is(err, inferbridge.ErrInvalidArgument) {
+				t.Fatalf("a bad format: %v", err)
+			}
+			restore := inferbridge.LogSettingsUpdate{
+				Info: &before.Info, Warning: &before.Warning, Error: &before.Error,
+				VerboseLevel: &before.VerboseLevel, Format: &before.Format,
+			}
+			if back, err := c.UpdateLogSettings(ctx, restore); err != nil || *back != *before {
+				t.Fatalf("restoring: %+v, %v", back, err)
+			}
+		})
+	}
+}
