@@ -498,3 +498,16 @@ def test_server_metadata_lists_exactly_the_extensions_served(
     assert "model_configuration" in extensions
     for absent in ("classification", "sequence", "parameters", "cuda_shared_memory"):
         assert absent not in extensions
+
+
+@pytest.mark.parametrize(("depth", "status"), [(50, 200), (120, 400), (1000, 400)])
+def test_json_nesting_depth_limit(compat: ServerProcess, depth: int, status: int) -> None:
+    # Triton's L0_http test_json_recursion_depth_limit (and past Python's recursion limit,
+    # still the client's error, not a 500).
+    data = "[" * depth + '"hello"' + "]" * depth  # past what json.dumps can write
+    body = '{"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, 1], "data": %s}]}'
+    url = f"{compat.base_url}/v2/models/zero_1_object/infer"
+    response = httpx.post(url, content=(body % data).encode())
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert "JSON nesting depth exceeds maximum allowed limit (100)" in response.json()["error"]

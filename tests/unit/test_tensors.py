@@ -1,4 +1,5 @@
 import numpy as np
+import orjson
 import pytest
 
 from inferbridge.errors import InvalidInput
@@ -67,3 +68,19 @@ def test_bytes_tensor_round_trip_and_truncation() -> None:
         deserialize_bytes_tensor("s", raw[:-1], 3)
     with pytest.raises(InvalidInput, match="needs 2 BYTES elements"):
         deserialize_bytes_tensor("s", raw, 2)
+
+
+@pytest.mark.parametrize("datatype", ["BYTES", "INT64"])
+def test_json_nesting_depth_is_limited_as_tritons(datatype: str) -> None:
+    # Triton's L0_http test_json_recursion_depth_limit: depth 50 is served, 120 refused
+    # with its phrase; past Python's recursion limit it is still a client error.
+    value = '"hello"' if datatype == "BYTES" else "123"
+    for depth, ok in ((50, True), (120, False), (1000, False)):
+        data = orjson.loads("[" * depth + value + "]" * depth)
+        if ok:
+            assert array_from_list("x", datatype, (1, 1), data).shape == (1, 1)
+        else:
+            with pytest.raises(
+                InvalidInput, match=r"nesting depth exceeds maximum allowed limit \(100\)"
+            ):
+                array_from_list("x", datatype, (1, 1), data)

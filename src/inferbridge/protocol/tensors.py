@@ -156,6 +156,8 @@ def array_from_list(
     try:
         parsed = np.asarray(data)
     except (ValueError, TypeError):
+        if _first_depth(data) > MAX_JSON_DEPTH:
+            raise _too_deep(name) from None
         raise InvalidInput(f"input '{name}': data is not a rectangular list of numbers") from None
     if parsed.size != count:
         raise _count_error(name, shape, count, parsed.size)
@@ -200,17 +202,39 @@ def array_from_list(
     return result.reshape(shape)
 
 
+#: Deepest nesting of JSON `data` accepted (Triton's limit, and its wording below).
+MAX_JSON_DEPTH = 100
+
+
 def _flatten(name: str, data: object) -> list[Any]:
     if not isinstance(data, list):
         raise InvalidInput(f"input '{name}': 'data' must be a list")
-    return _flatten_ordered(data)
+    return _flatten_ordered(name, data, 1)
 
 
-def _flatten_ordered(data: list[Any]) -> list[Any]:
+def _too_deep(name: str) -> InvalidInput:
+    return InvalidInput(
+        f"input '{name}': JSON nesting depth exceeds maximum allowed limit ({MAX_JSON_DEPTH})"
+    )
+
+
+def _first_depth(data: object) -> int:
+    """How deep the first elements nest (a loop: the data may nest past Python's limit)."""
+    depth = 0
+    while isinstance(data, list):
+        depth += 1
+        data = data[0] if data else None
+    return depth
+
+
+def _flatten_ordered(name: str, data: list[Any], depth: int) -> list[Any]:
+    if depth > MAX_JSON_DEPTH:
+        # Deeper recursion would reach Python's own limit (an internal error).
+        raise _too_deep(name)
     out: list[Any] = []
     for item in data:
         if isinstance(item, list):
-            out.extend(_flatten_ordered(item))
+            out.extend(_flatten_ordered(name, item, depth + 1))
         else:
             out.append(item)
     return out
