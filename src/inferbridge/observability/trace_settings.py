@@ -74,6 +74,12 @@ class TraceSettings:
         #: front ends pass such requests straight through when not.
         self.new_traces = self.enabled and start > 0
 
+    @property
+    def ratio(self) -> float:
+        """The global sampling ratio of new traces now (0 when the level is OFF)."""
+        policy = self._global
+        return (policy.ratio or 0.0) if policy.on else 0.0
+
     # -- reading and changing --------------------------------------------------------------
 
     def current(self, model: str | None = None) -> dict[str, Any]:

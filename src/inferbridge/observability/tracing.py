@@ -161,7 +161,7 @@ def _runtime_sampler(settings: TraceSettings) -> Any:
             )
 
         def get_description(self) -> str:
-            return "InferBridgeTraceSettings"
+            return f"TraceSettings{{ratio={settings.ratio:g}}}"
 
     return RuntimeSampler()
 
