@@ -511,3 +511,58 @@ def test_json_nesting_depth_limit(compat: ServerProcess, depth: int, status: int
     assert response.status_code == status, response.text
     if status == 400:
         assert "JSON nesting depth exceeds maximum allowed limit (100)" in response.json()["error"]
+
+
+# -- Triton's own QA repository layout ------------------------------------------------------
+
+QUEUE_PBTXT = """
+name: "onnx_zero_1_float32_queue"
+backend: "onnxruntime"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+dynamic_batching {
+    max_queue_delay_microseconds: 1000000
+    preferred_batch_size: [ 8 ]
+    default_queue_policy {
+        max_queue_size: 1
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def triton_layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Triton QA's onnx_zero_1_float32_queue: an ONNX identity with L0_http's config.pbtxt."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
+        "identity",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", "n"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    root = tmp_path_factory.mktemp("triton_qa")
+    (root / "onnx_zero_1_float32_queue" / "1").mkdir(parents=True)
+    (root / "onnx_zero_1_float32_queue" / "config.pbtxt").write_text(QUEUE_PBTXT)
+    (root / "onnx_zero_1_float32_queue" / "1" / "model.onnx").write_bytes(model.SerializeToString())
+    server = start_server(root)
+    yield server
+    server.stop()
+
+
+def test_tritons_descriptive_status_code_case(triton_layout: ServerProcess) -> None:
+    # qa/L0_http/http_test.py test_descriptive_status_code, against Triton's own config:
+    # the second request is refused (429 here, 503 in Triton), the first is answered.
+    data = np.arange(8, dtype=np.float32).tobytes()
+    answers: list[httpx.Response] = []
+    model = "onnx_zero_1_float32_queue"
+    first = threading.Thread(target=lambda: answers.append(_raw(triton_layout, model, data)))
+    first.start()
+    time.sleep(0.5)
+    assert _raw(triton_layout, model, data).status_code == 429
+    first.join(10)
+    assert answers and answers[0].status_code == 200, answers
+    assert _split(answers[0])[1] == data
