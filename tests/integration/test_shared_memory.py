@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -29,25 +31,33 @@ def build_repository(root: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    def save(name: str, nodes: list[Any], inputs: list[Any], outputs: list[Any]) -> None:
+    def save(
+        name: str, nodes: list[Any], inputs: list[Any], outputs: list[Any], config: str = ""
+    ) -> None:
         graph = helper.make_graph(nodes, name, inputs, outputs)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         (root / name / "1").mkdir(parents=True)
         onnx.save(model, root / name / "1" / "model.onnx")
-        (root / name / "config.yaml").write_text("runtime: onnx\n")
+        (root / name / "config.yaml").write_text("runtime: onnx\n" + config)
 
     info = helper.make_tensor_value_info
     int32 = TensorProto.INT32
-    save(
-        "simple",
-        [
-            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
-            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
-        ],
-        [info("INPUT0", int32, ["n", 16]), info("INPUT1", int32, ["n", 16])],
-        [info("OUTPUT0", int32, ["n", 16]), info("OUTPUT1", int32, ["n", 16])],
-    )
+    for name, config in (
+        ("simple", ""),
+        # The same model behind the dynamic batcher: requests from regions share a batch.
+        ("simple_batched", "max_batch_size: 8\ndynamic_batching:\n  max_queue_delay_ms: 50\n"),
+    ):
+        save(
+            name,
+            [
+                helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+                helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+            ],
+            [info("INPUT0", int32, ["n", 16]), info("INPUT1", int32, ["n", 16])],
+            [info("OUTPUT0", int32, ["n", 16]), info("OUTPUT1", int32, ["n", 16])],
+            config,
+        )
     save(
         "identity_bytes",
         [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
@@ -274,3 +284,51 @@ def test_server_metadata_lists_the_extensions(served: ServerProcess) -> None:
     ]
     assert {"system_shared_memory", "logging", "trace"} <= set(extensions)
     assert "cuda_shared_memory" not in extensions
+
+
+def test_batched_requests_from_regions(
+    client: tuple[Any, Client], served: ServerProcess, regions: list[Any]
+) -> None:
+    """Four concurrent requests, each from its own slots of one region, through the dynamic
+    batcher (its 50 ms window lets them share batches); each answer lands in its own slot."""
+    module, c = client
+    size = 64
+    name, key, handle = _region(regions, size * 2 * 4)
+    out_name, out_key, out_handle = _region(regions, size * 4)
+    for i in range(4):
+        shm.set_shared_memory_region(
+            handle, [np.full(16, i, dtype=np.int32), np.full(16, 10 * i, dtype=np.int32)], i * 128
+        )
+    c.register_system_shared_memory(name, key, size * 2 * 4)
+    c.register_system_shared_memory(out_name, out_key, size * 4)
+
+    def infer(i: int) -> None:
+        url = served.http_url if module is httpclient else served.grpc_url
+        own: Client = module.InferenceServerClient(url)
+        inputs = [module.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+        inputs[0].set_shared_memory(name, size, offset=i * 128)
+        inputs[1].set_shared_memory(name, size, offset=i * 128 + size)
+        output = module.InferRequestedOutput("OUTPUT0")
+        output.set_shared_memory(out_name, size, offset=i * size)
+        own.infer("simple_batched", inputs, outputs=[output])
+        own.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(infer, range(4)))
+    for i in range(4):
+        got = shm.get_contents_as_numpy(out_handle, np.int32, [16], offset=i * size)
+        assert got.tolist() == [11 * i] * 16
+
+
+def test_rest_routes_answer_clearly(served: ServerProcess) -> None:
+    base = f"{served.base_url}/v2"
+    answer = httpx.get(f"{base}/systemsharedmemory/region/r/register", timeout=10)
+    assert answer.status_code == 405 and "use POST" in answer.json()["error"]
+    answer = httpx.post(
+        f"{base}/systemsharedmemory/region/r/register", json={"key": "/k", "size": 1}, timeout=10
+    )
+    assert answer.status_code == 400 and "unknown field(s) ['size']" in answer.json()["error"]
+    answer = httpx.get(f"{base}/cudasharedmemory/region/gpu/status", timeout=10)
+    assert answer.status_code == 400 and "no GPU build" in answer.json()["error"]
+    assert httpx.get(f"{base}/cudasharedmemory/status", timeout=10).json() == []
+    assert httpx.get(f"{base}/systemsharedmemory/nonsense", timeout=10).status_code == 404
