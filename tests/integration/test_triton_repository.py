@@ -50,6 +50,18 @@ input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
 output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
 """
 
+PIPELINE_YAML = """
+runtime: pipeline
+max_batch_size: 8
+inputs:
+  - {name: a, datatype: INT32, shape: [-1, 16]}
+  - {name: b, datatype: INT32, shape: [-1, 16]}
+outputs: [{name: total, datatype: INT32, shape: [-1, 16]}]
+parameters:
+  steps:
+    - {model: simple, inputs: {INPUT0: a, INPUT1: b}, outputs: {OUTPUT0: total}}
+"""
+
 Client = Any
 
 
@@ -96,6 +108,9 @@ def triton_repository(root: Path) -> Path:
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(pbtxt)
         (root / name / "1" / file).write_bytes(data)
+    # A pipeline (config.yaml) whose model step is a Triton model beside it.
+    (root / "sum_pipeline" / "1").mkdir(parents=True)
+    (root / "sum_pipeline" / "config.yaml").write_text(PIPELINE_YAML)
     (root / "pyfunc" / "1").mkdir(parents=True)
     (root / "pyfunc" / "config.pbtxt").write_text('backend: "python"\n')
     (root / "pyfunc" / "1" / "model.py").write_text("raise SystemExit('never run')\n")
@@ -207,6 +222,18 @@ def test_get_model_config_equals_the_pbtxt(which: str, http: Client, grpc: Clien
     identity = _config_of(which, client, "simple_identity")
     assert identity.default_model_filename == "identity.onnx"
     assert identity.input[0].data_type == triton_pb.TYPE_STRING
+
+
+def test_a_pipeline_step_reads_a_config_pbtxt(http: Client) -> None:
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    inputs = [
+        httpclient.InferInput("a", [1, 16], "INT32"),
+        httpclient.InferInput("b", [1, 16], "INT32"),
+    ]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(a)
+    result = http.infer("sum_pipeline", inputs)
+    np.testing.assert_array_equal(result.as_numpy("total"), a * 2)
 
 
 def test_rest_config_shape(server: ServerProcess) -> None:
