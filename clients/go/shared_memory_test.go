@@ -137,3 +137,42 @@ func TestLogSettingsRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+func TestTraceSettingsWithoutTracing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rest, err := inferbridge.NewRESTClient(restURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rest.Close()
+	grpc, err := grpcclient.New(grpcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer grpc.Close()
+	type traceClient interface {
+		TraceSettings(ctx context.Context, model string) (*inferbridge.TraceSettings, error)
+		UpdateTraceSettings(ctx context.Context, model string, changes map[string][]string) (*inferbridge.TraceSettings, error)
+	}
+	want := &inferbridge.TraceSettings{Level: []string{"OFF"}, Rate: "1", Count: "-1", LogFrequency: "0", Mode: "opentelemetry"}
+	for protocol, c := range map[string]traceClient{"rest": rest, "grpc": grpc} {
+		t.Run(protocol, func(t *testing.T) {
+			got, err := c.TraceSettings(ctx, "iris")
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("trace settings: %+v, %v", got, err)
+			}
+			if _, err := c.UpdateTraceSettings(ctx, "", map[string][]string{"trace_level": {"OFF"}}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.UpdateTraceSettings(ctx, "", map[string][]string{"trace_level": {"TIMESTAMPS"}})
+			if !errors.Is(err, inferbridge.ErrInvalidArgument) || !strings.Contains(err.Error(), "tracing is off on this server") {
+				t.Fatalf("turning tracing on: %v", err)
+			}
+			_, err = c.UpdateTraceSettings(ctx, "", map[string][]string{"trace_colour": {"red"}})
+			if !errors.Is(err, inferbridge.ErrInvalidArgument) {
+				t.Fatalf("an unknown key: %v", err)
+			}
+		})
+	}
+}

@@ -84,3 +84,28 @@ func (c *Client) UpdateLogSettings(ctx context.Context, update inferbridge.LogSe
 		Format:       got["log_format"].GetStringParam(),
 	}, nil
 }
+
+// TraceSettings returns the trace settings in force for model, or the global ones when
+// model is "" (TraceSetting with no change).
+func (c *Client) TraceSettings(ctx context.Context, model string) (*inferbridge.TraceSettings, error) {
+	return c.UpdateTraceSettings(ctx, model, nil)
+}
+
+// UpdateTraceSettings changes the settings named in changes for model, or globally when
+// model is "" (TraceSetting); a nil value drops a model's own setting. The errors are the
+// REST client's.
+func (c *Client) UpdateTraceSettings(ctx context.Context, model string, changes map[string][]string) (*inferbridge.TraceSettings, error) {
+	settings := make(map[string]*inferencepb.TraceSettingRequest_SettingValue, len(changes))
+	for key, values := range changes {
+		settings[key] = &inferencepb.TraceSettingRequest_SettingValue{Value: values}
+	}
+	r, err := c.inference.TraceSetting(ctx, &inferencepb.TraceSettingRequest{Settings: settings, ModelName: model})
+	if err != nil {
+		return nil, wrap(ctx, "trace settings", err)
+	}
+	values := make(map[string][]string, len(r.GetSettings()))
+	for key, v := range r.GetSettings() {
+		values[key] = v.GetValue()
+	}
+	return inferbridge.TraceSettingsFrom(values), nil
+}
