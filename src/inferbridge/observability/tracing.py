@@ -324,6 +324,8 @@ class Tracing:
         base: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
         names = request_type.DESCRIPTOR.fields_by_name
         model_field = next((f for f in ("model_name", "name") if f in names), None)
+        if "SharedMemory" in method:
+            model_field = None  # there `name` is a shared memory region's
         version_field = next((f for f in ("model_version", "version") if f in names), None)
         tracer = self.tracer
         fields = self._fields
