@@ -299,6 +299,12 @@ func encodeRESTRequest(ctx context.Context, req *InferRequest, enc Encoding) ([]
 		if binary {
 			out.Parameters = map[string]any{"binary_data": true}
 		}
+		for k, v := range req.OutputParameters[name] {
+			if out.Parameters == nil {
+				out.Parameters = map[string]any{}
+			}
+			out.Parameters[k] = v
+		}
 		doc.Outputs = append(doc.Outputs, out)
 	}
 	rawSize := 0
@@ -308,10 +314,13 @@ func encodeRESTRequest(ctx context.Context, req *InferRequest, enc Encoding) ([]
 		for k, v := range t.Parameters {
 			tp[k] = v
 		}
-		if binary {
+		switch {
+		case t.InSharedMemory():
+			// The parameters name the region; the body carries none of its bytes.
+		case binary:
 			tp["binary_data_size"] = len(t.Raw)
 			rawSize += len(t.Raw)
-		} else {
+		default:
 			data, err := appendJSONData(nil, t)
 			if err != nil {
 				return nil, 0, err
@@ -333,7 +342,9 @@ func encodeRESTRequest(ctx context.Context, req *InferRequest, enc Encoding) ([]
 	body := make([]byte, 0, len(header)+rawSize)
 	body = append(body, header...)
 	for _, t := range req.Inputs {
-		body = append(body, t.Raw...)
+		if !t.InSharedMemory() {
+			body = append(body, t.Raw...)
+		}
 	}
 	return body, len(header), nil
 }
@@ -377,7 +388,8 @@ func decodeRESTResponse(body []byte, lengthHeader string) (*InferResponse, error
 			t.Raw = binaryPart[offset : offset+int(n) : offset+int(n)]
 			offset += int(n)
 			delete(params, "binary_data_size")
-		} else {
+		} else if _, inRegion := params["shared_memory_region"]; !inRegion {
+			// (An output written into the client's shared memory region has no data here.)
 			raw, err := rawFromJSON(o.Name, o.Datatype, t.Shape, o.Data)
 			if err != nil {
 				return nil, err

@@ -108,3 +108,59 @@ func sharedMemoryPath(name string) string {
 	}
 	return "/v2/systemsharedmemory/region/" + url.PathEscape(name)
 }
+
+// Parameter names of Triton's shared memory extensions.
+const (
+	ParamSharedMemoryRegion   = "shared_memory_region"
+	ParamSharedMemoryByteSize = "shared_memory_byte_size"
+	ParamSharedMemoryOffset   = "shared_memory_offset"
+)
+
+// NewSharedMemoryTensor is an input whose byteSize bytes of data are at offset in the
+// registered region (written there by the caller: little-endian, row-major, BYTES with
+// 4-byte lengths); the request carries none of them.
+func NewSharedMemoryTensor(name string, datatype Datatype, shape []int64, region string, byteSize, offset uint64) *Tensor {
+	return &Tensor{Name: name, Datatype: datatype, Shape: shape, Parameters: sharedMemoryParameters(region, byteSize, offset)}
+}
+
+// InSharedMemory reports whether the tensor's data is in a shared memory region (its
+// parameters name one) instead of in Raw: an input sent so, or an output the server wrote
+// into the region (its Raw is then empty; read the region).
+func (t *Tensor) InSharedMemory() bool {
+	if t == nil {
+		return false
+	}
+	_, ok := t.Parameters[ParamSharedMemoryRegion]
+	return ok
+}
+
+// OutputToSharedMemory asks for the output name (adding it to Outputs if missing) to be
+// written into the registered region, byteSize bytes at offset, instead of the response.
+func (r *InferRequest) OutputToSharedMemory(name, region string, byteSize, offset uint64) {
+	found := false
+	for _, o := range r.Outputs {
+		found = found || o == name
+	}
+	if !found {
+		r.Outputs = append(r.Outputs, name)
+	}
+	if r.OutputParameters == nil {
+		r.OutputParameters = map[string]Parameters{}
+	}
+	params := r.OutputParameters[name]
+	if params == nil {
+		params = Parameters{}
+		r.OutputParameters[name] = params
+	}
+	for k, v := range sharedMemoryParameters(region, byteSize, offset) {
+		params[k] = v
+	}
+}
+
+func sharedMemoryParameters(region string, byteSize, offset uint64) Parameters {
+	return Parameters{
+		ParamSharedMemoryRegion:   region,
+		ParamSharedMemoryByteSize: int64(byteSize),
+		ParamSharedMemoryOffset:   int64(offset),
+	}
+}

@@ -176,3 +176,65 @@ func TestTraceSettingsWithoutTracing(t *testing.T) {
 		})
 	}
 }
+
+func TestInferThroughSystemSharedMemory(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	restJSON, err := inferbridge.NewRESTClient(restURL, inferbridge.WithEncoding(inferbridge.EncodingJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restJSON.Close()
+	type inferClient interface {
+		sharedMemoryClient
+		Infer(ctx context.Context, req *inferbridge.InferRequest) (*inferbridge.InferResponse, error)
+	}
+	clients := map[string]inferClient{"rest-json": restJSON}
+	for protocol, c := range bothExtensionClients(t) {
+		clients[protocol] = c.(inferClient)
+	}
+	values := []float32{1.5, -2, 3.25, 4, 5, 6e7}
+	raw := inferbridge.NewFP32("x", []int64{2, 3}, values).Raw
+	for protocol, c := range clients {
+		t.Run(protocol, func(t *testing.T) {
+			name := "ib_go_sdk_infer_" + strings.ReplaceAll(protocol, "-", "_")
+			key := shmObject(t, name, 64)
+			path := filepath.Join("/dev/shm", name)
+			if err := os.WriteFile(path, append(append([]byte{}, raw...), make([]byte, 40)...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			region := "go_" + name
+			if err := c.RegisterSystemSharedMemory(ctx, region, key, 0, 64); err != nil {
+				t.Fatal(err)
+			}
+			defer c.UnregisterSystemSharedMemory(ctx, region)
+			req := &inferbridge.InferRequest{
+				Model:  "identity_fp32",
+				Inputs: []*inferbridge.Tensor{inferbridge.NewSharedMemoryTensor("INPUT0", inferbridge.FP32, []int64{2, 3}, region, 24, 0)},
+			}
+			req.OutputToSharedMemory("OUTPUT0", region, 32, 32)
+			resp, err := c.Infer(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := resp.Output("OUTPUT0")
+			if !out.InSharedMemory() || !reflect.DeepEqual(out.Shape, []int64{2, 3}) || len(out.Raw) != 0 {
+				t.Fatalf("output: %+v", out)
+			}
+			written, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := inferbridge.NewRaw("OUTPUT0", inferbridge.FP32, []int64{2, 3}, written[32:56])
+			floats, err := got.Float32s()
+			if err != nil || !reflect.DeepEqual(floats, values) {
+				t.Fatalf("the region holds %v (%v), want %v", floats, err, values)
+			}
+			// Out of bounds: the server says where.
+			req.Inputs[0] = inferbridge.NewSharedMemoryTensor("INPUT0", inferbridge.FP32, []int64{2, 3}, region, 24, 48)
+			if _, err := c.Infer(ctx, req); !errors.Is(err, inferbridge.ErrInvalidArgument) || !strings.Contains(err.Error(), "beyond shared memory region") {
+				t.Fatalf("an input beyond the region: %v", err)
+			}
+		})
+	}
+}

@@ -17,6 +17,9 @@ type InferRequest struct {
 	Inputs []*Tensor
 	// Outputs names the outputs wanted; empty asks for every output.
 	Outputs []string
+	// OutputParameters are the parameters of requested outputs, by name, such as those
+	// that place an output in shared memory (OutputToSharedMemory sets them).
+	OutputParameters map[string]Parameters
 	// Parameters are request-level protocol parameters (the clients add "timeout" over
 	// REST from the context's deadline).
 	Parameters Parameters

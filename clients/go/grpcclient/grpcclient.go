@@ -160,7 +160,7 @@ func EncodeRequest(req *inferbridge.InferRequest) (*inferencepb.ModelInferReques
 		ModelVersion:     req.Version,
 		Id:               req.ID,
 		Inputs:           make([]*inferencepb.ModelInferRequest_InferInputTensor, len(req.Inputs)),
-		RawInputContents: make([][]byte, len(req.Inputs)),
+		RawInputContents: make([][]byte, 0, len(req.Inputs)),
 	}
 	var err error
 	if msg.Parameters, err = encodeParameters(req.Parameters); err != nil {
@@ -172,10 +172,16 @@ func EncodeRequest(req *inferbridge.InferRequest) (*inferencepb.ModelInferReques
 			return nil, fmt.Errorf("input %q: %w", t.Name, err)
 		}
 		msg.Inputs[i] = in
-		msg.RawInputContents[i] = t.Raw
+		if !t.InSharedMemory() { // an input in shared memory has no buffer (Triton's rule)
+			msg.RawInputContents = append(msg.RawInputContents, t.Raw)
+		}
 	}
 	for _, name := range req.Outputs {
-		msg.Outputs = append(msg.Outputs, &inferencepb.ModelInferRequest_InferRequestedOutputTensor{Name: name})
+		out := &inferencepb.ModelInferRequest_InferRequestedOutputTensor{Name: name}
+		if out.Parameters, err = encodeParameters(req.OutputParameters[name]); err != nil {
+			return nil, fmt.Errorf("output %q: %w", name, err)
+		}
+		msg.Outputs = append(msg.Outputs, out)
 	}
 	return msg, nil
 }
