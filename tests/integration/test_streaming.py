@@ -38,6 +38,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory, log_file: Path) -> Path
         "echo": "runtime: tests.support.runtimes:SleepEcho\nmax_batch_size: 8\n"
         "dynamic_batching: {max_queue_delay_ms: 1}\n"
         "parameters: {sleep_s: 0.01}\n",
+        "wide": "runtime: tests.support.runtimes:SleepEcho\nmax_batch_size: 64\n"
+        "dynamic_batching: {}\nparameters: {sleep_s: 0.2}\n",
         "repeat": "runtime: tests.support.runtimes:Repeat\nmax_batch_size: 0\n"
         f"parameters: {{log_file: '{log_file}'}}\n",
     }.items():
@@ -125,6 +127,22 @@ def test_many_requests_on_one_stream_are_answered_with_their_ids(
         assert _final(by_id[f"r{i}"]) is None  # no flag asked for, none sent
 
 
+def test_one_stream_has_at_most_32_requests_in_flight(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    """ "wide" runs batches of up to 64 requests, 200 ms each: while one runs, the requests
+    in flight queue and form the next, so the batches it reports (y_batch) show how many of
+    the stream's 100 requests were in flight at once."""
+    results = _start(client)
+    for i in range(100):
+        client.async_stream_infer("wide", _echo_inputs(float(i)), request_id=f"w{i}")
+    client.stop_stream()
+    got = _collect(results, 100, timeout=10)
+    assert all(error is None for _, error in got), got
+    batches = [int(result.as_numpy("y_batch")[0]) for result, _ in got]
+    assert 24 <= max(batches) <= 32, sorted(set(batches))
+
+
 def test_a_bad_request_is_answered_in_error_message_and_the_stream_goes_on(
     client: grpcclient.InferenceServerClient,
 ) -> None:
@@ -194,9 +212,21 @@ def test_an_ordinary_model_with_the_flag_marks_its_one_response_final(
     assert results.empty()
 
 
-def test_a_decoupled_model_refuses_unary_infer(client: grpcclient.InferenceServerClient) -> None:
+def test_a_decoupled_model_refuses_unary_infer(
+    client: grpcclient.InferenceServerClient, stream_server: ServerProcess
+) -> None:
     with pytest.raises(InferenceServerException, match="decoupled transaction policy"):
         client.infer("repeat", _repeat_inputs([1], 0))
+    body = {
+        "inputs": [
+            {"name": "IN", "datatype": "INT32", "shape": [1], "data": [1]},
+            {"name": "DELAY", "datatype": "UINT32", "shape": [1], "data": [0]},
+            {"name": "WAIT", "datatype": "UINT32", "shape": [1], "data": [0]},
+        ]
+    }
+    response = httpx.post(f"{stream_server.base_url}/v2/models/repeat/infer", json=body, timeout=10)
+    assert response.status_code == 400
+    assert "decoupled transaction policy" in response.json()["error"]
 
 
 def test_the_aio_client_streams(stream_server: ServerProcess) -> None:
