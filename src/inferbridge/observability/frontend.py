@@ -153,11 +153,14 @@ _FIXED_ROUTES = frozenset(
         "/v2/health/ready",
         "/v2/models/stats",
         "/v2/repository/index",
+        "/v2/logging",
+        "/v2/trace/setting",
         "/metrics",
         "/predict",
     }
 )
-_MODEL_SUFFIXES = frozenset({"", "/ready", "/config", "/stats", "/infer"})
+_MODEL_SUFFIXES = frozenset({"", "/ready", "/config", "/stats", "/infer", "/trace/setting"})
+_SHM_ACTIONS = frozenset({"status", "register", "unregister"})
 _ROUTE_CACHE: dict[str, str] = {}
 _ROUTE_CACHE_SIZE = 4096
 
@@ -189,7 +192,19 @@ def _template(path: str) -> str:
                 return "other"
             rest = sep + rest
             prefix += "/versions/{version}"
+        if rest == "/trace/setting" and "{version}" in prefix:
+            return "other"  # trace settings are per model, not per version
         return prefix + rest if rest in _MODEL_SUFFIXES else "other"
+    for kind in ("systemsharedmemory", "cudasharedmemory"):
+        prefix = f"/v2/{kind}/"
+        if path.startswith(prefix):
+            rest = path[len(prefix) :]
+            if rest in _SHM_ACTIONS:
+                return prefix + rest
+            region, _, action = rest.removeprefix("region/").partition("/")
+            if rest.startswith("region/") and region and action in _SHM_ACTIONS:
+                return f"{prefix}region/{{region}}/{action}"
+            return "other"
     if path.startswith("/v2/repository/models/"):
         name, _, action = path[len("/v2/repository/models/") :].partition("/")
         if name and action in ("load", "unload"):
