@@ -262,3 +262,31 @@ func containsLine(text, line string) bool {
 	}
 	return false
 }
+
+// TestStreamEndsEarly: the backend may end a stream before the client half-closes (an
+// unknown method); the client gets the status and its later messages are
+// dropped or ignored.
+func TestStreamEndsEarly(t *testing.T) {
+	h := newHarnessWith(t, config{maxRecvBytes: 1 << 20}, streamDescriptors(t))
+	cs := h.openStream(context.Background())
+	open := h.nextKind(kindStreamOpen)
+	h.send(kindStreamEnd, open.id, append([]byte{byte(codes.Unimplemented)}, "unknown streaming method"...))
+	_, err := recvRaw(cs)
+	wantCode(t, err, codes.Unimplemented, "unknown streaming method")
+	for i := 0; i < 3; i++ {
+		if cs.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte("x"))}}) != nil {
+			break
+		}
+	}
+	// Whatever of them crossed the END is ignored by the backend; the gateway serves on.
+	call := h.invoke(context.Background(), inferMethod, []byte("q"))
+	for f := h.next(); ; f = h.next() {
+		if f.kind == kindCall {
+			h.reply(f.id, codes.OK, []byte("r"))
+			break
+		}
+	}
+	if r := wait(t, call); r.err != nil || string(r.resp) != "r" {
+		t.Fatalf("unary after an ended stream: %q %v", r.resp, r.err)
+	}
+}
