@@ -294,3 +294,28 @@ def test_a_client_that_cancels_mid_stream_stops_the_work(
     client.stop_stream()
     ((result, error),) = _collect(results, 1)
     assert error is None and result.get_response().id == "later"
+
+
+def test_a_stream_deadline_ends_the_stream_and_its_work(
+    stream_server: ServerProcess, log_file: Path
+) -> None:
+    before = log_file.read_text().count("closed") if log_file.exists() else 0
+    client = grpcclient.InferenceServerClient(stream_server.grpc_url)
+    results: queue.Queue[Result] = queue.Queue()
+    client.start_stream(
+        callback=lambda result, error: results.put((result, error)), stream_timeout=1.0
+    )
+    try:
+        client.async_stream_infer("repeat", _repeat_inputs(list(range(100)), 100))
+        deadline = time.monotonic() + 10
+        error = None
+        while error is None and time.monotonic() < deadline:
+            _, error = results.get(timeout=10)
+        assert error is not None and "DEADLINE_EXCEEDED" in str(error.status()), error
+    finally:
+        client.stop_stream()
+        client.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and log_file.read_text().count("closed") == before:
+        time.sleep(0.05)
+    assert log_file.read_text().count("closed") == before + 1

@@ -4,9 +4,10 @@ model set (`inferbridge.models`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -353,7 +354,9 @@ class DataPlane:
             return False
         return runtime is not None and runtime.decoupled
 
-    async def infer_stream(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
+    async def infer_stream(
+        self, request: InferenceRequest
+    ) -> AsyncGenerator[InferenceResponse, None]:
         """The responses to one request, for a stream: a decoupled model's as its runtime
         yields them (on a worker thread, unbatched; the next is produced only once the
         previous one is taken), any other model's one response from `infer`."""
@@ -370,8 +373,12 @@ class DataPlane:
         try:
             inputs = validate_inputs(request, version.inputs, _max_batch(version))
             validate_requested_outputs(request, version.outputs)
-            async for outputs in iterate_on_thread(runtime.infer_stream(inputs)):
-                yield self._response(request, version, outputs)
+            # aclosing: a consumer that stops early stops the runtime's iterator at once.
+            async with contextlib.aclosing(
+                iterate_on_thread(runtime.infer_stream(inputs))
+            ) as items:
+                async for outputs in items:
+                    yield self._response(request, version, outputs)
         except InferBridgeError as error:
             serving.stats.request_failed(time.monotonic() - start, _failure_reason(error))
             raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from inferbridge.runtimes.base import Arrays
@@ -24,7 +24,7 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-async def iterate_on_thread(iterator: Iterator[Arrays]) -> AsyncIterator[Arrays]:
+async def iterate_on_thread(iterator: Iterator[Arrays]) -> AsyncGenerator[Arrays, None]:
     """The items of `iterator`, each computed on a worker thread. The next item is computed
     only when asked for, so a slow consumer holds the runtime back instead of buffering.
     When the consumer stops early (cancelled, or an error), the iterator is closed once the

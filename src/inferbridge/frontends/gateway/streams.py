@@ -9,6 +9,7 @@ the gateway has acknowledged enough of the earlier ones; STREAM-END carries the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -74,12 +75,13 @@ class GatewayStream:
             self._end(grpc.StatusCode.UNIMPLEMENTED, "unknown streaming method")
             return
         try:
-            async for response in handler(self._incoming(), deadline):
-                while self._credit <= 0:
-                    self._has_credit.clear()
-                    await self._has_credit.wait()
-                self._credit -= 1
-                self._send(STREAM_MSG, self._id, response.SerializeToString())
+            async with contextlib.aclosing(handler(self._incoming(), deadline)) as responses:
+                async for response in responses:
+                    while self._credit <= 0:
+                        self._has_credit.clear()
+                        await self._has_credit.wait()
+                    self._credit -= 1
+                    self._send(STREAM_MSG, self._id, response.SerializeToString())
         except asyncio.CancelledError:
             return
         except Exception:  # the handler maps its own errors; this is a bug

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -108,8 +109,10 @@ def _stream_behavior(handler: Any) -> _Behavior:
     async def behavior(
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        async for response in handler(requests, stream_deadline(context.time_remaining())):
-            yield response
+        deadline = stream_deadline(context.time_remaining())
+        async with contextlib.aclosing(handler(requests, deadline)) as responses:
+            async for response in responses:
+                yield response
 
     return behavior
 

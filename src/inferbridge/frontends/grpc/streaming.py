@@ -17,9 +17,10 @@ response. Without the parameter no response carries it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from google.protobuf.message import DecodeError
 
@@ -53,7 +54,7 @@ _FINAL = "triton_final_response"
 #: float is the stream's deadline (time.monotonic() seconds) or None.
 StreamHandler = Callable[
     [AsyncIterator[pb.ModelInferRequest | bytes], float | None],
-    AsyncIterator[pb.ModelStreamInferResponse],
+    AsyncGenerator[pb.ModelStreamInferResponse, None],
 ]
 #: Full method name -> handler, for the streaming RPCs.
 StreamTable = dict[str, StreamHandler]
@@ -64,7 +65,7 @@ def stream_table(dataplane: DataPlane) -> StreamTable:
 
     def handler(
         requests: AsyncIterator[pb.ModelInferRequest | bytes], deadline: float | None
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
         return stream_infer(dataplane, requests, deadline)
 
     return {STREAM_INFER: handler}
@@ -81,7 +82,7 @@ async def stream_infer(
     dataplane: DataPlane,
     requests: AsyncIterator[pb.ModelInferRequest | bytes],
     deadline: float | None = None,
-) -> AsyncIterator[pb.ModelStreamInferResponse]:
+) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
     """Answer every request of one stream. Ends once the client has half-closed and every
     request read has been answered; an error reading the requests (the client went away)
     is raised after the work in flight is cancelled. Closing the generator early cancels
@@ -93,8 +94,11 @@ async def stream_infer(
 
     async def answer(item: pb.ModelInferRequest | bytes) -> None:
         try:
-            async for response in _responses(dataplane, item, deadline):
-                await out.put(response)
+            # aclosing: a cancelled answer closes its generators at once (the runtime's
+            # iterator included), not whenever the garbage collector finds them.
+            async with contextlib.aclosing(_responses(dataplane, item, deadline)) as responses:
+                async for response in responses:
+                    await out.put(response)
         finally:
             slots.release()
 
@@ -133,7 +137,7 @@ async def stream_infer(
 
 async def _responses(
     dataplane: DataPlane, item: pb.ModelInferRequest | bytes, deadline: float | None
-) -> AsyncIterator[pb.ModelStreamInferResponse]:
+) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
     """The stream responses answering one request: its responses, or one error."""
     message: pb.ModelInferRequest | None = None
     try:
@@ -153,12 +157,13 @@ async def _responses(
         flagged = request.parameters.get(_ENABLE_FINAL) is True
         decoupled = dataplane.decoupled(request.model_name, request.model_version)
         version = request.model_version or ""
-        async for response in dataplane.infer_stream(request):
-            encoded = encode_model_infer_response(response)
-            version = encoded.model_version
-            if flagged:
-                encoded.parameters[_FINAL].bool_param = not decoupled
-            yield pb.ModelStreamInferResponse(infer_response=encoded)
+        async with contextlib.aclosing(dataplane.infer_stream(request)) as answers:
+            async for response in answers:
+                encoded = encode_model_infer_response(response)
+                version = encoded.model_version
+                if flagged:
+                    encoded.parameters[_FINAL].bool_param = not decoupled
+                yield pb.ModelStreamInferResponse(infer_response=encoded)
         if flagged and decoupled:
             final = pb.ModelInferResponse(
                 model_name=message.model_name, model_version=version, id=message.id

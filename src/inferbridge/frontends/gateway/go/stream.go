@@ -153,6 +153,9 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 			}
 		case err := <-failed:
 			g.cancelStream(id, st)
+			if ctx.Err() != nil { // the receive failed because the call ended: say why
+				return status.FromContextError(ctx.Err()).Err()
+			}
 			return err
 		case <-ctx.Done():
 			g.cancelStream(id, st)
