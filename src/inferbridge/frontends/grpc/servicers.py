@@ -202,7 +202,7 @@ def method_table(inference: InferenceServicer, ai: AIServicer) -> MethodTable:
         for service in module.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
                 if m.client_streaming or m.server_streaming:
-                    continue  # unary calls only; a stream answers UNIMPLEMENTED
+                    continue  # unary calls only; streams: grpc.streaming.stream_table
                 path = f"/{service.full_name}/{m.name}"
                 method = getattr(servicer, m.name, None)
                 table[path] = (
