@@ -325,3 +325,23 @@ async def test_hold_for_delay_serves_a_later_head_on_its_own_window() -> None:
     assert 0.15 <= time.monotonic() - start < 0.5
     assert model.batches == [[2.0]]
     scheduler.close()
+
+
+def test_hold_for_delay_never_strands_a_batch_on_uvloop() -> None:
+    # uvloop's timers may fire a little before time.monotonic() reaches the window's end;
+    # the dispatcher must then wait again, not leave the batch until the next arrival.
+    import uvloop
+
+    async def run() -> int:
+        model = Model()
+        scheduler = _scheduler(
+            model, max_batch_size=8, max_queue_delay_s=0.0015, hold_for_delay=True
+        )
+        answered = 0
+        for i in range(150):
+            await asyncio.wait_for(scheduler.submit(_x(float(i))), timeout=5)
+            answered += 1
+        scheduler.close()
+        return answered
+
+    assert uvloop.run(run()) == 150

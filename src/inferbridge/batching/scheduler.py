@@ -422,11 +422,18 @@ class Scheduler:
             return
         if self._window_timer is not None:
             self._window_timer.cancel()
-        assert self._wakeup is not None
         self._window_due = due
         self._window_timer = asyncio.get_running_loop().call_later(
-            max(0.0, due - time.monotonic()), self._wakeup.set
+            max(0.0, due - time.monotonic()), self._window_closed
         )
+
+    def _window_closed(self) -> None:
+        # The loop's timers may fire a little before time.monotonic() reaches `due` (uvloop
+        # rounds to milliseconds): forget this timer, so that a head not yet due when the
+        # dispatcher looks gets a new one instead of waiting for the next arrival.
+        self._window_timer = None
+        assert self._wakeup is not None
+        self._wakeup.set()
 
     def _full_or_due(self, head: _Item) -> bool:
         """Whether the batch `head` starts is full or a preferred size, or its window has
