@@ -33,33 +33,63 @@ const (
 	routeV1Predict
 	routeV1Vision
 	routeV1Text
+	routeLogging
+	routeTraceSetting
+	routeModelTraceSetting
+	routeSystemShmStatus
+	routeSystemShmRegionStatus
+	routeSystemShmRegister
+	routeSystemShmRegionRegister
+	routeSystemShmUnregister
+	routeSystemShmRegionUnregister
+	routeCudaShmStatus
+	routeCudaShmRegionStatus
+	routeCudaShmRegister
+	routeCudaShmRegionRegister
+	routeCudaShmUnregister
+	routeCudaShmRegionUnregister
 	numHTTPRoutes
 )
 
 var httpRouteNames = [numHTTPRoutes]string{
-	routeOther:            "other",
-	routeV2:               "/v2",
-	routeHealthLive:       "/v2/health/live",
-	routeHealthReady:      "/v2/health/ready",
-	routeModelsStats:      "/v2/models/stats",
-	routeRepositoryIndex:  "/v2/repository/index",
-	routeRepositoryLoad:   "/v2/repository/models/{model}/load",
-	routeRepositoryUnload: "/v2/repository/models/{model}/unload",
-	routeModel:            "/v2/models/{model}",
-	routeModelReady:       "/v2/models/{model}/ready",
-	routeModelConfig:      "/v2/models/{model}/config",
-	routeModelStats:       "/v2/models/{model}/stats",
-	routeModelInfer:       "/v2/models/{model}/infer",
-	routeVersion:          "/v2/models/{model}/versions/{version}",
-	routeVersionReady:     "/v2/models/{model}/versions/{version}/ready",
-	routeVersionConfig:    "/v2/models/{model}/versions/{version}/config",
-	routeVersionStats:     "/v2/models/{model}/versions/{version}/stats",
-	routeVersionInfer:     "/v2/models/{model}/versions/{version}/infer",
-	routeMetrics:          "/metrics",
-	routePredict:          "/predict",
-	routeV1Predict:        "/v1/models/{model}:predict",
-	routeV1Vision:         "/v1/vision/{service}",
-	routeV1Text:           "/v1/text/{service}",
+	routeOther:                     "other",
+	routeV2:                        "/v2",
+	routeHealthLive:                "/v2/health/live",
+	routeHealthReady:               "/v2/health/ready",
+	routeModelsStats:               "/v2/models/stats",
+	routeRepositoryIndex:           "/v2/repository/index",
+	routeRepositoryLoad:            "/v2/repository/models/{model}/load",
+	routeRepositoryUnload:          "/v2/repository/models/{model}/unload",
+	routeModel:                     "/v2/models/{model}",
+	routeModelReady:                "/v2/models/{model}/ready",
+	routeModelConfig:               "/v2/models/{model}/config",
+	routeModelStats:                "/v2/models/{model}/stats",
+	routeModelInfer:                "/v2/models/{model}/infer",
+	routeVersion:                   "/v2/models/{model}/versions/{version}",
+	routeVersionReady:              "/v2/models/{model}/versions/{version}/ready",
+	routeVersionConfig:             "/v2/models/{model}/versions/{version}/config",
+	routeVersionStats:              "/v2/models/{model}/versions/{version}/stats",
+	routeVersionInfer:              "/v2/models/{model}/versions/{version}/infer",
+	routeMetrics:                   "/metrics",
+	routePredict:                   "/predict",
+	routeV1Predict:                 "/v1/models/{model}:predict",
+	routeV1Vision:                  "/v1/vision/{service}",
+	routeV1Text:                    "/v1/text/{service}",
+	routeLogging:                   "/v2/logging",
+	routeTraceSetting:              "/v2/trace/setting",
+	routeModelTraceSetting:         "/v2/models/{model}/trace/setting",
+	routeSystemShmStatus:           "/v2/systemsharedmemory/status",
+	routeSystemShmRegionStatus:     "/v2/systemsharedmemory/region/{region}/status",
+	routeSystemShmRegister:         "/v2/systemsharedmemory/register",
+	routeSystemShmRegionRegister:   "/v2/systemsharedmemory/region/{region}/register",
+	routeSystemShmUnregister:       "/v2/systemsharedmemory/unregister",
+	routeSystemShmRegionUnregister: "/v2/systemsharedmemory/region/{region}/unregister",
+	routeCudaShmStatus:             "/v2/cudasharedmemory/status",
+	routeCudaShmRegionStatus:       "/v2/cudasharedmemory/region/{region}/status",
+	routeCudaShmRegister:           "/v2/cudasharedmemory/register",
+	routeCudaShmRegionRegister:     "/v2/cudasharedmemory/region/{region}/register",
+	routeCudaShmUnregister:         "/v2/cudasharedmemory/unregister",
+	routeCudaShmRegionUnregister:   "/v2/cudasharedmemory/region/{region}/unregister",
 }
 
 // fixedRoutes are the templates without parameters, by path.
@@ -71,6 +101,23 @@ var fixedRoutes = map[string]httpRoute{
 	"/v2/repository/index": routeRepositoryIndex,
 	"/metrics":             routeMetrics,
 	"/predict":             routePredict,
+	"/v2/logging":          routeLogging,
+	"/v2/trace/setting":    routeTraceSetting,
+}
+
+// shmRoutes are the shared-memory templates by extension and action: [0] for all
+// regions, [1] for one region (/region/{region}/...).
+var shmRoutes = map[string]map[string][2]httpRoute{
+	"/v2/systemsharedmemory/": {
+		"status":     {routeSystemShmStatus, routeSystemShmRegionStatus},
+		"register":   {routeSystemShmRegister, routeSystemShmRegionRegister},
+		"unregister": {routeSystemShmUnregister, routeSystemShmRegionUnregister},
+	},
+	"/v2/cudasharedmemory/": {
+		"status":     {routeCudaShmStatus, routeCudaShmRegionStatus},
+		"register":   {routeCudaShmRegister, routeCudaShmRegionRegister},
+		"unregister": {routeCudaShmUnregister, routeCudaShmRegionUnregister},
+	},
 }
 
 // modelSuffixes are the templates after /v2/models/{model} and after
@@ -105,6 +152,26 @@ func routeOf(path string) httpRoute {
 		}
 		if r, ok := modelSuffixes[rest]; ok {
 			return r[versioned]
+		}
+		if rest == "/trace/setting" && versioned == 0 {
+			return routeModelTraceSetting // per model, not per version
+		}
+		return routeOther
+	}
+	for prefix, actions := range shmRoutes {
+		rest, ok := strings.CutPrefix(path, prefix)
+		if !ok {
+			continue
+		}
+		if r, ok := actions[rest]; ok {
+			return r[0]
+		}
+		if region, ok := strings.CutPrefix(rest, "region/"); ok {
+			if _, action, ok := cutSegment(region); ok {
+				if r, ok := actions[strings.TrimPrefix(action, "/")]; ok && strings.HasPrefix(action, "/") {
+					return r[1]
+				}
+			}
 		}
 		return routeOther
 	}
