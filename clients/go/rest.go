@@ -129,9 +129,15 @@ func (c *RESTClient) Ready(ctx context.Context) (bool, error) {
 }
 
 // ModelReady reports whether a model version ("" for the default) is ready; a 503 answer
-// is (false, nil), an unknown model an error matching ErrNotFound.
+// is (false, nil), and so is a model or version the server does not serve (404), as
+// Triton answers ModelReady over gRPC.
 func (c *RESTClient) ModelReady(ctx context.Context, model, version string) (bool, error) {
-	return c.health(ctx, "model ready "+model, modelPath(model, version)+"/ready")
+	ready, err := c.health(ctx, "model ready "+model, modelPath(model, version)+"/ready")
+	var e *Error
+	if errors.As(err, &e) && e.HTTPStatus == http.StatusNotFound {
+		return false, nil // a model or version the server does not serve is not ready
+	}
+	return ready, err
 }
 
 func (c *RESTClient) health(ctx context.Context, op, path string) (bool, error) {

@@ -330,9 +330,10 @@ def test_grpc_metadata_errors(stub: service_pb2_grpc.GRPCInferenceServiceStub) -
     with pytest.raises(grpc.RpcError) as info:
         stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="nope"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    with pytest.raises(grpc.RpcError) as info:
-        stub.ModelReady(service_pb2.ModelReadyRequest(name="iris", version="7"))
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # ModelReady answers ready=false for what is not served, as Triton does (its clients'
+    # is_model_ready returns False rather than raising).
+    assert not stub.ModelReady(service_pb2.ModelReadyRequest(name="iris", version="7")).ready
+    assert not stub.ModelReady(service_pb2.ModelReadyRequest(name="nope")).ready
 
 
 def test_grpc_typed_contents_work(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:

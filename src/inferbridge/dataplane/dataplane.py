@@ -16,10 +16,12 @@ from inferbridge.dataplane.streaming import iterate_on_thread
 from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
 from inferbridge.errors import (
     CallerGoneError,
+    ConfigError,
     DeadlineExceeded,
     InferBridgeError,
     InferenceFailed,
     InvalidInput,
+    ModelLoadError,
     ModelNotFound,
     ModelNotReady,
     QueueFull,
@@ -242,8 +244,15 @@ class DataPlane:
         """Triton's RepositoryModelLoad: (re)load `name`, optionally with a config override
         and files sent in the request; returns once the new versions serve."""
         self._check_modifiable("load")
-        request = parse_load_parameters(parameters, base64_files=base64_files, model=name)
-        await self.models.load(name, request if request.overrides else None, reason="load API")
+        try:
+            request = parse_load_parameters(parameters, base64_files=base64_files, model=name)
+            await self.models.load(
+                name, request if request.overrides else None, reason="load API"
+            )
+        except (InvalidInput, ModelNotFound, ModelLoadError, ConfigError) as error:
+            # Triton's phrase, which its clients and examples match on; the reason follows.
+            error.message = f"failed to load '{name}': {error.message}"
+            raise
 
     async def unload_model(self, name: str, parameters: Mapping[str, Any]) -> None:
         """Triton's RepositoryModelUnload: drain and unload `name` (and, with

@@ -27,6 +27,9 @@ class LoadRequest:
     config: ModelConfig | None = None
     config_json: str = ""  # as sent, for the fingerprint
     files: dict[PurePosixPath, bytes] = field(default_factory=dict)
+    # A Triton config that names no platform or backend: the model's runtime comes from
+    # its config on disk (Triton completes such a config from the model the same way).
+    inherits_runtime: bool = False
 
     @property
     def overrides(self) -> bool:
@@ -42,10 +45,11 @@ def parse_load_parameters(
     malformed, is InvalidInput naming the parameter."""
     config: ModelConfig | None = None
     config_json = ""
+    inherits = False
     files: dict[PurePosixPath, bytes] = {}
     for key, value in parameters.items():
         if key == "config":
-            config_json, config = _config(value, model)
+            config_json, config, inherits = _config(value, model)
         elif key.startswith(_FILE_PREFIX):
             files[_file_path(key)] = _file_bytes(key, value, base64_files)
         else:
@@ -58,7 +62,12 @@ def parse_load_parameters(
             "'file:' parameters need a 'config' parameter too: a model sent in the request "
             "has no config.yaml on disk"
         )
-    return LoadRequest(config, config_json, files)
+    if files and inherits:
+        raise InvalidInput(
+            "parameter 'config' names no platform or backend, and a model sent in the "
+            "request has no config on disk to take its runtime from"
+        )
+    return LoadRequest(config, config_json, files, inherits)
 
 
 def parse_unload_parameters(parameters: Mapping[str, Any]) -> bool:
@@ -127,7 +136,8 @@ def _is_triton(document: dict[str, Any]) -> bool:
     return bool(keys) and keys <= _TRITON_FIELDS and "runtime" not in keys
 
 
-def _config(value: Any, model: str) -> tuple[str, ModelConfig]:
+def _config(value: Any, model: str) -> tuple[str, ModelConfig, bool]:
+    """The config's text, the config, and whether its runtime must come from disk."""
     if isinstance(value, dict):  # a JSON object instead of its text: take it as meant
         value = orjson.dumps(value).decode()
     if isinstance(value, bytes):
@@ -148,15 +158,18 @@ def _config(value: Any, model: str) -> tuple[str, ModelConfig]:
     if _is_triton(document):
         from inferbridge.repository.triton import parse_triton_json
 
+        inherits = not (document.keys() & {"platform", "backend"})
+        if inherits:  # mapped with a stand-in; the manager puts the disk's runtime in
+            document = {**document, "backend": "onnxruntime"}
         try:
-            return value, parse_triton_json(document, model, "parameter 'config'")
+            return value, parse_triton_json(document, model, "parameter 'config'"), inherits
         except ConfigError as exc:
             raise InvalidInput(
                 f"{exc.message} (read as Triton's ModelConfig JSON by its keys; "
                 "inferbridge's own shape has 'runtime')"
             ) from None
     try:
-        return value, ModelConfig.model_validate(document)
+        return value, ModelConfig.model_validate(document), False
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}"

@@ -96,6 +96,8 @@ def resolve_source(
             )
         if request is not None and request.config is not None:
             config, config_token = request.config, request.config_json
+            if request.inherits_runtime:
+                config = _with_disk_runtime(config, path, name)
         else:
             config_path = find_config(path)
             if config_path is None:
@@ -113,6 +115,20 @@ def resolve_source(
     whole.update(_tree_print(path, top_level_only=True).encode())
     return ModelSource(
         name, path, config, versions, available, whole.hexdigest(), override_dir=override_dir
+    )
+
+
+def _with_disk_runtime(config: ModelConfig, path: Path, name: str) -> ModelConfig:
+    """`config` with the runtime, model file and platform of the model's config on disk."""
+    config_path = find_config(path)
+    if config_path is None:
+        raise InvalidInput(
+            f"model '{name}': the load's config names no platform or backend, and there is "
+            "no config on disk to take the model's runtime from"
+        )
+    disk = read_config(config_path, name)
+    return config.model_copy(
+        update={"runtime": disk.runtime, "model_file": disk.model_file, "platform": disk.platform}
     )
 
 

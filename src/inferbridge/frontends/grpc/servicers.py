@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.errors import InferBridgeError
+from inferbridge.errors import InferBridgeError, ModelNotFound
 from inferbridge.frontends import compat
 from inferbridge.frontends.grpc.errors import grpc_status
 from inferbridge.frontends.grpc.extensions import ExtensionMethods
@@ -82,9 +82,11 @@ class InferenceServicer(ExtensionMethods):
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Any
     ) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(
-            ready=self.dataplane.model_ready(request.name, request.version or None)
-        )
+        try:
+            ready = self.dataplane.model_ready(request.name, request.version or None)
+        except ModelNotFound:
+            ready = False  # Triton's answer for a model or version it does not serve
+        return pb.ModelReadyResponse(ready=ready)
 
     @_mapped_errors
     async def ServerMetadata(
