@@ -293,6 +293,16 @@ def test_load_with_a_triton_json_config(server: ServerProcess, http: Client, grp
         http.load_model("simple", config=json.dumps({"inputs": [], "input": []}))
     with pytest.raises(InferenceServerException, match="'python' is not served"):
         grpc.load_model("simple", config=json.dumps({"backend": "python"}))
+    # Triton's model-control example: a config naming no platform takes the model's own.
+    with pytest.raises(InferenceServerException, match="failed to load"):
+        grpc.load_model("simple", config='"parameters": {"config": {{"max_batch_size": "16"}}}')
+    grpc.load_model("simple", config='{"max_batch_size":"16"}')
+    updated = grpc.get_model_config("simple").config
+    assert (updated.max_batch_size, updated.platform) == (16, "onnxruntime_onnx")
+    with pytest.raises(InferenceServerException, match="no config on disk"):
+        grpc.load_model(
+            "shipped_bare", config='{"max_batch_size": 2}', files={"file:1/model.onnx": b"x"}
+        )
     http.load_model("simple")  # back to the config.pbtxt
     assert http.get_model_config("simple")["max_batch_size"] == 8
 
