@@ -272,12 +272,19 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	}
 
 	timeoutUS := int64(-1)
+	var answerBy <-chan time.Time
 	if deadline, ok := ctx.Deadline(); ok {
 		if timeoutUS = int64(time.Until(deadline) / time.Microsecond); timeoutUS <= 0 {
 			body.Free()
 			callPool.Put(c)
 			return status.Error(codes.DeadlineExceeded, "inferbridge: deadline exceeded before the call was forwarded")
 		}
+		// At the deadline itself grpc-go resets the stream (RST_STREAM CANCEL), which a
+		// client whose own timer has not fired reads as CANCELLED: answer
+		// DEADLINE_EXCEEDED just before it.
+		timer := time.NewTimer(time.Until(deadline) - deadlineMargin)
+		defer timer.Stop()
+		answerBy = timer.C
 	}
 
 	// Admission, as for REST: a model at its LIMITS bound is refused here, unread by Python.
@@ -318,16 +325,29 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 			resp.data = mem.BufferSlice{r.data} // grpc-go frees it once sent
 		}
 		return ss.SendMsg(&resp)
+	case <-answerBy:
+		g.giveUp(id, c)
+		return status.Error(codes.DeadlineExceeded, "inferbridge: deadline exceeded")
 	case <-ctx.Done():
-		if g.forget(id, c) {
-			select {
-			case g.out <- frame{kind: kindCancel, id: id}:
-			case <-g.dead:
-			}
-		}
-		callPool.Put(c)
+		g.giveUp(id, c)
 		return status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// deadlineMargin is how long before a call's deadline the gateway answers
+// DEADLINE_EXCEEDED itself (see the unary handler).
+const deadlineMargin = time.Millisecond
+
+// giveUp stops waiting for a call's REPLY: the backend is told to drop the call
+// (when its REPLY was still pending) and the pooled call is returned.
+func (g *gateway) giveUp(id uint64, c *call) {
+	if g.forget(id, c) {
+		select {
+		case g.out <- frame{kind: kindCancel, id: id}:
+		case <-g.dead:
+		}
+	}
+	callPool.Put(c)
 }
 
 var errBackendGone = status.Error(codes.Unavailable, "inferbridge: the backend is gone")
