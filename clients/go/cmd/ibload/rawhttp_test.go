@@ -106,7 +106,10 @@ func TestRawEngine(t *testing.T) {
 		{protocol: "rest-json", raw: true, rate: 2000, maxInflight: 64, duration: 300 * time.Millisecond, timeout: 2 * time.Second},
 	} {
 		r := (&rawRunner{o: o, req: raw}).run()
-		if r.Engine != "raw" || r.OK == 0 || r.Errors["HTTP 429"] == 0 || r.OK+r.Errors["HTTP 429"] != r.Requests || r.LatencyAll.P99 < r.Latency.P50 {
+		// Every request is accounted for; in the open loop a loaded machine may leave some
+		// due while all 64 are in flight, and those count as DROPPED.
+		accounted := r.OK + r.Errors["HTTP 429"] + r.Errors["DROPPED"]
+		if r.Engine != "raw" || r.OK == 0 || r.Errors["HTTP 429"] == 0 || accounted != r.Requests || r.LatencyAll.P99 < r.Latency.P50 {
 			t.Fatalf("%+v", r)
 		}
 		var text strings.Builder
