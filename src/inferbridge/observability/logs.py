@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
@@ -294,3 +294,68 @@ class AccessLog:
             tid or "-",
             extra=fields,
         )
+
+    def http(
+        self,
+        scope: Mapping[str, Any],
+        *,
+        status: int,
+        duration_s: float,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        """One HTTP request, its model, version and trace read from the ASGI scope."""
+        from inferbridge.observability.frontend import path_model
+
+        path: str = scope["path"]
+        model, version = path_model(path)
+        self.request(
+            protocol="http",
+            method=scope["method"],
+            route=path,
+            model=model,
+            version=version,
+            status=str(status),
+            duration_s=duration_s,
+            request_bytes=request_bytes,
+            response_bytes=response_bytes,
+            trace=next((v for k, v in scope["headers"] if k == b"traceparent"), None),
+        )
+
+    def grpc(
+        self,
+        method: str,
+        request: object,
+        metadata: Iterable[tuple[str, Any]],
+        *,
+        code: str,
+        duration_s: float,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        """One gRPC call, its model and version read from the request message (None when
+        it did not decode) and its trace from the call's metadata."""
+        model, version = _model_version(request)
+        self.request(
+            protocol="grpc",
+            method=method,
+            route=method,
+            model=model,
+            version=version,
+            status=code,
+            duration_s=duration_s,
+            request_bytes=request_bytes,
+            response_bytes=response_bytes,
+            trace=next((v for k, v in metadata if k == "traceparent"), None),
+        )
+
+
+def _model_version(request: object) -> tuple[str, str]:
+    """The model and version a gRPC request names (ModelInfer's model_name, or the name of
+    the metadata, ready, config and statistics requests), else ("", "")."""
+    for name, version in (("model_name", "model_version"), ("name", "version")):
+        model = getattr(request, name, None)
+        if isinstance(model, str):
+            value = getattr(request, version, "")
+            return model, value if isinstance(value, str) else ""
+    return "", ""

@@ -68,7 +68,6 @@ from inferbridge.frontends.grpc.servicers import (
 )
 from inferbridge.frontends.grpc.streaming import StreamTable
 from inferbridge.frontends.rest.app import CANCELS_ON_DISCONNECT
-from inferbridge.observability.frontend import path_model
 from inferbridge.observability.logs import AccessLog
 
 #: An ASGI application (the REST app), called with scope, receive and send.
@@ -267,17 +266,14 @@ class BackendProtocol(asyncio.Protocol):
             self._streams.pop(call_id, None)
             self._calls.pop(call_id, None)
             if self._access is not None:
-                self._access.request(
-                    protocol="grpc",
-                    method=method,
-                    route=method,
-                    model="",
-                    version="",
-                    status=stream.code,
+                self._access.grpc(
+                    method,
+                    None,
+                    metadata,
+                    code=stream.code,
                     duration_s=time.perf_counter() - started,
                     request_bytes=0,
                     response_bytes=0,
-                    trace=next((v for k, v in metadata if k == "traceparent"), None),
                 )
 
     async def _answer_logged(
@@ -293,21 +289,14 @@ class BackendProtocol(asyncio.Protocol):
         try:
             code, size, request = await self._answer(call_id, method, payload, context)
         finally:
-            model, version = _model_version(request)
-            traceparent = next(
-                (v for k, v in context.invocation_metadata() if k == "traceparent"), None
-            )
-            access.request(
-                protocol="grpc",
-                method=method,
-                route=method,
-                model=model,
-                version=version,
-                status=code,
+            access.grpc(
+                method,
+                request,
+                context.invocation_metadata(),
+                code=code,
                 duration_s=time.perf_counter() - start,
                 request_bytes=len(payload),
                 response_bytes=size,
-                trace=traceparent,
             )
 
     async def _answer(
@@ -372,21 +361,12 @@ class BackendProtocol(asyncio.Protocol):
         try:
             await self._serve_http(call_id, scope, exchange)
         finally:
-            path: str = scope["path"]
-            model, version = path_model(path)
-            traceparent = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
-            status = 499 if exchange.disconnected else (exchange.status or 500)
-            access.request(
-                protocol="http",
-                method=scope["method"],
-                route=path,
-                model=model,
-                version=version,
-                status=str(status),
+            access.http(
+                scope,
+                status=499 if exchange.disconnected else (exchange.status or 500),
                 duration_s=time.perf_counter() - started,
                 request_bytes=request_bytes,
                 response_bytes=sum(len(b) for b in exchange.body),
-                trace=traceparent,
             )
 
     async def _serve_http(
@@ -536,16 +516,6 @@ def _metadata(buffer: bytearray, at: int) -> tuple[tuple[tuple[str, str], ...], 
         entries.append((name, bytes(buffer[at + 4 : at + 4 + size]).decode("latin-1")))
         at += 4 + size
     return tuple(entries), at
-
-
-def _model_version(request: Message | None) -> tuple[str, str]:
-    """The model and version a gRPC request names, for the access log."""
-    for name, version in (("model_name", "model_version"), ("name", "version")):
-        model = getattr(request, name, None)
-        if isinstance(model, str):
-            value = getattr(request, version, "")
-            return model, value if isinstance(value, str) else ""
-    return "", ""
 
 
 def _http_scope(buffer: bytearray, at: int) -> tuple[dict[str, Any], int]:

@@ -1,8 +1,16 @@
-"""Domain errors -> gRPC status codes (OIP.md's error table)."""
+"""Domain errors -> gRPC status codes (OIP.md's error table), and the decorator that
+applies them to a servicer method."""
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import grpc
+import grpc.aio
+from google.protobuf.message import Message
 
 from inferbridge.errors import (
     CallerGoneError,
@@ -21,7 +29,13 @@ from inferbridge.errors import (
     ServerNotReady,
 )
 
-__all__ = ["QUEUE_FULL_CODES", "grpc_status"]
+__all__ = ["QUEUE_FULL_CODES", "grpc_status", "mapped_errors"]
+
+logger = logging.getLogger(__name__)
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 
 #: What a full queue answers over gRPC (Settings.grpc_queue_full_code): RESOURCE_EXHAUSTED
 #: says what happened; UNAVAILABLE is Triton's, and what KServe's gRPC client retries.
@@ -56,3 +70,26 @@ def grpc_status(
         if cls in _CODES:
             return _CODES[cls]
     return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn domain errors into gRPC statuses (a full queue as the servicer's
+    `queue_full_code`); anything else becomes INTERNAL, logged."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except InferBridgeError as error:
+            code = grpc_status(error, queue_full=self.queue_full_code)
+            await context.abort(code, error.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            logger.exception("unhandled error in %s", method.__name__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal server error; see the server log"
+            )
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper

@@ -4,14 +4,11 @@ TraceSetting), mixed into InferenceServicer; thin over the same objects as the R
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
-import grpc
-
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.errors import InferBridgeError, InvalidInput
-from inferbridge.frontends.grpc.errors import grpc_status
+from inferbridge.errors import InvalidInput
+from inferbridge.frontends.grpc.errors import mapped_errors
 from inferbridge.observability.logs import LOG_SETTINGS
 from inferbridge.observability.trace_settings import settings_of
 from inferbridge.protocol.generated import grpc_service_pb2 as pb
@@ -19,28 +16,16 @@ from inferbridge.protocol.shared_memory import CUDA_UNSUPPORTED
 
 __all__ = ["ExtensionMethods"]
 
-logger = logging.getLogger(__name__)
-
 
 def _answered(method: Any) -> Any:
-    """Domain errors as gRPC statuses (as the servicer's own methods map them)."""
+    """A synchronous extension method as a servicer method, with the servicer's error
+    mapping (grpc.errors.mapped_errors)."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: Any) -> Any:
-        try:
-            return method(self, request)
-        except InferBridgeError as error:
-            await context.abort(grpc_status(error), error.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            logger.exception("unhandled error in %s", method.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal server error; see the server log"
-            )
-        raise AssertionError("unreachable: abort raises")
+    async def call(self: Any, request: Any, context: Any) -> Any:
+        return method(self, request)
 
-    return wrapper
+    return mapped_errors(call)
 
 
 class ExtensionMethods:

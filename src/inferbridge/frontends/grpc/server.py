@@ -252,36 +252,20 @@ class _ObservedCalls(_Interceptor):
             if code == "RESOURCE_EXHAUSTED":
                 counters.reject(getattr(request, "model_name", ""), "queue_full")
         if self._access is not None:
-            model, version = _model_version(request)
-            traceparent = next(
-                (v for k, v in context.invocation_metadata() or () if k == "traceparent"), None
-            )
-            self._access.request(
-                protocol="grpc",
-                method=method,
-                route=method,
-                model=model,
-                version=version,
-                status=code,
+            self._access.grpc(
+                method,
+                request,
+                context.invocation_metadata() or (),
+                code=code,
                 duration_s=time.perf_counter() - start,
                 request_bytes=_size(request),
                 response_bytes=_size(response),
-                trace=traceparent,
             )
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     code = context.code()
     return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-
-
-def _model_version(request: Any) -> tuple[str, str]:
-    for name, version in (("model_name", "model_version"), ("name", "version")):
-        model = getattr(request, name, None)
-        if isinstance(model, str):
-            value = getattr(request, version, "")
-            return model, value if isinstance(value, str) else ""
-    return "", ""
 
 
 def _size(message: Any) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -14,9 +13,9 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.errors import InferBridgeError, ModelNotFound
+from inferbridge.errors import ModelNotFound
 from inferbridge.frontends import compat
-from inferbridge.frontends.grpc.errors import grpc_status
+from inferbridge.frontends.grpc.errors import mapped_errors as _mapped_errors
 from inferbridge.frontends.grpc.extensions import ExtensionMethods
 from inferbridge.protocol.generated import ai_service_pb2 as ai_pb
 from inferbridge.protocol.generated import grpc_service_pb2 as pb
@@ -25,33 +24,6 @@ from inferbridge.protocol.grpc_codec import decode_model_infer_request, encode_m
 __all__ = ["AIServicer", "InferenceServicer", "MethodTable", "generic_handlers", "method_table"]
 
 logger = logging.getLogger(__name__)
-
-Req = TypeVar("Req", bound=Message)
-Resp = TypeVar("Resp", bound=Message)
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-
-
-def _mapped_errors(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Turn domain errors into gRPC statuses; anything else becomes INTERNAL, logged."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        try:
-            return await method(self, request, context)
-        except InferBridgeError as error:
-            code = grpc_status(error, queue_full=self.queue_full_code)
-            await context.abort(code, error.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            logger.exception("unhandled error in %s", method.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal server error; see the server log"
-            )
-        raise AssertionError("unreachable: abort raises")
-
-    return wrapper
-
 
 class InferenceServicer(ExtensionMethods):
     """inference.GRPCInferenceService (shared memory, logging and trace settings: in

@@ -16,7 +16,6 @@ from inferbridge.observability.frontend import (
     ProtocolCounters,
     http_route,
     infer_model,
-    path_model,
 )
 from inferbridge.observability.logs import AccessLog
 
@@ -101,20 +100,12 @@ class ObservedApp:
     def _log(
         access: AccessLog, scope: Scope, status: int, exchange: _Exchange, start: float
     ) -> None:
-        path: str = scope["path"]
-        model, version = path_model(path)
-        traceparent = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
-        access.request(
-            protocol="http",
-            method=scope["method"],
-            route=path,
-            model=model,
-            version=version,
-            status=str(status),
+        access.http(
+            scope,
+            status=status,
             duration_s=time.perf_counter() - start,
             request_bytes=exchange.request_bytes,
             response_bytes=exchange.response_bytes,
-            trace=traceparent,
         )
 
 
