@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -272,20 +273,15 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	}
 
 	timeoutUS := int64(-1)
-	var answerBy <-chan time.Time
 	if deadline, ok := ctx.Deadline(); ok {
 		if timeoutUS = int64(time.Until(deadline) / time.Microsecond); timeoutUS <= 0 {
 			body.Free()
 			callPool.Put(c)
 			return status.Error(codes.DeadlineExceeded, "inferbridge: deadline exceeded before the call was forwarded")
 		}
-		// At the deadline itself grpc-go resets the stream (RST_STREAM CANCEL), which a
-		// client whose own timer has not fired reads as CANCELLED: answer
-		// DEADLINE_EXCEEDED just before it.
-		timer := time.NewTimer(time.Until(deadline) - deadlineMargin)
-		defer timer.Stop()
-		answerBy = timer.C
 	}
+	answerBy, stopTimer := answerBefore(ctx)
+	defer stopTimer()
 
 	// Admission, as for REST: a model at its LIMITS bound is refused here, unread by Python.
 	if method == modelInferMethod {
@@ -327,7 +323,7 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 		return ss.SendMsg(&resp)
 	case <-answerBy:
 		g.giveUp(id, c)
-		return status.Error(codes.DeadlineExceeded, "inferbridge: deadline exceeded")
+		return errDeadline
 	case <-ctx.Done():
 		g.giveUp(id, c)
 		return status.FromContextError(ctx.Err()).Err()
@@ -335,8 +331,22 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 }
 
 // deadlineMargin is how long before a call's deadline the gateway answers
-// DEADLINE_EXCEEDED itself (see the unary handler).
+// DEADLINE_EXCEEDED itself: at the deadline grpc-go resets the stream (RST_STREAM CANCEL),
+// which a client whose own timer has not fired yet reads as CANCELLED.
 const deadlineMargin = time.Millisecond
+
+// answerBefore returns a channel that fires deadlineMargin before ctx's deadline (nil,
+// never firing, without a deadline) and the function that releases its timer.
+func answerBefore(ctx context.Context) (<-chan time.Time, func() bool) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return nil, func() bool { return false }
+	}
+	timer := time.NewTimer(time.Until(deadline) - deadlineMargin)
+	return timer.C, timer.Stop
+}
+
+var errDeadline = status.Error(codes.DeadlineExceeded, "inferbridge: deadline exceeded")
 
 // giveUp stops waiting for a call's REPLY: the backend is told to drop the call
 // (when its REPLY was still pending) and the pooled call is returned.

@@ -126,6 +126,8 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 	defer close(stop)
 	failed := make(chan error, 1)
 	go g.pumpRequests(ss, id, st, stop, failed)
+	answerBy, stopTimer := answerBefore(ctx)
+	defer stopTimer()
 
 	pm := &g.metrics.proto[protoGRPC]
 	for {
@@ -157,6 +159,9 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 				return status.FromContextError(ctx.Err()).Err()
 			}
 			return err
+		case <-answerBy:
+			g.cancelStream(id, st)
+			return errDeadline
 		case <-ctx.Done():
 			g.cancelStream(id, st)
 			return status.FromContextError(ctx.Err()).Err()
