@@ -268,7 +268,9 @@ class DataPlane:
                 if self.control_mode is ControlMode.POLL
                 else "models are loaded once at start-up"
             )
+            # Triton's phrase first (its clients and QA match it), ours after.
             raise RepositoryNotModifiable(
+                "explicit model load / unload is not allowed if polling is enabled: "
                 f"cannot {action} models: the repository is not modifiable in model control "
                 f"mode '{self.control_mode.value}' ({how}); start the server with "
                 "--model-control-mode explicit to load and unload through the API"
