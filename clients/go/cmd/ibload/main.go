@@ -57,6 +57,7 @@ type options struct {
 	raw         bool
 	body        string
 	cpuProfile  string
+	timeline    time.Duration
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -80,6 +81,7 @@ func parseFlags(args []string) (*options, error) {
 		"No timeout parameter is sent (the server's default applies); -timeout only bounds the client's wait")
 	fs.StringVar(&o.body, "body", "", "with -raw and rest-json: send this file's bytes as the request body instead of one built from the model's metadata")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator itself to this file (go tool pprof)")
+	fs.DurationVar(&o.timeline, "timeline", 0, "also report the measured window in slices of this length (requests, ok, errors, p50/p99 of the requests due in each; JSON field timeline); 0 = off")
 	fs.StringVar(&o.jsonOut, "json", "", `also write the report as JSON to this file ("-" for stdout instead of the table)`)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -106,7 +108,7 @@ func parseFlags(args []string) (*options, error) {
 	if o.body != "" && (!o.raw || o.protocol != "rest-json") {
 		return nil, errors.New("-body needs -raw and -protocol rest-json")
 	}
-	if o.concurrency < 1 || o.connections < 1 || o.maxInflight < 1 || o.batch < 1 || o.rate < 0 || o.duration <= 0 || o.warmup < 0 {
+	if o.concurrency < 1 || o.connections < 1 || o.maxInflight < 1 || o.batch < 1 || o.rate < 0 || o.duration <= 0 || o.warmup < 0 || o.timeline < 0 {
 		return nil, errors.New("-concurrency, -connections, -max-inflight, -batch and -duration must be positive")
 	}
 	return o, nil

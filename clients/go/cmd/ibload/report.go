@@ -33,6 +33,17 @@ type Report struct {
 	LatencyAll  Latency            `json:"latency_all_ms"`        // latency of every request sent (answered, refused or failed), until its end
 	SendLag     Latency            `json:"send_lag_ms"`           // open loop: from each request's due time until the client sent it (the client's own lateness)
 	ByKind      map[string]Latency `json:"latency_by_kind_ms"`    // latency of the failed requests, by error kind (DROPPED excluded)
+	Timeline    []Slice            `json:"timeline,omitempty"`    // with -timeline: the window in slices, by due time
+}
+
+// Slice is one -timeline slice of the measured window: the requests due in it.
+type Slice struct {
+	StartS   float64        `json:"start_s"`          // seconds from the window's start
+	Requests int            `json:"requests"`         // requests due in the slice
+	OK       int            `json:"ok"`               // of which succeeded
+	Errors   map[string]int `json:"errors,omitempty"` // failures by kind
+	P50      float64        `json:"p50_ms"`           // latency of every request sent in it (DROPPED excluded)
+	P99      float64        `json:"p99_ms"`
 }
 
 // Latency summarizes the latencies of successful requests, in milliseconds.
@@ -112,7 +123,55 @@ func buildReport(o *options, shards [][]sample, from, to time.Time) *Report {
 	if r.Mode == "open" {
 		r.SendLag = summarize(lags)
 	}
+	if o.timeline > 0 {
+		r.Timeline = buildTimeline(shards, from, to, o.timeline)
+	}
 	return r
+}
+
+// buildTimeline slices [from, to) into steps of `step` and summarizes the requests due in
+// each (a fault's effect shows at the time the requests met it).
+func buildTimeline(shards [][]sample, from, to time.Time, step time.Duration) []Slice {
+	n := int((to.Sub(from) + step - 1) / step)
+	out := make([]Slice, n)
+	sent := make([][]time.Duration, n)
+	for i := range out {
+		out[i].StartS = (time.Duration(i) * step).Seconds()
+	}
+	for _, shard := range shards {
+		for _, s := range shard {
+			if s.due.Before(from) || !s.due.Before(to) {
+				continue
+			}
+			i := int(s.due.Sub(from) / step)
+			sl := &out[i]
+			sl.Requests++
+			dropped := s.code == codeDropped || s.kind == kindDropped
+			if !dropped {
+				sent[i] = append(sent[i], s.latency)
+			}
+			if s.ok {
+				sl.OK++
+				continue
+			}
+			name := s.kind
+			switch {
+			case dropped:
+				name = kindDropped
+			case name == "":
+				name = s.code.String()
+			}
+			if sl.Errors == nil {
+				sl.Errors = map[string]int{}
+			}
+			sl.Errors[name]++
+		}
+	}
+	for i := range out {
+		l := summarize(sent[i])
+		out[i].P50, out[i].P99 = l.P50, l.P99
+	}
+	return out
 }
 
 func summarize(latencies []time.Duration) Latency {

@@ -48,6 +48,38 @@ func TestReportWindowAndErrors(t *testing.T) {
 	}
 }
 
+func TestReportTimeline(t *testing.T) {
+	from := time.Now()
+	to := from.Add(2 * time.Second)
+	shards := [][]sample{{
+		{due: from.Add(-time.Millisecond), latency: time.Millisecond, ok: true}, // warm-up: ignored
+		{due: from, latency: 2 * time.Millisecond, ok: true},
+		{due: from.Add(999 * time.Millisecond), latency: 4 * time.Millisecond, ok: true},
+		{due: from.Add(time.Second), latency: 8 * time.Millisecond, kind: "HTTP 503"},
+	}, {
+		{due: from.Add(1500 * time.Millisecond), kind: kindDropped},
+		{due: to, latency: time.Millisecond, ok: true}, // after the window: ignored
+	}}
+	o := &options{protocol: "rest-json", raw: true, target: "x", model: "m", concurrency: 2, batch: 1,
+		duration: 2 * time.Second, timeline: time.Second}
+	r := buildReport(o, shards, from, to)
+	if len(r.Timeline) != 2 {
+		t.Fatalf("timeline %+v", r.Timeline)
+	}
+	first, second := r.Timeline[0], r.Timeline[1]
+	if first.StartS != 0 || first.Requests != 2 || first.OK != 2 || first.P50 != 2 || first.P99 != 4 || first.Errors != nil {
+		t.Fatalf("first slice %+v", first)
+	}
+	if second.StartS != 1 || second.Requests != 2 || second.OK != 0 || second.Errors["HTTP 503"] != 1 ||
+		second.Errors["DROPPED"] != 1 || second.P99 != 8 {
+		t.Fatalf("second slice %+v", second)
+	}
+	o.timeline = 0
+	if r := buildReport(o, shards, from, to); r.Timeline != nil {
+		t.Fatalf("timeline without -timeline: %+v", r.Timeline)
+	}
+}
+
 func TestBuildRequestFromMetadata(t *testing.T) {
 	meta := &inferbridge.ModelMetadata{Inputs: []inferbridge.TensorMetadata{{Name: "input", Datatype: "FP32", Shape: []int64{-1, 4}}}}
 	req, err := buildRequest(&options{model: "m", batch: 2, data: "[5.1,3.5,1.4,0.2]"}, meta)
