@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0 = any free)")
     serve.add_argument("--default-model", help="model behind /predict and AIService (default iris)")
     serve.add_argument("--max-request-bytes", type=int, help="largest request body accepted")
+    serve.add_argument("--max-model-file-bytes", type=int, help="largest model file a load reads")
     serve.add_argument(
         "--strict-readiness",
         action="store_true",
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         "--repository-poll-secs", type=float, help="poll mode rescan interval (default 15)"
     )
     serve.add_argument(
+        "--state-dir", type=Path, help="durable state (rollouts); default per repository"
+    )
+    serve.add_argument(
         "--load-model",
         action="append",
         metavar="NAME",
@@ -102,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     from inferbridge.export.cli import add_export_parser
 
     add_export_parser(commands)
+
+    from inferbridge.fleet import cli as fleet_cli
+
+    fleet_cli.register(commands)
     return parser
 
 
@@ -111,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inferbridge.export.cli import run_export
 
         return run_export(options)
+    if options.command == "fleet":
+        from inferbridge.fleet import cli as fleet_cli
+
+        return fleet_cli.run(options)
     if options.command == "examples":
         from inferbridge.examples.build import example_repository
 

@@ -1,0 +1,292 @@
+"""The control plane's HTTP JSON API under `/v1/fleet/...`, as a raw ASGI application
+(like the REST front end: no routing framework).
+
+Operator routes need the admin token; agent routes (`/v1/fleet/agent/...`) need the
+bootstrap token (register) or the node's own token. Every error is JSON
+`{"error": "..."}` with the status of its `FleetError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from inferbridge.fleet.controlplane import ControlPlane
+from inferbridge.fleet.errors import FleetError, InvalidSpec, NotFound
+from inferbridge.fleet.spec import (
+    DeploymentSpec,
+    Manifest,
+    Registration,
+    RolloutSpec,
+    parse_model,
+)
+
+__all__ = ["FleetApp"]
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+_MAX_BODY = 8 * 1024 * 1024
+
+
+class _Request:
+    def __init__(self, scope: Scope, body: bytes, params: dict[str, str]) -> None:
+        self.method: str = scope["method"]
+        self.params = params
+        self.query = {
+            k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()
+        }
+        self.body = body
+        self.token: str | None = None
+        for key, value in scope.get("headers", []):
+            if key == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and token:
+                    self.token = token.strip()
+
+    def json(self) -> Any:
+        if not self.body:
+            return {}
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidSpec(f"the body is not valid JSON: {exc}") from None
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise InvalidSpec(f"query parameter {name!r} must be a number") from None
+
+
+Handler = Callable[[_Request], Awaitable[tuple[int, Any]]]
+
+
+class FleetApp:
+    """ASGI application over one `ControlPlane`."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        p = plane
+        admin = self._admin
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        add = self._add
+        add("GET", "/v1/fleet/health", self._health)
+        add("POST", "/v1/fleet/agent/register", self._register)
+        add("POST", "/v1/fleet/agent/{node}/heartbeat", self._heartbeat)
+        add("GET", "/v1/fleet/agent/{node}/assignments", self._assignments)
+        add("POST", "/v1/fleet/agent/{node}/requests/{id}", self._answer)
+        add(
+            "GET",
+            "/v1/fleet/nodes",
+            admin(lambda r: _ok({"nodes": [p.node_view(n) for n in sorted(p.nodes)]})),
+        )
+        add("GET", "/v1/fleet/nodes/{node}", admin(lambda r: _ok(p.node_view(r.params["node"]))))
+        add("GET", "/v1/fleet/nodes/{node}/logs", admin(self._logs))
+        add("POST", "/v1/fleet/nodes/{node}/diagnose", admin(self._diagnose))
+        add("GET", "/v1/fleet/status", admin(lambda r: _ok(p.status_view())))
+        add("GET", "/v1/fleet/routing", admin(lambda r: _ok(p.routing_view())))
+        add("GET", "/v1/fleet/artifacts", admin(self._list_artifacts))
+        add("POST", "/v1/fleet/artifacts", admin(self._push))
+        add("GET", "/v1/fleet/deployments", admin(self._list_deployments))
+        add("PUT", "/v1/fleet/deployments/{model}", admin(self._deploy))
+        add("GET", "/v1/fleet/deployments/{model}", admin(self._get_deployment))
+        add("DELETE", "/v1/fleet/deployments/{model}", admin(self._delete))
+        add("POST", "/v1/fleet/apply", admin(self._apply))
+        add("POST", "/v1/fleet/rollouts", admin(self._rollout))
+        add(
+            "GET",
+            "/v1/fleet/rollouts/{model}",
+            admin(lambda r: _ok(p.rollout_view(r.params["model"]))),
+        )
+
+    def _add(self, method: str, template: str, handler: Handler) -> None:
+        pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+        self._routes.append((method, re.compile(f"^{pattern}$"), handler))
+
+    def _admin(
+        self, handler: Callable[[_Request], Awaitable[tuple[int, Any]] | tuple[int, Any]]
+    ) -> Handler:
+        async def checked(request: _Request) -> tuple[int, Any]:
+            self.plane.check_admin(request.token)
+            result = handler(request)
+            if isinstance(result, tuple):
+                return result
+            return await result
+
+        return checked
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        status, payload = await self._dispatch(scope, receive)
+        body = orjson.dumps(payload)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.plane.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.plane.stop()
+                await self.plane.store.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
+        path: str = scope["path"]
+        allowed = False
+        for method, pattern, handler in self._routes:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            allowed = True
+            if method != scope["method"]:
+                continue
+            try:
+                body = await _read_body(receive)
+                return await handler(_Request(scope, body, match.groupdict()))
+            except FleetError as exc:
+                return exc.status, {"error": exc.message}
+            except Exception:
+                logger.exception("fleet API %s %s failed", scope["method"], path)
+                return 500, {"error": "internal error (see the control plane's log)"}
+        if allowed:
+            return 405, {"error": f"method {scope['method']} not allowed on {path}"}
+        return 404, {"error": f"no route {path}"}
+
+    # -- handlers --------------------------------------------------------------------
+
+    async def _health(self, request: _Request) -> tuple[int, Any]:
+        return 200, {"status": "ok", "nodes": len(self.plane.nodes)}
+
+    async def _register(self, request: _Request) -> tuple[int, Any]:
+        registration = parse_model(Registration, request.json(), "registration")
+        token = await self.plane.register(registration, request.token)
+        return 200, {"node": registration.name, "token": token}
+
+    async def _heartbeat(self, request: _Request) -> tuple[int, Any]:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise InvalidSpec("a heartbeat must be a JSON object")
+        return 200, await self.plane.heartbeat(request.params["node"], request.token, body)
+
+    async def _assignments(self, request: _Request) -> tuple[int, Any]:
+        wait = min(max(request.number("wait_s", self.plane.long_poll_s), 0.0), 300.0)
+        etag = request.query.get("etag", "")
+        return 200, await self.plane.assignments_for(
+            request.params["node"], request.token, etag, wait
+        )
+
+    async def _answer(self, request: _Request) -> tuple[int, Any]:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise InvalidSpec("an answer must be a JSON object")
+        await self.plane.answer(request.params["node"], request.token, request.params["id"], body)
+        return 200, {}
+
+    async def _logs(self, request: _Request) -> tuple[int, Any]:
+        lines = int(request.number("lines", 200))
+        if not 1 <= lines <= 10000:
+            raise InvalidSpec("lines must be between 1 and 10000")
+        return 200, await self.plane.ask(request.params["node"], "logs", lines=lines)
+
+    async def _diagnose(self, request: _Request) -> tuple[int, Any]:
+        return 200, await self.plane.ask(request.params["node"], "diagnose")
+
+    async def _list_artifacts(self, request: _Request) -> tuple[int, Any]:
+        return 200, {"artifacts": [m.model_dump() for _, m in sorted(self.plane.artifacts.items())]}
+
+    async def _push(self, request: _Request) -> tuple[int, Any]:
+        manifest = parse_model(Manifest, request.json(), "manifest")
+        await self.plane.push_manifest(manifest)
+        return 201, manifest.model_dump()
+
+    async def _list_deployments(self, request: _Request) -> tuple[int, Any]:
+        return 200, {
+            "deployments": [d.model_dump() for _, d in sorted(self.plane.deployments.items())]
+        }
+
+    async def _deploy(self, request: _Request) -> tuple[int, Any]:
+        data = request.json()
+        if isinstance(data, dict):
+            data = {**data, "model": data.get("model", request.params["model"])}
+        spec = parse_model(DeploymentSpec, data, "deployment")
+        if spec.model != request.params["model"]:
+            raise InvalidSpec(
+                f"the body names model {spec.model!r}, the path {request.params['model']!r}"
+            )
+        await self.plane.apply([spec])
+        return 200, spec.model_dump()
+
+    async def _get_deployment(self, request: _Request) -> tuple[int, Any]:
+        spec = self.plane.deployments.get(request.params["model"])
+        if spec is None:
+            raise NotFound(f"no deployment {request.params['model']!r}")
+        return 200, spec.model_dump()
+
+    async def _delete(self, request: _Request) -> tuple[int, Any]:
+        await self.plane.delete_deployment(request.params["model"])
+        return 200, {}
+
+    async def _apply(self, request: _Request) -> tuple[int, Any]:
+        data = request.json()
+        items = data.get("deployments") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not items:
+            raise InvalidSpec("apply needs {'deployments': [...]} with at least one deployment")
+        specs = [
+            parse_model(DeploymentSpec, item, f"deployments[{i}]") for i, item in enumerate(items)
+        ]
+        await self.plane.apply(specs)
+        return 200, {"applied": [s.model for s in specs]}
+
+    async def _rollout(self, request: _Request) -> tuple[int, Any]:
+        spec = parse_model(RolloutSpec, request.json(), "rollout")
+        await self.plane.start_rollout(spec)
+        return 201, self.plane.rollout_view(spec.model)
+
+
+def _ok(payload: Any) -> tuple[int, Any]:
+    return 200, payload
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_BODY:
+            raise InvalidSpec(f"the body is over {_MAX_BODY} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -1,0 +1,603 @@
+"""The control plane's state and loops: registration, heartbeats, liveness, the
+reconciliation loop, assignment long polls and diagnostics over the agent channel.
+
+Desired state (nodes, deployments, artefacts, assignments, rollouts) lives in the store;
+what agents report (heartbeats) lives in memory and is rebuilt within a heartbeat after a
+restart. A restarted control plane treats every known node as Ready for one liveness
+window, so a restart alone moves no replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from inferbridge.fleet.errors import Conflict, InvalidSpec, NotFound, Unauthorized, Unavailable
+from inferbridge.fleet.policy import PlacementPolicy, SpreadPolicy
+from inferbridge.fleet.reconciler import (
+    DeploymentStatus,
+    ModelObservation,
+    NodeState,
+    reconcile,
+    rollout_wave_nodes,
+)
+from inferbridge.fleet.spec import (
+    Capacity,
+    DeploymentSpec,
+    Manifest,
+    Registration,
+    RolloutSpec,
+)
+from inferbridge.fleet.store import Change, Store
+
+__all__ = ["ControlPlane"]
+
+logger = logging.getLogger(__name__)
+
+_EVENTS_KEPT = 50
+_MODEL_STATES = {"DOWNLOADING", "VERIFYING", "LOADING", "READY", "FAILED", "UNLOADING"}
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class _Observed:
+    """What the latest heartbeats of one node said (memory only)."""
+
+    last_seen: float
+    interval_s: float
+    ready: bool = True
+    heartbeats: int = 0
+    server: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, ModelObservation] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    disk: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ControlPlane:
+    """Everything behind the fleet API. Create inside the running loop; `start` loads the
+    store and starts the loops, `stop` ends them."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        admin_token: str,
+        bootstrap_token: str,
+        policy: PlacementPolicy | None = None,
+        missed_heartbeats: int = 3,
+        long_poll_s: float = 25.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._admin = _hash(admin_token)
+        self._bootstrap = _hash(bootstrap_token)
+        self.policy: PlacementPolicy = policy or SpreadPolicy()
+        self.missed_heartbeats = missed_heartbeats
+        self.long_poll_s = long_poll_s
+        self._now = wall_clock
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.deployments: dict[str, DeploymentSpec] = {}
+        self.artifacts: dict[str, Manifest] = {}
+        self.assignments: dict[str, dict[str, int]] = {}
+        self.rollouts: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, DeploymentStatus] = {}
+        self.observed: dict[str, _Observed] = {}
+        self._dirty = asyncio.Event()
+        self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock = asyncio.Lock()
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.nodes = await self.store.list("nodes")
+        self.deployments = {
+            k: DeploymentSpec.model_validate(v)
+            for k, v in (await self.store.list("deployments")).items()
+        }
+        self.artifacts = {
+            k: Manifest.model_validate(v) for k, v in (await self.store.list("artifacts")).items()
+        }
+        self.assignments = {
+            k: {m: int(v) for m, v in doc.get("models", {}).items()}
+            for k, doc in (await self.store.list("assignments")).items()
+        }
+        self.rollouts = await self.store.list("rollouts")
+        started = time.monotonic()
+        for name, doc in self.nodes.items():
+            self.observed[name] = _Observed(started, float(doc.get("heartbeat_interval_s", 1.0)))
+        self._tasks = [asyncio.create_task(self._loop(), name="fleet-reconcile")]
+        self._dirty.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # -- authentication --------------------------------------------------------------
+
+    def check_admin(self, token: str | None) -> None:
+        if token is None or not hmac.compare_digest(_hash(token), self._admin):
+            raise Unauthorized("a valid admin token is required (Authorization: Bearer ...)")
+
+    def _check_node(self, name: str, token: str | None) -> _Observed:
+        doc = self.nodes.get(name)
+        if doc is None:
+            raise NotFound(f"unknown node {name!r}: register it first")
+        if token is None or not hmac.compare_digest(_hash(token), str(doc["token_sha256"])):
+            raise Unauthorized(f"wrong token for node {name!r}")
+        return self.observed[name]
+
+    # -- the agent channel -----------------------------------------------------------
+
+    async def register(self, registration: Registration, token: str | None) -> str:
+        """Register (or re-register) a node; answers its new node token. The bootstrap
+        token or the node's current token is accepted."""
+        existing = self.nodes.get(registration.name)
+        presented = _hash(token) if token is not None else ""
+        bootstrap = hmac.compare_digest(presented, self._bootstrap)
+        own = existing is not None and hmac.compare_digest(presented, str(existing["token_sha256"]))
+        if not (bootstrap or own):
+            raise Unauthorized("registration needs the bootstrap token or the node's own token")
+        node_token = secrets.token_urlsafe(32)
+        doc = {
+            **registration.model_dump(),
+            "token_sha256": _hash(node_token),
+            "registered_at": (existing or {}).get("registered_at", self._now()),
+        }
+        await self.store.apply([("nodes", registration.name, doc)])
+        self.nodes[registration.name] = doc
+        observed = self.observed.get(registration.name)
+        if observed is None:
+            observed = self.observed[registration.name] = _Observed(
+                time.monotonic(), registration.heartbeat_interval_s
+            )
+        observed.last_seen = time.monotonic()
+        observed.interval_s = registration.heartbeat_interval_s
+        logger.info(
+            "node %s registered (%s, labels %s)",
+            registration.name,
+            "new" if existing is None else "again",
+            registration.labels,
+        )
+        self._set_ready(registration.name, observed, True)
+        self._dirty.set()
+        return node_token
+
+    async def heartbeat(self, name: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        observed = self._check_node(name, token)
+        models = _parse_models(body.get("models", []))
+        server = body.get("server") or {}
+        if not isinstance(server, dict):
+            raise InvalidSpec("heartbeat: 'server' must be an object")
+        changed = models != observed.models or bool(server.get("ready")) != bool(
+            observed.server.get("ready")
+        )
+        observed.last_seen = time.monotonic()
+        observed.heartbeats += 1
+        observed.server = server
+        observed.models = models
+        observed.metrics = body.get("metrics") or {}
+        observed.disk = body.get("disk") or {}
+        for event in body.get("events") or []:
+            if isinstance(event, dict):
+                observed.events.append(event)
+        del observed.events[:-_EVENTS_KEPT]
+        self._set_ready(name, observed, True)
+        if changed:
+            self._dirty.set()
+        return {"etag": self._etag(name)}
+
+    async def assignments_for(
+        self, name: str, token: str | None, etag: str, wait_s: float | None = None
+    ) -> dict[str, Any]:
+        """Long poll: answers when the node's assignments differ from `etag`, when a
+        diagnostic request is waiting, or after `wait_s`."""
+        observed = self._check_node(name, token)
+        deadline = time.monotonic() + (self.long_poll_s if wait_s is None else wait_s)
+        while True:
+            wake = observed.wake
+            current = self._etag(name)
+            if current != etag or observed.requests or time.monotonic() >= deadline:
+                requests, observed.requests = observed.requests, []
+                return {
+                    "etag": current,
+                    "assignments": self._payload(name),
+                    "requests": requests,
+                    "heartbeat_interval_s": observed.interval_s,
+                }
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), max(0.0, deadline - time.monotonic()))
+
+    async def answer(
+        self, name: str, token: str | None, request_id: str, body: dict[str, Any]
+    ) -> None:
+        self._check_node(name, token)
+        future = self._answers.get(request_id)
+        if future is None:
+            raise NotFound(f"no diagnostic request {request_id!r} is waiting (too late?)")
+        if not future.done():
+            future.set_result(body)
+
+    def _wake(self, name: str) -> None:
+        observed = self.observed.get(name)
+        if observed is not None:
+            observed.wake.set()
+            observed.wake = asyncio.Event()
+
+    def _payload(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for model, version in sorted(self.assignments.get(name, {}).items()):
+            manifest = self.artifacts.get(f"{model}/{version}")
+            if manifest is not None:
+                out.append(
+                    {
+                        "model": model,
+                        "version": version,
+                        "uri": manifest.uri,
+                        "sha256": manifest.sha256,
+                        "size": manifest.size,
+                        "format": manifest.format,
+                    }
+                )
+        return out
+
+    def _etag(self, name: str) -> str:
+        return hashlib.sha256(orjson.dumps(self._payload(name))).hexdigest()[:16]
+
+    # -- operator actions ------------------------------------------------------------
+
+    async def push_manifest(self, manifest: Manifest) -> None:
+        key = f"{manifest.model}/{manifest.version}"
+        await self.store.apply([("artifacts", key, manifest.model_dump())])
+        self.artifacts[key] = manifest
+        logger.info(
+            "artefact %s registered (%s, sha256 %s)", key, manifest.uri, manifest.sha256[:12]
+        )
+        self._dirty.set()
+
+    def _check_deployable(self, spec: DeploymentSpec) -> None:
+        if f"{spec.model}/{spec.version}" not in self.artifacts:
+            raise NotFound(
+                f"no artefact for {spec.model} version {spec.version}: push it first "
+                f"(inferbridge fleet push models/{spec.model} --version {spec.version} --to s3://...)"
+            )
+        rollout = self.rollouts.get(spec.model)
+        current = self.deployments.get(spec.model)
+        if (
+            rollout is not None
+            and rollout.get("state") == "Running"
+            and current is not None
+            and current.version != spec.version
+        ):
+            raise Conflict(
+                f"a rollout of {spec.model} to version {rollout['version']} is running; "
+                "wait for it to finish before deploying another version"
+            )
+
+    async def apply(self, specs: list[DeploymentSpec]) -> None:
+        """Deploy several models at once: all are checked first, then written together."""
+        names = [s.model for s in specs]
+        if len(set(names)) != len(names):
+            raise InvalidSpec("the same model is declared twice")
+        async with self._lock:
+            for spec in specs:
+                self._check_deployable(spec)
+            await self.store.apply([("deployments", s.model, s.model_dump()) for s in specs])
+            for spec in specs:
+                self.deployments[spec.model] = spec
+                logger.info(
+                    "deployment %s: version %d, replicas %s, selector %s, resources %s",
+                    spec.model,
+                    spec.version,
+                    spec.replicas,
+                    spec.selector,
+                    spec.resources.describe(),
+                )
+        self._dirty.set()
+
+    async def delete_deployment(self, model: str) -> None:
+        async with self._lock:
+            if model not in self.deployments:
+                raise NotFound(f"no deployment {model!r}")
+            changes: list[Change] = [("deployments", model, None)]
+            if model in self.rollouts:
+                changes.append(("rollouts", model, None))
+            await self.store.apply(changes)
+            self.deployments.pop(model)
+            self.rollouts.pop(model, None)
+        logger.info("deployment %s deleted", model)
+        self._dirty.set()
+
+    async def start_rollout(self, spec: RolloutSpec) -> dict[str, Any]:
+        async with self._lock:
+            deployment = self.deployments.get(spec.model)
+            if deployment is None:
+                raise NotFound(f"no deployment {spec.model!r}: deploy it before rolling out")
+            if f"{spec.model}/{spec.version}" not in self.artifacts:
+                raise NotFound(
+                    f"no artefact for {spec.model} version {spec.version}: push it first"
+                )
+            if deployment.version == spec.version:
+                raise Conflict(f"{spec.model} is at version {spec.version} already")
+            running = self.rollouts.get(spec.model)
+            if running is not None and running.get("state") == "Running":
+                raise Conflict(
+                    f"a rollout of {spec.model} to version {running['version']} is running"
+                )
+            hosts = sorted(n for n, models in self.assignments.items() if spec.model in models)
+            if not hosts:
+                raise Conflict(f"no node serves {spec.model} yet (status says why)")
+            now = self._now()
+            rollout = {
+                **spec.model_dump(),
+                "from_version": deployment.version,
+                "nodes": hosts,
+                "wave": 0,
+                "wave_started": now,
+                "started": now,
+                "healthy_since": {},
+                "state": "Running",
+                "reason": "",
+            }
+            await self.store.apply([("rollouts", spec.model, rollout)])
+            self.rollouts[spec.model] = rollout
+        logger.info(
+            "rollout %s: version %d -> %d over %d node(s), waves %s",
+            spec.model,
+            deployment.version,
+            spec.version,
+            len(hosts),
+            spec.waves,
+        )
+        self._dirty.set()
+        return rollout
+
+    async def ask(
+        self, name: str, kind: str, timeout_s: float = 30.0, **args: Any
+    ) -> dict[str, Any]:
+        """A diagnostic request answered by the node's agent over its channel."""
+        if name not in self.nodes:
+            raise NotFound(f"unknown node {name!r}")
+        request_id = f"r{next(self._ids)}-{secrets.token_hex(4)}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._answers[request_id] = future
+        self.observed[name].requests.append({"id": request_id, "kind": kind, **args})
+        self._wake(name)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"node {name} did not answer within {timeout_s:g} s") from None
+        finally:
+            self._answers.pop(request_id, None)
+            with contextlib.suppress(ValueError):
+                self.observed[name].requests.remove({"id": request_id, "kind": kind, **args})
+
+    # -- views -----------------------------------------------------------------------
+
+    def node_view(self, name: str) -> dict[str, Any]:
+        doc = self.nodes.get(name)
+        if doc is None:
+            raise NotFound(f"unknown node {name!r}")
+        observed = self.observed[name]
+        return {
+            "name": name,
+            "state": "Ready" if observed.ready else "NotReady",
+            "labels": doc.get("labels", {}),
+            "capacity": doc.get("capacity", {}),
+            "server_url": doc.get("server_url", ""),
+            "last_heartbeat_s": round(time.monotonic() - observed.last_seen, 3),
+            "heartbeat_interval_s": observed.interval_s,
+            "server": observed.server,
+            "assigned": self.assignments.get(name, {}),
+            "models": {
+                m: {"version": o.version, "state": o.state, "reason": o.reason}
+                for m, o in sorted(observed.models.items())
+            },
+            "metrics": observed.metrics,
+            "disk": observed.disk,
+            "events": observed.events[-10:],
+        }
+
+    def status_view(self) -> dict[str, Any]:
+        deployments = []
+        for model, spec in sorted(self.deployments.items()):
+            status = self.status.get(model)
+            entry = {**spec.model_dump(), **(status.as_dict() if status else {"state": "Pending"})}
+            rollout = self.rollouts.get(model)
+            if rollout is not None:
+                entry["rollout"] = self._rollout_view(rollout)
+            deployments.append(entry)
+        return {
+            "deployments": deployments,
+            "nodes": {
+                "total": len(self.nodes),
+                "ready": sum(1 for o in self.observed.values() if o.ready),
+            },
+        }
+
+    def rollout_view(self, model: str) -> dict[str, Any]:
+        rollout = self.rollouts.get(model)
+        if rollout is None:
+            raise NotFound(f"no rollout of {model!r}")
+        return self._rollout_view(rollout)
+
+    def _rollout_view(self, rollout: dict[str, Any]) -> dict[str, Any]:
+        model, target = rollout["model"], int(rollout["version"])
+        wave = int(rollout["wave"])
+        upgraded = set(rollout_wave_nodes(rollout, min(wave, len(rollout["waves"]) - 1)))
+        done, pending, failed = [], [], {}
+        for name in rollout["nodes"]:
+            seen = self.observed[name].models.get(model) if name in self.observed else None
+            if seen is not None and seen.version == target and seen.state == "FAILED":
+                failed[name] = seen.reason
+            elif seen is not None and seen.version == target and seen.state == "READY":
+                done.append(name)
+            elif name in upgraded:
+                pending.append(name)
+        return {
+            "model": model,
+            "from_version": rollout["from_version"],
+            "version": target,
+            "state": rollout["state"],
+            "reason": rollout.get("reason", ""),
+            "wave": wave + 1,
+            "waves": rollout["waves"],
+            "health_gate_s": rollout["health_gate_s"],
+            "nodes": len(rollout["nodes"]),
+            "done": done,
+            "pending": pending,
+            "failed": failed,
+        }
+
+    def routing_view(self) -> dict[str, Any]:
+        """Which Ready nodes serve which model versions right now (for the gateway)."""
+        models: dict[str, list[dict[str, Any]]] = {}
+        for name, observed in sorted(self.observed.items()):
+            if not observed.ready or not observed.server.get("ready"):
+                continue
+            url = self.nodes[name].get("server_url", "")
+            for model, seen in sorted(observed.models.items()):
+                if seen.state == "READY":
+                    models.setdefault(model, []).append(
+                        {"node": name, "version": seen.version, "url": url}
+                    )
+        return {"models": models}
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _set_ready(self, name: str, observed: _Observed, ready: bool) -> None:
+        if observed.ready != ready:
+            observed.ready = ready
+            logger.warning(
+                "node %s is %s", name, "Ready again" if ready else "NotReady (missed heartbeats)"
+            )
+            self._dirty.set()
+
+    def _check_liveness(self) -> None:
+        now = time.monotonic()
+        for name, observed in self.observed.items():
+            if (
+                observed.ready
+                and now - observed.last_seen > self.missed_heartbeats * observed.interval_s
+            ):
+                self._set_ready(name, observed, False)
+
+    async def _loop(self) -> None:
+        last = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), 0.2)
+            self._check_liveness()
+            # Level-triggered: a pass on every change, and at least once a second for the
+            # time-based parts (health gates, wave timeouts).
+            if self._dirty.is_set() or time.monotonic() - last >= 1.0:
+                self._dirty.clear()
+                last = time.monotonic()
+                try:
+                    await self.reconcile_once()
+                except Exception:
+                    logger.exception("reconciliation failed; retrying")
+
+    async def reconcile_once(self) -> None:
+        async with self._lock:
+            nodes = {
+                name: NodeState(
+                    name=name,
+                    labels=doc.get("labels", {}),
+                    capacity=Capacity.model_validate(doc.get("capacity", {})),
+                    ready=self.observed[name].ready,
+                    server_ready=bool(self.observed[name].server.get("ready")),
+                    models=self.observed[name].models,
+                )
+                for name, doc in self.nodes.items()
+            }
+            outcome = reconcile(
+                self.deployments, self.rollouts, nodes, self.assignments, self.policy, self._now()
+            )
+            changes: list[Change] = []
+            changed_nodes = []
+            for name, models in outcome.assignments.items():
+                before = self.assignments.get(name, {})
+                if models != before:
+                    changes.append(("assignments", name, {"models": models}))
+                    changed_nodes.append(name)
+                    _log_assignment(name, before, models)
+            for model, rollout in outcome.rollouts.items():
+                changes.append(("rollouts", model, rollout))
+                if rollout["state"] != self.rollouts[model].get("state"):
+                    logger.warning(
+                        "rollout %s to version %s: %s %s",
+                        model,
+                        rollout["version"],
+                        rollout["state"],
+                        rollout.get("reason", ""),
+                    )
+                elif rollout["wave"] != self.rollouts[model]["wave"]:
+                    logger.info("rollout %s: wave %d starts", model, rollout["wave"] + 1)
+            for model, spec in outcome.promoted.items():
+                changes.append(("deployments", model, spec.model_dump()))
+            await self.store.apply(changes)
+            self.assignments = outcome.assignments
+            self.rollouts.update(outcome.rollouts)
+            self.deployments.update(outcome.promoted)
+            self.status = outcome.status
+            for model, status in outcome.status.items():
+                if status.pending_reason:
+                    logger.debug("deployment %s pending: %s", model, status.pending_reason)
+        for name in changed_nodes:
+            self._wake(name)
+
+
+def _log_assignment(node: str, before: dict[str, int], after: dict[str, int]) -> None:
+    for model in sorted(set(before) | set(after)):
+        old, new = before.get(model), after.get(model)
+        if old == new:
+            continue
+        if old is None:
+            logger.info("node %s: assign %s version %s", node, model, new)
+        elif new is None:
+            logger.info("node %s: remove %s (was version %s)", node, model, old)
+        else:
+            logger.info("node %s: %s version %s -> %s", node, model, old, new)
+
+
+def _parse_models(raw: Any) -> dict[str, ModelObservation]:
+    if not isinstance(raw, list):
+        raise InvalidSpec("heartbeat: 'models' must be a list")
+    models = {}
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("model"), str):
+            raise InvalidSpec("heartbeat: each model needs 'model', 'version' and 'state'")
+        state = str(item.get("state", "")).upper()
+        if state not in _MODEL_STATES:
+            raise InvalidSpec(
+                f"heartbeat: model state {state!r} is not one of {sorted(_MODEL_STATES)}"
+            )
+        try:
+            version = int(item.get("version", 0))
+        except (TypeError, ValueError):
+            raise InvalidSpec("heartbeat: model 'version' must be an integer") from None
+        models[item["model"]] = ModelObservation(version, state, str(item.get("reason", "")))
+    return models

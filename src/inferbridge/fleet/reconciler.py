@@ -1,0 +1,264 @@
+"""Desired deployments → which node runs which model version: one pure, level-triggered
+pass.
+
+`reconcile` compares what is declared (deployments, rollouts) with what is observed (nodes,
+their readiness and reported model states) and the current assignments, and returns the
+new assignments, each deployment's status and the rollouts' next state. It does no I/O,
+so the control plane can run it on every change and tests can run it on plain data.
+Assignments are sticky: a replica stays where it is while its node is Ready and selected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferbridge.fleet.policy import Candidate, PlacementPolicy
+from inferbridge.fleet.spec import Capacity, DeploymentSpec, Resources
+
+__all__ = [
+    "DeploymentStatus",
+    "ModelObservation",
+    "NodeState",
+    "Outcome",
+    "reconcile",
+    "rollout_wave_nodes",
+]
+
+#: {node: {model: version}}
+Assignments = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class ModelObservation:
+    """One model as an agent reports it."""
+
+    version: int
+    state: str  # DOWNLOADING, LOADING, READY, FAILED, UNLOADING
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A node as the reconciler sees it."""
+
+    name: str
+    labels: Mapping[str, str]
+    capacity: Capacity
+    ready: bool
+    server_ready: bool = False
+    models: Mapping[str, ModelObservation] = field(default_factory=dict)
+
+
+@dataclass
+class DeploymentStatus:
+    model: str
+    version: int
+    wanted: int
+    placed: int
+    ready: int
+    pending_reason: str = ""
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "wanted": self.wanted,
+            "placed": self.placed,
+            "ready": self.ready,
+            "state": "Ready" if self.ready >= self.wanted and self.wanted else "Pending",
+            "pending_reason": self.pending_reason,
+            "failures": self.failures,
+        }
+
+
+@dataclass
+class Outcome:
+    assignments: Assignments
+    status: dict[str, DeploymentStatus]
+    #: Rollouts whose document changed, by model.
+    rollouts: dict[str, dict[str, Any]]
+    #: Deployments whose version a finished rollout moved on, by model.
+    promoted: dict[str, DeploymentSpec]
+
+
+def rollout_wave_nodes(rollout: Mapping[str, Any], wave: int) -> list[str]:
+    """The nodes that run the new version once wave `wave` (0-based) has started."""
+    nodes: list[str] = list(rollout["nodes"])
+    percent = float(rollout["waves"][wave])
+    return nodes[: max(1, math.ceil(len(nodes) * percent / 100))]
+
+
+def _selected(node: NodeState, selector: Mapping[str, str]) -> bool:
+    return all(node.labels.get(k) == v for k, v in selector.items())
+
+
+def _add(total: Resources, extra: Resources) -> Resources:
+    return Resources(
+        cpu=total.cpu + extra.cpu,
+        memory=total.memory + extra.memory,
+        gpu=total.gpu + extra.gpu,
+        gpu_type=None,
+    )
+
+
+class _Allocation:
+    """What is allocated per node as replicas are kept and placed."""
+
+    def __init__(self, nodes: Mapping[str, NodeState]) -> None:
+        self._nodes = nodes
+        self.total: dict[str, Resources] = {n: Resources() for n in nodes}
+        self.gpus: dict[str, dict[str, float]] = {n: {} for n in nodes}
+
+    def take(self, node: str, demand: Resources) -> None:
+        self.total[node] = _add(self.total[node], demand)
+        if demand.gpu:
+            gpu_type = demand.gpu_type or _first_gpu_type(self._nodes[node].capacity)
+            if gpu_type is not None:
+                self.gpus[node][gpu_type] = self.gpus[node].get(gpu_type, 0.0) + demand.gpu
+
+    def candidate(self, node: NodeState) -> Candidate:
+        return Candidate(
+            node.name, node.capacity, self.total[node.name], dict(self.gpus[node.name])
+        )
+
+
+def _first_gpu_type(capacity: Capacity) -> str | None:
+    return next((a.type for a in capacity.accelerators if a.count > 0), None)
+
+
+def _step_rollout(
+    rollout: dict[str, Any],
+    nodes: Mapping[str, NodeState],
+    hosting: set[str],
+    now: float,
+) -> dict[str, Any]:
+    """Advance a running rollout by what its current wave's nodes report."""
+    if rollout.get("state") != "Running":
+        return rollout
+    model, target, wave = rollout["model"], int(rollout["version"]), int(rollout["wave"])
+    healthy: dict[str, float] = dict(rollout.get("healthy_since", {}))
+    wave_nodes = [n for n in rollout_wave_nodes(rollout, wave) if n in hosting]
+    failure = ""
+    for name in wave_nodes:
+        node = nodes.get(name)
+        seen = node.models.get(model) if node is not None else None
+        if node is None or not node.ready:
+            failure = f"node {name} went NotReady during wave {wave + 1}"
+            break
+        if seen is not None and seen.version == target and seen.state == "FAILED":
+            failure = f"node {name}: version {target} failed: {seen.reason}"
+            break
+        if (
+            seen is not None
+            and seen.version == target
+            and seen.state == "READY"
+            and node.server_ready
+        ):
+            healthy.setdefault(name, now)
+        else:
+            healthy.pop(name, None)
+    updated = {**rollout, "healthy_since": healthy}
+    gate = float(rollout["health_gate_s"])
+    if failure:
+        return {**updated, "state": "RolledBack", "reason": failure, "finished": now}
+    if all(name in healthy and now - healthy[name] >= gate for name in wave_nodes):
+        if wave + 1 >= len(rollout["waves"]):
+            return {**updated, "state": "Succeeded", "reason": "", "finished": now}
+        return {**updated, "wave": wave + 1, "wave_started": now}
+    if now - float(rollout["wave_started"]) > gate + float(rollout["wave_timeout_s"]):
+        late = sorted(n for n in wave_nodes if n not in healthy)
+        return {
+            **updated,
+            "state": "RolledBack",
+            "reason": f"wave {wave + 1}: node(s) {', '.join(late)} not ready on version "
+            f"{target} within {rollout['wave_timeout_s']:g} s",
+            "finished": now,
+        }
+    return updated
+
+
+def reconcile(
+    deployments: Mapping[str, DeploymentSpec],
+    rollouts: Mapping[str, dict[str, Any]],
+    nodes: Mapping[str, NodeState],
+    current: Mapping[str, Mapping[str, int]],
+    policy: PlacementPolicy,
+    now: float,
+) -> Outcome:
+    """One reconciliation pass (see the module's docstring)."""
+    hosts: dict[str, list[str]] = {model: [] for model in deployments}
+    for node_name, models in sorted(current.items()):
+        for model in models:
+            if model in hosts:
+                hosts[model].append(node_name)
+
+    # Step the rollouts first: their state decides which version each node gets.
+    changed_rollouts: dict[str, dict[str, Any]] = {}
+    promoted: dict[str, DeploymentSpec] = {}
+    for model, current_rollout in rollouts.items():
+        if model not in deployments:
+            continue
+        stepped = _step_rollout(current_rollout, nodes, set(hosts[model]), now)
+        if stepped != current_rollout:
+            changed_rollouts[model] = stepped
+        if stepped.get("state") == "Succeeded" and deployments[model].version != stepped["version"]:
+            promoted[model] = deployments[model].model_copy(update={"version": stepped["version"]})
+    effective = {**deployments, **promoted}
+    active = {**rollouts, **changed_rollouts}
+
+    allocation = _Allocation(nodes)
+    kept: dict[str, list[str]] = {}
+    wanted: dict[str, int] = {}
+    for model, spec in sorted(effective.items()):
+        eligible = [
+            n for n in sorted(nodes) if nodes[n].ready and _selected(nodes[n], spec.selector)
+        ]
+        wanted[model] = len(eligible) if spec.replicas == "all" else int(spec.replicas)
+        keep = [n for n in hosts[model] if n in eligible][: wanted[model]]
+        kept[model] = keep
+        for name in keep:
+            allocation.take(name, spec.resources)
+
+    status: dict[str, DeploymentStatus] = {}
+    placed: dict[str, list[str]] = {}
+    for model, spec in sorted(effective.items()):
+        chosen = list(kept[model])
+        reason = ""
+        missing = wanted[model] - len(chosen)
+        if missing > 0:
+            candidates = [
+                allocation.candidate(nodes[n])
+                for n in sorted(nodes)
+                if nodes[n].ready and _selected(nodes[n], spec.selector) and n not in chosen
+            ]
+            placement = policy.place(spec.resources, missing, candidates)
+            for name in placement.nodes:
+                allocation.take(name, spec.resources)
+            chosen.extend(placement.nodes)
+            reason = placement.reason
+        elif wanted[model] == 0:
+            reason = "no Ready node matches the selector"
+        placed[model] = chosen
+        status[model] = DeploymentStatus(model, spec.version, wanted[model], len(chosen), 0, reason)
+
+    assignments: Assignments = {name: {} for name in nodes}
+    for model, chosen in placed.items():
+        spec = effective[model]
+        rollout = active.get(model)
+        upgraded: set[str] = set()
+        if rollout is not None and rollout.get("state") == "Running":
+            upgraded = set(rollout_wave_nodes(rollout, int(rollout["wave"])))
+        for name in chosen:
+            version = int(rollout["version"]) if rollout and name in upgraded else spec.version
+            assignments[name][model] = version
+            seen = nodes[name].models.get(model)
+            if seen is not None and seen.version == version:
+                if seen.state == "READY":
+                    status[model].ready += 1
+                elif seen.state == "FAILED":
+                    status[model].failures[name] = seen.reason
+    return Outcome(assignments, status, changed_rollouts, promoted)

@@ -1,0 +1,73 @@
+"""Run the control plane: `inferbridge fleet serve --store sqlite:PATH`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sys
+
+__all__ = ["serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def serve(
+    store_url: str,
+    *,
+    host: str,
+    port: int,
+    admin_token: str | None,
+    bootstrap_token: str | None,
+    missed_heartbeats: int = 3,
+) -> int:
+    import uvicorn
+
+    from inferbridge.fleet.api import FleetApp
+    from inferbridge.fleet.controlplane import ControlPlane
+    from inferbridge.fleet.errors import FleetError
+    from inferbridge.fleet.store import open_store
+
+    try:
+        store = open_store(store_url)
+    except FleetError as exc:
+        print(f"inferbridge: {exc.message}", file=sys.stderr)
+        return 2
+    if not admin_token:
+        admin_token = secrets.token_urlsafe(24)
+        print(f"inferbridge: fleet admin token (generated): {admin_token}", flush=True)
+    if not bootstrap_token:
+        bootstrap_token = secrets.token_urlsafe(24)
+        print(f"inferbridge: fleet bootstrap token (generated): {bootstrap_token}", flush=True)
+
+    async def main() -> None:
+        plane = ControlPlane(
+            store,
+            admin_token=admin_token,
+            bootstrap_token=bootstrap_token,
+            missed_heartbeats=missed_heartbeats,
+        )
+        config = uvicorn.Config(
+            FleetApp(plane),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_keep_alive=60,
+            backlog=4096,
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            for sock in server.servers[0].sockets if server.servers else []:
+                address = sock.getsockname()
+                print(
+                    f"inferbridge: fleet control plane listening on http://{address[0]}:{address[1]}",
+                    flush=True,
+                )
+        await task
+
+    asyncio.run(main())
+    return 0

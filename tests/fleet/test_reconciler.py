@@ -1,0 +1,135 @@
+"""The control plane's reconciler and placement policy, on plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferbridge.fleet.policy import SpreadPolicy
+from inferbridge.fleet.reconciler import ModelObservation, NodeState, reconcile
+from inferbridge.fleet.spec import Accelerator, Capacity, DeploymentSpec
+
+_CAP = Capacity(cpu=4, memory=8 * 1024**3)
+
+
+def _node(
+    name: str, *, ready: bool = True, labels: dict[str, str] | None = None, **kw: Any
+) -> NodeState:
+    return NodeState(name, labels or {"zone": "a"}, kw.pop("capacity", _CAP), ready, True, **kw)
+
+
+def _spec(**kw: Any) -> DeploymentSpec:
+    return DeploymentSpec.model_validate({"model": "iris", "version": 1, **kw})
+
+
+def test_places_replicas_spread_and_sticky() -> None:
+    nodes = {n: _node(n) for n in ("a", "b", "c")}
+    out = reconcile({"iris": _spec(replicas=2)}, {}, nodes, {}, SpreadPolicy(), 0)
+    placed = sorted(n for n, models in out.assignments.items() if "iris" in models)
+    assert len(placed) == 2
+    assert out.status["iris"].placed == 2 and not out.status["iris"].pending_reason
+    # A second pass keeps them where they are.
+    again = reconcile({"iris": _spec(replicas=2)}, {}, nodes, out.assignments, SpreadPolicy(), 1)
+    assert again.assignments == out.assignments
+
+
+def test_not_ready_node_is_replaced_and_all_means_every_match() -> None:
+    nodes = {n: _node(n) for n in ("a", "b", "c")}
+    current = {"a": {"iris": 1}, "b": {}, "c": {}}
+    nodes["a"] = _node("a", ready=False)
+    out = reconcile({"iris": _spec()}, {}, nodes, current, SpreadPolicy(), 0)
+    assert "iris" not in out.assignments["a"]
+    assert sum("iris" in m for m in out.assignments.values()) == 1
+    nodes["d"] = _node("d", labels={"zone": "b"})
+    every = reconcile(
+        {"iris": _spec(replicas="all", selector="zone=a")}, {}, nodes, {}, SpreadPolicy(), 0
+    )
+    assert sorted(n for n, m in every.assignments.items() if "iris" in m) == ["b", "c"]
+
+
+def test_unsatisfiable_resources_stay_pending_with_a_reason() -> None:
+    gpu = Capacity(cpu=4, memory=2**33, accelerators=[Accelerator(type="A100", count=1)])
+    nodes = {"a": _node("a", capacity=gpu), "b": _node("b")}
+    out = reconcile(
+        {"iris": _spec(resources="cpu=500m,gpu=0.25,gpu_type=T4")}, {}, nodes, {}, SpreadPolicy(), 0
+    )
+    assert out.status["iris"].placed == 0
+    assert out.status["iris"].pending_reason == "no node has gpu_type=T4 with 0.25 GPU free"
+    # Fractions add up on one device: four quarter-GPU replicas fill the A100, a fifth waits.
+    specs = {f"m{i}": _spec(model=f"m{i}", resources="gpu=0.25,gpu_type=A100") for i in range(5)}
+    full = reconcile(specs, {}, nodes, {}, SpreadPolicy(), 0)
+    assert sum(s.placed for s in full.status.values()) == 4
+    assert full.status["m4"].pending_reason == "no node has gpu_type=A100 with 0.25 GPU free"
+
+
+def test_cpu_capacity_limits_placement() -> None:
+    nodes = {"a": _node("a", capacity=Capacity(cpu=1, memory=2**30))}
+    specs = {f"m{i}": _spec(model=f"m{i}", resources="cpu=600m") for i in range(2)}
+    out = reconcile(specs, {}, nodes, {}, SpreadPolicy(), 0)
+    assert out.status["m0"].placed == 1
+    assert out.status["m1"].pending_reason == "no node has cpu 600m free"
+
+
+def _rollout(**kw: Any) -> dict[str, Any]:
+    return {
+        "model": "iris",
+        "version": 2,
+        "from_version": 1,
+        "waves": [50.0, 100.0],
+        "health_gate_s": 5.0,
+        "wave_timeout_s": 60.0,
+        "nodes": ["a", "b"],
+        "wave": 0,
+        "wave_started": 0.0,
+        "healthy_since": {},
+        "state": "Running",
+        "reason": "",
+        **kw,
+    }
+
+
+def test_rollout_waves_advance_after_the_health_gate_and_promote() -> None:
+    current = {"a": {"iris": 1}, "b": {"iris": 1}}
+    spec = {"iris": _spec(replicas=2)}
+    nodes = {n: _node(n, models={"iris": ModelObservation(1, "READY")}) for n in "ab"}
+    first = reconcile(spec, {"iris": _rollout()}, nodes, current, SpreadPolicy(), 1)
+    assert first.assignments == {"a": {"iris": 2}, "b": {"iris": 1}}
+    nodes["a"] = _node("a", models={"iris": ModelObservation(2, "READY")})
+    seen = reconcile(spec, {"iris": _rollout()}, nodes, first.assignments, SpreadPolicy(), 2)
+    rollout = seen.rollouts["iris"]
+    assert rollout["wave"] == 0 and rollout["healthy_since"] == {"a": 2}
+    later = reconcile(spec, {"iris": rollout}, nodes, seen.assignments, SpreadPolicy(), 7.5)
+    assert later.rollouts["iris"]["wave"] == 1
+    assert later.assignments == {"a": {"iris": 2}, "b": {"iris": 2}}
+    nodes["b"] = _node("b", models={"iris": ModelObservation(2, "READY")})
+    step = reconcile(
+        spec, {"iris": later.rollouts["iris"]}, nodes, later.assignments, SpreadPolicy(), 8
+    )
+    done = reconcile(
+        spec, {"iris": step.rollouts["iris"]}, nodes, step.assignments, SpreadPolicy(), 14
+    )
+    assert done.rollouts["iris"]["state"] == "Succeeded"
+    assert done.promoted["iris"].version == 2
+
+
+def test_failed_wave_rolls_every_node_back() -> None:
+    current = {"a": {"iris": 2}, "b": {"iris": 1}}
+    spec = {"iris": _spec(replicas=2)}
+    nodes = {
+        "a": _node("a", models={"iris": ModelObservation(2, "FAILED", "digest mismatch")}),
+        "b": _node("b", models={"iris": ModelObservation(1, "READY")}),
+    }
+    out = reconcile(spec, {"iris": _rollout()}, nodes, current, SpreadPolicy(), 1)
+    assert out.rollouts["iris"]["state"] == "RolledBack"
+    assert "node a: version 2 failed: digest mismatch" in out.rollouts["iris"]["reason"]
+    assert out.assignments == {"a": {"iris": 1}, "b": {"iris": 1}}
+    assert not out.promoted
+
+
+def test_wave_timeout_rolls_back() -> None:
+    current = {"a": {"iris": 2}, "b": {"iris": 1}}
+    nodes = {n: _node(n, models={"iris": ModelObservation(1, "READY")}) for n in "ab"}
+    out = reconcile(
+        {"iris": _spec(replicas=2)}, {"iris": _rollout()}, nodes, current, SpreadPolicy(), 100
+    )
+    assert out.rollouts["iris"]["state"] == "RolledBack"
+    assert "not ready on version 2 within 60 s" in out.rollouts["iris"]["reason"]
