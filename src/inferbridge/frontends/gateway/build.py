@@ -45,17 +45,23 @@ def find_go() -> str | None:
 
 
 def _source_files() -> list[Path]:
+    """go.mod, go.sum and every non-test .go file, the packages under internal/ included."""
     return sorted(
         p
-        for p in GATEWAY_SOURCE.iterdir()
-        if p.name in ("go.mod", "go.sum") or (p.suffix == ".go" and not p.name.endswith("_test.go"))
+        for p in GATEWAY_SOURCE.rglob("*")
+        if p.is_file()
+        and (
+            (p.parent == GATEWAY_SOURCE and p.name in ("go.mod", "go.sum"))
+            or (p.suffix == ".go" and not p.name.endswith("_test.go"))
+        )
     )
 
 
 def _source_hash() -> str:
     digest = hashlib.sha256()
     for path in _source_files():
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        name = path.relative_to(GATEWAY_SOURCE).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -12,8 +12,12 @@
 // --max-http-inflight), and otherwise forwarded as one HTTP frame to the Python server,
 // whose ASGI app answers it with one REPLY-HTTP frame.
 //
+// With --config FILE it is instead the gateway in front of many OIP servers (package
+// internal/pool; docs/gateway.md): no backend socket, the upstreams come from FILE.
+//
 // Usage:
 //
+//	inferbridge-gateway --config gateway.yaml
 //	inferbridge-gateway --listen HOST:PORT --backend-fd 3 --max-recv-bytes N --max-concurrent-rpcs M
 //	    [--http-listen HOST:PORT --max-http-inflight K]
 //
@@ -156,6 +160,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // accept and answer gzip-compressed calls
+
+	gwconfig "github.com/inferbridge/inferbridge/gateway/internal/config"
+	"github.com/inferbridge/inferbridge/gateway/internal/pool"
 )
 
 func main() {
@@ -167,7 +174,12 @@ func main() {
 	maxHTTP := flag.Int("max-http-inflight", 0, "most forwarded HTTP requests in flight (0 = unlimited)")
 	queueFull := flag.String("queue-full-code", "resource_exhausted",
 		"gRPC code of a ModelInfer refused at its model's LIMITS bound: resource_exhausted or unavailable")
+	configPath := flag.String("config", "", "pool mode: the gateway configuration file (YAML); the other flags are ignored")
 	flag.Parse()
+	if *configPath != "" {
+		runPool(*configPath)
+		return
+	}
 	fullCode, known := queueFullCodes[*queueFull]
 	if flag.NArg() != 0 || *maxRecv <= 0 || *maxRPCs < 0 || *maxHTTP < 0 || !known {
 		flag.Usage()
@@ -217,6 +229,18 @@ func main() {
 var queueFullCodes = map[string]codes.Code{
 	"resource_exhausted": codes.ResourceExhausted,
 	"unavailable":        codes.Unavailable,
+}
+
+// runPool serves the upstream pool of the configuration at path; a configuration
+// error is printed and the process exits 2 without serving.
+func runPool(path string) {
+	cfg, err := gwconfig.Load(path)
+	if err != nil {
+		fatal(2, "%v", err)
+	}
+	if err := pool.Run(cfg, os.Stdout); err != nil {
+		fatal(1, "%v", err)
+	}
 }
 
 func fatal(code int, format string, args ...any) {

@@ -157,6 +157,19 @@ func (b *Breaker) Record(success, probe bool) {
 	b.notify(changed, st)
 }
 
+// Cancel ends a request Allow let through whose outcome says nothing about the upstream
+// (the client cancelled, or its deadline passed): a probe's slot is freed.
+func (b *Breaker) Cancel(probe bool) {
+	if !probe {
+		return
+	}
+	b.mu.Lock()
+	if b.state == HalfOpen && b.probing > 0 {
+		b.probing--
+	}
+	b.mu.Unlock()
+}
+
 func (b *Breaker) open(now time.Time) {
 	b.state, b.openedAt, b.probing, b.probeOK = Open, now, 0, 0
 }

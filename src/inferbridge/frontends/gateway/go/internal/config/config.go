@@ -1,0 +1,476 @@
+// Package config reads the gateway's YAML configuration (`inferbridge gateway --config
+// gateway.yaml`). Every field has a default (Default); an error names the file, the
+// line, the field and what was expected, and nothing is half-applied: Load returns a
+// whole Config or an error.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
+	"github.com/inferbridge/inferbridge/gateway/internal/breaker"
+	"github.com/inferbridge/inferbridge/gateway/internal/health"
+	"github.com/inferbridge/inferbridge/gateway/internal/retry"
+)
+
+// Upstream is one OIP server: a REST base URL and/or a gRPC address.
+type Upstream struct {
+	Name string
+	REST string // http://host:port, no trailing slash ("" = none)
+	GRPC string // host:port ("" = none)
+}
+
+// Config is the whole gateway configuration, defaults filled in.
+type Config struct {
+	File string // the file it was read from
+
+	Listen struct {
+		HTTP string // "" = no REST listener
+		GRPC string // "" = no gRPC listener
+	}
+	Upstreams     []Upstream
+	UpstreamsFile string // absolute; re-read when it changes ("" = none)
+
+	Discovery struct {
+		Interval time.Duration
+		Timeout  time.Duration
+	}
+	Balancer struct {
+		Policy       balancer.Policy
+		HashKey      string // consistent-hash: the header / metadata name (lower-case)
+		Decay        time.Duration
+		ErrorPenalty time.Duration
+	}
+	Retries struct {
+		Attempts      int // tries of one request in all, the first included
+		BudgetPercent float64
+		MinRetries    int
+		Backoff       retry.Backoff
+		On            retry.On
+	}
+	Breaker   breaker.Settings
+	Health    HealthChecks
+	Outlier   health.Outlier
+	Admission struct {
+		MaxInflight int            // requests in flight at the gateway (0 = no limit)
+		PerModel    int            // default in-flight limit of every model (0 = none)
+		Models      map[string]int // per-model in-flight limits
+	}
+	Timeouts struct {
+		Default time.Duration // a request's deadline when the client sets none
+	}
+	MaxRequestBytes int
+}
+
+// HealthChecks configure the active checks.
+type HealthChecks struct {
+	Interval       time.Duration
+	Timeout        time.Duration
+	UnhealthyAfter int
+	HealthyAfter   int
+}
+
+// Default returns the configuration with every default (and no upstreams).
+func Default() *Config {
+	c := &Config{}
+	c.Listen.HTTP, c.Listen.GRPC = "127.0.0.1:8000", "127.0.0.1:8001"
+	c.Discovery.Interval, c.Discovery.Timeout = 5*time.Second, 2*time.Second
+	c.Balancer.Policy = balancer.PeakEWMA
+	c.Balancer.Decay, c.Balancer.ErrorPenalty = 10*time.Second, 250*time.Millisecond
+	c.Retries.Attempts, c.Retries.BudgetPercent, c.Retries.MinRetries = 3, 20, 3
+	c.Retries.Backoff = retry.Backoff{Base: 25 * time.Millisecond, Max: 250 * time.Millisecond}
+	c.Retries.On = retry.On(0).Add(retry.ConnectFailure).Add(retry.Reset).Add(retry.Unavailable).Add(retry.Status503)
+	c.Breaker = breaker.Settings{ConsecutiveFailures: 5, FailureRate: 0.5, Window: 10 * time.Second,
+		MinRequests: 20, OpenFor: 10 * time.Second, HalfOpenProbes: 1}
+	c.Health = HealthChecks{Interval: 2 * time.Second, Timeout: time.Second, UnhealthyAfter: 2, HealthyAfter: 2}
+	c.Outlier = health.Outlier{ConsecutiveFailures: 5, BaseEjection: 30 * time.Second,
+		MaxEjection: 300 * time.Second, MaxEjectionPercent: 10}
+	c.Admission.Models = map[string]int{}
+	c.Timeouts.Default = 60 * time.Second
+	c.MaxRequestBytes = 64 << 20
+	return c
+}
+
+// Load reads and validates path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates data as read from path (path is only named in errors and resolves
+// a relative upstreams_file).
+func Parse(path string, data []byte) (*Config, error) {
+	c := Default()
+	c.File = path
+	p := &parser{file: path}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: not valid YAML: %v", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, fmt.Errorf("%s: the file is empty; it needs at least `upstreams` or `upstreams_file`", path)
+	}
+	root := doc.Content[0]
+	err := p.mapping(root, "", map[string]func(*yaml.Node, string) error{
+		"listen": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"http": func(n *yaml.Node, f string) error { return p.address(n, f, &c.Listen.HTTP) },
+				"grpc": func(n *yaml.Node, f string) error { return p.address(n, f, &c.Listen.GRPC) },
+			})
+		},
+		"upstreams": func(n *yaml.Node, f string) error {
+			ups, err := p.upstreams(n, f)
+			c.Upstreams = ups
+			return err
+		},
+		"upstreams_file": func(n *yaml.Node, f string) error {
+			if err := p.str(n, f, &c.UpstreamsFile); err != nil {
+				return err
+			}
+			if c.UpstreamsFile != "" && !filepath.IsAbs(c.UpstreamsFile) {
+				c.UpstreamsFile = filepath.Join(filepath.Dir(path), c.UpstreamsFile)
+			}
+			return nil
+		},
+		"discovery": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"interval": p.positiveDuration(&c.Discovery.Interval),
+				"timeout":  p.positiveDuration(&c.Discovery.Timeout),
+			})
+		},
+		"balancer": func(n *yaml.Node, f string) error { return p.balancer(n, f, c) },
+		"retries": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"attempts":       p.intAtLeast(1, &c.Retries.Attempts),
+				"budget_percent": p.floatIn(0, 100, &c.Retries.BudgetPercent),
+				"min_retries":    p.intAtLeast(0, &c.Retries.MinRetries),
+				"backoff_base":   p.positiveDuration(&c.Retries.Backoff.Base),
+				"backoff_max":    p.positiveDuration(&c.Retries.Backoff.Max),
+				"on":             func(n *yaml.Node, f string) error { return p.retryOn(n, f, &c.Retries.On) },
+			})
+		},
+		"breaker": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"consecutive_failures": p.intAtLeast(0, &c.Breaker.ConsecutiveFailures),
+				"failure_rate":         p.floatIn(0, 1, &c.Breaker.FailureRate),
+				"window":               p.positiveDuration(&c.Breaker.Window),
+				"min_requests":         p.intAtLeast(0, &c.Breaker.MinRequests),
+				"open_for":             p.positiveDuration(&c.Breaker.OpenFor),
+				"half_open_probes":     p.intAtLeast(1, &c.Breaker.HalfOpenProbes),
+			})
+		},
+		"health": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"interval":        p.positiveDuration(&c.Health.Interval),
+				"timeout":         p.positiveDuration(&c.Health.Timeout),
+				"unhealthy_after": p.intAtLeast(1, &c.Health.UnhealthyAfter),
+				"healthy_after":   p.intAtLeast(1, &c.Health.HealthyAfter),
+			})
+		},
+		"outlier": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"consecutive_failures": p.intAtLeast(0, &c.Outlier.ConsecutiveFailures),
+				"base_ejection":        p.positiveDuration(&c.Outlier.BaseEjection),
+				"max_ejection":         p.positiveDuration(&c.Outlier.MaxEjection),
+				"max_ejection_percent": p.floatIn(0, 100, &c.Outlier.MaxEjectionPercent),
+			})
+		},
+		"admission": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"max_inflight": p.intAtLeast(0, &c.Admission.MaxInflight),
+				"per_model":    p.intAtLeast(0, &c.Admission.PerModel),
+				"models": func(n *yaml.Node, f string) error {
+					return p.limits(n, f, c.Admission.Models)
+				},
+			})
+		},
+		"timeouts": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"default": p.positiveDuration(&c.Timeouts.Default),
+			})
+		},
+		"max_request_bytes": p.intAtLeast(1, &c.MaxRequestBytes),
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.Listen.HTTP == "" && c.Listen.GRPC == "":
+		return nil, p.errorf(root, "listen", "at least one of listen.http and listen.grpc")
+	case len(c.Upstreams) == 0 && c.UpstreamsFile == "":
+		return nil, p.errorf(root, "upstreams", "a list of upstreams, or upstreams_file")
+	case c.Retries.Backoff.Max < c.Retries.Backoff.Base:
+		return nil, p.errorf(root, "retries.backoff_max", fmt.Sprintf("at least backoff_base (%v)", c.Retries.Backoff.Base))
+	}
+	return c, nil
+}
+
+// LoadUpstreams reads an upstreams file: a YAML list of upstreams, or a mapping with
+// the key `upstreams` holding one.
+func LoadUpstreams(path string) ([]Upstream, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	p := &parser{file: path}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: not valid YAML: %v", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.MappingNode {
+		var ups []Upstream
+		err := p.mapping(root, "", map[string]func(*yaml.Node, string) error{
+			"upstreams": func(n *yaml.Node, f string) (err error) { ups, err = p.upstreams(n, f); return },
+		})
+		return ups, err
+	}
+	return p.upstreams(root, "upstreams")
+}
+
+type parser struct{ file string }
+
+func (p *parser) errorf(n *yaml.Node, field, expected string) error {
+	got := ""
+	if n != nil && n.Kind == yaml.ScalarNode {
+		got = fmt.Sprintf(", got %q", n.Value)
+	} else if n != nil {
+		got = ", got a " + kindName(n.Kind)
+	}
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return fmt.Errorf("%s:%d: %s: expected %s%s", p.file, line, field, expected, got)
+}
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	}
+	return "value"
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// mapping decodes n's keys with fields; an unknown key is an error naming the known ones.
+func (p *parser) mapping(n *yaml.Node, path string, fields map[string]func(*yaml.Node, string) error) error {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return p.errorf(n, orRoot(path), "a mapping")
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key, value := n.Content[i].Value, n.Content[i+1]
+		field := join(path, key)
+		set, ok := fields[key]
+		if !ok {
+			known := make([]string, 0, len(fields))
+			for k := range fields {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			return fmt.Errorf("%s:%d: %s: unknown field (expected one of %s)", p.file, n.Content[i].Line, field, strings.Join(known, ", "))
+		}
+		if seen[key] {
+			return fmt.Errorf("%s:%d: %s: given twice", p.file, n.Content[i].Line, field)
+		}
+		seen[key] = true
+		if err := set(value, field); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func orRoot(path string) string {
+	if path == "" {
+		return "(top level)"
+	}
+	return path
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+func (p *parser) str(n *yaml.Node, field string, dst *string) error {
+	if isNull(n) {
+		*dst = ""
+		return nil
+	}
+	if n.Kind != yaml.ScalarNode {
+		return p.errorf(n, field, "a string")
+	}
+	*dst = n.Value
+	return nil
+}
+
+func (p *parser) address(n *yaml.Node, field string, dst *string) error {
+	if err := p.str(n, field, dst); err != nil || *dst == "" {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(*dst); err != nil {
+		return p.errorf(n, field, "HOST:PORT (port 0 picks a free one; empty or null: no listener)")
+	}
+	return nil
+}
+
+func (p *parser) positiveDuration(dst *time.Duration) func(*yaml.Node, string) error {
+	return func(n *yaml.Node, field string) error {
+		d, err := time.ParseDuration(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil || d <= 0 {
+			return p.errorf(n, field, "a positive duration such as 500ms, 2s or 1m")
+		}
+		*dst = d
+		return nil
+	}
+}
+
+func (p *parser) intAtLeast(lo int, dst *int) func(*yaml.Node, string) error {
+	return func(n *yaml.Node, field string) error {
+		var v int
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil || v < lo {
+			return p.errorf(n, field, fmt.Sprintf("an integer of at least %d", lo))
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func (p *parser) floatIn(lo, hi float64, dst *float64) func(*yaml.Node, string) error {
+	return func(n *yaml.Node, field string) error {
+		var v float64
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&v) != nil || v < lo || v > hi {
+			return p.errorf(n, field, fmt.Sprintf("a number from %g to %g", lo, hi))
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func (p *parser) limits(n *yaml.Node, field string, dst map[string]int) error {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return p.errorf(n, field, "a mapping of model name to in-flight limit")
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		var v int
+		if err := p.intAtLeast(0, &v)(n.Content[i+1], join(field, n.Content[i].Value)); err != nil {
+			return err
+		}
+		dst[n.Content[i].Value] = v
+	}
+	return nil
+}
+
+func (p *parser) retryOn(n *yaml.Node, field string, dst *retry.On) error {
+	if n.Kind != yaml.SequenceNode {
+		return p.errorf(n, field, "a list of connect-failure, reset, unavailable, 503, 429")
+	}
+	var on retry.On
+	for i, item := range n.Content {
+		r, err := retry.ParseReason(item.Value)
+		if item.Kind != yaml.ScalarNode || err != nil {
+			return p.errorf(item, fmt.Sprintf("%s[%d]", field, i), "one of connect-failure, reset, unavailable, 503, 429")
+		}
+		on = on.Add(r)
+	}
+	*dst = on
+	return nil
+}
+
+func (p *parser) balancer(n *yaml.Node, field string, c *Config) error {
+	setPolicy := func(n *yaml.Node, f string) error {
+		policy, key, err := balancer.ParsePolicy(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil {
+			return p.errorf(n, f, "p2c-ewma, least-outstanding, round-robin or consistent-hash:<header or metadata name>")
+		}
+		c.Balancer.Policy, c.Balancer.HashKey = policy, key
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode {
+		return setPolicy(n, field)
+	}
+	return p.mapping(n, field, map[string]func(*yaml.Node, string) error{
+		"policy":        setPolicy,
+		"decay":         p.positiveDuration(&c.Balancer.Decay),
+		"error_penalty": p.positiveDuration(&c.Balancer.ErrorPenalty),
+	})
+}
+
+func (p *parser) upstreams(n *yaml.Node, field string) ([]Upstream, error) {
+	if isNull(n) {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, p.errorf(n, field, "a list of upstreams ({name, rest, grpc})")
+	}
+	var ups []Upstream
+	names := map[string]bool{}
+	for i, item := range n.Content {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		var u Upstream
+		err := p.mapping(item, f, map[string]func(*yaml.Node, string) error{
+			"name": func(n *yaml.Node, f string) error { return p.str(n, f, &u.Name) },
+			"rest": func(n *yaml.Node, f string) error {
+				if err := p.str(n, f, &u.REST); err != nil || u.REST == "" {
+					return err
+				}
+				parsed, err := url.Parse(u.REST)
+				if err != nil || parsed.Scheme != "http" || parsed.Host == "" || (parsed.Path != "" && parsed.Path != "/") {
+					return p.errorf(n, f, "an http://HOST:PORT base URL")
+				}
+				u.REST = "http://" + parsed.Host
+				return nil
+			},
+			"grpc": func(n *yaml.Node, f string) error { return p.address(n, f, &u.GRPC) },
+		})
+		if err != nil {
+			return nil, err
+		}
+		if item.Kind != yaml.MappingNode {
+			return nil, p.errorf(item, f, "a mapping {name, rest, grpc}")
+		}
+		if u.REST == "" && u.GRPC == "" {
+			return nil, p.errorf(item, f, "rest and/or grpc")
+		}
+		if u.Name == "" {
+			u.Name = u.REST
+			if u.Name == "" {
+				u.Name = u.GRPC
+			}
+		}
+		if names[u.Name] {
+			return nil, p.errorf(item, f+".name", "a name no other upstream has")
+		}
+		names[u.Name] = true
+		ups = append(ups, u)
+	}
+	return ups, nil
+}

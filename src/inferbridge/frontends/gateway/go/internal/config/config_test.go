@@ -1,0 +1,122 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
+	"github.com/inferbridge/inferbridge/gateway/internal/retry"
+)
+
+func TestTheIssuesExample(t *testing.T) {
+	c, err := Parse("gateway.yaml", []byte(`
+listen: {http: 0.0.0.0:8000, grpc: 0.0.0.0:8001}
+upstreams:
+  - name: node-a
+    rest: http://10.0.0.5:8000
+  - {name: node-b, grpc: 10.0.0.6:8001}
+  - {name: triton-1, rest: http://10.0.0.7:8000, grpc: 10.0.0.7:8001}
+discovery: {interval: 5s}
+balancer: p2c-ewma
+retries: {attempts: 2, budget_percent: 20, on: [connect-failure, reset, unavailable, 503]}
+breaker: {consecutive_failures: 5, failure_rate: 0.5, window: 10s, min_requests: 20, open_for: 10s}
+health: {interval: 2s, timeout: 1s, unhealthy_after: 2, healthy_after: 2}
+outlier: {max_ejection_percent: 50}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Upstreams) != 3 || c.Upstreams[1].GRPC != "10.0.0.6:8001" || c.Upstreams[0].REST != "http://10.0.0.5:8000" {
+		t.Fatalf("upstreams %+v", c.Upstreams)
+	}
+	if c.Retries.Attempts != 2 || !c.Retries.On.Has(retry.Reset) || c.Retries.On.Has(retry.Status429) {
+		t.Fatalf("retries %+v", c.Retries)
+	}
+	if c.Outlier.MaxEjectionPercent != 50 || c.Outlier.ConsecutiveFailures != 5 || c.Outlier.BaseEjection != 30*time.Second {
+		t.Fatalf("outlier %+v", c.Outlier)
+	}
+	if c.Listen.HTTP != "0.0.0.0:8000" || c.Balancer.Policy != balancer.PeakEWMA {
+		t.Fatalf("listen %+v balancer %+v", c.Listen, c.Balancer)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse("g.yaml", []byte("upstreams: [{rest: 'http://127.0.0.1:9'}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	if c.Upstreams[0].Name != "http://127.0.0.1:9" {
+		t.Fatalf("an unnamed upstream is named by its address: %q", c.Upstreams[0].Name)
+	}
+	if c.Breaker != d.Breaker || c.Health != d.Health || c.Retries.Attempts != 3 || c.Timeouts.Default != time.Minute {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestBalancerForms(t *testing.T) {
+	c, err := Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbalancer: {policy: 'consistent-hash:X-Session', decay: 5s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Balancer.Policy != balancer.ConsistentHashing || c.Balancer.HashKey != "x-session" || c.Balancer.Decay != 5*time.Second {
+		t.Fatalf("balancer %+v", c.Balancer)
+	}
+}
+
+func TestErrorsNameFileLineFieldAndExpectation(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"upstreams: [{rest: 'http://h:1'}]\nbreaker: {failure_rate: lots}\n",
+			`g.yaml:2: breaker.failure_rate: expected a number from 0 to 1, got "lots"`},
+		{"upstreams: [{rest: 'http://h:1'}]\nretries: {attempts: 0}\n",
+			`g.yaml:2: retries.attempts: expected an integer of at least 1, got "0"`},
+		{"upstreams: [{rest: 'http://h:1'}]\nhealth: {interval: 2}\n",
+			`g.yaml:2: health.interval: expected a positive duration`},
+		{"upstreams: [{rest: 'http://h:1'}]\nbalancer: random\n",
+			`g.yaml:2: balancer: expected p2c-ewma, least-outstanding, round-robin or consistent-hash`},
+		{"upstreams: [{rest: 'ftp://h:1'}]\n", `g.yaml:1: upstreams[0].rest: expected an http://HOST:PORT base URL`},
+		{"upstreams: [{name: a}]\n", `g.yaml:1: upstreams[0]: expected rest and/or grpc`},
+		{"upstreams: [{name: a, grpc: 'h:1'}, {name: a, grpc: 'h:2'}]\n", `upstreams[1].name: expected a name no other upstream has`},
+		{"upstreams: [{rest: 'http://h:1'}]\nretry: {}\n", `g.yaml:2: retry: unknown field (expected one of admission, balancer`},
+		{"upstreams: [{rest: 'http://h:1'}]\nretries: {on: [500]}\n", `retries.on[0]: expected one of connect-failure`},
+		{"listen: {http: ':8000'}\n", `upstreams: expected a list of upstreams, or upstreams_file`},
+		{"upstreams: [{rest: 'http://h:1'}]\nlisten: {http: null, grpc: null}\n", `listen: expected at least one of listen.http and listen.grpc`},
+		{"upstreams: {a: 1}\n", `g.yaml:1: upstreams: expected a list of upstreams`},
+		{"", `g.yaml: the file is empty`},
+		{"upstreams: [\n", `g.yaml: not valid YAML`},
+	} {
+		_, err := Parse("g.yaml", []byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config %q: error %v, want it to contain %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func TestUpstreamsFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ups.yaml"), []byte("- {name: a, rest: 'http://h:1'}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(filepath.Join(dir, "g.yaml"), []byte("upstreams_file: ups.yaml\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UpstreamsFile != filepath.Join(dir, "ups.yaml") {
+		t.Fatalf("upstreams_file %q is not resolved against the config's directory", c.UpstreamsFile)
+	}
+	ups, err := LoadUpstreams(c.UpstreamsFile)
+	if err != nil || len(ups) != 1 || ups[0].Name != "a" {
+		t.Fatalf("LoadUpstreams: %+v %v", ups, err)
+	}
+	os.WriteFile(c.UpstreamsFile, []byte("upstreams: [{name: b, grpc: 'h:2'}]\n"), 0o644)
+	if ups, err = LoadUpstreams(c.UpstreamsFile); err != nil || ups[0].Name != "b" {
+		t.Fatalf("mapping form: %+v %v", ups, err)
+	}
+	os.WriteFile(c.UpstreamsFile, []byte("- {name: b}\n"), 0o644)
+	if _, err = LoadUpstreams(c.UpstreamsFile); err == nil || !strings.Contains(err.Error(), "ups.yaml:1: upstreams[0]") {
+		t.Fatalf("a bad upstreams file: %v", err)
+	}
+}

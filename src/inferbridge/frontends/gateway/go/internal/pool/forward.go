@@ -1,0 +1,149 @@
+package pool
+
+import (
+	"context"
+	"time"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/retry"
+)
+
+// attemptResult is what one attempt on one upstream came to.
+type attemptResult struct {
+	reason  retry.Reason // why it failed in a retriable way (None: an answer to return)
+	failed  bool         // counts as a failure of the upstream (breaker, outlier ejection)
+	fast    bool         // an error answered fast (429/503): charge the EWMA penalty
+	neutral bool         // the client went away or its deadline passed: says nothing of the upstream
+	label   string       // the outcome label of the upstream metrics
+}
+
+// errNoRoute is why forward chose no upstream.
+type errNoRoute int
+
+const (
+	routeNone        errNoRoute = iota + 1 // no upstream serves the model: 404 / NOT_FOUND
+	routeUnavailable                       // none routable, or all refused by breakers: 503 / UNAVAILABLE
+)
+
+// forward runs attempt on upstreams of the route chosen by pick until one gives an
+// answer to return, retrying (on another upstream, within the retry budget, with
+// back-off, before the deadline) when the failure is a retriable one. It returns the
+// last attempt's value, or a routing refusal when no attempt could be made. discard
+// releases the value of an attempt that is retried.
+func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, errNoRoute), key string, deadline time.Time,
+	attempt func(ctx context.Context, u *upstream, try int) (T, attemptResult), discard func(T)) (T, errNoRoute) {
+	var zero T
+	var triedBuf [4]*upstream
+	tried := triedBuf[:0]
+	p.budget.Begin()
+	defer p.budget.End()
+	for try := 1; ; try++ {
+		g, refusal := grp(p.snap.Load())
+		if refusal != 0 {
+			return zero, refusal
+		}
+		u, probe := p.choose(g, key, tried)
+		if u == nil {
+			if try == 1 {
+				return zero, routeUnavailable
+			}
+			return zero, routeUnavailable
+		}
+		start := u.load.Start()
+		u.m.inflight.Inc()
+		v, res := attempt(ctx, u, try)
+		u.m.inflight.Dec()
+		u.load.Done(start, res.fast)
+		u.m.observe(res.label, time.Since(start))
+		switch {
+		case res.neutral:
+			u.breaker.Cancel(probe)
+		default:
+			u.breaker.Record(!res.failed, probe)
+			if p.ejector.Record(&u.passive, res.failed, len(p.snap.Load().ups)) {
+				u.m.ejections.Inc()
+				u.m.ejected.Set(1)
+				p.logf("upstream %s: ejected (consecutive failures)", u.cfg.Name)
+				p.rebuild()
+			}
+		}
+		if res.failed {
+			u.m.failure(res.label)
+		}
+		if res.reason == retry.None || !p.cfg.Retries.On.Has(res.reason) || try >= p.cfg.Retries.Attempts || ctx.Err() != nil {
+			return v, 0
+		}
+		tried = append(tried, u)
+		if !p.hasOther(g, tried) {
+			return v, 0
+		}
+		delay := p.cfg.Retries.Backoff.Delay(try, nil)
+		if !retry.Fits(time.Now(), deadline, delay, time.Millisecond) {
+			p.metrics.retriesRefused.WithLabelValues("deadline").Inc()
+			return v, 0
+		}
+		if !p.budget.Acquire() {
+			p.metrics.retriesRefused.WithLabelValues("budget").Inc()
+			return v, 0
+		}
+		discard(v)
+		p.metrics.retries.WithLabelValues(res.reason.String()).Inc()
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			p.budget.Release()
+			return zero, routeUnavailable
+		}
+		// The retry holds its budget slot while it runs.
+		defer p.budget.Release()
+	}
+}
+
+// choose picks an upstream of g not yet tried whose breaker lets a request through.
+func (p *Pool) choose(g *group, key string, tried []*upstream) (*upstream, bool) {
+	var refusedBuf [4]*upstream
+	refused := refusedBuf[:0]
+	skip := func(i int) bool {
+		u := g.ups[i]
+		for _, t := range tried {
+			if t == u {
+				return true
+			}
+		}
+		for _, r := range refused {
+			if r == u {
+				return true
+			}
+		}
+		return false
+	}
+	for range g.ups {
+		i := g.picker.Pick(key, skip)
+		if i < 0 {
+			return nil, false
+		}
+		u := g.ups[i]
+		if ok, probe := u.breaker.Allow(); ok {
+			return u, probe
+		}
+		refused = append(refused, u)
+	}
+	return nil, false
+}
+
+func (p *Pool) hasOther(g *group, tried []*upstream) bool {
+	for _, u := range g.ups {
+		found := false
+		for _, t := range tried {
+			if t == u {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return true
+		}
+	}
+	return false
+}

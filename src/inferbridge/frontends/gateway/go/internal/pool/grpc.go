@@ -1,0 +1,306 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/retry"
+)
+
+// gRPC termination in pool mode: every method but health is handled by forwardGRPC,
+// which passes the request and response messages through as bytes (never decoded,
+// except the model name and version of the model-scoped methods).
+
+type rawMsg struct{ data mem.BufferSlice }
+
+// rawCodec passes rawMsg through and delegates other messages (health) to proto.
+type rawCodec struct{}
+
+var protoCodec = encoding.GetCodecV2(proto.Name)
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*rawMsg); ok {
+		data := m.data
+		m.data = nil
+		return data, nil
+	}
+	return protoCodec.Marshal(v)
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMsg); ok {
+		data.Ref()
+		m.data = data
+		return nil
+	}
+	return protoCodec.Unmarshal(data, v)
+}
+
+func (rawCodec) Name() string { return proto.Name }
+
+const inferencePrefix = "/inference.GRPCInferenceService/"
+
+// modelMethods are the methods whose request names a model in field 1 and its version
+// in field 2.
+var modelMethods = map[string]bool{
+	inferencePrefix + "ModelInfer": true, inferencePrefix + "ModelMetadata": true,
+	inferencePrefix + "ModelReady": true, inferencePrefix + "ModelConfig": true,
+	inferencePrefix + "ModelStatistics": true,
+}
+
+// GRPCServer builds the pool's gRPC server (health included).
+func (p *Pool) GRPCServer() (*grpc.Server, *health.Server) {
+	hs := health.NewServer()
+	srv := grpc.NewServer(
+		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.UnknownServiceHandler(p.forwardGRPC),
+		grpc.MaxRecvMsgSize(p.cfg.MaxRequestBytes),
+		grpc.MaxSendMsgSize(1<<31-1),
+		grpc.MaxConcurrentStreams(1<<20),
+	)
+	healthpb.RegisterHealthServer(srv, hs)
+	return srv, hs
+}
+
+// modelOfRequest reads fields 1 (name) and 2 (version) of a request message.
+func modelOfRequest(msg []byte) (name, version string) {
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return
+		}
+		msg = msg[n:]
+		if (num == 1 || num == 2) && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(msg)
+			if m < 0 {
+				return
+			}
+			if num == 1 {
+				name = string(v)
+			} else {
+				version = string(v)
+			}
+			msg = msg[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, msg)
+		if m < 0 {
+			return
+		}
+		msg = msg[m:]
+	}
+	return
+}
+
+// forwardedMetadataSkip are incoming keys grpc-go sets itself on the outgoing call.
+func skipMetadata(key string) bool {
+	return strings.HasPrefix(key, ":") || strings.HasPrefix(key, "grpc-") || key == "content-type" ||
+		key == "user-agent" || key == "te"
+}
+
+const deadlineMargin = time.Millisecond
+
+func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
+	start := time.Now()
+	defer func() {
+		p.metrics.requests.WithLabelValues("grpc", codeName(status.Code(err))).Inc()
+		p.metrics.duration.WithLabelValues("grpc").Observe(time.Since(start).Seconds())
+	}()
+	method, _ := grpc.MethodFromServerStream(ss)
+	if method == inferencePrefix+"ModelStreamInfer" {
+		return status.Error(codes.Unimplemented, "inferbridge gateway: ModelStreamInfer is not forwarded in pool mode yet")
+	}
+	var req rawMsg
+	if err := ss.RecvMsg(&req); err != nil {
+		if err == io.EOF {
+			return status.Error(codes.InvalidArgument, "inferbridge gateway: the call carried no request message")
+		}
+		return err
+	}
+	defer func() { req.data.Free() }()
+	body := req.data.Materialize()
+
+	switch method {
+	case inferencePrefix + "ServerLive":
+		return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x01})}})
+	case inferencePrefix + "ServerReady":
+		if p.ready() {
+			return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x01})}})
+		}
+		return ss.SendMsg(&rawMsg{})
+	case inferencePrefix + "RepositoryIndex":
+		return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(p.indexResponse())}})
+	}
+
+	var model, version string
+	if modelMethods[method] {
+		model, version = modelOfRequest(body)
+		if method == inferencePrefix+"ModelStatistics" && model == "" {
+			version = ""
+		}
+	}
+	snap := p.snap.Load()
+	if model != "" && snap.lookup(model, version) == nil {
+		if method == inferencePrefix+"ModelReady" { // Triton answers ready=false for what is not served
+			return ss.SendMsg(&rawMsg{})
+		}
+		p.metrics.rejected.WithLabelValues("grpc", "", "unknown_model").Inc()
+		if version != "" && snap.lookup(model, "") != nil {
+			return status.Errorf(codes.NotFound, "model '%s' version %s is not served by any upstream", model, version)
+		}
+		return status.Errorf(codes.NotFound, "model '%s' is not served by any upstream", model)
+	}
+	if method == inferencePrefix+"ModelInfer" {
+		release, refused := p.limits.admit(model)
+		if refused != "" {
+			p.metrics.rejected.WithLabelValues("grpc", model, refused).Inc()
+			return status.Errorf(codes.ResourceExhausted, "gateway is at its in-flight limit for model '%s'; retry later", model)
+		}
+		defer release()
+	}
+
+	ctx := ss.Context()
+	var cancel context.CancelFunc
+	if d, ok := ctx.Deadline(); ok {
+		// Answer just before the client's deadline: at the deadline itself grpc-go resets
+		// the stream, which a client reads as CANCELLED.
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-deadlineMargin))
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeouts.Default)
+	}
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	md, _ := metadata.FromIncomingContext(ctx)
+	out := metadata.MD{}
+	for k, v := range md {
+		if !skipMetadata(k) {
+			out[k] = v
+		}
+	}
+	ctx = metadata.NewOutgoingContext(ctx, out)
+	var key string
+	if p.cfg.Balancer.HashKey != "" {
+		if v := md.Get(p.cfg.Balancer.HashKey); len(v) > 0 {
+			key = v[0]
+		}
+	}
+
+	pickGroup := func(s *snapshot) (*group, errNoRoute) {
+		rt := s.lookup(model, version)
+		if rt == nil {
+			return nil, routeNone
+		}
+		return &rt.grpc, 0
+	}
+	type result struct {
+		resp rawMsg
+		err  error
+	}
+	res, refusal := forward(ctx, p, pickGroup, key, deadline,
+		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
+			r := &result{}
+			req := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}
+			r.err = u.conn.Invoke(ctx, method, req, &r.resp)
+			return r, classifyGRPC(ctx, r.err)
+		},
+		func(r *result) {
+			if r != nil {
+				r.resp.data.Free()
+			}
+		})
+	switch {
+	case refusal == routeNone:
+		return status.Errorf(codes.NotFound, "model '%s' is not served by any upstream", model)
+	case res == nil && ss.Context().Err() != nil:
+		return status.FromContextError(ss.Context().Err()).Err()
+	case res == nil && ctx.Err() == context.DeadlineExceeded:
+		return status.Error(codes.DeadlineExceeded, "inferbridge gateway: deadline exceeded before an upstream answered")
+	case res == nil:
+		p.metrics.rejected.WithLabelValues("grpc", model, "no_upstream").Inc()
+		if model != "" {
+			return status.Errorf(codes.Unavailable, "inferbridge gateway: no upstream serving model '%s' is available", model)
+		}
+		return status.Error(codes.Unavailable, "inferbridge gateway: no upstream is available")
+	}
+	if res.err != nil {
+		if ctx.Err() == context.DeadlineExceeded && status.Code(res.err) == codes.DeadlineExceeded {
+			return status.Error(codes.DeadlineExceeded, "inferbridge gateway: deadline exceeded")
+		}
+		return res.err
+	}
+	return ss.SendMsg(&res.resp)
+}
+
+func classifyGRPC(ctx context.Context, err error) attemptResult {
+	if err == nil {
+		return attemptResult{label: "ok"}
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Canceled, codes.DeadlineExceeded:
+		if ctx.Err() != nil {
+			return attemptResult{neutral: true, label: "cancelled"}
+		}
+		return attemptResult{failed: true, label: "deadline"}
+	case codes.Unavailable:
+		msg := st.Message()
+		if strings.Contains(msg, "while dialing") || strings.Contains(msg, "connection refused") {
+			return attemptResult{reason: retry.ConnectFailure, failed: true, fast: true, label: "connect_failure"}
+		}
+		return attemptResult{reason: retry.Unavailable, failed: true, fast: true, label: "unavailable"}
+	case codes.ResourceExhausted:
+		return attemptResult{reason: retry.Status429, fast: true, label: "resource_exhausted"}
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return attemptResult{failed: true, label: "internal"}
+	}
+	return attemptResult{label: "ok"}
+}
+
+// indexResponse encodes RepositoryIndexResponse from the gateway's view.
+func (p *Pool) indexResponse() []byte {
+	var b []byte
+	for _, e := range p.indexEntries() {
+		var m []byte
+		m = protowire.AppendTag(m, 1, protowire.BytesType)
+		m = protowire.AppendString(m, e.Name)
+		if e.Version != "" {
+			m = protowire.AppendTag(m, 2, protowire.BytesType)
+			m = protowire.AppendString(m, e.Version)
+		}
+		m = protowire.AppendTag(m, 3, protowire.BytesType)
+		m = protowire.AppendString(m, "READY")
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendBytes(b, m)
+	}
+	return b
+}
+
+var codeNames = map[codes.Code]string{
+	codes.OK: "OK", codes.Canceled: "CANCELLED", codes.Unknown: "UNKNOWN", codes.InvalidArgument: "INVALID_ARGUMENT",
+	codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.NotFound: "NOT_FOUND", codes.AlreadyExists: "ALREADY_EXISTS",
+	codes.PermissionDenied: "PERMISSION_DENIED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION", codes.Aborted: "ABORTED", codes.OutOfRange: "OUT_OF_RANGE",
+	codes.Unimplemented: "UNIMPLEMENTED", codes.Internal: "INTERNAL", codes.Unavailable: "UNAVAILABLE",
+	codes.DataLoss: "DATA_LOSS", codes.Unauthenticated: "UNAUTHENTICATED",
+}
+
+func codeName(c codes.Code) string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("CODE_%d", c)
+}

@@ -1,0 +1,403 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/retry"
+)
+
+// REST termination in pool mode: the gateway answers health, the repository index,
+// /metrics and its admin endpoint itself, and forwards the rest to an upstream chosen
+// by model (or any upstream for requests that name none).
+
+// hopHeaders are not forwarded (RFC 9110 §7.6.1).
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func writeJSONError(w http.ResponseWriter, code int, msg string, retryAfter bool) {
+	body, _ := json.Marshal(map[string]string{"error": msg})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if retryAfter {
+		h.Set("Retry-After", "1")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+// statusWriter remembers the status written, for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// HTTPHandler is the pool's REST handler.
+func (p *Pool) HTTPHandler() http.Handler {
+	metricsHandler := promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		p.serveHTTP(sw, r, metricsHandler)
+		code := sw.code
+		if code == 0 {
+			code = statusClientGone
+		}
+		p.metrics.requests.WithLabelValues("http", strconv.Itoa(code)).Inc()
+		p.metrics.duration.WithLabelValues("http").Observe(time.Since(start).Seconds())
+	})
+}
+
+const statusClientGone = 499
+
+// modelOfPath returns the model and version a REST path names, and whether it is an
+// inference request.
+func modelOfPath(path string) (model, version string, infer bool) {
+	path = strings.TrimRight(path, "/")
+	if rest, ok := strings.CutPrefix(path, "/v2/models/"); ok {
+		model, rest, _ = strings.Cut(rest, "/")
+		if model == "stats" && rest == "" {
+			return "", "", false // /v2/models/stats: every model
+		}
+		if v, ok := strings.CutPrefix(rest, "versions/"); ok {
+			version, rest, _ = strings.Cut(v, "/")
+		}
+		return model, version, rest == "infer"
+	}
+	if rest, ok := strings.CutPrefix(path, "/v1/models/"); ok {
+		if name, ok := strings.CutSuffix(rest, ":predict"); ok {
+			return name, "", true
+		}
+	}
+	return "", "", false
+}
+
+func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler http.Handler) {
+	path := strings.TrimRight(r.URL.Path, "/")
+	switch path {
+	case "/v2/health/live":
+		w.WriteHeader(http.StatusOK)
+		return
+	case "/v2/health/ready":
+		if p.ready() {
+			w.WriteHeader(http.StatusOK)
+		} else {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		return
+	case "/metrics":
+		metricsHandler.ServeHTTP(w, r)
+		return
+	case "/v1/gateway/upstreams":
+		p.serveAdmin(w, r)
+		return
+	case "/v2/repository/index":
+		if r.Method == http.MethodPost {
+			p.serveIndex(w, r)
+			return
+		}
+	}
+	if strings.HasPrefix(path, "/v2/repository/models/") && r.Method == http.MethodPost {
+		p.serveRepositoryControl(w, r)
+		return
+	}
+
+	model, version, infer := modelOfPath(r.URL.Path)
+	if r.ContentLength > int64(p.cfg.MaxRequestBytes) {
+		p.metrics.rejected.WithLabelValues("http", model, "too_large").Inc()
+		writeJSONError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes",
+			r.ContentLength, p.cfg.MaxRequestBytes), false)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(p.cfg.MaxRequestBytes)+1))
+	if err != nil {
+		return // the client is gone
+	}
+	if len(body) > p.cfg.MaxRequestBytes {
+		p.metrics.rejected.WithLabelValues("http", model, "too_large").Inc()
+		writeJSONError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is over the limit of %d bytes", p.cfg.MaxRequestBytes), false)
+		return
+	}
+
+	snap := p.snap.Load()
+	if model != "" && snap.lookup(model, "") == nil {
+		p.metrics.rejected.WithLabelValues("http", "", "unknown_model").Inc()
+		writeJSONError(w, http.StatusNotFound, fmt.Sprintf("model '%s' is not served by any upstream", model), false)
+		return
+	}
+	if model != "" && version != "" && snap.lookup(model, version) == nil {
+		p.metrics.rejected.WithLabelValues("http", "", "unknown_model").Inc()
+		writeJSONError(w, http.StatusNotFound, fmt.Sprintf("model '%s' version %s is not served by any upstream", model, version), false)
+		return
+	}
+	if infer {
+		release, refused := p.limits.admit(model)
+		if refused != "" {
+			p.metrics.rejected.WithLabelValues("http", model, refused).Inc()
+			writeJSONError(w, http.StatusTooManyRequests, fmt.Sprintf("gateway is at its in-flight limit for model '%s'; retry later", model), true)
+			return
+		}
+		defer release()
+	}
+
+	// The deadline: the client's `timeout` parameter (OIP infer requests), else the default.
+	infer = infer && strings.HasPrefix(r.URL.Path, "/v2/")
+	jsonPart, binaryHeader := body, false
+	timeout := p.cfg.Timeouts.Default
+	if infer {
+		if n, err := strconv.Atoi(r.Header.Get("Inference-Header-Content-Length")); err == nil && n >= 0 && n <= len(body) {
+			jsonPart, binaryHeader = body[:n], true
+		}
+		if us := timeoutParam(jsonPart); us > 0 {
+			timeout = time.Duration(us) * time.Microsecond
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+
+	var key string
+	if p.cfg.Balancer.HashKey != "" {
+		key = r.Header.Get(p.cfg.Balancer.HashKey)
+	}
+	uri := r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		uri += "?" + r.URL.RawQuery
+	}
+
+	pickGroup := func(s *snapshot) (*group, errNoRoute) {
+		rt := s.lookup(model, version)
+		if rt == nil {
+			return nil, routeNone
+		}
+		return &rt.rest, 0
+	}
+	resp, refusal := forward(ctx, p, pickGroup, key, deadline,
+		func(ctx context.Context, u *upstream, try int) (*http.Response, attemptResult) {
+			return p.attemptHTTP(ctx, u, r, uri, body, jsonPart, binaryHeader, infer, deadline)
+		},
+		func(resp *http.Response) {
+			if resp != nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	switch {
+	case refusal == routeNone:
+		writeJSONError(w, http.StatusNotFound, fmt.Sprintf("model '%s' is not served by any upstream", model), false)
+		return
+	case resp == nil && r.Context().Err() != nil:
+		return // the client went away
+	case resp == nil && ctx.Err() == context.DeadlineExceeded:
+		writeJSONError(w, http.StatusGatewayTimeout, "deadline exceeded before an upstream answered", false)
+		return
+	case resp == nil:
+		p.metrics.rejected.WithLabelValues("http", model, "no_upstream").Inc()
+		what := "no upstream is available"
+		if model != "" {
+			what = fmt.Sprintf("no upstream serving model '%s' is available", model)
+		}
+		writeJSONError(w, http.StatusServiceUnavailable, what, true)
+		return
+	}
+	defer resp.Body.Close()
+	h := w.Header()
+	for name, values := range resp.Header {
+		if !hopHeaders[name] {
+			h[name] = values
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	bp := copyBufs.Get().(*[]byte)
+	io.CopyBuffer(w, resp.Body, *bp)
+	copyBufs.Put(bp)
+}
+
+// attemptHTTP sends one attempt to u. A response is returned for every status (the
+// caller writes it or, when retried, discards it); nil when no response came.
+func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, uri string, body, jsonPart []byte,
+	binaryHeader, infer bool, deadline time.Time) (*http.Response, attemptResult) {
+	out := body
+	var headerLen string
+	if infer { // pass the time left on as the OIP timeout parameter
+		left := time.Until(deadline)
+		if left < time.Microsecond {
+			left = time.Microsecond
+		}
+		newJSON := withTimeout(jsonPart, int64(left/time.Microsecond))
+		if binaryHeader {
+			out = make([]byte, 0, len(newJSON)+len(body)-len(jsonPart))
+			out = append(append(out, newJSON...), body[len(jsonPart):]...)
+			headerLen = strconv.Itoa(len(newJSON))
+		} else {
+			out = newJSON
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, u.cfg.REST+uri, bytes.NewReader(out))
+	if err != nil {
+		return nil, attemptResult{label: "bad_request"}
+	}
+	for name, values := range r.Header {
+		if !hopHeaders[name] {
+			req.Header[name] = values
+		}
+	}
+	if headerLen != "" {
+		req.Header["Inference-Header-Content-Length"] = []string{headerLen}
+	}
+	req.ContentLength = int64(len(out))
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+		req.Header.Set("X-Forwarded-For", xff+", "+clientIP(r))
+	} else {
+		req.Header.Set("X-Forwarded-For", clientIP(r))
+	}
+	resp, err := u.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, attemptResult{neutral: true, label: "cancelled"}
+		}
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return nil, attemptResult{reason: retry.ConnectFailure, failed: true, fast: true, label: "connect_failure"}
+		}
+		return nil, attemptResult{reason: retry.Reset, failed: true, fast: true, label: "reset"}
+	}
+	switch code := resp.StatusCode; {
+	case code == http.StatusServiceUnavailable:
+		return resp, attemptResult{reason: retry.Status503, failed: true, fast: true, label: "503"}
+	case code == http.StatusTooManyRequests:
+		res := attemptResult{fast: true, label: "429"}
+		if resp.Header.Get("Retry-After") != "" {
+			res.reason = retry.Status429
+		}
+		return resp, res
+	case code >= 500 && code != http.StatusGatewayTimeout:
+		return resp, attemptResult{failed: true, label: "5xx"}
+	case code == http.StatusGatewayTimeout:
+		return resp, attemptResult{neutral: true, label: "504"}
+	}
+	return resp, attemptResult{label: "ok"}
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (p *Pool) ready() bool {
+	all := p.snap.Load().all
+	return len(all.rest.ups) > 0 || len(all.grpc.ups) > 0
+}
+
+// serveIndex answers POST /v2/repository/index from the gateway's view: every model
+// version some upstream serves, READY.
+func (p *Pool) serveIndex(w http.ResponseWriter, _ *http.Request) {
+	type entry struct {
+		Name    string `json:"name"`
+		Version string `json:"version,omitempty"`
+		State   string `json:"state"`
+	}
+	out := []entry{}
+	for _, e := range p.indexEntries() {
+		out = append(out, entry{Name: e.Name, Version: e.Version, State: "READY"})
+	}
+	body, _ := json.Marshal(out)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
+}
+
+// indexEntries lists (model, version) served by some upstream, sorted.
+func (p *Pool) indexEntries() []indexEntry {
+	s := p.snap.Load()
+	var out []indexEntry
+	for _, name := range s.modelNames() {
+		seen := map[string]bool{}
+		for _, u := range s.ups {
+			for _, v := range (*u.models.Load())[name] {
+				if !seen[v] {
+					seen[v] = true
+					out = append(out, indexEntry{Name: name, Version: v})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// serveRepositoryControl applies POST /v2/repository/models/{m}/load|unload to every
+// REST upstream in rotation; it answers the first failure, or the last success.
+func (p *Pool) serveRepositoryControl(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(p.cfg.MaxRequestBytes)))
+	if err != nil {
+		return
+	}
+	ups := p.snap.Load().all.rest.ups
+	if len(ups) == 0 {
+		writeJSONError(w, http.StatusServiceUnavailable, "no upstream is available", true)
+		return
+	}
+	var last *http.Response
+	var lastBody []byte
+	for _, u := range ups {
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, u.cfg.REST+r.URL.EscapedPath(), bytes.NewReader(body))
+		if err != nil {
+			continue
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := u.http.Do(req)
+		if err != nil {
+			writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("upstream %s: %v", u.cfg.Name, err), false)
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last, lastBody = resp, b
+		if resp.StatusCode != http.StatusOK {
+			break
+		}
+	}
+	p.discoverAll() // so that the next request routes by the new model set
+	if last == nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "no upstream is available", true)
+		return
+	}
+	if ct := last.Header.Get("Content-Type"); ct != "" {
+		w.Header().Set("Content-Type", ct)
+	}
+	w.WriteHeader(last.StatusCode)
+	w.Write(lastBody)
+}

@@ -1,0 +1,154 @@
+package pool
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// The gateway's /metrics in pool mode. Names are listed in docs/gateway.md.
+
+var latencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+type metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec // protocol, code
+	duration       *prometheus.HistogramVec
+	rejected       *prometheus.CounterVec // protocol, model, reason
+	retries        *prometheus.CounterVec // reason
+	retriesRefused *prometheus.CounterVec // why: budget, deadline
+	routable       prometheus.Gauge
+
+	upRequests   *prometheus.CounterVec // upstream, outcome
+	upFailures   *prometheus.CounterVec // upstream, reason
+	upDuration   *prometheus.HistogramVec
+	upInflight   *prometheus.GaugeVec
+	upBreaker    *prometheus.GaugeVec
+	upHealthy    *prometheus.GaugeVec
+	upEjected    *prometheus.GaugeVec
+	upEjections  *prometheus.CounterVec
+	upDiscovery  *prometheus.CounterVec
+	upstreamsMu  sync.Mutex
+	upstreamsMap map[string]*upstreamMetrics
+}
+
+// upstreamMetrics are one upstream's children, resolved once (outcome children lazily).
+type upstreamMetrics struct {
+	name            string
+	parent          *metrics
+	duration        prometheus.Observer
+	inflight        prometheus.Gauge
+	breakerState    prometheus.Gauge
+	healthy         prometheus.Gauge
+	ejected         prometheus.Gauge
+	ejections       prometheus.Counter
+	discoveryErrors prometheus.Counter
+
+	mu       sync.Mutex
+	outcomes map[string]prometheus.Counter
+	failures map[string]prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_requests_total",
+			Help: "Requests and calls the gateway answered, by protocol and status code."}, []string{"protocol", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inferbridge_gateway_request_duration_seconds",
+			Help: "Time from a request's arrival at the gateway to its answer, retries included.", Buckets: latencyBuckets},
+			[]string{"protocol"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_rejected_total",
+			Help: "Requests the gateway refused itself (admission limits, no route)."}, []string{"protocol", "model", "reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_retries_total",
+			Help: "Retries made, by the failure retried."}, []string{"reason"}),
+		retriesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_retries_refused_total",
+			Help: "Retriable failures not retried: the retry budget was spent, or the deadline too close."}, []string{"why"}),
+		routable: prometheus.NewGauge(prometheus.GaugeOpts{Name: "inferbridge_gateway_routable_upstreams",
+			Help: "Upstreams in rotation (healthy and not ejected)."}),
+		upRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_upstream_requests_total",
+			Help: "Attempts sent to each upstream, by outcome (ok, or the failure)."}, []string{"upstream", "outcome"}),
+		upFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_upstream_failures_total",
+			Help: "Attempts that counted as the upstream's failure, by reason."}, []string{"upstream", "reason"}),
+		upDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inferbridge_gateway_upstream_request_duration_seconds",
+			Help: "Latency of each attempt on an upstream.", Buckets: latencyBuckets}, []string{"upstream"}),
+		upInflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inferbridge_gateway_upstream_inflight_requests",
+			Help: "Attempts in flight on each upstream."}, []string{"upstream"}),
+		upBreaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inferbridge_gateway_upstream_breaker_state",
+			Help: "Circuit breaker state: 0 closed, 1 open, 2 half-open."}, []string{"upstream"}),
+		upHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inferbridge_gateway_upstream_healthy",
+			Help: "1 when the active health checks pass."}, []string{"upstream"}),
+		upEjected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inferbridge_gateway_upstream_ejected",
+			Help: "1 while the upstream is ejected as an outlier."}, []string{"upstream"}),
+		upEjections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_upstream_ejections_total",
+			Help: "Outlier ejections of each upstream."}, []string{"upstream"}),
+		upDiscovery: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_upstream_discovery_errors_total",
+			Help: "Repository-index requests that failed."}, []string{"upstream"}),
+		upstreamsMap: map[string]*upstreamMetrics{},
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.routable,
+		m.upRequests, m.upFailures, m.upDuration, m.upInflight, m.upBreaker, m.upHealthy, m.upEjected,
+		m.upEjections, m.upDiscovery, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) upstream(name string) *upstreamMetrics {
+	m.upstreamsMu.Lock()
+	defer m.upstreamsMu.Unlock()
+	if u := m.upstreamsMap[name]; u != nil {
+		return u
+	}
+	u := &upstreamMetrics{
+		name: name, parent: m,
+		duration:        m.upDuration.WithLabelValues(name),
+		inflight:        m.upInflight.WithLabelValues(name),
+		breakerState:    m.upBreaker.WithLabelValues(name),
+		healthy:         m.upHealthy.WithLabelValues(name),
+		ejected:         m.upEjected.WithLabelValues(name),
+		ejections:       m.upEjections.WithLabelValues(name),
+		discoveryErrors: m.upDiscovery.WithLabelValues(name),
+		outcomes:        map[string]prometheus.Counter{},
+		failures:        map[string]prometheus.Counter{},
+	}
+	m.upstreamsMap[name] = u
+	return u
+}
+
+// forget drops the series of an upstream that left the pool.
+func (m *metrics) forget(name string) {
+	m.upstreamsMu.Lock()
+	delete(m.upstreamsMap, name)
+	m.upstreamsMu.Unlock()
+	labels := prometheus.Labels{"upstream": name}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.upRequests, m.upFailures, m.upDuration, m.upInflight, m.upBreaker, m.upHealthy, m.upEjected, m.upEjections, m.upDiscovery,
+	} {
+		v.DeletePartialMatch(labels)
+	}
+}
+
+func (u *upstreamMetrics) observe(outcome string, d time.Duration) {
+	u.duration.Observe(d.Seconds())
+	u.mu.Lock()
+	c := u.outcomes[outcome]
+	if c == nil {
+		c = u.parent.upRequests.WithLabelValues(u.name, outcome)
+		u.outcomes[outcome] = c
+	}
+	u.mu.Unlock()
+	c.Inc()
+}
+
+func (u *upstreamMetrics) failure(reason string) {
+	u.mu.Lock()
+	c := u.failures[reason]
+	if c == nil {
+		c = u.parent.upFailures.WithLabelValues(u.name, reason)
+		u.failures[reason] = c
+	}
+	u.mu.Unlock()
+	c.Inc()
+}

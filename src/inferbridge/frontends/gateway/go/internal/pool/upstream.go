@@ -1,0 +1,97 @@
+package pool
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
+	"github.com/inferbridge/inferbridge/gateway/internal/breaker"
+	"github.com/inferbridge/inferbridge/gateway/internal/config"
+	"github.com/inferbridge/inferbridge/gateway/internal/health"
+)
+
+// upstream is one OIP server of the pool and everything the gateway knows of it.
+type upstream struct {
+	cfg     config.Upstream
+	load    *balancer.Load
+	breaker *breaker.Breaker
+	passive health.Host
+	healthy atomic.Bool // the active checks' verdict
+
+	http *http.Client     // nil without a REST address
+	conn *grpc.ClientConn // nil without a gRPC address
+	// models maps model name → versions served ("" = versions unknown), from discovery.
+	models        atomic.Pointer[map[string][]string]
+	discoveryErr  atomic.Pointer[string]
+	healthTracker health.Tracker // owned by the prober goroutine
+	m             *upstreamMetrics
+}
+
+func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
+	u := &upstream{cfg: cfg}
+	u.load = balancer.NewLoad(p.clock, p.cfg.Balancer.Decay, p.cfg.Balancer.ErrorPenalty)
+	u.m = p.metrics.upstream(cfg.Name)
+	u.breaker = breaker.New(p.cfg.Breaker, p.clock, func(s breaker.State) {
+		u.m.breakerState.Set(float64(s))
+		p.logf("upstream %s: breaker %s", cfg.Name, s)
+	})
+	u.healthTracker = health.Tracker{UnhealthyAfter: p.cfg.Health.UnhealthyAfter, HealthyAfter: p.cfg.Health.HealthyAfter}
+	u.healthy.Store(true)
+	u.m.healthy.Set(1)
+	empty := map[string][]string{}
+	u.models.Store(&empty)
+	if cfg.REST != "" {
+		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+		u.http = &http.Client{
+			Transport: &http.Transport{
+				DialContext:         dialer.DialContext,
+				MaxIdleConns:        1024,
+				MaxIdleConnsPerHost: 1024,
+				IdleConnTimeout:     90 * time.Second,
+				DisableCompression:  true,
+				ForceAttemptHTTP2:   false,
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	if cfg.GRPC != "" {
+		conn, err := grpc.NewClient(cfg.GRPC,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{}), grpc.MaxCallRecvMsgSize(1<<31-1),
+				grpc.MaxCallSendMsgSize(1<<31-1)),
+		)
+		if err != nil {
+			return nil, err
+		}
+		conn.Connect()
+		u.conn = conn
+	}
+	return u, nil
+}
+
+// routable: in rotation (healthy and not ejected). The breaker is asked per request.
+func (u *upstream) routable() bool { return u.healthy.Load() && !u.passive.Ejected() }
+
+func (u *upstream) close() {
+	if u.http != nil {
+		u.http.CloseIdleConnections()
+	}
+	if u.conn != nil {
+		u.conn.Close()
+	}
+}
+
+// sameAddresses reports whether cfg names the same server (a rename keeps the state).
+func (u *upstream) sameAddresses(cfg config.Upstream) bool {
+	return u.cfg.REST == cfg.REST && u.cfg.GRPC == cfg.GRPC
+}
+
+func (u *upstream) probeContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, d)
+}
