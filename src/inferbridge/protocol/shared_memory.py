@@ -117,20 +117,23 @@ class SharedMemoryRegistry:
                     f"shared memory region '{name}': {what} must be a non-negative integer, "
                     f"got {value!r}"
                 )
-        if byte_size == 0:
-            raise InvalidInput(f"shared memory region '{name}': byte_size must be above 0")
         path = self._path(name, key)
+        # The key is opened before byte_size is checked, as Triton does: a client that
+        # registers a key nobody created hears that first, in Triton's phrase.
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             raise InvalidInput(
-                f"shared memory region '{name}': no shared memory object with key '{key}' ({path})"
+                f"Unable to open shared memory region: '{key}': shared memory region "
+                f"'{name}': no shared memory object with key '{key}' ({path})"
             ) from None
         except OSError as exc:
             raise InvalidInput(
                 f"shared memory region '{name}': cannot open key '{key}': {exc.strerror}"
             ) from None
         try:
+            if byte_size == 0:
+                raise InvalidInput(f"shared memory region '{name}': byte_size must be above 0")
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise InvalidInput(

@@ -123,6 +123,9 @@ def array_from_raw(
     dtype = dtype_of(datatype).newbyteorder("<")
     expected = count * dtype.itemsize
     if len(buffer) != expected:
+        overflow = _size_overflow(name, shape, count, dtype.itemsize)
+        if overflow is not None:
+            raise InvalidInput(overflow)
         raise InvalidInput(
             f"input '{name}': {datatype} shape {list(shape)} needs {expected} bytes of data, "
             f"got {len(buffer)}"
@@ -160,7 +163,7 @@ def array_from_list(
             raise _too_deep(name) from None
         raise InvalidInput(f"input '{name}': data is not a rectangular list of numbers") from None
     if parsed.size != count:
-        raise _count_error(name, shape, count, parsed.size)
+        raise _count_error(name, shape, count, parsed.size, dtype.itemsize)
     if dtype.kind in "iu" and parsed.dtype.kind in "fO" and count:
         # numpy turns a list mixing integers above 2**63 - 1 with other integers into
         # float64 (losing precision); integers must stay exact, so convert them directly.
@@ -240,7 +243,31 @@ def _flatten_ordered(name: str, data: list[Any], depth: int) -> list[Any]:
     return out
 
 
-def _count_error(name: str, shape: tuple[int, ...], want: int, got: int) -> InvalidInput:
+#: The largest element count or byte size a tensor may have (Triton's: a signed 64-bit size).
+MAX_TENSOR_SIZE = 2**63 - 1
+
+
+def _size_overflow(name: str, shape: tuple[int, ...], count: int, itemsize: int) -> str | None:
+    """Triton's phrases for a shape no buffer can hold; None when the sizes fit."""
+    if count > MAX_TENSOR_SIZE:
+        return (
+            f"input '{name}': shape {list(shape)} causes total element count to exceed "
+            f"maximum size of {MAX_TENSOR_SIZE}"
+        )
+    if count * itemsize > MAX_TENSOR_SIZE:
+        return (
+            f"byte size overflow for input '{name}': shape {list(shape)} of "
+            f"{itemsize}-byte elements"
+        )
+    return None
+
+
+def _count_error(
+    name: str, shape: tuple[int, ...], want: int, got: int, itemsize: int = 1
+) -> InvalidInput:
+    overflow = _size_overflow(name, shape, want, itemsize)
+    if overflow is not None:
+        return InvalidInput(overflow)
     return InvalidInput(
         f"input '{name}': shape {list(shape)} needs {want} elements, the data holds {got}"
     )
