@@ -98,10 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     examples = commands.add_parser("examples", help="build the bundled example repository")
     examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
 
-    gateway = commands.add_parser(
-        "gateway", help="build the Go gateway now (serve builds it on first use)"
-    )
-    gateway.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+    from inferbridge.frontends.gateway.cli import add_gateway_parser
+
+    add_gateway_parser(commands)
 
     from inferbridge.export.cli import add_export_parser
 
@@ -110,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     from inferbridge.fleet import cli as fleet_cli
 
     fleet_cli.register(commands)
+
+    from inferbridge.release import cli as rollout_cli
+
+    rollout_cli.register(commands)
     return parser
 
 
@@ -119,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inferbridge.export.cli import run_export
 
         return run_export(options)
+    if options.command == "rollout":
+        from inferbridge.release import cli as rollout_cli
+
+        return rollout_cli.run(options)
     if options.command == "fleet":
         from inferbridge.fleet import cli as fleet_cli
 
@@ -129,14 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(example_repository(rebuild=options.rebuild))
         return 0
     if options.command == "gateway":
-        from inferbridge.frontends.gateway.build import GatewayBuildError, build_gateway
+        from inferbridge.frontends.gateway.cli import run_gateway
 
-        try:
-            print(build_gateway(force=options.rebuild))
-        except GatewayBuildError as exc:
-            print(f"inferbridge: {exc}", file=sys.stderr)
-            return 1
-        return 0
+        return run_gateway(options)
     return _serve(options)
 
 

@@ -17,7 +17,7 @@
 //
 // Usage:
 //
-//	inferbridge-gateway --config gateway.yaml
+//	inferbridge-gateway --config gateway.yaml [--check]
 //	inferbridge-gateway --listen HOST:PORT --backend-fd 3 --max-recv-bytes N --max-concurrent-rpcs M
 //	    [--http-listen HOST:PORT --max-http-inflight K]
 //
@@ -175,9 +175,10 @@ func main() {
 	queueFull := flag.String("queue-full-code", "resource_exhausted",
 		"gRPC code of a ModelInfer refused at its model's LIMITS bound: resource_exhausted or unavailable")
 	configPath := flag.String("config", "", "pool mode: the gateway configuration file (YAML); the other flags are ignored")
+	checkOnly := flag.Bool("check", false, "with --config: validate the configuration, print ok and exit")
 	flag.Parse()
 	if *configPath != "" {
-		runPool(*configPath)
+		runPool(*configPath, *checkOnly)
 		return
 	}
 	fullCode, known := queueFullCodes[*queueFull]
@@ -233,10 +234,14 @@ var queueFullCodes = map[string]codes.Code{
 
 // runPool serves the upstream pool of the configuration at path; a configuration
 // error is printed and the process exits 2 without serving.
-func runPool(path string) {
+func runPool(path string, checkOnly bool) {
 	cfg, err := gwconfig.Load(path)
 	if err != nil {
 		fatal(2, "%v", err)
+	}
+	if checkOnly {
+		fmt.Printf("%s: ok\n", path)
+		return
 	}
 	if err := pool.Run(cfg, os.Stdout); err != nil {
 		fatal(1, "%v", err)
