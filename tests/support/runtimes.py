@@ -159,3 +159,68 @@ class Repeat(Runtime):
             if not finished and self.log_file is not None:
                 with self.log_file.open("a") as log:
                     log.write("closed\n")
+
+
+class MockLLM(Runtime):
+    """A decoupled text model shaped as Triton's QA `mock_llm` (qa/python_models/
+    generate_models): BYTES `PROMPT` [1, 1] and BOOL `STREAM` [1, 1] in, BYTES `TEXT` out.
+    With STREAM false it answers once with the prompt; with STREAM true it answers
+    `parameters.repetition` times (default 1), then raises "An Error Occurred" when
+    `parameters.fail_last` is set. Before every response after the first it waits for
+    `parameters.gate_file` to exist, when one is given (up to 60 s; then TEXT says "gate
+    timed out"), so tests can see a response arrive before the next one is made;
+    `parameters.delay_s` is slept before each streamed response; `parameters.log_file` gets
+    "closed" when a request's iterator is closed early."""
+
+    name = "mock_llm"
+    platform = "mock_llm"
+    default_model_file = ""
+    decoupled = True
+
+    def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
+        self.repetition = int(config.parameters.get("repetition", 1))
+        self.fail_last = bool(config.parameters.get("fail_last", False))
+        self.delay_s = float(config.parameters.get("delay_s", 0.0))
+        gate = config.parameters.get("gate_file")
+        self.gate_file = Path(gate) if gate else None
+        log = config.parameters.get("log_file")
+        self.log_file = Path(log) if log else None
+
+    def metadata(self) -> Signature:
+        return Signature(
+            inputs=[TensorSpec("PROMPT", "BYTES", (1, 1)), TensorSpec("STREAM", "BOOL", (1, 1))],
+            outputs=[TensorSpec("TEXT", "BYTES", (1, -1))],
+        )
+
+    def infer(self, inputs: Arrays) -> Arrays:
+        raise AssertionError("a decoupled runtime is served by infer_stream only")
+
+    def _wait_for_gate(self) -> bool:
+        if self.gate_file is None:
+            return True
+        deadline = time.monotonic() + 60
+        while not self.gate_file.exists():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def infer_stream(self, inputs: Arrays) -> Iterator[Arrays]:
+        prompt = inputs["PROMPT"]
+        if not bool(inputs["STREAM"].reshape(-1)[0]):
+            yield {"TEXT": prompt.copy()}
+            return
+        finished = False
+        try:
+            for index in range(self.repetition):
+                time.sleep(self.delay_s)
+                opened = index == 0 or self._wait_for_gate()
+                text = prompt if opened else np.array([[b"gate timed out"]], dtype=object)
+                yield {"TEXT": text.copy()}
+            finished = True
+            if self.fail_last:
+                raise ValueError("An Error Occurred")
+        finally:
+            if not finished and self.log_file is not None:
+                with self.log_file.open("a") as log:
+                    log.write("closed\n")

@@ -24,7 +24,7 @@ from inferbridge.errors import (
     QueueFull,
 )
 from inferbridge.frontends import compat
-from inferbridge.frontends.rest import extensions
+from inferbridge.frontends.rest import extensions, generate
 from inferbridge.frontends.rest.errors import http_status
 from inferbridge.frontends.rest.index import index_ready_only
 from inferbridge.protocol.rest_codec import (
@@ -103,6 +103,10 @@ class RestApp:
         except Exception:  # never let one request take the server down, nor leak a traceback
             logger.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             response = _json(500, {"error": "internal server error; see the server log"})
+        if isinstance(response, generate.EventStream):  # its errors are events from here on
+            cancels = CANCELS_ON_DISCONNECT in scope.get("extensions", ())
+            await response.write(send, receive, watch_disconnect=not cancels)
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -115,7 +119,7 @@ class RestApp:
         )
         await send({"type": "http.response.body", "body": response.body})
 
-    async def _route(self, scope: Scope, receive: Receive) -> _Response:
+    async def _route(self, scope: Scope, receive: Receive) -> _Response | generate.EventStream:
         method: str = scope["method"]
         parts = scope["path"].rstrip("/").split("/")[1:]
         if parts and parts[0] == "v2":
@@ -138,7 +142,9 @@ class RestApp:
             return _json(200, await services.handle(self.dataplane, route, scope, body))
         return _json(404, {"error": f"no route for {method} {scope['path']}"})
 
-    async def _v2(self, method: str, parts: list[str], scope: Scope, receive: Receive) -> _Response:
+    async def _v2(
+        self, method: str, parts: list[str], scope: Scope, receive: Receive
+    ) -> _Response | generate.EventStream:
         dp = self.dataplane
         if not parts:
             _require(method, "GET")
@@ -187,6 +193,9 @@ class RestApp:
             if rest == ["infer"]:
                 _require(method, "POST")
                 return await self._infer(name, version, scope, receive)
+            if rest in (["generate"], ["generate_stream"]):
+                _require(method, "POST")
+                return await self._generate(name, version, rest[0], scope, receive)
             if rest == ["config"]:
                 _require(method, "GET")
                 return _json(200, dp.model_config(name, version))
@@ -239,6 +248,18 @@ class RestApp:
                 await dp.unload_model(name, parameters)
             return _json(200, {})
         return _json(404, {"error": f"no route for {method} {scope['path']}"})
+
+    async def _generate(
+        self, name: str, version: str | None, route: str, scope: Scope, receive: Receive
+    ) -> _Response | generate.EventStream:
+        """Triton's generate extension (rest/generate.py)."""
+        body = await self._read_body(scope, receive, _headers(scope))
+        if route == "generate_stream":
+            return await generate.generate_stream(self.dataplane, name, version, body)
+        gone = None
+        if CANCELS_ON_DISCONNECT not in scope.get("extensions", ()):
+            gone = functools.partial(_disconnected, receive)
+        return _Response(200, await generate.generate(self.dataplane, name, version, body, gone))
 
     async def _json_object(self, scope: Scope, receive: Receive, what: str) -> dict[str, Any]:
         """An optional JSON object body: {} when empty."""
