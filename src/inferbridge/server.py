@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -20,6 +22,7 @@ from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.process import GatewayFrontend
 from inferbridge.frontends.grpc.errors import QUEUE_FULL_CODES
 from inferbridge.models.manager import ControlMode, ModelManager
+from inferbridge.models.requests import set_max_model_file_bytes
 from inferbridge.observability.logs import AccessLog
 from inferbridge.observability.metrics import MetricsEndpoint, serve_metrics
 from inferbridge.observability.tracing import ASGIApp, TracingError, configure_tracing
@@ -28,9 +31,19 @@ from inferbridge.settings import Settings
 if TYPE_CHECKING:
     from inferbridge.frontends.grpc.server import GrpcFrontend
 
-__all__ = ["InferBridgeServer", "ListeningPorts", "run"]
+__all__ = ["InferBridgeServer", "ListeningPorts", "run", "state_directory"]
 
 logger = logging.getLogger(__name__)
+
+
+def state_directory(settings: Settings, repository: Path) -> Path:
+    """The server's durable state: `--state-dir`, else one directory per repository under
+    $XDG_STATE_HOME/inferbridge (so a restart on the same repository finds its rollouts)."""
+    if settings.state_dir is not None:
+        return settings.state_dir
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    digest = hashlib.sha256(str(repository.resolve()).encode()).hexdigest()[:16]
+    return base / "inferbridge" / f"{repository.resolve().name}-{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,7 @@ class InferBridgeServer:
         self.settings = settings
         self.repository = repository
         self.tracing = configure_tracing(settings)  # None when off
+        set_max_model_file_bytes(settings.max_model_file_bytes)
         self.models = ModelManager(
             repository,
             histograms=settings.metrics,
@@ -59,6 +73,13 @@ class InferBridgeServer:
             tracing=self.tracing,
             report_answers=settings.access_log,
         )
+        from inferbridge.release.controller import RolloutController
+        from inferbridge.release.store import RolloutStore
+
+        self.rollouts = RolloutController(
+            self.dataplane, RolloutStore(state_directory(settings, repository) / "rollouts.db")
+        )
+        self.dataplane.release = self.rollouts
         self.metrics = MetricsEndpoint(self.dataplane) if settings.metrics else None
         self.access_log = AccessLog() if settings.access_log else None
         self._stop = asyncio.Event()
@@ -102,7 +123,9 @@ class InferBridgeServer:
             self.models.on_change(
                 lambda: gateway.set_admission_limits(self.dataplane.admission_bounds())
             )
+        self.rollouts.attach()
         await self.models.load_initial(self._initial_models())
+        await self.rollouts.resume()
         self.dataplane.mark_loaded()
         # The loaded frameworks hold millions of long-lived objects; without this, every
         # full collection rescans them and shows up as tens of milliseconds of tail latency.
@@ -139,6 +162,7 @@ class InferBridgeServer:
         stop_waiter.cancel()
         if metrics_server is not None:
             metrics_server.close()
+        await self.rollouts.close()
         await self.dataplane.shutdown()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # export the spans still buffered

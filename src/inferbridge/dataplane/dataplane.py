@@ -48,6 +48,8 @@ from inferbridge.repository.triton_view import config_document, triton_config
 if TYPE_CHECKING:
     from inferbridge.observability.tracing import Tracing
     from inferbridge.protocol.generated.model_config_pb2 import ModelConfig as TritonConfig
+    from inferbridge.release.controller import RolloutController
+    from inferbridge.release.router import Route
 
 __all__ = [
     "EXTENSIONS",
@@ -146,6 +148,11 @@ class DataPlane:
         self.draining = False
         #: Registered system shared-memory regions (both front ends read and write them).
         self.shared_memory = SharedMemoryRegistry()
+        #: Models under a rollout: which version each unversioned request goes to. The
+        #: rollout controller swaps whole entries; requests read one per call.
+        self.routes: dict[str, Route] = {}
+        #: The rollout controller, when the server runs one (the REST API reaches it here).
+        self.release: RolloutController | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -317,7 +324,11 @@ class DataPlane:
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         if self.draining:
             raise ServerNotReady("the server is shutting down")
-        serving = self._find(request.model_name, request.model_version)
+        route = self.routes.get(request.model_name) if not request.model_version else None
+        if route is None:
+            serving = self._find(request.model_name, request.model_version)
+        else:
+            serving = self._routed(request, route)
         version = serving.loaded
         if version.runtime is not None and version.runtime.decoupled:
             raise InvalidInput(
@@ -352,6 +363,10 @@ class DataPlane:
             raise
         else:
             serving.stats.request_succeeded(time.monotonic() - start)
+            if route is not None and route.shadow is not None and serving.number != route.candidate:
+                view = self._views.get(request.model_name)
+                candidate = view.versions.get(route.candidate) if view is not None else None
+                route.shadow.offer(candidate, inputs, outputs)
             return response
         finally:
             serving.leave()
@@ -373,7 +388,11 @@ class DataPlane:
         previous one is taken), any other model's one response from `infer`."""
         if self.draining:
             raise ServerNotReady("the server is shutting down")
-        serving = self._find(request.model_name, request.model_version)
+        route = self.routes.get(request.model_name) if not request.model_version else None
+        if route is None:
+            serving = self._find(request.model_name, request.model_version)
+        else:
+            serving = self._routed(request, route)
         version = serving.loaded
         runtime = version.runtime
         if runtime is None or not runtime.decoupled:
@@ -485,6 +504,16 @@ class DataPlane:
         if view is None:
             raise _unknown_model(name)
         return view
+
+    def _routed(self, request: InferenceRequest, route: Route) -> ServingVersion:
+        """The version a rollout's route picks for an unversioned request (the default if
+        that version is not serving: a route never makes a request fail)."""
+        view = self._views.get(request.model_name)
+        if view is not None and not view.draining:
+            serving = view.versions.get(route.pick(request))
+            if serving is not None and not serving.draining:
+                return serving
+        return self._find(request.model_name, None)
 
     def _find(self, name: str, version: str | None) -> ServingVersion:
         view = self._views.get(name)

@@ -32,20 +32,26 @@ from inferbridge.models.requests import LoadRequest
 from inferbridge.models.served import ModelView, ServingVersion
 from inferbridge.models.source import (
     ModelSource,
+    Planner,
+    VersionPlan,
     check_model_name,
     model_directories,
     resolve_source,
     source_fingerprint,
 )
 from inferbridge.observability.stats import VersionStats
+from inferbridge.repository.config import ModelConfig
 from inferbridge.repository.repository import LoadedVersion, load_version, unload_version
 
-__all__ = ["ControlMode", "IndexEntry", "ModelManager", "TracerFactory"]
+__all__ = ["ControlMode", "IndexEntry", "ModelManager", "TracerFactory", "VersionPlanner"]
 
 logger = logging.getLogger(__name__)
 
 #: Makes the tracing observer of one version's batches (model, version) when tracing is on.
 TracerFactory = Callable[[str, int], BatchObserver]
+#: The rollouts' say in which versions load (model, config, versions on disk, the version
+#: serving unversioned requests now): see `VersionPlan`.
+VersionPlanner = Callable[[str, ModelConfig, list[int], int | None], VersionPlan | None]
 
 
 class ControlMode(StrEnum):
@@ -85,6 +91,8 @@ class ModelManager:
         self._unloaded: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
         self._scratch: Path | None = None
+        #: Set by the rollout controller; consulted whenever a model's versions are chosen.
+        self.planner: VersionPlanner | None = None
 
     # -- observers ---------------------------------------------------------------------
 
@@ -183,7 +191,7 @@ class ModelManager:
             view = self.views.get(name)
             if view is not None and view.override_dir is not None:
                 continue  # loaded from a request's files; the directory does not own it
-            now = await asyncio.to_thread(source_fingerprint, self.root, name)
+            now = await asyncio.to_thread(source_fingerprint, self.root, name, self._planner(name))
             if view is not None and now in (view.fingerprint, view.attempted):
                 continue
             why = "new in the repository" if view is None else "changed in the repository"
@@ -242,6 +250,15 @@ class ModelManager:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _planner(self, name: str) -> Planner | None:
+        planner = self.planner
+        if planner is None:
+            return None
+        view = self.views.get(name)
+        serving = view.default if view is not None else None
+        current = serving.number if serving is not None else None
+        return lambda config, available: planner(name, config, available, current)
+
     def _lock(self, name: str) -> asyncio.Lock:
         lock = self._locks.get(name)
         if lock is None:
@@ -265,9 +282,13 @@ class ModelManager:
         old = self.views.get(name)
         scratch = self._scratch_dir() if request is not None and request.files else None
         try:
-            source = await asyncio.to_thread(resolve_source, self.root, name, request, scratch)
+            source = await asyncio.to_thread(
+                resolve_source, self.root, name, request, scratch, self._planner(name)
+            )
         except ConfigError as exc:
-            attempted = await asyncio.to_thread(source_fingerprint, self.root, name)
+            attempted = await asyncio.to_thread(
+                source_fingerprint, self.root, name, self._planner(name)
+            )
             self._record_failure(name, old, exc.message, None, attempted)
             raise
         if not source.versions:
@@ -316,6 +337,7 @@ class ModelManager:
             error="" if fresh or keep else "; ".join(v.reason for v in failed),
             fingerprint=source.fingerprint,
             override_dir=source.override_dir,
+            pinned=source.default,
         )
         self.views[name] = view  # the swap: new requests resolve to the new versions now
         self._unloaded.discard(name)

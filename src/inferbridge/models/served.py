@@ -56,10 +56,16 @@ class ModelView:
     fingerprint: str = ""  # of the files serving now
     attempted: str = ""  # of the files a failed change tried to load
     override_dir: Path | None = None  # the directory a load's `file:` parameters made
+    pinned: int | None = None  # a rollout's baseline (or promoted candidate)
 
     @property
     def default(self) -> ServingVersion | None:
-        """The highest ready version."""
+        """The version unversioned requests resolve to: the one a rollout pinned, else the
+        highest ready version."""
+        if self.pinned is not None:
+            pinned = self.versions.get(self.pinned)
+            if pinned is not None:
+                return pinned
         return self.versions[max(self.versions)] if self.versions else None
 
     @property
