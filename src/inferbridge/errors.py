@@ -17,6 +17,7 @@ __all__ = [
     "QueueFull",
     "RepositoryNotModifiable",
     "ServerNotReady",
+    "StateConflict",
 ]
 
 
@@ -83,3 +84,8 @@ class ModelBusy(InferBridgeError):
 class RepositoryNotModifiable(InferBridgeError):
     """The model control mode does not allow loading or unloading through the API:
     403, FAILED_PRECONDITION."""
+
+
+class StateConflict(InferBridgeError):
+    """The action does not fit the current state (a second rollout of a model, approving a
+    gate that is not waiting): REST 409, FAILED_PRECONDITION."""

@@ -229,6 +229,7 @@ class MetricsEndpoint:
         # Registries of our own, never prometheus_client's global one: nothing registers
         # at import, and two servers in one process (tests) do not collide.
         self._models = _ModelCollector(dataplane)
+        self._dataplane = dataplane
         #: The process collectors (CPU, memory, fds, GC); safe to read from any thread.
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
@@ -252,12 +253,21 @@ class MetricsEndpoint:
         writing the text (milliseconds with many models) happens in a worker thread, so a
         scrape does not stall the requests being served."""
         rows = self._models.snapshot()
+        release = self._dataplane.release
+        rollouts: list[Metric] = []
+        if release is not None and release.reports():
+            from inferbridge.release.metrics import rollout_families
+
+            rollouts = rollout_families(release.reports())
         local = list(self.frontend.collect()) if self.frontend is not None else []
         pulled = await self.source() if self.source is not None else b""
-        return await asyncio.to_thread(self._format, rows, local, pulled)
+        return await asyncio.to_thread(self._format, rows, local, pulled, rollouts)
 
-    def _format(self, rows: list[_Row], local: list[Metric], pulled: bytes) -> bytes:
-        ours = generate_latest(_Fixed(_model_families(rows))) + generate_latest(self.registry)
+    def _format(
+        self, rows: list[_Row], local: list[Metric], pulled: bytes, rollouts: list[Metric]
+    ) -> bytes:
+        ours = generate_latest(_Fixed([*_model_families(rows), *rollouts]))
+        ours += generate_latest(self.registry)
         if not local:
             # The gateway serves every protocol: its families and ours never share a name.
             return ours + pulled

@@ -22,6 +22,7 @@ __all__ = [
     "DURATION_BUCKETS_S",
     "FAILURE_REASONS",
     "Histogram",
+    "WINDOW_SAMPLES",
     "VersionStats",
 ]
 
@@ -32,6 +33,9 @@ DURATION_BUCKETS_S: tuple[float, ...] = (
 )  # fmt: skip
 #: Histogram bounds of the executed batch size (rows).
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: The most request durations one analysis window keeps per version (the rest are counted
+#: but not sampled).
+WINDOW_SAMPLES = 200_000
 #: `reason` label values of a failed request.
 FAILURE_REASONS = ("rejected", "canceled", "timeout", "invalid", "backend")
 
@@ -110,6 +114,9 @@ class VersionStats:
         self.compute_infer_s = Histogram(DURATION_BUCKETS_S)
         self.compute_output_s = Histogram(DURATION_BUCKETS_S)
         self.batch_size = Histogram(BATCH_SIZE_BUCKETS)
+        #: Set by a rollout's analysis: each successful request's duration is appended here
+        #: (up to WINDOW_SAMPLES) until the analysis takes the list and puts a fresh one.
+        self.latency_window: list[float] | None = None
 
     # -- recorded by the dataplane, once per request -------------------------------------
 
@@ -117,6 +124,9 @@ class VersionStats:
         self.success.add(seconds)
         if self.histograms:
             self.request_s.observe(seconds)
+        window = self.latency_window
+        if window is not None and len(window) < WINDOW_SAMPLES:
+            window.append(seconds)
 
     def request_failed(self, seconds: float, reason: str) -> None:
         self.fail.add(seconds)

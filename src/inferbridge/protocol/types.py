@@ -71,6 +71,9 @@ class InferenceRequest:
     caller_gone: Callable[[], Awaitable[object]] | None = None
     """Set by transports that cannot cancel the handler themselves (HTTP): returns an
     awaitable that completes when the client disconnects. Started only if the request waits."""
+    header: Callable[[str], str | None] | None = None
+    """Set by the transport: the value of a request header / gRPC metadata entry by its
+    lower-case name (read only when a rollout routes by a header)."""
 
 
 @dataclass(slots=True)

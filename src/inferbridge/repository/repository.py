@@ -15,7 +15,6 @@ from inferbridge.errors import ConfigError, InferBridgeError, ModelLoadError
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import CONFIG_FILE, ModelConfig, find_config, read_config
-from inferbridge.repository.integrity import verify_pinned_files
 from inferbridge.runtimes.base import Runtime
 from inferbridge.runtimes.registry import runtime_class
 
@@ -126,7 +125,6 @@ def load_version(version: LoadedVersion) -> None:
         _fail(version, f"runtime '{config.runtime}' is not available: {_text(exc)}")
         return
     try:
-        verify_pinned_files(version.path, config)  # before any runtime reads a byte
         runtime.load(version.path, config, config.device())
         signature = runtime.metadata()
         version.inputs = _merge(version, config.input_specs(), signature.inputs, "inputs")

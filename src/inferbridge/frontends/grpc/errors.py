@@ -27,6 +27,7 @@ from inferbridge.errors import (
     QueueFull,
     RepositoryNotModifiable,
     ServerNotReady,
+    StateConflict,
 )
 
 __all__ = ["QUEUE_FULL_CODES", "grpc_status", "mapped_errors"]
@@ -46,6 +47,7 @@ QUEUE_FULL_CODES = {
 
 _CODES: dict[type[InferBridgeError], grpc.StatusCode] = {
     ModelBusy: grpc.StatusCode.ABORTED,
+    StateConflict: grpc.StatusCode.FAILED_PRECONDITION,
     RepositoryNotModifiable: grpc.StatusCode.FAILED_PRECONDITION,
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
     ModelLoadError: grpc.StatusCode.INVALID_ARGUMENT,

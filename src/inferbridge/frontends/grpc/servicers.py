@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -91,6 +92,7 @@ class InferenceServicer(ExtensionMethods):
         remaining = context.time_remaining()
         if remaining is not None:
             decoded.deadline = time.monotonic() + remaining
+        decoded.header = functools.partial(_metadata_value, context)
         response = await self.dataplane.infer(decoded)
         return encode_model_infer_response(response, decoded, self.dataplane.shared_memory)
 
@@ -234,3 +236,12 @@ def _repository_parameters(parameters: Any) -> dict[str, Any]:
 def _message_class(module: Any, name: str) -> type[Message]:
     cls: type[Message] = getattr(module, name)
     return cls
+
+
+def _metadata_value(context: Any, name: str) -> str | None:
+    """One entry of the call's metadata by its lower-case name (read only when a rollout
+    routes by it)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return str(value)
+    return None

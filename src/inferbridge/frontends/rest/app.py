@@ -124,6 +124,8 @@ class RestApp:
         parts = scope["path"].rstrip("/").split("/")[1:]
         if parts and parts[0] == "v2":
             return await self._v2(method, parts[1:], scope, receive)
+        if parts[:2] == ["v1", "rollouts"]:
+            return await self._rollouts(method, parts[2:], scope, receive)
         if parts == ["predict"]:
             _require(method, "POST")
             return await self._predict(scope, receive)
@@ -249,6 +251,22 @@ class RestApp:
             return _json(200, {})
         return _json(404, {"error": f"no route for {method} {scope['path']}"})
 
+    async def _rollouts(
+        self, method: str, parts: list[str], scope: Scope, receive: Receive
+    ) -> _Response:
+        """Our rollout management API (inferbridge.release.api)."""
+        controller = self.dataplane.release
+        if controller is None:
+            return _json(404, {"error": "rollouts are not enabled on this server"})
+        from inferbridge.release import api
+
+        allowed = api.methods_for(parts)
+        if allowed and method not in allowed:
+            raise _MethodNotAllowed(f"method {method} not allowed here; use {' or '.join(allowed)}")
+        body = await self._json_object(scope, receive, "the request") if method == "POST" else None
+        answer = await api.handle(controller, method, parts, body, scope.get("query_string", b""))
+        return _Response(answer.status, answer.body, [(b"content-type", answer.content_type)])
+
     async def _generate(
         self, name: str, version: str | None, route: str, scope: Scope, receive: Receive
     ) -> _Response | generate.EventStream:
@@ -288,6 +306,7 @@ class RestApp:
             )
         if CANCELS_ON_DISCONNECT not in scope.get("extensions", ()):
             request.caller_gone = functools.partial(_disconnected, receive)
+        request.header = functools.partial(_scope_header, scope)
         response = await self.dataplane.infer(request)
         payload, json_length = encode_infer_response(
             response, request, self.dataplane.shared_memory
@@ -374,6 +393,15 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 _WANTED_HEADERS = frozenset({b"content-length", b"content-encoding", _HEADER_LENGTH.encode()})
+
+
+def _scope_header(scope: Scope, name: str) -> str | None:
+    """One request header by its lower-case name (read only when a rollout routes by it)."""
+    wanted = name.encode("latin-1")
+    for key, value in scope["headers"]:
+        if key == wanted:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -17,12 +17,14 @@ from inferbridge.errors import (
     QueueFull,
     RepositoryNotModifiable,
     ServerNotReady,
+    StateConflict,
 )
 
 __all__ = ["http_status"]
 
 _STATUS: dict[type[InferBridgeError], int] = {
     ModelBusy: 409,
+    StateConflict: 409,
     RepositoryNotModifiable: 403,
     ConfigError: 400,
     ModelLoadError: 400,
