@@ -47,6 +47,7 @@ from inferbridge.errors import (
     ModelNotReady,
     QueueFull,
 )
+from inferbridge.runtimes.deadline import CallDeadline
 
 __all__ = ["BatchObserver", "BatchPolicy", "BatchTiming", "ExecutionMode", "Scheduler"]
 
@@ -510,7 +511,8 @@ class Scheduler:
             return self._fail, (batch, self._batch_error(exc), (started, started, started))
         joined = time.monotonic()
         try:
-            outputs = self._timed(inputs, sum(rows))
+            with CallDeadline(_batch_deadline(batch)):
+                outputs = self._timed(inputs, sum(rows))
         except Exception as exc:
             return self._fail, (batch, exc, (started, joined, time.monotonic()))
         return self._deliver, (batch, rows, outputs, (started, joined, time.monotonic()))
@@ -620,6 +622,12 @@ def _to_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *
     # A closed loop raises RuntimeError: nobody is waiting for the answer any more.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *args)
+
+
+def _batch_deadline(batch: list[_Item]) -> float | None:
+    """When nobody waits for the batch any more: its latest deadline (None if any has none)."""
+    deadlines = [it.deadline for it in batch]
+    return None if None in deadlines else max(d for d in deadlines if d is not None)
 
 
 def _rows(inputs: Arrays) -> int:

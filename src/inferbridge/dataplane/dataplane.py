@@ -197,11 +197,11 @@ class DataPlane:
         if view.draining:
             return False
         if version is None or version == "":
-            return view.default is not None
+            return view.default is not None and not view.default.unavailable_reason
         number = _version_number(view, version)
         if number in view.failed and number not in view.versions:
             return False
-        return self._find(name, version) is not None
+        return not self._find(name, version).unavailable_reason  # e.g. a worker restarting
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         found = self._find(name, version).loaded

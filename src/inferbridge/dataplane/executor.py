@@ -57,11 +57,14 @@ def build_scheduler(version: LoadedVersion, observer: BatchObserver | None = Non
             hold_for_delay=batching.hold_for_delay,
         )
     instances = sum(group.count for group in config.instance_group)
+    mode = ExecutionMode(config.execution)
+    if version.runtime is not None and version.runtime.out_of_process:
+        mode = ExecutionMode.THREAD  # it waits on a worker process: never on the event loop
     return Scheduler(
         VersionRunner(version).run_sync,
         policy=policy,
         instances=instances,
-        mode=ExecutionMode(config.execution),
+        mode=mode,
         name=version.model,
         observer=observer,
     )

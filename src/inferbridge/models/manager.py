@@ -234,8 +234,12 @@ class ModelManager:
             return [IndexEntry(name, "", "UNAVAILABLE", why)]
         entries: list[IndexEntry] = []
         state = "UNLOADING" if view.draining else "READY"
-        for number in sorted(view.versions):
-            entries.append(IndexEntry(name, str(number), state, view.error))
+        for number, serving in sorted(view.versions.items()):
+            # An isolated runtime's worker that is restarting or gave up: not ready, and why.
+            down = "" if view.draining else serving.unavailable_reason
+            entries.append(
+                IndexEntry(name, str(number), "UNAVAILABLE" if down else state, down or view.error)
+            )
         for number in sorted(view.failed):
             if number not in view.versions:
                 entries.append(

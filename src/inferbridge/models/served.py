@@ -34,6 +34,13 @@ class ServingVersion:
     def number(self) -> int:
         return self.loaded.version
 
+    @property
+    def unavailable_reason(self) -> str:
+        """Why the loaded runtime cannot serve now (its worker process restarting, or given
+        up after a crash loop: inferbridge.isolation), or "" when it can."""
+        runtime = self.loaded.runtime
+        return runtime.unavailable_reason() if runtime is not None else ""
+
     def leave(self) -> None:
         """One request is done with this version (called on the event loop)."""
         self.inflight -= 1

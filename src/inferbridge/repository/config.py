@@ -25,6 +25,7 @@ from inferbridge.release.spec import RolloutSpec
 __all__ = [
     "DynamicBatching",
     "InstanceGroup",
+    "Isolation",
     "ModelConfig",
     "TensorConfig",
     "CONFIG_FILE",
@@ -133,6 +134,32 @@ class InstanceGroup(_Strict):
     gpus: list[int] = Field(default_factory=list)
 
 
+class Isolation(_Strict):
+    """Where a model's runtime runs (docs/isolation.md). `process`: in a supervised worker
+    process, so that a crash, an out-of-memory kill or a hang fails only this model's
+    requests; `inline`: in the server. Unset: the runtime's default (`process` for
+    `native`, `inline` for the others). `isolation: process` is short for `{mode: process}`."""
+
+    mode: Literal["process", "inline"] | None = None
+    memory_limit_mb: float = Field(
+        default=0, ge=0, description="the worker's address-space cap (RLIMIT_AS); 0: none"
+    )
+    call_timeout_s: float = Field(
+        default=120,
+        ge=0,
+        description="a call whose requests have no deadline and that runs longer is a hang: "
+        "the worker is killed and restarted; 0: no limit",
+    )
+    max_crashes: int = Field(
+        default=5, ge=1, description="this many failures within crash_window_s: a crash loop"
+    )
+    crash_window_s: float = Field(default=60, gt=0)
+    backoff_initial_s: float = Field(
+        default=0.5, ge=0, description="the first restart's delay; doubled for each failure"
+    )
+    backoff_max_s: float = Field(default=30, ge=0)
+
+
 class ModelConfig(_Strict):
     """A model's `config.yaml`. Only `runtime` is required."""
 
@@ -147,6 +174,7 @@ class ModelConfig(_Strict):
     instance_group: list[InstanceGroup] = Field(default_factory=lambda: [InstanceGroup()])
     warmup: bool = False
     execution: Literal["auto", "inline", "thread"] = "auto"
+    isolation: Isolation | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     #: A progressive rollout of a new version (docs in the README, "Releasing a new model
     #: version"); started when the model loads with its candidate on disk.
@@ -158,6 +186,11 @@ class ModelConfig(_Strict):
     def ignored_fields(self) -> tuple[str, ...]:
         """Triton config fields this config ignored or approximated (empty for config.yaml)."""
         return self._triton_ignored
+
+    @field_validator("isolation", mode="before")
+    @classmethod
+    def _isolation_shorthand(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _batching_needs_batch_dim(self) -> ModelConfig:

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from inferbridge.errors import ConfigError, InferBridgeError, ModelLoadError
+from inferbridge.isolation.runtime import make_runtime
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import CONFIG_FILE, ModelConfig, find_config, read_config
 from inferbridge.runtimes.base import Runtime
-from inferbridge.runtimes.registry import runtime_class
 
 __all__ = ["CONFIG_FILE", "LoadedVersion", "ModelRecord", "ModelRepository", "VersionState"]
 
@@ -120,7 +120,7 @@ def load_version(version: LoadedVersion) -> None:
     config = version.config
     assert config is not None
     try:
-        runtime = runtime_class(config.runtime)()
+        runtime = make_runtime(config)
     except (KeyError, ImportError, TypeError, RuntimeError) as exc:
         _fail(version, f"runtime '{config.runtime}' is not available: {_text(exc)}")
         return

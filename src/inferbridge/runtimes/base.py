@@ -46,6 +46,12 @@ class Runtime(abc.ABC):
     #: of responses, from `infer_stream`. Served over gRPC ModelStreamInfer only, one
     #: request at a time per call, never batched; ModelInfer and REST infer refuse it.
     decoupled: ClassVar[bool] = False
+    #: Where the runtime runs when config.yaml does not say (`isolation`): `inline` in the
+    #: server, or `process` in a supervised worker process (inferbridge.isolation).
+    isolation: ClassVar[str] = "inline"
+    #: Whether `infer` waits on another process; the scheduler then never runs it on the
+    #: event loop, so that a hung worker cannot stall other models.
+    out_of_process: ClassVar[bool] = False
 
     @abc.abstractmethod
     def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
@@ -64,6 +70,12 @@ class Runtime(abc.ABC):
     def metadata(self) -> Signature:
         """Inputs and outputs derived from the artefact; empty when it cannot say."""
         return Signature()
+
+    def unavailable_reason(self) -> str:
+        """Why this loaded runtime cannot serve right now (a worker process restarting, or
+        given up after a crash loop), or "" when it can; readiness and the repository index
+        report it."""
+        return ""
 
     def unload(self) -> None:  # noqa: B027 - optional hook; most runtimes just drop references
         """Release the model's resources."""

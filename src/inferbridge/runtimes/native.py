@@ -68,6 +68,9 @@ class NativeRuntime(Runtime):
     name = "native"
     platform = "native"
     default_model_file = "model.so"
+    # A C library is the likeliest thing to crash the server: it runs in a worker process
+    # unless config.yaml says `isolation: inline`.
+    isolation = "process"
 
     def __init__(self) -> None:
         self._library: ctypes.CDLL | None = None

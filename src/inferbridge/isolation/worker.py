@@ -1,0 +1,130 @@
+"""The worker process of an isolated model: `python -m inferbridge.isolation.worker`.
+
+The supervisor starts it with `--life-fd` (the read end of a pipe whose write end only the
+server holds: end of file means the server is gone, and the worker exits at once, even in
+the middle of a call), one `--channel SOCKET:MEMFD` per instance of the model, and
+optionally `--memory-limit-mb` (an address-space cap, set before the model loads). The
+first message on the first channel names the model to load; then each channel serves
+infer calls on a thread of its own until the server closes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import resource
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from inferbridge.errors import InferBridgeError
+from inferbridge.isolation.transport import (
+    ChannelClosed,
+    Message,
+    Region,
+    Slot,
+    recv_message,
+    send_message,
+)
+from inferbridge.repository.config import ModelConfig
+from inferbridge.runtimes.base import Runtime
+from inferbridge.runtimes.registry import runtime_class
+
+__all__ = ["error_reply", "main"]
+
+_MESSAGE_CHARS = 8000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inferbridge.isolation.worker")
+    parser.add_argument("--life-fd", type=int, required=True)
+    parser.add_argument("--channel", action="append", required=True, metavar="SOCKET:MEMFD")
+    parser.add_argument("--memory-limit-mb", type=float, default=0.0)
+    options = parser.parse_args(argv)
+    faulthandler.enable()  # a crash prints the Python stack to the server's log first
+    threading.Thread(target=_exit_with_server, args=(options.life_fd,), daemon=True).start()
+    if options.memory_limit_mb > 0:
+        cap = int(options.memory_limit_mb * (1 << 20))
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    channels = [_open(text) for text in options.channel]
+    runtime = _load(*channels[0])
+    if runtime is None:
+        return 1
+    for sock, region in channels[1:]:
+        threading.Thread(target=_serve, args=(runtime, sock, region), daemon=True).start()
+    _serve(runtime, *channels[0])
+    return 0
+
+
+def error_reply(exc: BaseException) -> Message:
+    """An exception as the message that reports it: the server raises the same domain
+    error, or reports the runtime's own exception by its type and text."""
+    kind = "domain" if isinstance(exc, InferBridgeError) else "raised"
+    text = exc.message if isinstance(exc, InferBridgeError) else str(exc)
+    return ("error", kind, type(exc).__name__, text[:_MESSAGE_CHARS])
+
+
+def _exit_with_server(fd: int) -> None:
+    try:
+        while os.read(fd, 1):
+            pass
+    finally:
+        os._exit(0)
+
+
+def _open(text: str) -> tuple[socket.socket, Region]:
+    sock_fd, memfd = (int(part) for part in text.split(":"))
+    sock = socket.socket(fileno=sock_fd)
+    return sock, Region(memfd, os.fstat(memfd).st_size)
+
+
+def _load(sock: socket.socket, region: Region) -> Runtime | None:
+    try:
+        _, config_json, model_dir, device = recv_message(sock)
+    except ChannelClosed:
+        os._exit(0)
+    try:
+        config = ModelConfig.model_validate_json(config_json)
+        runtime = runtime_class(config.runtime)()
+        runtime.load(Path(model_dir), config, device)
+        signature = runtime.metadata()
+    except Exception as exc:
+        send_message(sock, error_reply(exc))
+        return None
+    send_message(sock, ("loaded", signature))
+    return runtime
+
+
+def _serve(runtime: Runtime, sock: socket.socket, region: Region) -> None:
+    while True:
+        try:
+            _, slots, size = recv_message(sock)
+        except ChannelClosed:
+            os._exit(0)  # the server closed the channel: unload, shutdown or restart
+        region.follow(size)
+        reply = _infer(runtime, region, slots)
+        try:
+            send_message(sock, reply)
+        except ChannelClosed:
+            os._exit(0)
+
+
+def _infer(runtime: Runtime, region: Region, slots: list[Slot]) -> Message:
+    try:
+        inputs = region.read(slots, copy=False)
+        outputs = {name: np.asarray(value) for name, value in runtime.infer(inputs).items()}
+        end = max((at + nbytes for _, _, _, at, nbytes in slots), default=0)
+        # After the inputs: an output that is one of the input views (an identity model)
+        # never overlaps where it is written.
+        written, _ = region.write(outputs, start=end)
+    except Exception as exc:
+        return error_reply(exc)
+    return ("ok", written, region.size)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
