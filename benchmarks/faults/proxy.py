@@ -11,12 +11,12 @@ Usage::
 It prints ``faults listening HOST:PORT`` on stdout once it accepts connections, and runs
 until SIGTERM or SIGINT.
 
-``--mode http`` (default): HTTP/1.1 with keep-alive. Each request, in this order: with
-probability ``blackhole-rate`` it is held and never answered (until the client goes
-away); with ``reset-rate`` the connection is reset (RST) without an answer; with
-``error-rate`` it is answered ``error-status`` (with ``Retry-After: retry-after`` when
-given) without reaching the upstream; otherwise it waits ``delay`` and is forwarded,
-and the upstream's response is passed back unchanged.
+``--mode http`` (default): HTTP/1.1 with keep-alive. Each request, in this order: waits
+``delay``; then with probability ``blackhole-rate`` it is held and never answered
+(until the client goes away); with ``reset-rate`` the connection is reset (RST) without
+an answer; with ``error-rate`` it is answered ``error-status`` (with ``Retry-After:
+retry-after`` when given) without reaching the upstream; otherwise it is forwarded and
+the upstream's response is passed back unchanged.
 
 ``--mode tcp``: bytes are relayed untouched (use it for gRPC / HTTP/2). A new
 connection is held (blackhole-rate) or reset at once (reset-rate); every chunk from the
@@ -27,12 +27,14 @@ Control (http mode): the proxy answers these paths itself, never forwarding them
 to change (``delay_s``, ``error_rate``, ``error_status``, ``retry_after``,
 ``reset_rate``, ``blackhole_rate``), and ``GET /_faults/log`` (the record, below).
 
-Record (http mode): one JSON object per request that reached the proxy, kept in memory
-(``GET /_faults/log``) and appended to ``--record FILE`` when given: ``path``,
-``method``, ``fault`` (``none``, ``error``, ``reset``, ``blackhole``), the
-``traceparent`` and ``inference-header-content-length`` headers, the OIP ``timeout``
-parameter (microseconds) of a JSON body, and ``client_closed: true`` when the client
-went away before its answer (a cancellation reaching the upstream).
+Record (http mode): one JSON object per request that reached the proxy, written when it
+arrives, kept in memory (``GET /_faults/log``) and appended to ``--record FILE`` when
+given: ``path``, ``method``, ``fault`` (``none``, ``error``, ``reset``, ``blackhole``),
+the ``traceparent`` and ``inference-header-content-length`` headers and the OIP
+``timeout`` parameter (microseconds) of the JSON part of the body. When the client goes
+away before its answer (while delayed or blackholed: a cancellation reaching the
+upstream) a second object follows: ``{"event": "closed", "path": ..., "client_closed":
+true}``.
 """
 
 from __future__ import annotations
@@ -192,31 +194,34 @@ class FaultProxy:
                     "fault": "none",
                 }
                 f = self.faults
-                if random.random() < f.blackhole_rate:
-                    entry["fault"] = "blackhole"
-                    self._record(entry)
+                roll = random.random()
+                fault = "none"
+                if roll < f.blackhole_rate:
+                    fault = "blackhole"
+                elif random.random() < f.reset_rate:
+                    fault = "reset"
+                elif random.random() < f.error_rate:
+                    fault = "error"
+                entry["fault"] = fault
+                self._record(entry)
+                closed = {"event": "closed", "path": path, "client_closed": True}
+                if f.delay_s > 0:
+                    gone = asyncio.ensure_future(reader.read(1))
+                    done, _ = await asyncio.wait({gone}, timeout=f.delay_s)
+                    if done:  # the client went away (pipelining is not supported)
+                        self._record(closed)
+                        return
+                    gone.cancel()
+                if fault == "blackhole":
                     await reader.read()  # until the client goes away
-                    entry["client_closed"] = True
-                    self._record({**entry, "event": "closed"})
+                    self._record(closed)
                     return
-                if random.random() < f.reset_rate:
-                    entry["fault"] = "reset"
-                    self._record(entry)
+                if fault == "reset":
                     _reset(writer)
                     return
-                if random.random() < f.error_rate:
-                    entry["fault"] = "error"
-                    self._record(entry)
+                if fault == "error":
                     await self._error(writer, f.error_status, f.retry_after)
                     continue
-                self._record(entry)
-                if f.delay_s > 0:
-                    closed = asyncio.ensure_future(reader.read(1))
-                    done, _ = await asyncio.wait({closed}, timeout=f.delay_s)
-                    if done:  # the client went away (or pipelined: not supported)
-                        self._record({**entry, "event": "closed", "client_closed": True})
-                        return
-                    closed.cancel()
                 if upstream is None:
                     upstream = await asyncio.open_connection(*self.upstream, limit=1 << 26)
                 up_reader, up_writer = upstream
