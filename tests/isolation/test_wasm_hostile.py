@@ -1,0 +1,81 @@
+"""The WASM sandbox under attack: 100 concurrent hostile calls (infinite loops, memory
+bombs) each fail alone, and the server's other model answers correctly all the while.
+How much its latency suffers is measured by benchmarks/isolation.py, not asserted here."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from inferbridge.examples.build import iris_split
+from tests.runtimes.common import infer_http
+from tests.runtimes.test_wasm import GRAB, IO, LOOP, in_process
+from tests.serverproc import ServerProcess, start_server
+
+pytest.importorskip("wasmtime")
+
+HOSTILE_CALLS = 100
+ROW = [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+
+
+def hostile_model(root: Path, name: str, wat: str, parameters: str) -> None:
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "1" / "model.wat").write_text(wat)
+    (root / name / "config.yaml").write_text(
+        f"runtime: wasm\nmodel_file: model.wat\nparameters: {parameters}\n"
+        "instance_group: [{count: 2}]\n"
+        f"{IO}"
+    )
+
+
+@pytest.fixture(scope="module")
+def sandbox(examples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if not (examples_dir / "iris_wasm").exists():
+        pytest.skip("wasm example not built")
+    root = tmp_path_factory.mktemp("hostile")
+    shutil.copytree(examples_dir / "iris_wasm", root / "iris_wasm")
+    hostile_model(root, "loops", LOOP, "{fuel: 1000000000000000, timeout_ms: 100}")
+    hostile_model(root, "bombs", GRAB, "{memory_limit_mb: 32}")
+    yield root
+
+
+@pytest.fixture(scope="module")
+def server(sandbox: Path) -> Iterator[ServerProcess]:
+    proc = start_server(sandbox)
+    yield proc
+    proc.stop()
+
+
+def test_hostile_calls_fail_alone_and_the_other_model_answers(
+    sandbox: Path, server: ServerProcess
+) -> None:
+    X = iris_split()[1][:3]
+    want = in_process(sandbox / "iris_wasm", {"input": X})
+
+    def attack(number: int) -> httpx.Response:
+        model = "loops" if number % 2 else "bombs"
+        return httpx.post(
+            f"{server.base_url}/v2/models/{model}/infer", json={"inputs": ROW}, timeout=120
+        )
+
+    answered_during = 0
+    with ThreadPoolExecutor(max_workers=HOSTILE_CALLS) as pool:
+        attacks = [pool.submit(attack, n) for n in range(HOSTILE_CALLS)]
+        while not all(a.done() for a in attacks):
+            got = infer_http(server, "iris_wasm", {"input": X}, ["scores", "label"])
+            np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-6, atol=1e-5)
+            np.testing.assert_array_equal(got["label"], want["label"])
+            answered_during += 1
+        responses = [a.result() for a in attacks]
+    assert answered_during >= 1
+    for number, response in enumerate(responses):
+        assert response.status_code == 500, response.text
+        fragment = "wall-clock limit" if number % 2 else "memory reached the cap"
+        assert fragment in response.text, response.text
+    assert server.alive()
