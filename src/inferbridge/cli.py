@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     from inferbridge.release import cli as rollout_cli
 
     rollout_cli.register(commands)
+
+    from inferbridge.placement import cli as placement_cli
+
+    placement_cli.register(commands)
     return parser
 
 
@@ -126,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inferbridge.release import cli as rollout_cli
 
         return rollout_cli.run(options)
+    if options.command == "placement":
+        from inferbridge.placement import cli as placement_cli
+
+        return placement_cli.run(options)
     if options.command == "fleet":
         from inferbridge.fleet import cli as fleet_cli
 
