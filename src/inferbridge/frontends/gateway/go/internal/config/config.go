@@ -208,11 +208,11 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	switch {
 	case c.Listen.HTTP == "" && c.Listen.GRPC == "":
-		return nil, p.errorf(root, "listen", "at least one of listen.http and listen.grpc")
+		return nil, p.missing("listen", "at least one of listen.http and listen.grpc")
 	case len(c.Upstreams) == 0 && c.UpstreamsFile == "":
-		return nil, p.errorf(root, "upstreams", "a list of upstreams, or upstreams_file")
+		return nil, p.missing("upstreams", "a list of upstreams, or upstreams_file")
 	case c.Retries.Backoff.Max < c.Retries.Backoff.Base:
-		return nil, p.errorf(root, "retries.backoff_max", fmt.Sprintf("at least backoff_base (%v)", c.Retries.Backoff.Base))
+		return nil, p.missing("retries.backoff_max", fmt.Sprintf("at least backoff_base (%v)", c.Retries.Backoff.Base))
 	}
 	return c, nil
 }
@@ -257,6 +257,11 @@ func (p *parser) errorf(n *yaml.Node, field, expected string) error {
 		line = n.Line
 	}
 	return fmt.Errorf("%s:%d: %s: expected %s%s", p.file, line, field, expected, got)
+}
+
+// missing reports a whole-file requirement that no field meets.
+func (p *parser) missing(field, expected string) error {
+	return fmt.Errorf("%s: %s: expected %s", p.file, field, expected)
 }
 
 func kindName(k yaml.Kind) string {
