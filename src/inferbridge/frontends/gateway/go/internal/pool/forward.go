@@ -42,10 +42,7 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 			return zero, refusal
 		}
 		u, probe := p.choose(g, key, tried)
-		if u == nil {
-			if try == 1 {
-				return zero, routeUnavailable
-			}
+		if u == nil { // none routable, or every breaker open
 			return zero, routeUnavailable
 		}
 		start := u.load.Start()
@@ -95,7 +92,7 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 			p.budget.Release()
 			return zero, routeUnavailable
 		}
-		// The retry holds its budget slot while it runs.
+		// The retry holds its budget slot until the request ends.
 		defer p.budget.Release()
 	}
 }
