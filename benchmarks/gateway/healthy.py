@@ -1,0 +1,134 @@
+"""Scenarios 1 and 5: three healthy upstreams behind each front, REST and gRPC.
+
+Every front runs at once (idle, each costs next to nothing) and they take turns point by
+point, the order rotating per concurrency, so that drift in the machine's load hits them
+alike. Direct is one upstream alone: the ratios say what a front costs, not what three
+upstreams add (on two shared cores they add no capacity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from benchmarks.context import Target
+from benchmarks.gateway import plots, tables
+from benchmarks.gateway.balancers import Front
+from benchmarks.gateway.bench import Bench, LoadError, Section
+from benchmarks.gateway.load import Run
+
+__all__ = ["scenario_1", "scenario_5"]
+
+_UPSTREAMS = 3
+#: Added p50 at concurrency 1 the issue allows the gateway (milliseconds).
+_ADDED_P50_MS = 0.15
+
+
+def _fronts(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
+    targets = bench.targets(_UPSTREAMS)
+    fronts = [bench.start_front("direct", targets, "")]
+    for kind, balance in (
+        ("gateway", "p2c-ewma"),
+        ("nginx", "least_conn"),
+        ("haproxy", "leastconn"),
+    ):
+        if bench.wanted(kind):
+            front = bench.start_front(kind, targets, balance)
+            stack.callback(front.stop)
+            fronts.append(front)
+    return fronts
+
+
+def _healthy(bench: Bench, section: Section, protocol: str, concurrencies: list[int]) -> None:
+    with contextlib.ExitStack() as stack:
+        fronts = _fronts(bench, stack)
+        for turn, concurrency in enumerate(concurrencies):
+            order = fronts[turn % len(fronts) :] + fronts[: turn % len(fronts)]
+            for front in order:
+                try:
+                    section.runs.append(
+                        bench.measure(front, protocol=protocol, concurrency=concurrency)
+                    )
+                except LoadError as exc:
+                    section.notes.append(f"{front.name} c={concurrency}: failed: {exc}")
+                    print(f"bench:   {front.name} c={concurrency}: FAILED {str(exc)[:300]}")
+    section.tables.append(tables.healthy(section.runs))
+    section.plot = plots.healthy(section, bench.plots / f"gateway-{section.key}.png")
+
+
+def _find(runs: list[Run], front: str, concurrency: int) -> Run | None:
+    return next(
+        (r for r in runs if r.front.startswith(front) and r.concurrency == concurrency), None
+    )
+
+
+def _targets(bench: Bench, section: Section, concurrencies: list[int]) -> None:
+    runs = section.runs
+    if bench.gateway_missing:
+        section.targets.append(
+            Target(f"{section.key}: gateway", "see the issue", bench.gateway_missing, None)
+        )
+        return
+    direct, gateway = _find(runs, "direct", 1), _find(runs, "gateway", 1)
+    if direct and gateway and section.key == "g1":
+        added = gateway.p50_ms - direct.p50_ms
+        section.targets.append(
+            Target(
+                "gateway: added p50 at concurrency 1 (REST)",
+                f"≤ {_ADDED_P50_MS} ms",
+                f"+{added:.3f} ms (p50 {gateway.p50_ms:.3f} vs direct {direct.p50_ms:.3f} ms)",
+                added <= _ADDED_P50_MS,
+                gap=f"{added - _ADDED_P50_MS:.3f} ms over",
+            )
+        )
+    for concurrency in concurrencies[1:]:
+        gateway = _find(runs, "gateway", concurrency)
+        peers = [
+            p for p in (_find(runs, "nginx", concurrency), _find(runs, "haproxy", concurrency)) if p
+        ]
+        if gateway is None or not peers:
+            continue
+        best = max(peers, key=lambda p: p.rps)
+        section.targets.append(
+            Target(
+                f"gateway: throughput vs nginx and HAProxy, {section.extra['protocol']} "
+                f"c={concurrency}",
+                "≥ 1x the better of the two",
+                ", ".join(f"{gateway.rps / p.rps:.2f}x {p.front}" for p in peers)
+                + f" ({gateway.rps:,.0f} vs "
+                + ", ".join(f"{p.rps:,.0f}" for p in peers)
+                + " req/s)",
+                gateway.rps >= best.rps,
+                gap=f"{gateway.rps / best.rps:.2f}x of 1x",
+            )
+        )
+
+
+def scenario_1(bench: Bench) -> Section:
+    """Healthy: REST JSON through each front, concurrency 1, 16 and 64."""
+    section = Section("g1", f"G1. Healthy: {_UPSTREAMS} upstreams, REST JSON iris_onnx, per front")
+    section.extra["protocol"] = "REST"
+    concurrencies = [1, 64] if bench.quick else [1, 16, 64]
+    _healthy(bench, section, "REST", concurrencies)
+    _targets(bench, section, concurrencies)
+    section.notes.append(
+        f"ibload raw HTTP/1.1 engine, closed loop, {bench.warmup:g} s warm-up then "
+        f"{bench.duration:g} s per point; the same JSON body for every front. Fronts run side by "
+        "side and take turns (rotating order per concurrency). `direct` is one upstream alone. "
+        "Ratios are against direct at the same concurrency."
+    )
+    return section
+
+
+def scenario_5(bench: Bench) -> Section:
+    """gRPC: the same through each front (nginx grpc_pass, HAProxy proto h2)."""
+    section = Section("g5", f"G5. gRPC: {_UPSTREAMS} upstreams, ModelInfer iris_onnx, per front")
+    section.extra["protocol"] = "gRPC"
+    concurrencies = [1, 64] if bench.quick else [1, 16, 64]
+    _healthy(bench, section, "gRPC", concurrencies)
+    _targets(bench, section, concurrencies)
+    section.notes.append(
+        "ibload over the Go SDK's gRPC client (raw_input_contents), closed loop, 1 HTTP/2 "
+        "connection per 16 requests in flight (at most 4); nginx `grpc_pass` with "
+        "least_conn and keepalive, HAProxy `proto h2` on bind and servers."
+    )
+    return section

@@ -1,0 +1,77 @@
+"""Markdown tables of the gateway scenarios (printed as they are, and put in RESULTS.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from benchmarks.context import NOISY_CPU
+from benchmarks.gateway.load import Run
+
+__all__ = ["faults", "healthy", "success"]
+
+
+def _other(run: Run) -> str:
+    return f"{run.other_cpu:.2f}{' (noisy)' if run.other_cpu > NOISY_CPU else ''}"
+
+
+def healthy(runs: Iterable[Run]) -> str:
+    runs = list(runs)
+    direct = {(r.protocol, r.concurrency): r for r in runs if r.front == "direct"}
+    head = (
+        "| front | proto | conc. | req/s | vs direct | p50 ms | p99 ms | p50 added ms | ok "
+        "| errors | client CPU | front CPU | upstreams CPU | other CPU |\n"
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|\n"
+    )
+    rows = []
+    for r in sorted(runs, key=lambda r: (r.protocol, r.concurrency)):
+        base = direct.get((r.protocol, r.concurrency))
+        ratio = f"{r.rps / base.rps:.2f}x" if base and base.rps else "-"
+        added = f"{r.p50_ms - base.p50_ms:+.3f}" if base and r is not base else "-"
+        rows.append(
+            f"| {r.front} | {r.protocol} | {r.concurrency} | {r.rps:,.0f} | {ratio} "
+            f"| {r.p50_ms:.3f} | {r.p99_ms:.2f} | {added} | {r.ok:,} | {r.errors_text()} "
+            f"| {r.client_cpu:.2f} | {r.front_cpu:.2f} | {r.upstreams_cpu:.2f} | {_other(r)} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def faults(runs: Iterable[Run], window_label: str) -> str:
+    """Fault runs: the whole run, and the fault window alone (extra['window'])."""
+    head = (
+        f"| front | conc. | req/s | p50 ms | p99 ms | failed | errors | {window_label}: req/s "
+        f"| {window_label}: failed | {window_label}: worst 1-s p99 ms | other CPU |\n"
+        "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|\n"
+    )
+    rows = []
+    for r in runs:
+        w = r.extra.get("window", {})
+        rows.append(
+            f"| {r.front} | {r.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.failed:,} of {r.requests:,} | {r.errors_text()} | {w.get('rps', 0):,.0f} "
+            f"| {w.get('failed', 0):,} of {w.get('requests', 0):,} "
+            f"| {w.get('worst_p99_ms', 0):.1f} "
+            f"| {_other(r)} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def success(runs: Iterable[Run], baseline: dict[str, Run]) -> str:
+    """Runs against a degraded pool, each beside its own healthy baseline (by front name)."""
+    head = (
+        "| front | conc. | success rate | failed | errors | req/s | p50 ms | p99 ms "
+        "| healthy p99 ms | p99 vs healthy | share to the faulty upstream | other CPU |\n"
+        "|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|\n"
+    )
+    rows = []
+    for r in runs:
+        base = baseline.get(r.front)
+        healthy_p99 = f"{base.p99_ms:.2f}" if base else "-"
+        ratio = f"{r.p99_ms / base.p99_ms:.1f}x" if base and base.p99_ms else "-"
+        share = r.extra.get("faulty_share")
+        rows.append(
+            f"| {r.front} | {r.concurrency} | {100 * r.success_rate:.3f} % | {r.failed:,} of "
+            f"{r.requests:,} | {r.errors_text()} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {healthy_p99} | {ratio} | {'-' if share is None else f'{100 * share:.1f} %'} "
+            f"| {_other(r)} |"
+        )
+    return head + "\n".join(rows) + "\n"
