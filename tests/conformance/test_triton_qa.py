@@ -16,6 +16,7 @@ themselves are covered without Triton's files by tests/integration/test_triton_c
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 
 from tests.conformance.triton_qa.repository import (
     build_aio_repository,
+    build_generate_repository,
     build_grpc_unit_repository,
     build_http_repository,
 )
@@ -35,6 +37,7 @@ from tests.serverproc import start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 QA_DIR = os.environ.get("TRITON_QA_DIR")
+PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 pytestmark = pytest.mark.skipif(
     not QA_DIR,
@@ -44,6 +47,11 @@ pytestmark = pytest.mark.skipif(
 
 _CUDA = "needs CUDA shared memory; this server answers 'not supported on this server'"
 _NAME = "checks that the server's name is 'triton' (the issue excludes it)"
+_PARAMETERS = (
+    "mock_llm reads request parameters (REPETITION, DELAY, FAIL_LAST, OUTPUT_0_DIM); "
+    "runtimes here do not see request parameters"
+)
+_OPTIONAL = "mock_llm's input_ids is an optional input; every input must be sent here"
 _NOT_MODIFIABLE_CODE = (
     "load/unload outside explicit mode: FAILED_PRECONDITION here, UNAVAILABLE in Triton (a "
     "retry cannot help; KServe's client retries UNAVAILABLE) - README, Differences"
@@ -58,6 +66,8 @@ class Suite:
     server_args: tuple[str, ...] = ()
     skips: dict[str, str] = field(default_factory=dict)
     python_skips: dict[str, str] = field(default_factory=dict)  # the uvicorn/grpcio front ends
+    gateway_skips: dict[str, str] = field(default_factory=dict)
+    modules: tuple[str, ...] = ()  # what the test file imports beyond tritonclient
 
 
 SUITES = {
@@ -115,6 +125,27 @@ SUITES = {
             "keyed API groups), which this server does not have",
         },
     ),
+    "L0_http/generate_endpoint_test": Suite(
+        "L0_http/generate_endpoint_test.py",
+        build_generate_repository,
+        18,
+        skips={
+            "GenerateEndpointTest.test_generate_stream": _PARAMETERS,
+            "GenerateEndpointTest.test_streaming": _PARAMETERS,
+            "GenerateEndpointTest.test_generate_stream_response_error": _PARAMETERS,
+            "GenerateEndpointTest.test_parameters": _PARAMETERS,
+            "GenerateEndpointTest.test_0_dimension_output": _PARAMETERS,
+            "GenerateEndpointTest.test_missing_inputs": _OPTIONAL,
+            "GenerateEndpointTest.test_generate_with_all_inputs": _OPTIONAL,
+        },
+        gateway_skips={
+            "GenerateEndpointTest.test_json_dtype_size_expansion_exceeds_limit_error": "the "
+            "Go front end words a body over --max-request-bytes as 'request body of N bytes "
+            "is over the limit of M bytes', not Triton's 'exceeds the maximum allowed input "
+            "size'",
+        },
+        modules=("sseclient",),
+    ),
 }
 
 
@@ -123,13 +154,19 @@ SUITES = {
 def test_triton_qa_suite(suite_name: str, frontend: str, tmp_path: Path) -> None:
     assert QA_DIR is not None
     suite = SUITES[suite_name]
+    for module in suite.modules:
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{suite.test_file} needs the '{module}' module (pip install it)")
     repository = suite.build(tmp_path / "models")
     frontends = () if frontend == "gateway" else ("--rest-frontend", "uvicorn",
                                                   "--grpc-frontend", "grpcio")  # fmt: skip
-    server = start_server(repository, *suite.server_args, *frontends)
+    server = start_server(
+        repository, *suite.server_args, *frontends, env={"PYTHONPATH": str(ROOT)}
+    )
     report = tmp_path / "run" / "report.json"
     report.parent.mkdir()
-    skipping = {**suite.skips, **(suite.python_skips if frontend == "python" else {})}
+    only = suite.python_skips if frontend == "python" else suite.gateway_skips
+    skipping = {**suite.skips, **only}
     skips = [f"{name}={reason}" for name, reason in skipping.items()]
     try:
         run = subprocess.run(
@@ -138,7 +175,7 @@ def test_triton_qa_suite(suite_name: str, frontend: str, tmp_path: Path) -> None
              server.http_url, server.grpc_url, str(report),
              *(arg for skip in skips for arg in ("--skip", skip))],
             cwd=ROOT, capture_output=True, text=True, timeout=600,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *PYTHONPATH])},
         )  # fmt: skip
     finally:
         server.stop()

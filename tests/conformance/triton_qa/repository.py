@@ -13,7 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_aio_repository", "build_grpc_unit_repository", "build_http_repository"]
+__all__ = [
+    "build_aio_repository",
+    "build_generate_repository",
+    "build_grpc_unit_repository",
+    "build_http_repository",
+]
 
 _OPSET = 17
 _ONNX_TYPES = {"FP32": 1, "INT32": 6, "INT64": 7, "STRING": 8, "FP16": 10}
@@ -120,4 +125,16 @@ def build_grpc_unit_repository(root: Path) -> Path:
     dims [-1] after its sed, no batching)."""
     _simple(root)
     _identity(root, "string_identity", "STRING", [-1], max_batch=0)
+    return root
+
+
+def build_generate_repository(root: Path) -> Path:
+    """qa/python_models/generate_models: `mock_llm` (a Python-backend model in Triton),
+    served by the MockLLM test runtime with Triton's default of one repetition; the
+    server needs the repository root on PYTHONPATH."""
+    (root / "mock_llm" / "1").mkdir(parents=True, exist_ok=True)
+    (root / "mock_llm" / "config.yaml").write_text(
+        "runtime: tests.support.runtimes:MockLLM\nmax_batch_size: 0\n"
+        "parameters: {repetition: 1}\n"
+    )
     return root

@@ -352,7 +352,7 @@ class RestApp:
         limit = self.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+            raise PayloadTooLarge(_too_large(f"request body of {declared} bytes", limit))
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -362,7 +362,7 @@ class RestApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+                raise PayloadTooLarge(_too_large(f"request body of {size} bytes", limit))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -371,6 +371,14 @@ class RestApp:
         if encoding in ("", "identity"):
             return body
         return _decompress(body, encoding, limit)
+
+
+def _too_large(what: str, limit: int) -> str:
+    # Triton's phrase first (its QA matches it), then ours.
+    return (
+        f"{what} exceeds the maximum allowed input size of {limit} bytes: it is over the "
+        f"limit of {limit} bytes (--max-request-bytes)"
+    )
 
 
 async def _disconnected(receive: Receive) -> None:

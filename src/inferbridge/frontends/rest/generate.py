@@ -63,12 +63,13 @@ def _parse(body: bytes) -> _Object:
     return document
 
 
-def _parameter(name: str, value: Any) -> str | int | float | bool:
+def _parameter(name: str, value: Any, keyword: str | None = None) -> str | int | float | bool:
     if isinstance(value, (str, bool, int, float)):
         return value
+    where = f"Converting keyword: '{keyword}': " if keyword else ""
     raise InvalidInput(
-        f"parameter '{name}' has invalid type: a generate parameter is a string, number or "
-        "boolean"
+        f"{where}parameter '{name}' has invalid type. A generate parameter is a string, "
+        "number or boolean"
     )
 
 
@@ -177,7 +178,7 @@ def decode_generate_request(
             if not isinstance(value, _Object):
                 raise InvalidInput("Expected JSON object for keyword: 'parameters'")
             for name, item in value:
-                parameters[name] = _parameter(name, item)
+                parameters[name] = _parameter(name, item, "parameters")
         else:
             parameters[key] = _parameter(key, value)
     return InferenceRequest(
