@@ -6,7 +6,9 @@
 
 Everything goes to benchmarks/results/ (ignored by git): RESULTS.md, raw.json, plots/, the
 servers' logs. A full run of all scenarios also publishes RESULTS.md and the plots to
-benchmarks/RESULTS.md and benchmarks/plots/ (committed).
+benchmarks/RESULTS.md and benchmarks/plots/ (committed), keeping the gateway section that
+`python -m benchmarks.gateway` (issue #12's gateway benchmarks, a harness of its own) put
+there.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from benchmarks.context import (
     load_average,
     wait_quiet,
 )
+from benchmarks.gateway.publish import keep_section
 from benchmarks.repos import build_repositories
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.tools import locate_tools
@@ -251,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in results:
             if r.plot is not None:
                 shutil.copyfile(r.plot, _HERE / "plots" / r.plot.name)
-        (_HERE / "RESULTS.md").write_text(text)
+        old = _HERE / "RESULTS.md"
+        gateway = keep_section(old.read_text()) if old.exists() else ""
+        (_HERE / "RESULTS.md").write_text(text + ("\n" + gateway if gateway else ""))
         print(f"bench: published {_HERE / 'RESULTS.md'} and {_HERE / 'plots'}")
     print("\n" + report.targets_table(t for r in results for t in r.targets))
     if ctx.retry is not None:
