@@ -117,8 +117,7 @@ const deadlineMargin = time.Millisecond
 func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 	start := time.Now()
 	defer func() {
-		p.metrics.requests.WithLabelValues("grpc", codeName(status.Code(err))).Inc()
-		p.metrics.duration.WithLabelValues("grpc").Observe(time.Since(start).Seconds())
+		p.metrics.done(protoGRPC, int(status.Code(err)), time.Since(start))
 	}()
 	method, _ := grpc.MethodFromServerStream(ss)
 	if method == inferencePrefix+"ModelStreamInfer" {

@@ -74,8 +74,7 @@ func (p *Pool) HTTPHandler() http.Handler {
 		if code == 0 {
 			code = statusClientGone
 		}
-		p.metrics.requests.WithLabelValues("http", strconv.Itoa(code)).Inc()
-		p.metrics.duration.WithLabelValues("http").Observe(time.Since(start).Seconds())
+		p.metrics.done(protoHTTP, code, time.Since(start))
 	})
 }
 
@@ -140,7 +139,7 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 			r.ContentLength, p.cfg.MaxRequestBytes), false)
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, int64(p.cfg.MaxRequestBytes)+1))
+	body, err := readBody(r, p.cfg.MaxRequestBytes)
 	if err != nil {
 		return // the client is gone
 	}
@@ -176,8 +175,10 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 	jsonPart, binaryHeader := body, false
 	timeout := p.cfg.Timeouts.Default
 	if infer {
-		if n, err := strconv.Atoi(r.Header.Get("Inference-Header-Content-Length")); err == nil && n >= 0 && n <= len(body) {
-			jsonPart, binaryHeader = body[:n], true
+		if h := r.Header.Get("Inference-Header-Content-Length"); h != "" {
+			if n, err := strconv.Atoi(h); err == nil && n >= 0 && n <= len(body) {
+				jsonPart, binaryHeader = body[:n], true
+			}
 		}
 		if us := timeoutParam(jsonPart); us > 0 {
 			timeout = time.Duration(us) * time.Microsecond
@@ -282,7 +283,7 @@ func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, ur
 	} else {
 		req.Header.Set("X-Forwarded-For", clientIP(r))
 	}
-	resp, err := u.http.Do(req)
+	resp, err := u.transport.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, attemptResult{neutral: true, label: "cancelled"}
@@ -308,6 +309,20 @@ func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, ur
 		return resp, attemptResult{neutral: true, label: "504"}
 	}
 	return resp, attemptResult{label: "ok"}
+}
+
+// readBody reads a request body whole: exactly Content-Length bytes when given, else up
+// to limit+1 (so that the caller sees a body over the limit).
+func readBody(r *http.Request, limit int) ([]byte, error) {
+	if r.ContentLength == 0 {
+		return nil, nil
+	}
+	if r.ContentLength > 0 {
+		body := make([]byte, r.ContentLength)
+		_, err := io.ReadFull(r.Body, body)
+		return body, err
+	}
+	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 }
 
 func clientIP(r *http.Request) string {

@@ -1,8 +1,12 @@
 package pool
 
 import (
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -14,7 +18,23 @@ var latencyBuckets = []float64{
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 }
 
+type protocol int
+
+const (
+	protoHTTP protocol = iota
+	protoGRPC
+)
+
+var protocolNames = [...]string{protoHTTP: "http", protoGRPC: "grpc"}
+
+// maxCode bounds the status codes whose counters are cached (HTTP up to 599; gRPC's
+// codes are below 17).
+const maxCode = 600
+
 type metrics struct {
+	byCode    [2][maxCode]atomic.Pointer[prometheus.Counter]
+	durations [2]prometheus.Observer
+
 	reg            *prometheus.Registry
 	requests       *prometheus.CounterVec // protocol, code
 	duration       *prometheus.HistogramVec
@@ -89,10 +109,37 @@ func newMetrics() *metrics {
 			Help: "Repository-index requests that failed."}, []string{"upstream"}),
 		upstreamsMap: map[string]*upstreamMetrics{},
 	}
+	for p, name := range protocolNames {
+		m.durations[p] = m.duration.WithLabelValues(name)
+	}
 	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.routable,
 		m.upRequests, m.upFailures, m.upDuration, m.upInflight, m.upBreaker, m.upHealthy, m.upEjected,
 		m.upEjections, m.upDiscovery, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// done counts a request answered with code (HTTP status, or gRPC code) after d.
+func (m *metrics) done(p protocol, code int, d time.Duration) {
+	m.durations[p].Observe(d.Seconds())
+	if code < 0 || code >= maxCode {
+		m.requests.WithLabelValues(protocolNames[p], m.codeLabel(p, code)).Inc()
+		return
+	}
+	slot := &m.byCode[p][code]
+	if c := slot.Load(); c != nil {
+		(*c).Inc()
+		return
+	}
+	c := m.requests.WithLabelValues(protocolNames[p], m.codeLabel(p, code))
+	slot.Store(&c)
+	c.Inc()
+}
+
+func (m *metrics) codeLabel(p protocol, code int) string {
+	if p == protoGRPC {
+		return codeName(codes.Code(code))
+	}
+	return strconv.Itoa(code)
 }
 
 func (m *metrics) upstream(name string) *upstreamMetrics {

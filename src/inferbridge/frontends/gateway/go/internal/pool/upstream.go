@@ -24,8 +24,9 @@ type upstream struct {
 	passive health.Host
 	healthy atomic.Bool // the active checks' verdict
 
-	http *http.Client     // nil without a REST address
-	conn *grpc.ClientConn // nil without a gRPC address
+	http      *http.Client     // nil without a REST address (discovery, health, repository control)
+	transport *http.Transport  // the client's: forwarded requests skip the client layer
+	conn      *grpc.ClientConn // nil without a gRPC address
 	// models maps model name → versions served ("" = versions unknown), from discovery.
 	models        atomic.Pointer[map[string][]string]
 	discoveryErr  atomic.Pointer[string]
@@ -48,15 +49,15 @@ func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
 	u.models.Store(&empty)
 	if cfg.REST != "" {
 		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+		u.transport = &http.Transport{
+			DialContext:         dialer.DialContext,
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		}
 		u.http = &http.Client{
-			Transport: &http.Transport{
-				DialContext:         dialer.DialContext,
-				MaxIdleConns:        1024,
-				MaxIdleConnsPerHost: 1024,
-				IdleConnTimeout:     90 * time.Second,
-				DisableCompression:  true,
-				ForceAttemptHTTP2:   false,
-			},
+			Transport:     u.transport,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
