@@ -398,6 +398,7 @@ class DataPlane:
         if runtime is None or not runtime.decoupled:
             yield await self.infer(request)
             return
+        _admit_decoupled(serving)
         start = time.monotonic()
         serving.inflight += 1
         try:
@@ -551,6 +552,19 @@ def _version_number(view: ModelView, version: str) -> int:
 
 
 # Triton's wording: its clients and tests match on "Request for unknown model".
+def _admit_decoupled(serving: ServingVersion) -> None:
+    """A decoupled request runs at once on a worker thread, never in the scheduler's queue,
+    so it is admitted here against the bound admission_bounds gives a queued model:
+    max_queue_size plus one per instance, at once (QueueFull beyond it)."""
+    queue = serving.scheduler.policy.max_queue_size
+    if queue > 0 and serving.inflight >= queue + serving.scheduler.instances:
+        serving.stats.request_failed(0.0, "rejected")
+        raise QueueFull(
+            f"model '{serving.loaded.model}': queue is full ({serving.inflight} requests "
+            f"running, max_queue_size {queue}); retry later"
+        )
+
+
 def _unknown_model(name: str) -> ModelNotFound:
     return ModelNotFound(f"Request for unknown model: '{name}' is not found")
 
