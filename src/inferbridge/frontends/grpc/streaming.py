@@ -5,7 +5,8 @@ request on the stream is answered on its own task, up to MAX_INFLIGHT at once, s
 may come back out of order; each carries the request's id. A request that fails is
 answered with `error_message` (prefixed "[request id: ID] " when it has an id, as Triton
 does) and the stream goes on. A decoupled model's request gets one response per item its
-runtime yields.
+runtime yields. Each request is admitted as a unary one is: a model whose queue is full
+refuses it (QueueFull, in `error_message`) before its tensors are decoded.
 
 Triton's final-response flag: a request with the parameter
 `triton_enable_empty_final_response: true` gets `triton_final_response` on each of its
@@ -149,6 +150,9 @@ async def _responses(
             except DecodeError as exc:
                 yield _error(None, f"request is not a valid inference.ModelInferRequest: {exc}")
                 return
+        # Refused before its tensors are decoded, as REST refuses a unary request: the
+        # gateway's LIMITS count unary calls only (a stream's requests reach this process).
+        dataplane.check_admission(message.model_name, message.model_version or None)
         request = decode_model_infer_request(message)
         if deadline is not None:
             request.deadline = (
