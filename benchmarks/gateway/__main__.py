@@ -26,7 +26,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.context import load_average
+from benchmarks.context import load_average, wait_quiet
 from benchmarks.gateway import chaos, healthy, publish
 from benchmarks.gateway.balancers import gateway_available
 from benchmarks.gateway.bench import Bench, Section
@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fronts", default=",".join(_KINDS), help="subset of " + ",".join(_KINDS))
     parser.add_argument("--duration", type=float, help="seconds per healthy point (default 5)")
     parser.add_argument("--fault-duration", type=float, help="seconds per fault run (default 24)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each scenario, wait up to this long for other work to use < 0.3 cores",
+    )
     parser.add_argument("--out", type=Path, default=_HERE.parent / "results" / "gateway")
     parser.add_argument(
         "--publish",
@@ -131,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in keys:
             scenario = SCENARIOS[key]
             print(f"bench: scenario G{key}: {(scenario.__doc__ or '').strip()}", flush=True)
+            if options.wait_quiet > 0:
+                cores = wait_quiet(options.wait_quiet, window=2.0)
+                print(f"bench: other work on the machine: {cores:.2f} cores", flush=True)
             t0 = time.monotonic()
             loadavg = load_average()[0]
             try:

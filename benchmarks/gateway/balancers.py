@@ -149,7 +149,7 @@ def haproxy(
         # The gRPC servers are checked over their upstream's REST port.
         host, _, port = t.rest.rpartition(":")
         rest.append(f"    server s{i} {t.rest}")
-        grpc.append(f"    server s{i} {t.grpc} proto h2 addr {host} port {port}")
+        grpc.append(f"    server s{i} {t.grpc} proto h2 check-proto h1 addr {host} port {port}")
     config = _render(
         "haproxy.cfg.tmpl",
         workers=workers,
