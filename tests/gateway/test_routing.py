@@ -3,6 +3,7 @@ itself, and is transparent to tritonclient over REST and gRPC."""
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 
 import grpc
@@ -150,3 +151,20 @@ def test_a_versioned_request_routes_by_version(gateway: Gateway) -> None:
         f"{gateway.base}/v2/models/only_a/versions/1/infer", json=infer_body(3), timeout=30
     )
     assert r.status_code == 200, r.text
+
+
+def test_model_stream_infer_is_relayed(gateway: Gateway) -> None:
+    results: queue.Queue[tuple[object, object]] = queue.Queue()
+    client = triton_grpc.InferenceServerClient(gateway.grpc)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    for i in range(5):
+        x = triton_grpc.InferInput("x", [1, 2], "FP32")
+        x.set_data_from_numpy(np.full((1, 2), float(i), dtype=np.float32))
+        client.async_stream_infer("only_a", [x], request_id=f"r{i}")
+    client.stop_stream()  # half-closes, then waits for every answer
+    seen = {}
+    while not results.empty():
+        result, error = results.get()
+        assert error is None, error
+        seen[result.get_response().id] = result.as_numpy("y")[0, 0]  # type: ignore[attr-defined]
+    assert seen == {f"r{i}": float(i) for i in range(5)}

@@ -121,7 +121,7 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 	}()
 	method, _ := grpc.MethodFromServerStream(ss)
 	if method == inferencePrefix+"ModelStreamInfer" {
-		return status.Error(codes.Unimplemented, "inferbridge gateway: ModelStreamInfer is not forwarded in pool mode yet")
+		return p.forwardStream(ss, method)
 	}
 	var req rawMsg
 	if err := ss.RecvMsg(&req); err != nil {
