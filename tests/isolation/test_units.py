@@ -157,3 +157,29 @@ def test_exits_are_described() -> None:
     assert "out-of-memory" in describe_exit(-signal.SIGKILL)
     assert describe_exit(2) == "the model's worker process exited with status 2"
     assert describe_exit(-9, "it hung") == "the model's worker process was killed: it hung"
+
+
+def test_an_array_already_in_the_region_is_sent_where_it_lies() -> None:
+    region = Region.create("test", 4096)
+    try:
+        slots, _ = region.write({"a": np.arange(8, dtype=np.int32)}, start=64)
+        view = region.read(slots, copy=False)["a"]
+        assert region.slot_of("out", view) == ("out", view.dtype.str, (8,), 64, 32)
+        assert region.slot_of("out", view[::2]) is None  # not contiguous
+        assert region.slot_of("out", np.arange(8, dtype=np.int32)) is None
+    finally:
+        region.close()
+
+
+def test_nice_lowers_the_workers_priority(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    cfg = config(isolation={"mode": "process", "nice": 7})
+    runtime = make_runtime(cfg)
+    assert isinstance(runtime, IsolatedRuntime)
+    runtime.load(tmp_path / "m" / "1", cfg, "cpu")
+    try:
+        assert runtime.supervisor is not None and runtime.supervisor.pid is not None
+        fields = Path(f"/proc/{runtime.supervisor.pid}/stat").read_text().rsplit(")", 1)[1]
+        assert int(fields.split()[16]) - os.nice(0) == 7  # field 19 of stat: nice
+    finally:
+        runtime.unload()

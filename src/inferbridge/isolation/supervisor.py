@@ -295,6 +295,8 @@ class Supervisor:
                 command += ["--channel", f"{their_end.fileno()}:{region.fd}"]
             if spec.options.memory_limit_mb:
                 command += ["--memory-limit-mb", str(spec.options.memory_limit_mb)]
+            if spec.options.nice:
+                command += ["--nice", str(spec.options.nice)]
             passed = (life_read, *(s.fileno() for s in theirs), *(c.region.fd for c in channels))
             process = subprocess.Popen(
                 command,

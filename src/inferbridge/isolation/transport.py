@@ -41,6 +41,7 @@ class Region:
         self.fd = fd
         self.size = 0
         self._map: mmap.mmap | None = None
+        self._address = 0
         self._remap(size)
 
     @classmethod
@@ -99,6 +100,16 @@ class Region:
             arrays[name] = view.copy() if copy else view
         return arrays
 
+    def slot_of(self, name: str, array: np.ndarray[Any, Any]) -> Slot | None:
+        """The slot of an array that lies in the region already (an input view that a
+        runtime returns as is), so that it is not copied; None for any other array."""
+        if array.dtype.hasobject or not array.nbytes or not array.flags.c_contiguous:
+            return None
+        offset = int(array.ctypes.data) - self._address
+        if offset < 0 or offset + array.nbytes > self.size:
+            return None
+        return (name, array.dtype.str, tuple(array.shape), offset, array.nbytes)
+
     def close(self) -> None:
         # Views handed out keep their mapping alive; only the descriptor goes now.
         self._map = None
@@ -116,6 +127,7 @@ class Region:
         # The old mapping is dropped, not closed: arrays that view it keep it alive.
         self._map = mmap.mmap(self.fd, size)
         self.size = size
+        self._address = int(np.frombuffer(self._map, np.uint8).ctypes.data)
 
 
 def send_message(sock: socket.socket, message: Message) -> None:

@@ -3,7 +3,8 @@
 The supervisor starts it with `--life-fd` (the read end of a pipe whose write end only the
 server holds: end of file means the server is gone, and the worker exits at once, even in
 the middle of a call), one `--channel SOCKET:MEMFD` per instance of the model, and
-optionally `--memory-limit-mb` (an address-space cap, set before the model loads). The
+optionally `--memory-limit-mb` (an address-space cap, set before the model loads) and
+`--nice` (a lower CPU priority, so that a busy model yields the CPU to the server). The
 first message on the first channel names the model to load; then each channel serves
 infer calls on a thread of its own until the server closes it.
 """
@@ -44,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--life-fd", type=int, required=True)
     parser.add_argument("--channel", action="append", required=True, metavar="SOCKET:MEMFD")
     parser.add_argument("--memory-limit-mb", type=float, default=0.0)
+    parser.add_argument("--nice", type=int, default=0)
     options = parser.parse_args(argv)
     faulthandler.enable()  # a crash prints the Python stack to the server's log first
+    if options.nice:
+        os.nice(options.nice)
     threading.Thread(target=_exit_with_server, args=(options.life_fd,), daemon=True).start()
     if options.memory_limit_mb > 0:
         cap = int(options.memory_limit_mb * (1 << 20))
@@ -117,13 +121,21 @@ def _infer(runtime: Runtime, region: Region, slots: list[Slot]) -> Message:
     try:
         inputs = region.read(slots, copy=False)
         outputs = {name: np.asarray(value) for name, value in runtime.infer(inputs).items()}
+        # An output that is an input view (an identity model) is sent where it lies; the
+        # others are written after the inputs, so none overwrites another.
+        found: list[Slot] = []
+        copied = {}
+        for name, array in outputs.items():
+            slot = region.slot_of(name, array)
+            if slot is None:
+                copied[name] = array
+            else:
+                found.append(slot)
         end = max((at + nbytes for _, _, _, at, nbytes in slots), default=0)
-        # After the inputs: an output that is one of the input views (an identity model)
-        # never overlaps where it is written.
-        written, _ = region.write(outputs, start=end)
+        written, _ = region.write(copied, start=end)
     except Exception as exc:
         return error_reply(exc)
-    return ("ok", written, region.size)
+    return ("ok", found + written, region.size)
 
 
 if __name__ == "__main__":
