@@ -10,7 +10,9 @@ import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 
 from tests.gateway.conftest import upstream
 from tests.gateway.procs import (
@@ -47,7 +49,12 @@ def test_failover_when_an_upstream_is_killed(server_b: ServerProcess, tmp_path: 
             assert _infer(gw.base, value=i).status_code == 200
         victim.stop(signal.SIGKILL)
         # No active check has noticed: every request that picks the dead upstream fails
-        # to connect and is retried on b.
+        # to connect and is retried on b, over gRPC and REST.
+        client = triton_grpc.InferenceServerClient(gw.grpc)
+        for i in range(10):
+            x = triton_grpc.InferInput("x", [1, 2], "FP32")
+            x.set_data_from_numpy(np.full((1, 2), float(i), dtype=np.float32))
+            assert client.infer("echo", [x]).as_numpy("y")[0, 0] == i
         statuses = [_infer(gw.base, value=i).status_code for i in range(20)]
         assert statuses == [200] * 20
         assert gw.metric("inferbridge_gateway_retries_total", reason="connect-failure") > 0

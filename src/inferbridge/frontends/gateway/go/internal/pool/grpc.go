@@ -143,6 +143,8 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 		return ss.SendMsg(&rawMsg{})
 	case inferencePrefix + "RepositoryIndex":
 		return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(p.indexResponse())}})
+	case inferencePrefix + "RepositoryModelLoad", inferencePrefix + "RepositoryModelUnload":
+		return p.broadcastGRPC(ss, method, body)
 	}
 
 	var model, version string
@@ -242,6 +244,36 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 		return res.err
 	}
 	return ss.SendMsg(&res.resp)
+}
+
+// broadcastGRPC applies a repository load or unload to every routable gRPC upstream in
+// turn (as REST does): the answer is the first failure or the last success, sent after
+// discovery has run again.
+func (p *Pool) broadcastGRPC(ss grpc.ServerStream, method string, body []byte) error {
+	ups := p.snap.Load().all.grpc.ups
+	if len(ups) == 0 {
+		return status.Error(codes.Unavailable, "inferbridge gateway: no upstream is available")
+	}
+	ctx := ss.Context()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeouts.Default)
+		defer cancel()
+	}
+	var last rawMsg
+	var err error
+	for _, u := range ups {
+		last.data.Free()
+		last = rawMsg{}
+		if err = u.conn.Invoke(ctx, method, &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}, &last); err != nil {
+			break
+		}
+	}
+	p.discoverAll()
+	if err != nil {
+		return err
+	}
+	return ss.SendMsg(&last)
 }
 
 func classifyGRPC(ctx context.Context, err error) attemptResult {
