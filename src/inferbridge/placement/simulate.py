@@ -48,6 +48,7 @@ class SimulationResult:
     failed: int
     tasks: int
     seconds: float
+    cpu_seconds: float
 
     def curve(self, series: str = "alloc") -> dict[int, float]:
         """`alloc` (% of GPU capacity allocated), `frag` (fragmentation amount, % of
@@ -133,7 +134,7 @@ class Replay:
         self._meter = FragmentationGradientDescent(self.typical)
 
     def run(self) -> SimulationResult:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         steps = len(self.arrivals) + 1
         arrived = np.zeros(steps, dtype=np.int64)
         allocated = np.zeros(steps, dtype=np.int64)
@@ -175,6 +176,7 @@ class Replay:
             failed=failed,
             tasks=len(self.arrivals),
             seconds=time.perf_counter() - started,
+            cpu_seconds=time.process_time() - cpu_started,
         )
 
 
