@@ -22,6 +22,7 @@ from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.process import GatewayFrontend
 from inferbridge.frontends.grpc.errors import QUEUE_FULL_CODES
 from inferbridge.models.manager import ControlMode, ModelManager
+from inferbridge.models.requests import set_max_model_file_bytes
 from inferbridge.observability.logs import AccessLog
 from inferbridge.observability.metrics import MetricsEndpoint, serve_metrics
 from inferbridge.observability.tracing import ASGIApp, TracingError, configure_tracing
@@ -58,6 +59,7 @@ class InferBridgeServer:
         self.settings = settings
         self.repository = repository
         self.tracing = configure_tracing(settings)  # None when off
+        set_max_model_file_bytes(settings.max_model_file_bytes)
         self.models = ModelManager(
             repository,
             histograms=settings.metrics,

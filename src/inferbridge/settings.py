@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31 - 1)
     """Largest request body (REST, after decompression) or gRPC message accepted."""
 
+    max_model_file_bytes: int = Field(default=16 * 1024**3, ge=0)
+    """Largest model file a load reads from the repository or accepts in a load request's
+    `file:` parameter (0: any size); a larger one fails the load with 400."""
+
     default_model: str = "iris"
     """The model behind the seed-compatible shortcuts (/predict, AIService.Predict)."""
 

@@ -5,6 +5,7 @@ the REST config shape, and loads whose `config` is Triton's ModelConfig JSON."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,6 +345,7 @@ output [
   { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 10 ] },
   { name: "OUTPUT__1" data_type: TYPE_INT64 dims: [ ] }
 ]
+parameters: { key: "trust_pickle" value: { string_value: "true" } }
 """
 
 
@@ -352,13 +354,14 @@ def test_pytorch_and_tensorflow_platforms(tmp_path: Path, examples_dir: Path) ->
     root = tmp_path / "models"
     (root / "digits_libtorch" / "1").mkdir(parents=True)
     (root / "digits_libtorch" / "config.pbtxt").write_text(LIBTORCH_PBTXT)
-    (root / "digits_libtorch" / "1" / "model.pt").symlink_to(
-        examples_dir / "digits_torchscript" / "1" / "model.pt"
+    shutil.copy(  # a symlink out of the repository is refused (docs/security.md)
+        examples_dir / "digits_torchscript" / "1" / "model.pt", root / "digits_libtorch" / "1"
     )
     (root / "iris_savedmodel" / "1").mkdir(parents=True)
     (root / "iris_savedmodel" / "config.pbtxt").write_text('backend: "tensorflow"\n')
-    (root / "iris_savedmodel" / "1" / "model.savedmodel").symlink_to(
-        examples_dir / "iris_tensorflow" / "1" / "model.savedmodel"
+    shutil.copytree(
+        examples_dir / "iris_tensorflow" / "1" / "model.savedmodel",
+        root / "iris_savedmodel" / "1" / "model.savedmodel",
     )
     server = start_server(root)
     client = grpcclient.InferenceServerClient(server.grpc_url)

@@ -105,6 +105,14 @@ def copy_model(examples: Path, name: str, target: Path, as_name: str | None = No
     return destination
 
 
+def trust_without_pin(model_dir: Path) -> None:
+    """Swap a config's pinned digests for `trust_pickle: true`, for a test that replaces
+    an artefact that runs code (which its pin would refuse first)."""
+    config = model_dir / "config.yaml"
+    lines = [line for line in config.read_text().splitlines() if not line.startswith("sha256:")]
+    config.write_text("\n".join([*lines, "trust_pickle: true"]) + "\n")
+
+
 @contextmanager
 def serving(repository: Path, *args: str) -> Iterator[ServerProcess]:
     server = start_server(repository, *args)

@@ -23,6 +23,7 @@ from tests.runtimes.common import (
     platform_of,
     post_json,
     serving,
+    trust_without_pin,
 )
 from tests.serverproc import ServerProcess
 
@@ -122,6 +123,7 @@ def test_load_errors_name_model_file_and_cause(native_models: Path, tmp_path: Pa
     copy_model(native_models, "iris_go", tmp_path)
     corrupt = copy_model(native_models, "iris_go", tmp_path, "corrupt_so")
     (corrupt / "1" / "model.so").write_bytes(b"\x7fELF this is not a shared library")
+    trust_without_pin(corrupt)
     no_abi = copy_model(native_models, "iris_go", tmp_path, "not_inferbridge")
     libm = next(
         (
@@ -133,6 +135,7 @@ def test_load_errors_name_model_file_and_cause(native_models: Path, tmp_path: Pa
     )
     if libm is not None:
         shutil.copy(libm, no_abi / "1" / "model.so")
+        trust_without_pin(no_abi)
     else:
         shutil.rmtree(no_abi)
     undeclared = copy_model(native_models, "iris_go", tmp_path, "no_tensors")

@@ -20,6 +20,7 @@ from tests.runtimes.common import (
     platform_of,
     post_json,
     serving,
+    trust_without_pin,
 )
 from tests.serverproc import ServerProcess
 
@@ -72,7 +73,7 @@ def test_bad_inputs(torch_model: Path, server: ServerProcess) -> None:
 
 def _variant(source: Path, root: Path, name: str, config: str) -> Path:
     target = copy_model(source.parent, source.name, root, name)
-    (target / "config.yaml").write_text(config)
+    (target / "config.yaml").write_text(config + "trust_pickle: true\n")
     return target
 
 
@@ -91,6 +92,7 @@ def variants(
     copy_model(torch_model.parent, torch_model.name, root)
     corrupt = copy_model(torch_model.parent, torch_model.name, root, "corrupt")
     (corrupt / "1" / "model.pt").write_bytes(b"PK\x03\x04 not really a zip archive")
+    trust_without_pin(corrupt)
     _variant(torch_model, root, "no_names", "runtime: torchscript\n")
     _variant(
         torch_model,

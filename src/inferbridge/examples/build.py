@@ -184,9 +184,13 @@ def _build_iris(root: Path) -> None:
 
     model = iris_classifier()
 
-    _write(root / "iris" / "config.yaml", "runtime: sklearn\n")
     (root / "iris" / "1").mkdir(parents=True)
     joblib.dump(model, root / "iris" / "1" / "model.joblib")
+    # A joblib file is a pickle: the config pins its digest so that the server trusts it.
+    digest = hashlib.sha256((root / "iris" / "1" / "model.joblib").read_bytes()).hexdigest()
+    _write(
+        root / "iris" / "config.yaml", f"runtime: sklearn\nsha256: {{1/model.joblib: '{digest}'}}\n"
+    )
 
     _write(root / "iris_onnx" / "config.yaml", "runtime: onnx\n")
     _save_onnx(model, IRIS_INPUT, 4, root / "iris_onnx" / "1" / "model.onnx")

@@ -34,11 +34,17 @@ def add_export_parser(commands: Any) -> None:
             help=f"max abs diff (default {tolerance:g})",
         )
 
-    sk = kinds.add_parser("sklearn", help="a joblib/pickle scikit-learn estimator -> ONNX")
+    sk = kinds.add_parser("sklearn", help="a joblib/pickle scikit-learn estimator -> ONNX/skops")
     sk.add_argument("model", type=Path, help="the estimator file (joblib.dump)")
     sk.add_argument("--sample", type=Path, help=".npy rows to verify on (default random)")
     sk.add_argument("--features", type=int, help="feature count when no --sample is given")
     sk.add_argument("--input-name", default="input")
+    sk.add_argument(
+        "--format",
+        choices=("onnx", "skops"),
+        default="onnx",
+        help="onnx (skl2onnx, the onnx runtime) or skops (the sklearn runtime, no pickle)",
+    )
     common(sk, 1e-4)
 
     th = kinds.add_parser("torch", help="a torch module (or checkpoint) -> TorchScript/ONNX")
@@ -111,6 +117,16 @@ def _sklearn(options: argparse.Namespace) -> Any:
         if not features:
             raise InferBridgeError("give --sample rows or --features")
         sample = np.random.default_rng(0).normal(size=(16, int(features)))
+    if options.format == "skops":
+        from inferbridge.export.sklearn import export_sklearn_skops
+
+        return export_sklearn_skops(
+            estimator,
+            sample,
+            options.repository / options.name,
+            input_name=options.input_name,
+            tolerance=options.tolerance,
+        )
     return export_sklearn(
         estimator,
         sample,

@@ -15,9 +15,29 @@ from pydantic import ValidationError
 from inferbridge.errors import ConfigError, InvalidInput
 from inferbridge.repository.config import CONFIG_FILES, ModelConfig
 
-__all__ = ["LoadRequest", "parse_load_parameters", "parse_unload_parameters"]
+__all__ = [
+    "DEFAULT_MAX_MODEL_FILE_BYTES",
+    "LoadRequest",
+    "max_model_file_bytes",
+    "parse_load_parameters",
+    "parse_unload_parameters",
+    "set_max_model_file_bytes",
+]
 
 _FILE_PREFIX = "file:"
+
+DEFAULT_MAX_MODEL_FILE_BYTES = 16 * 1024**3
+_limits = {"file_bytes": DEFAULT_MAX_MODEL_FILE_BYTES}
+
+
+def set_max_model_file_bytes(limit: int) -> None:
+    """The largest model file a load accepts, sent or on disk (0: any size); a server
+    setting, set once at start-up."""
+    _limits["file_bytes"] = limit
+
+
+def max_model_file_bytes() -> int:
+    return _limits["file_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,20 +182,40 @@ def _config(value: Any, model: str) -> tuple[str, ModelConfig, bool]:
         if inherits:  # mapped with a stand-in; the manager puts the disk's runtime in
             document = {**document, "backend": "onnxruntime"}
         try:
-            return value, parse_triton_json(document, model, "parameter 'config'"), inherits
+            parsed = parse_triton_json(document, model, "parameter 'config'")
+            return value, _untrusting(parsed), inherits
         except ConfigError as exc:
             raise InvalidInput(
                 f"{exc.message} (read as Triton's ModelConfig JSON by its keys; "
                 "inferbridge's own shape has 'runtime')"
             ) from None
     try:
-        return value, ModelConfig.model_validate(document), False
+        return value, _untrusting(ModelConfig.model_validate(document)), False
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}"
             for err in exc.errors()
         )
         raise InvalidInput(f"parameter 'config' is not a valid model config: {problems}") from None
+
+
+def _untrusting(config: ModelConfig) -> ModelConfig:
+    """A config sent over the network never lets an artefact run code: trust is granted
+    only by the model's config.yaml on the server's disk (docs/security.md)."""
+    granted = [
+        field
+        for field, given in (
+            ("trust_pickle", config.trust_pickle),
+            ("parameters.trusted_types", "trusted_types" in config.parameters),
+        )
+        if given
+    ]
+    if granted:
+        raise InvalidInput(
+            f"parameter 'config' sets {' and '.join(granted)}: only the model's config on the "
+            "server's disk can trust an artefact to run code; a load request cannot"
+        )
+    return config.with_code_trust_of(None)
 
 
 def _file_path(key: str) -> PurePosixPath:
@@ -199,13 +239,23 @@ def _file_path(key: str) -> PurePosixPath:
 
 def _file_bytes(key: str, value: Any, base64_files: bool) -> bytes:
     if isinstance(value, bytes) and not base64_files:
-        return value
+        return _within_limit(key, value)
     if isinstance(value, str):
         try:
-            return base64.b64decode(value, validate=True)
+            return _within_limit(key, base64.b64decode(value, validate=True))
         except (binascii.Error, ValueError) as exc:
             raise InvalidInput(f"parameter '{key}' is not valid base64: {exc}") from None
     raise InvalidInput(
         f"parameter '{key}' must be the file's bytes "
         f"({'base64 text' if base64_files else 'bytes'}), got {type(value).__name__}"
     )
+
+
+def _within_limit(key: str, data: bytes) -> bytes:
+    limit = max_model_file_bytes()
+    if limit and len(data) > limit:
+        raise InvalidInput(
+            f"parameter '{key}': the file has {len(data)} bytes, over the limit of {limit} "
+            "bytes a model file may have (--max-model-file-bytes)"
+        )
+    return data

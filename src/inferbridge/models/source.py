@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferbridge.errors import InvalidInput, ModelNotFound
-from inferbridge.models.requests import LoadRequest
+from inferbridge.errors import ConfigError, InvalidInput, ModelNotFound
+from inferbridge.models.requests import LoadRequest, max_model_file_bytes
 from inferbridge.repository.config import (
     CONFIG_FILE,
     CONFIG_FILES,
@@ -29,6 +29,7 @@ __all__ = [
     "ModelSource",
     "Planner",
     "VersionPlan",
+    "check_inside",
     "check_model_name",
     "model_directories",
     "resolve_source",
@@ -121,10 +122,12 @@ def resolve_source(
                 f"no model directory '{name}' in the repository {root} "
                 f"(models there: {', '.join(model_directories(root)) or 'none'})"
             )
+        check_inside(root, path, f"model directory '{name}'")
         if request is not None and request.config is not None:
             config, config_token = request.config, request.config_json
             if request.inherits_runtime:
                 config = _with_disk_runtime(config, path, name)
+            config = _with_disk_trust(config, path, name)
         else:
             config_path = find_config(path)
             if config_path is None:
@@ -135,6 +138,14 @@ def resolve_source(
             config_token = config_path.name + "\0" + config_path.read_text(errors="replace")
     available = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
     chosen = config.version_policy.select(available)
+    boundary = override_dir or root
+    assert boundary is not None  # a model on disk needs a repository (checked above)
+    try:
+        _check_files(boundary, path, config, chosen)
+    except InvalidInput:
+        if override_dir is not None:
+            shutil.rmtree(override_dir, ignore_errors=True)
+        raise
     plan = planner(config, available) if planner is not None else None
     default: int | None = None
     if plan is not None:
@@ -170,6 +181,80 @@ def _with_disk_runtime(config: ModelConfig, path: Path, name: str) -> ModelConfi
     return config.model_copy(
         update={"runtime": disk.runtime, "model_file": disk.model_file, "platform": disk.platform}
     )
+
+
+def _with_disk_trust(config: ModelConfig, path: Path, name: str) -> ModelConfig:
+    """A load request's config for a model on disk: the disk config's pinned digests are
+    checked too, and only the disk config can let an artefact run code (a request cannot)."""
+    config_path = find_config(path)
+    try:
+        disk = read_config(config_path, name) if config_path is not None else None
+    except ConfigError:
+        disk = None  # the request replaces a broken config; it trusts nothing on its own
+    if disk is None:
+        return config.with_code_trust_of(None)
+    for key, digest in config.sha256.items():
+        if disk.sha256.get(key, digest) != digest:
+            raise InvalidInput(
+                f"parameter 'config' pins {key} to {digest}, the model's config on disk to "
+                f"{disk.sha256[key]}"
+            )
+    merged = config.model_copy(update={"sha256": {**disk.sha256, **config.sha256}})
+    return merged.with_code_trust_of(disk)
+
+
+def check_inside(root: Path, path: Path, what: str) -> None:
+    """InvalidInput unless `path`, with every symlink followed, lies inside `root`."""
+    try:
+        real = path.resolve(strict=False)
+        base = root.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise InvalidInput(f"{what}: cannot resolve {path}: {exc}") from None
+    if real != base and base not in real.parents:
+        link = " (through a symlink)" if real != Path(os.path.abspath(path)) else ""
+        raise InvalidInput(f"{what} leaves the repository{link}: {path} is {real}, outside {base}")
+
+
+def _check_files(root: Path, model_dir: Path, config: ModelConfig, versions: list[int]) -> None:
+    """The files a load reads stay inside the repository (symlinks included), and none is
+    over the size limit; InvalidInput names the first that is not."""
+    limit = max_model_file_bytes()
+    model_file = config.model_file
+    if model_file is not None:
+        if Path(model_file).is_absolute() or "\x00" in model_file:
+            raise InvalidInput(
+                f"model '{model_dir.name}': model_file {model_file!r} must be a path relative "
+                "to the version directory"
+            )
+        for number in versions:
+            where = model_dir / str(number) / model_file
+            check_inside(model_dir, where, f"model_file {model_file!r}")
+    entries = [model_dir / str(n) for n in versions]
+    entries += [p for p in model_dir.iterdir() if not p.name.isdigit()]
+    for entry in entries:
+        for item in _walk(entry):
+            relative = item.relative_to(model_dir).as_posix()
+            what = f"model '{model_dir.name}' file {relative}"
+            if item.is_symlink():
+                check_inside(root, item, what)
+            try:
+                stat = item.stat()
+            except OSError:
+                continue  # a dangling link is the runtime's to report
+            if limit and stat.st_size > limit and not item.is_dir():
+                raise InvalidInput(
+                    f"{what} has {stat.st_size} bytes, over the limit of {limit} bytes a model "
+                    "file may have (--max-model-file-bytes)"
+                )
+
+
+def _walk(top: Path) -> list[Path]:
+    """`top` and everything under it, not following symlinked directories."""
+    found = [top]
+    if top.is_dir() and not top.is_symlink():
+        for directory, dirs, files in os.walk(top):
+            found.extend(Path(directory, name) for name in (*dirs, *files))
+    return found
 
 
 def source_fingerprint(root: Path | None, name: str, planner: Planner | None = None) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +100,8 @@ class VersionPolicy(_Strict):
         return ordered[-count:]
 
 
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 DEFAULT_MAX_QUEUE_SIZE = 1024
 """Requests a model version queues before answering 429; the server never grows without limit."""
 
@@ -158,13 +161,6 @@ class Isolation(_Strict):
         default=0.5, ge=0, description="the first restart's delay; doubled for each failure"
     )
     backoff_max_s: float = Field(default=30, ge=0)
-    nice: int = Field(
-        default=0,
-        ge=0,
-        le=19,
-        description="the worker's niceness: above 0 it yields the CPU to the server and "
-        "its other models (an untrusted or CPU-bound model)",
-    )
 
 
 class ModelConfig(_Strict):
@@ -183,11 +179,55 @@ class ModelConfig(_Strict):
     execution: Literal["auto", "inline", "thread"] = "auto"
     isolation: Isolation | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # Safe model loading (docs/security.md).
+    trust_pickle: bool = Field(
+        default=False,
+        description="trust the model's artefacts to run code when they load (joblib "
+        "pickles, TorchScript archives, native libraries) without a pinned sha256",
+    )
+    sha256: dict[str, str] = Field(
+        default_factory=dict,
+        description="pinned digests: '<version>/<path>' (or a file beside the version "
+        "directories) -> lower-case hex SHA-256; a file that differs fails the load",
+    )
     #: A progressive rollout of a new version (docs in the README, "Releasing a new model
     #: version"); started when the model loads with its candidate on disk.
     rollout: RolloutSpec | None = None
     # Set when the config came from Triton's format: the fields it ignored or approximated.
     _triton_ignored: tuple[str, ...] = PrivateAttr(default=())
+    # Who may vouch for code in the artefacts: None trusts this config's own trust_pickle
+    # and sha256; a load request's config gets the disk config's (or nobody's) instead.
+    _code_trust: tuple[bool, frozenset[str]] | None = PrivateAttr(default=None)
+
+    @field_validator("sha256")
+    @classmethod
+    def _digests(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, digest in value.items():
+            bad_part = any(p in ("", ".", "..") for p in key.split("/"))
+            if not key or bad_part or "\\" in key or "\x00" in key:
+                raise ValueError(
+                    f"{key!r}: a pinned file is '<version>/<path>' inside the model directory"
+                )
+            if not _HEX_SHA256.fullmatch(digest):
+                raise ValueError(f"{key!r}: {digest!r} is not 64 lower-case hex digits")
+        return value
+
+    def trusts_code(self, key: str) -> bool:
+        """Whether the artefact `key` ('<version>/<path>') may run code when it loads:
+        trust_pickle, or a pinned digest, from a config the server's operator wrote."""
+        trust_all, pinned = self._code_trust or (self.trust_pickle, frozenset(self.sha256))
+        return trust_all or key in pinned
+
+    def with_code_trust_of(self, source: ModelConfig | None) -> ModelConfig:
+        """A copy whose artefacts run code only as `source` allows (None: never); its own
+        pinned digests are still checked. For configs sent in a load request."""
+        copy = self.model_copy()
+        copy._code_trust = (
+            (False, frozenset())
+            if source is None
+            else source._code_trust or (source.trust_pickle, frozenset(source.sha256))
+        )
+        return copy
 
     @property
     def ignored_fields(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from inferbridge.isolation.runtime import make_runtime
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import CONFIG_FILE, ModelConfig, find_config, read_config
+from inferbridge.repository.integrity import verify_pinned_files
 from inferbridge.runtimes.base import Runtime
 
 __all__ = ["CONFIG_FILE", "LoadedVersion", "ModelRecord", "ModelRepository", "VersionState"]
@@ -125,6 +126,7 @@ def load_version(version: LoadedVersion) -> None:
         _fail(version, f"runtime '{config.runtime}' is not available: {_text(exc)}")
         return
     try:
+        verify_pinned_files(version.path, config)  # before any runtime reads a byte
         runtime.load(version.path, config, config.device())
         signature = runtime.metadata()
         version.inputs = _merge(version, config.input_specs(), signature.inputs, "inputs")

@@ -169,7 +169,14 @@ def from_triton(message: Message, model: str, where: str, *, digest: str = "") -
         document["warmup"] = True
         approximated.append("model_warmup (as warmup: zeros of each preferred batch size)")
     if m.parameters:
-        document["parameters"] = {k: _parameter(v.string_value) for k, v in m.parameters.items()}
+        parameters = {k: _parameter(v.string_value) for k, v in m.parameters.items()}
+        # Triton has no fields for these: parameters `trust_pickle` and `sha256:<file>`.
+        if "trust_pickle" in parameters:
+            document["trust_pickle"] = parameters.pop("trust_pickle")
+        pins = {k: parameters.pop(k) for k in [k for k in parameters if k.startswith("sha256:")]}
+        if pins:
+            document["sha256"] = {k.removeprefix("sha256:"): str(v) for k, v in pins.items()}
+        document["parameters"] = parameters
     try:
         config = ModelConfig.model_validate(document)
     except ValidationError as exc:

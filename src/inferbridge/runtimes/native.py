@@ -18,6 +18,7 @@ from inferbridge.errors import InvalidInput, ModelLoadError
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import ModelConfig
+from inferbridge.repository.integrity import require_code_trust
 from inferbridge.runtimes.base import Arrays, Runtime, Signature
 
 __all__ = ["ABI_VERSION", "DTYPE_CODES", "NativeLibraryError", "NativeRuntime"]
@@ -62,7 +63,8 @@ class NativeRuntime(Runtime):
     A library cannot describe its tensors, so config.yaml declares `inputs` and `outputs`
     (BYTES is not supported). Output buffers are allocated with the declared shape; only
     the first dimension may be -1, and it takes the batch size of the first input.
-    ctypes releases the GIL during the call, so `ib_infer` must be reentrant.
+    ctypes releases the GIL during the call, so `ib_infer` must be reentrant. A library
+    runs code as it loads: config.yaml must pin its sha256 or set `trust_pickle: true`.
     """
 
     name = "native"
@@ -101,6 +103,7 @@ class NativeRuntime(Runtime):
                     f"{path}: output '{spec.name}' shape {list(spec.shape)}: only the first "
                     "(batch) dimension of a native output may be -1"
                 )
+        require_code_trust(path, model_dir, config, "a native library")
         try:
             library = ctypes.CDLL(str(path.resolve()))
         except OSError as exc:

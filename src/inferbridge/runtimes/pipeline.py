@@ -32,6 +32,7 @@ import numpy as np
 from inferbridge.errors import ModelLoadError
 from inferbridge.pipelines import PROCESSORS, Processor, Value
 from inferbridge.repository.config import ModelConfig, find_config, read_config
+from inferbridge.repository.integrity import verify_pinned_files
 from inferbridge.runtimes.base import Arrays, Runtime, Signature
 from inferbridge.runtimes.registry import runtime_class
 
@@ -131,6 +132,8 @@ class PipelineRuntime(Runtime):
     def _model_step(index: int, spec: dict[str, Any], model_dir: Path, device: str) -> _Step:
         name = str(spec["model"])
         label = f"step {index} (model {name})"
+        if not name or name.startswith(".") or "/" in name or "\\" in name or "\x00" in name:
+            raise ModelLoadError(f"{label}: a step's model is a model of the same repository")
         feeds: Any = spec.get("inputs")
         results: Any = spec.get("outputs")
         if not _mapping(feeds) or not _mapping(results):
@@ -152,6 +155,8 @@ class PipelineRuntime(Runtime):
             if not chosen:
                 raise ModelLoadError(f"{label}: model '{name}' has no version directory")
             version = chosen[-1]
+        elif not str(version).isdigit():
+            raise ModelLoadError(f"{label}: `version` is a version number, got {version!r}")
         try:
             runtime = runtime_class(config.runtime)()
         except (KeyError, ImportError, TypeError, RuntimeError) as exc:
@@ -159,6 +164,7 @@ class PipelineRuntime(Runtime):
                 f"{label}: runtime '{config.runtime}' unavailable: {exc}"
             ) from None
         try:
+            verify_pinned_files(model_root / str(version), config)
             runtime.load(model_root / str(version), config, device)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{label}: {exc.message}") from None

@@ -1,4 +1,5 @@
-"""scikit-learn estimators saved with joblib."""
+"""scikit-learn estimators saved with skops (safe to load) or joblib (a pickle: trusted only
+when pinned or `trust_pickle`, see docs/security.md)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ from inferbridge.errors import ModelLoadError
 from inferbridge.protocol.datatypes import datatype_of, dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import ModelConfig
+from inferbridge.repository.integrity import require_code_trust
 from inferbridge.runtimes.base import Arrays, Runtime, Signature
 
 __all__ = ["SklearnRuntime"]
 
 
 class SklearnRuntime(Runtime):
-    """Runs `model.joblib`: any fitted estimator or pipeline with `predict`.
+    """Runs `model.joblib` (or a `.skops` file): any fitted estimator or pipeline with
+    `predict`.
+
+    A `.skops` file loads with skops' type check: only types skops trusts by default, plus
+    those listed in the `trusted_types` parameter, may appear in it. Any other file is a
+    pickle, which runs code when it loads: it loads only when config.yaml pins its sha256
+    or sets `trust_pickle: true`.
 
     One input, `input` (FP32 `[-1, n_features]` unless config declares otherwise).
     Classifiers return `label` (the predicted class, INT64 for integer classes, BYTES for
@@ -39,16 +47,21 @@ class SklearnRuntime(Runtime):
         self._signature = Signature()
 
     def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
-        import joblib
         from sklearn.base import is_classifier
 
         path = self.model_path(model_dir, config)
-        try:
-            estimator = joblib.load(path)
-        except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
-            raise ModelLoadError(
-                f"joblib cannot load {path}: {type(exc).__name__}: {exc}"
-            ) from None
+        if path.suffix == ".skops":
+            estimator = _load_skops(path, config)
+        else:
+            import joblib
+
+            require_code_trust(path, model_dir, config, "a joblib pickle")
+            try:
+                estimator = joblib.load(path)
+            except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
+                raise ModelLoadError(
+                    f"joblib cannot load {path}: {type(exc).__name__}: {exc}"
+                ) from None
         if not hasattr(estimator, "predict"):
             raise ModelLoadError(
                 f"{path} holds a {type(estimator).__name__}, which has no predict()"
@@ -98,3 +111,27 @@ class SklearnRuntime(Runtime):
 
     def unload(self) -> None:
         self._estimator = None
+
+
+def _load_skops(path: Path, config: ModelConfig) -> Any:
+    """A skops file, refused when it holds a type neither skops nor config trusts."""
+    try:
+        import skops.io as sio
+    except ImportError as exc:
+        raise ModelLoadError(f"{path}: loading .skops files needs skops ({exc})") from None
+    extra = config.parameters.get("trusted_types", [])
+    if not isinstance(extra, list) or not all(isinstance(t, str) for t in extra):
+        raise ModelLoadError(f"{path}: parameter trusted_types must be a list of type names")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = sorted(set(untrusted) - set(extra))
+        if refused:
+            raise ModelLoadError(
+                f"{path} holds types skops does not trust: {', '.join(refused)}; list the ones "
+                "you trust in the model's parameters (trusted_types: [...]) to load it"
+            )
+        return sio.load(path, trusted=untrusted)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # a corrupt archive raises zipfile, JSON or skops errors
+        raise ModelLoadError(f"skops cannot load {path}: {type(exc).__name__}: {exc}") from None

@@ -12,6 +12,7 @@ from inferbridge.errors import ModelLoadError
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.types import TensorSpec
 from inferbridge.repository.config import ModelConfig
+from inferbridge.repository.integrity import require_code_trust
 from inferbridge.runtimes.base import Arrays, Runtime, Signature
 
 __all__ = ["TorchScriptOutputError", "TorchScriptRuntime"]
@@ -35,6 +36,8 @@ class TorchScriptOutputError(RuntimeError):
 
 class TorchScriptRuntime(Runtime):
     """Runs `model.pt` (a TorchScript archive) with torch.jit.load under inference mode.
+    An archive carries code: it loads only when config.yaml pins its sha256 or sets
+    `trust_pickle: true` (docs/security.md).
 
     TorchScript has no tensor names: config.yaml declares `inputs` (passed to `forward`
     positionally, in order) and `outputs` (mapped from a returned tensor, a tuple or list
@@ -92,6 +95,9 @@ class TorchScriptRuntime(Runtime):
         except (TypeError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{path}: cannot apply thread settings: {exc}") from None
         self._device = torch.device(device)
+        # An archive's TorchScript code runs in the server, and torch.load's weights_only
+        # check cannot vouch for it (torch refuses weights_only for TorchScript archives).
+        require_code_trust(path, model_dir, config, "a TorchScript archive")
         with warnings.catch_warnings():
             # torch >= 2.10 marks TorchScript deprecated (FutureWarning) but still runs it.
             warnings.simplefilter("ignore", FutureWarning)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -76,12 +77,18 @@ def write_native_config(
     (model_dir / "config.yaml").write_text(
         f"# A shared library built from {origin}; see the native ABI in README.md, Runtimes.\n"
         "runtime: native\n"
+        "# A library runs code as it loads: the pinned digest is what lets it load.\n"
+        f"sha256: {{1/model.so: '{_sha256(model_dir / '1' / 'model.so')}'}}\n"
         "inputs:\n"
         f"  - {{name: {input_name}, datatype: FP32, shape: [-1, {features}]}}\n"
         "outputs:\n"
         f"  - {{name: probabilities, datatype: FP32, shape: [-1, {classes}]}}\n"
         "  - {name: label, datatype: INT64, shape: [-1]}\n"
     )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str]) -> None:

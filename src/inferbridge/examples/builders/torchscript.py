@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,18 @@ def build_torchscript(root: Path) -> None:
         "runtime: torchscript\n"
         "parameters: {num_threads: 1}\n"
         "instance_group: [{count: 1, kind: cpu}]\n"
+        "# An archive carries TorchScript code: the pinned digest is what lets it load.\n"
+        f"sha256: {{1/model.pt: '{_sha256(model_dir / '1' / 'model.pt')}'}}\n"
         "inputs:\n"
         "  - {name: pixels, datatype: FP32, shape: [-1, 64]}\n"
         "outputs:\n"
         "  - {name: probabilities, datatype: FP32, shape: [-1, 10]}\n"
         "  - {name: label, datatype: INT64, shape: [-1]}\n"
     )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 if __name__ == "__main__":
