@@ -168,3 +168,39 @@ def test_model_stream_infer_is_relayed(gateway: Gateway) -> None:
         assert error is None, error
         seen[result.get_response().id] = result.as_numpy("y")[0, 0]  # type: ignore[attr-defined]
     assert seen == {f"r{i}": float(i) for i in range(5)}
+
+
+@pytest.fixture(scope="module")
+def grpc_only_gateway(
+    server_a: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    gw = start_gateway(
+        gateway_config([{"name": "g", "grpc": server_a.grpc_url}]),
+        tmp_path_factory.mktemp("gw-grpc-only"),
+    )
+    yield gw
+    gw.stop()
+
+
+def test_rest_is_translated_for_a_grpc_only_upstream(grpc_only_gateway: Gateway) -> None:
+    gw = grpc_only_gateway
+    assert gw.upstreams()["g"]["models"]  # discovered over gRPC RepositoryIndex
+    body = infer_body(2.5, timeout_us=5_000_000)
+    body["id"] = "req-1"
+    r = httpx.post(f"{gw.base}/v2/models/only_a/infer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["model_name"] == "only_a" and answer["id"] == "req-1"
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert outputs["y"]["data"] == [2.5, 2.5] and outputs["y"]["shape"] == [1, 2]
+    assert outputs["y_batch"]["datatype"] == "INT64"
+    client = triton_http.InferenceServerClient(gw.http)
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for binary in (True, False):
+        x = triton_http.InferInput("x", [2, 3], "FP32")
+        x.set_data_from_numpy(data, binary_data=binary)
+        out = triton_http.InferRequestedOutput("y", binary_data=binary)
+        np.testing.assert_array_equal(client.infer("echo", [x], outputs=[out]).as_numpy("y"), data)
+    bad = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": ["no"]}]}
+    r = httpx.post(f"{gw.base}/v2/models/echo/infer", json=bad, timeout=30)
+    assert r.status_code == 400 and "FP32" in r.json()["error"]

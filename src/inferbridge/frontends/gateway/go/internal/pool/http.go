@@ -197,6 +197,12 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 		uri += "?" + r.URL.RawQuery
 	}
 
+	if infer {
+		if rt := snap.lookup(model, version); rt != nil && len(rt.rest.ups) == 0 && len(rt.grpc.ups) > 0 {
+			p.translateInfer(ctx, w, r, model, version, body, len(jsonPart), deadline, key)
+			return
+		}
+	}
 	pickGroup := func(s *snapshot) (*group, errNoRoute) {
 		rt := s.lookup(model, version)
 		if rt == nil {
