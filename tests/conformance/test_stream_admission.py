@@ -30,12 +30,12 @@ def server(
     (root / "slow" / "1").mkdir(parents=True)
     (root / "slow" / "config.yaml").write_text(
         "runtime: tests.support.runtimes:SleepEcho\nmax_batch_size: 1\n"
-        "dynamic_batching: {max_queue_size: 1}\nparameters: {sleep_s: 2.0}\n"
+        "dynamic_batching: {max_queue_size: 1}\nparameters: {sleep_s: 3.0}\n"
     )
     (root / "llm" / "1").mkdir(parents=True)
     (root / "llm" / "config.yaml").write_text(
         "runtime: tests.support.runtimes:MockLLM\nmax_batch_size: 1\n"
-        "dynamic_batching: {max_queue_size: 1}\nparameters: {repetition: 2, delay_s: 1.0}\n"
+        "dynamic_batching: {max_queue_size: 1}\nparameters: {repetition: 2, delay_s: 1.5}\n"
     )
     frontends = () if request.param == "gateway" else ("--grpc-frontend", "grpcio")
     proc = start_server(root, *frontends, env={"PYTHONPATH": str(ROOT)})
