@@ -37,6 +37,31 @@
 //	fmt.Println(stats[0].InferenceCount, stats[0].InferenceStats.ComputeInfer.Mean())
 //	err = client.UnloadModel(ctx, "iris_onnx", inferbridge.UnloadDependents())
 //
+// # Rollouts
+//
+// The REST client drives the server's progressive delivery (/v1/rollouts): shadow and
+// canary steps, approval gates, automatic analysis and rollback, and the audit log.
+//
+//	rollout, err := client.StartRollout(ctx, "iris_onnx", inferbridge.RolloutSpec{
+//		Candidate: 2,
+//		Steps: []inferbridge.RolloutStep{
+//			inferbridge.Shadow(10*time.Minute, 1.0),
+//			inferbridge.Canary(5, 5*time.Minute),
+//			inferbridge.Approval("qa", 1),
+//			inferbridge.Canary(100, 5*time.Minute),
+//		},
+//		Analysis: &inferbridge.AnalysisSpec{Checks: []inferbridge.AnalysisCheck{
+//			{ErrorRate: &inferbridge.ErrorRateCheck{Max: new(0.01), MaxRatioToBaseline: 2}},
+//		}},
+//	})
+//	status, err := client.RolloutStatus(ctx, "iris_onnx") // phase, step, weights, analyses
+//	_, err = client.ApproveRollout(ctx, "iris_onnx", "qa", "alice", "dashboards look fine")
+//	events, err := client.RolloutHistory(ctx, "iris_onnx")
+//
+// A bad spec matches ErrInvalidArgument (HTTP 400), a model that is not loaded or has no
+// rollout ErrNotFound (404), and a call the rollout's state refuses (a second rollout, a
+// gate that is not waiting, an action on an ended rollout) ErrConflict (409).
+//
 // # Trace propagation
 //
 // The separate module github.com/inferbridge/inferbridge/clients/go/otelib sends the

@@ -55,6 +55,12 @@ func FindPython(moduleDir string) string {
 // [extra...]` and waits until it prints "inferbridge: serving" (or timeout passes). An
 // empty repository serves the bundled examples.
 func Start(python, repository string, timeout time.Duration, extra ...string) (*Server, error) {
+	return StartWithEnv(python, repository, nil, timeout, extra...)
+}
+
+// StartWithEnv is Start with env ("KEY=value" entries, such as a PYTHONPATH that makes
+// the repository's test runtimes importable) added to the server's environment.
+func StartWithEnv(python, repository string, env []string, timeout time.Duration, extra ...string) (*Server, error) {
 	args := []string{"-m", "inferbridge", "serve"}
 	if repository != "" {
 		args = append(args, repository)
@@ -62,7 +68,7 @@ func Start(python, repository string, timeout time.Duration, extra ...string) (*
 	args = append(args, "--http-port", "0", "--grpc-port", "0", "--log-level", "warning")
 	args = append(args, extra...)
 	cmd := exec.Command(python, args...)
-	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1")
+	cmd.Env = append(append(os.Environ(), "PYTHONUNBUFFERED=1"), env...)
 	dieWithParent(cmd)
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
