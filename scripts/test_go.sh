@@ -67,3 +67,18 @@ echo "== go (gateway): go vet ./..."
 go vet ./...
 echo "== go (gateway): go test ${race[*]:-(no race detector)} ./..."
 go test "${race[@]}" -count=1 -timeout 5m ./...
+
+# The fleet's node agent (issue #13): unit tests of its reconciler, downloads and parsers.
+agent="$root/src/inferbridge/fleet/agent"
+cd "$agent"
+echo "== go (agent): gofmt -l"
+unformatted="$(gofmt -l .)"
+if [[ -n "$unformatted" ]]; then
+  echo "gofmt would change (agent):" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+echo "== go (agent): go vet ./..."
+go vet ./...
+echo "== go (agent): go test ${race[*]:-(no race detector)} ./..."
+go test "${race[@]}" -count=1 -timeout 5m ./...

@@ -32,13 +32,22 @@ def test_places_replicas_spread_and_sticky() -> None:
     assert again.assignments == out.assignments
 
 
-def test_not_ready_node_is_replaced_and_all_means_every_match() -> None:
+def test_not_ready_node_keeps_its_models_while_the_replica_moves() -> None:
     nodes = {n: _node(n) for n in ("a", "b", "c")}
     current = {"a": {"iris": 1}, "b": {}, "c": {}}
     nodes["a"] = _node("a", ready=False)
     out = reconcile({"iris": _spec()}, {}, nodes, current, SpreadPolicy(), 0)
-    assert "iris" not in out.assignments["a"]
-    assert sum("iris" in m for m in out.assignments.values()) == 1
+    assert out.assignments["a"] == {"iris": 1}  # never told to unload while unreachable
+    moved = [n for n in "bc" if "iris" in out.assignments[n]]
+    assert len(moved) == 1 and out.status["iris"].placed == 1
+    # Back, it is the surplus replica (Ready the shortest time) and drops it.
+    nodes["a"] = _node("a", ready_since=10.0)
+    back = reconcile({"iris": _spec()}, {}, nodes, out.assignments, SpreadPolicy(), 1)
+    assert "iris" not in back.assignments["a"] and "iris" in back.assignments[moved[0]]
+
+
+def test_all_means_every_matching_node() -> None:
+    nodes = {n: _node(n) for n in ("b", "c")}
     nodes["d"] = _node("d", labels={"zone": "b"})
     every = reconcile(
         {"iris": _spec(replicas="all", selector="zone=a")}, {}, nodes, {}, SpreadPolicy(), 0

@@ -60,6 +60,7 @@ class _Observed:
     last_seen: float
     interval_s: float
     ready: bool = True
+    ready_since: float = 0.0
     heartbeats: int = 0
     server: dict[str, Any] = field(default_factory=dict)
     models: dict[str, ModelObservation] = field(default_factory=dict)
@@ -447,9 +448,12 @@ class ControlPlane:
         model, target = rollout["model"], int(rollout["version"])
         wave = int(rollout["wave"])
         upgraded = set(rollout_wave_nodes(rollout, min(wave, len(rollout["waves"]) - 1)))
-        done, pending, failed = [], [], {}
+        done, pending = [], []
+        failed: dict[str, str] = dict(rollout.get("failed_nodes", {}))
         for name in rollout["nodes"]:
             seen = self.observed[name].models.get(model) if name in self.observed else None
+            if name in failed:
+                continue
             if seen is not None and seen.version == target and seen.state == "FAILED":
                 failed[name] = seen.reason
             elif seen is not None and seen.version == target and seen.state == "READY":
@@ -490,6 +494,7 @@ class ControlPlane:
     def _set_ready(self, name: str, observed: _Observed, ready: bool) -> None:
         if observed.ready != ready:
             observed.ready = ready
+            observed.ready_since = time.monotonic()
             logger.warning(
                 "node %s is %s", name, "Ready again" if ready else "NotReady (missed heartbeats)"
             )
@@ -530,6 +535,7 @@ class ControlPlane:
                     ready=self.observed[name].ready,
                     server_ready=bool(self.observed[name].server.get("ready")),
                     models=self.observed[name].models,
+                    ready_since=self.observed[name].ready_since,
                 )
                 for name, doc in self.nodes.items()
             }

@@ -5,7 +5,8 @@ pass.
 their readiness and reported model states) and the current assignments, and returns the
 new assignments, each deployment's status and the rollouts' next state. It does no I/O,
 so the control plane can run it on every change and tests can run it on plain data.
-Assignments are sticky: a replica stays where it is while its node is Ready and selected.
+Assignments are sticky: a replica stays where it is while its node is selected; a NotReady
+node keeps its assignments (and is not counted) until it is back or deselected.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class NodeState:
     ready: bool
     server_ready: bool = False
     models: Mapping[str, ModelObservation] = field(default_factory=dict)
+    #: When the node last became Ready (any clock; only the order matters).
+    ready_since: float = 0.0
 
 
 @dataclass
@@ -143,14 +146,17 @@ def _step_rollout(
     healthy: dict[str, float] = dict(rollout.get("healthy_since", {}))
     wave_nodes = [n for n in rollout_wave_nodes(rollout, wave) if n in hosting]
     failure = ""
+    failed_nodes: dict[str, str] = {}
     for name in wave_nodes:
         node = nodes.get(name)
         seen = node.models.get(model) if node is not None else None
         if node is None or not node.ready:
             failure = f"node {name} went NotReady during wave {wave + 1}"
+            failed_nodes[name] = "NotReady"
             break
         if seen is not None and seen.version == target and seen.state == "FAILED":
             failure = f"node {name}: version {target} failed: {seen.reason}"
+            failed_nodes[name] = seen.reason
             break
         if (
             seen is not None
@@ -164,7 +170,13 @@ def _step_rollout(
     updated = {**rollout, "healthy_since": healthy}
     gate = float(rollout["health_gate_s"])
     if failure:
-        return {**updated, "state": "RolledBack", "reason": failure, "finished": now}
+        return {
+            **updated,
+            "state": "RolledBack",
+            "reason": failure,
+            "failed_nodes": failed_nodes,
+            "finished": now,
+        }
     if all(name in healthy and now - healthy[name] >= gate for name in wave_nodes):
         if wave + 1 >= len(rollout["waves"]):
             return {**updated, "state": "Succeeded", "reason": "", "finished": now}
@@ -176,6 +188,7 @@ def _step_rollout(
             "state": "RolledBack",
             "reason": f"wave {wave + 1}: node(s) {', '.join(late)} not ready on version "
             f"{target} within {rollout['wave_timeout_s']:g} s",
+            "failed_nodes": {n: "not ready in time" for n in late},
             "finished": now,
         }
     return updated
@@ -212,15 +225,22 @@ def reconcile(
 
     allocation = _Allocation(nodes)
     kept: dict[str, list[str]] = {}
+    held: dict[str, list[str]] = {}
     wanted: dict[str, int] = {}
     for model, spec in sorted(effective.items()):
-        eligible = [
-            n for n in sorted(nodes) if nodes[n].ready and _selected(nodes[n], spec.selector)
-        ]
+        selected = [n for n in sorted(nodes) if _selected(nodes[n], spec.selector)]
+        eligible = [n for n in selected if nodes[n].ready]
         wanted[model] = len(eligible) if spec.replicas == "all" else int(spec.replicas)
-        keep = [n for n in hosts[model] if n in eligible][: wanted[model]]
-        kept[model] = keep
-        for name in keep:
+        # Surplus replicas (a node rejoined after its replica was placed elsewhere) go
+        # from the nodes Ready the shortest time.
+        ready_hosts = sorted(
+            (n for n in hosts[model] if n in eligible), key=lambda n: (nodes[n].ready_since, n)
+        )
+        kept[model] = ready_hosts[: wanted[model]]
+        # A NotReady node keeps what it has: it is never told to unload because it was
+        # unreachable. Its replicas do not count, so they are placed elsewhere meanwhile.
+        held[model] = [n for n in hosts[model] if n in selected and not nodes[n].ready]
+        for name in kept[model] + held[model]:
             allocation.take(name, spec.resources)
 
     status: dict[str, DeploymentStatus] = {}
@@ -233,7 +253,10 @@ def reconcile(
             candidates = [
                 allocation.candidate(nodes[n])
                 for n in sorted(nodes)
-                if nodes[n].ready and _selected(nodes[n], spec.selector) and n not in chosen
+                if nodes[n].ready
+                and _selected(nodes[n], spec.selector)
+                and n not in chosen
+                and n not in held[model]
             ]
             placement = policy.place(spec.resources, missing, candidates)
             for name in placement.nodes:
@@ -252,6 +275,9 @@ def reconcile(
         upgraded: set[str] = set()
         if rollout is not None and rollout.get("state") == "Running":
             upgraded = set(rollout_wave_nodes(rollout, int(rollout["wave"])))
+        for name in held[model]:
+            previous = current.get(name, {}).get(model, spec.version)
+            assignments[name][model] = previous
         for name in chosen:
             version = int(rollout["version"]) if rollout and name in upgraded else spec.version
             assignments[name][model] = version

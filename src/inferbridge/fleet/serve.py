@@ -54,6 +54,8 @@ def serve(
             log_level="warning",
             lifespan="on",
             timeout_keep_alive=60,
+            # Long polls would hold a shutdown for their whole wait.
+            timeout_graceful_shutdown=2,
             backlog=4096,
         )
         server = uvicorn.Server(config)

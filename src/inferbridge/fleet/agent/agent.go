@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+const agentVersion = "0.1.0"
+
+// errUnregistered means the control plane does not know this node or its token.
+var errUnregistered = errors.New("not registered")
+
+// Agent runs the node: registration, heartbeats, the assignment long poll, the
+// reconciler and diagnostics. Only answers from the control plane change what is
+// assigned; losing the control plane changes nothing on the node.
+type Agent struct {
+	cfg        Config
+	log        *slog.Logger
+	http       *http.Client // control plane requests
+	poll       *http.Client // the long poll (longer timeout)
+	server     *HTTPServer
+	reconciler *Reconciler
+	artifacts  *DiskArtifacts
+	started    time.Time
+
+	mu       sync.Mutex
+	token    string
+	desired  []Assignment
+	etag     string
+	online   bool
+	metrics  map[string]float64
+	disk     DiskUsage
+	capacity Capacity
+
+	trigger chan struct{}
+}
+
+// NewAgent wires an agent from its configuration.
+func NewAgent(cfg Config, log *slog.Logger) *Agent {
+	transport := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	server := &HTTPServer{Base: strings.TrimRight(cfg.Server, "/"), Client: &http.Client{Timeout: 10 * time.Minute}}
+	artifacts := &DiskArtifacts{
+		Repository: cfg.Repository,
+		StateDir:   cfg.StateDir,
+		Source:     &Sources{S3Endpoint: cfg.S3Endpoint, HTTP: &http.Client{}},
+		Log:        log,
+	}
+	return &Agent{
+		cfg:       cfg,
+		log:       log,
+		http:      &http.Client{Timeout: 10 * time.Second, Transport: transport},
+		poll:      &http.Client{Timeout: 60 * time.Second, Transport: transport},
+		server:    server,
+		artifacts: artifacts,
+		reconciler: &Reconciler{
+			Server: server, Artifacts: artifacts, Log: log, RetryAfter: cfg.RetryAfter,
+		},
+		started: time.Now(),
+		online:  true,
+		trigger: make(chan struct{}, 1),
+	}
+}
+
+func (a *Agent) statePath(name string) string { return filepath.Join(a.cfg.StateDir, name) }
+
+// Run blocks until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
+		return err
+	}
+	if data, err := os.ReadFile(a.statePath("token")); err == nil {
+		a.token = strings.TrimSpace(string(data))
+	}
+	// What was assigned before a restart is served again at once, control plane or not.
+	if data, err := os.ReadFile(a.statePath("assignments.json")); err == nil {
+		var saved struct {
+			Etag        string       `json:"etag"`
+			Assignments []Assignment `json:"assignments"`
+		}
+		if json.Unmarshal(data, &saved) == nil {
+			a.desired, a.etag = saved.Assignments, saved.Etag
+			a.log.Info("restored assignments", "models", len(saved.Assignments))
+		}
+	}
+	a.capacity = DetectCapacity(ctx, a.cfg.Accelerators, a.cfg.CPU, a.cfg.Memory)
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){a.reconcileLoop, a.channelLoop, a.heartbeatLoop, a.figuresLoop} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (a *Agent) kick() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	ticker := time.NewTicker(a.cfg.Resync)
+	defer ticker.Stop()
+	for {
+		a.mu.Lock()
+		desired := append([]Assignment(nil), a.desired...)
+		a.mu.Unlock()
+		a.reconciler.Reconcile(ctx, desired)
+		wanted := map[string]bool{}
+		for _, d := range desired {
+			wanted[d.SHA256] = true
+		}
+		a.artifacts.GCStaging(wanted, 10*time.Minute)
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.trigger:
+		case <-ticker.C:
+		}
+	}
+}
+
+// request sends one JSON request to the control plane with this node's token.
+func (a *Agent) request(ctx context.Context, client *http.Client, method, path string, body any, token string, out any) error {
+	var reader io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		reader = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.cfg.ControlPlane, "/")+path, reader)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%w: HTTP %d: %s", errUnregistered, resp.StatusCode, errorText(data))
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("control plane: HTTP %d: %s", resp.StatusCode, errorText(data))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func (a *Agent) register(ctx context.Context) error {
+	body := map[string]any{
+		"name":                 a.cfg.Name,
+		"labels":               a.cfg.Labels,
+		"capacity":             a.capacity,
+		"server_url":           a.cfg.AdvertiseURL,
+		"heartbeat_interval_s": a.cfg.Heartbeat.Seconds(),
+		"agent_version":        agentVersion,
+	}
+	var answer struct {
+		Token string `json:"token"`
+	}
+	a.mu.Lock()
+	token := a.token
+	a.mu.Unlock()
+	err := errUnregistered
+	if token != "" {
+		err = a.request(ctx, a.http, http.MethodPost, "/v1/fleet/agent/register", body, token, &answer)
+	}
+	if errors.Is(err, errUnregistered) && a.cfg.BootstrapToken != "" {
+		err = a.request(ctx, a.http, http.MethodPost, "/v1/fleet/agent/register", body, a.cfg.BootstrapToken, &answer)
+	}
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(a.statePath("token"), []byte(answer.Token+"\n")); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.token = answer.Token
+	a.mu.Unlock()
+	a.log.Info("registered with the control plane", "node", a.cfg.Name, "control_plane", a.cfg.ControlPlane)
+	return nil
+}
+
+func (a *Agent) setOnline(online bool, err error) {
+	a.mu.Lock()
+	changed := a.online != online
+	a.online = online
+	a.mu.Unlock()
+	if changed && !online {
+		a.log.Warn("control plane unreachable: serving on with the last assignments", "error", err)
+	} else if changed {
+		a.log.Info("control plane reachable again")
+	}
+}
+
+// channelLoop keeps the node registered and long-polls for assignments and requests.
+func (a *Agent) channelLoop(ctx context.Context) {
+	backoff := time.Second
+	registered := false
+	for ctx.Err() == nil {
+		if !registered {
+			if err := a.register(ctx); err != nil {
+				a.setOnline(false, err)
+				sleep(ctx, backoff)
+				backoff = min(backoff*2, 10*time.Second)
+				continue
+			}
+			registered = true
+		}
+		a.mu.Lock()
+		etag, token := a.etag, a.token
+		a.mu.Unlock()
+		var answer struct {
+			Etag        string           `json:"etag"`
+			Assignments []Assignment     `json:"assignments"`
+			Requests    []map[string]any `json:"requests"`
+		}
+		path := "/v1/fleet/agent/" + url.PathEscape(a.cfg.Name) + "/assignments?wait_s=25&etag=" + url.QueryEscape(etag)
+		err := a.request(ctx, a.poll, http.MethodGet, path, nil, token, &answer)
+		if errors.Is(err, errUnregistered) {
+			a.log.Warn("the control plane does not know this node; registering again", "error", err)
+			registered = false
+			continue
+		}
+		if err != nil {
+			a.setOnline(false, err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		backoff = time.Second
+		a.setOnline(true, nil)
+		if answer.Etag != etag {
+			a.accept(answer.Etag, answer.Assignments)
+		}
+		for _, request := range answer.Requests {
+			go a.answer(ctx, request)
+		}
+	}
+}
+
+func (a *Agent) accept(etag string, assignments []Assignment) {
+	if assignments == nil {
+		assignments = []Assignment{}
+	}
+	data, _ := json.Marshal(map[string]any{"etag": etag, "assignments": assignments})
+	if err := writeFileAtomic(a.statePath("assignments.json"), data); err != nil {
+		a.log.Error("cannot save the assignments", "error", err)
+	}
+	a.mu.Lock()
+	a.desired, a.etag = assignments, etag
+	a.mu.Unlock()
+	names := make([]string, 0, len(assignments))
+	for _, x := range assignments {
+		names = append(names, fmt.Sprintf("%s:v%d", x.Model, x.Version))
+	}
+	a.log.Info("new assignments", "models", strings.Join(names, " "))
+	a.kick()
+}
+
+func (a *Agent) answer(ctx context.Context, request map[string]any) {
+	id, _ := request["id"].(string)
+	kind, _ := request["kind"].(string)
+	var result any
+	switch kind {
+	case "logs":
+		lines := 200
+		if n, ok := request["lines"].(float64); ok && n > 0 {
+			lines = int(n)
+		}
+		if a.cfg.ServerLog == "" {
+			result = map[string]any{"error": "the agent was not given the server's log file (--server-log)"}
+		} else if tail, err := tailLines(a.cfg.ServerLog, lines); err != nil {
+			result = map[string]any{"error": err.Error()}
+		} else {
+			result = map[string]any{"lines": tail, "path": a.cfg.ServerLog}
+		}
+	case "diagnose":
+		result = a.diagnose(ctx)
+	default:
+		result = map[string]any{"error": fmt.Sprintf("unknown request kind %q", kind)}
+	}
+	a.mu.Lock()
+	token := a.token
+	a.mu.Unlock()
+	path := "/v1/fleet/agent/" + url.PathEscape(a.cfg.Name) + "/requests/" + url.PathEscape(id)
+	if err := a.request(ctx, a.http, http.MethodPost, path, result, token, nil); err != nil {
+		a.log.Warn("could not answer a request", "id", id, "kind", kind, "error", err)
+	}
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	ticker := time.NewTicker(a.cfg.Heartbeat)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		a.mu.Lock()
+		token := a.token
+		metrics, disk := a.metrics, a.disk
+		a.mu.Unlock()
+		if token == "" {
+			continue // not registered yet: channelLoop is on it
+		}
+		live, ready := a.server.Health(ctx)
+		events := a.reconciler.TakeEvents()
+		body := map[string]any{
+			"server":  map[string]bool{"live": live, "ready": ready},
+			"models":  a.reconciler.Status(),
+			"metrics": metrics,
+			"disk":    disk,
+			"events":  events,
+		}
+		var answer struct {
+			Etag string `json:"etag"`
+		}
+		err := a.request(ctx, a.http, http.MethodPost, "/v1/fleet/agent/"+url.PathEscape(a.cfg.Name)+"/heartbeat", body, token, &answer)
+		if err != nil {
+			a.reconciler.Restore(events) // buffered until the control plane is back
+			if !errors.Is(err, errUnregistered) {
+				a.setOnline(false, err)
+			}
+			continue
+		}
+		a.setOnline(true, nil)
+	}
+}
+
+// figuresLoop refreshes the slower figures (server metrics, disk usage) off the
+// heartbeat's path.
+func (a *Agent) figuresLoop(ctx context.Context) {
+	for {
+		metrics, err := a.server.Metrics(ctx)
+		if err != nil {
+			metrics = nil
+		} else {
+			metrics["agent_rss_bytes"] = float64(selfRSS())
+		}
+		disk := diskUsage(a.cfg.Repository, VersionsDir(a.cfg.Repository))
+		a.mu.Lock()
+		a.metrics, a.disk = metrics, disk
+		a.mu.Unlock()
+		if !sleep(ctx, a.cfg.FiguresEvery) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
