@@ -77,6 +77,16 @@ def ready(server: ServerProcess, model: str) -> bool:
     return response.status_code == 200
 
 
+def grpc_ready(server: ServerProcess, model: str) -> bool:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url=server.grpc_url)
+    try:
+        return bool(client.is_model_ready(model))
+    finally:
+        client.close()
+
+
 def index_entry(server: ServerProcess, model: str) -> dict[str, Any]:
     response = httpx.post(f"{server.base_url}/v2/repository/index", json={}, timeout=10)
     response.raise_for_status()

@@ -21,6 +21,7 @@ from tests.isolation.support import (
     alive,
     answer,
     build_library,
+    grpc_ready,
     identity_model,
     index_entry,
     infer,
@@ -85,12 +86,14 @@ def test_a_segfault_fails_its_request_and_the_worker_restarts(server: ServerProc
     assert entry["state"] == "UNAVAILABLE", entry
     assert "restarting" in entry["reason"] and "signal 11" in entry["reason"], entry
     assert model_state_metric(server, "crashes") == "unavailable"
+    assert not grpc_ready(server, "crashes")
     refused = infer(server, "crashes", 1.0)
     assert refused.status_code == 503, refused.text
     assert "not ready" in refused.text and "signal 11" in refused.text
     restarted(server, "crashes")
     assert index_entry(server, "crashes")["state"] == "READY"
     assert model_state_metric(server, "crashes") == "ready"
+    assert grpc_ready(server, "crashes")
 
 
 def test_an_abort_is_internal_over_grpc(server: ServerProcess) -> None:

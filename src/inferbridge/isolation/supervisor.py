@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,13 +26,8 @@ from typing import Any
 
 from inferbridge import errors
 from inferbridge.errors import DeadlineExceeded, InferBridgeError, InferenceFailed, ModelNotReady
-from inferbridge.isolation.transport import (
-    ChannelClosed,
-    Message,
-    Region,
-    recv_message,
-    send_message,
-)
+from inferbridge.isolation.process import Channel, WorkerProcess, describe_exit
+from inferbridge.isolation.transport import ChannelClosed, Message, Region
 from inferbridge.repository.config import Isolation
 from inferbridge.runtimes.base import Arrays, Signature
 
@@ -42,7 +36,6 @@ __all__ = ["Supervisor", "WorkerSpec", "WorkerStartError", "WorkerState", "descr
 logger = logging.getLogger(__name__)
 
 _LOAD_TIMEOUT_S = 600.0
-_STOP_TIMEOUT_S = 5.0
 _EXIT_WAIT_S = 10.0
 
 
@@ -70,105 +63,6 @@ class WorkerStartError(Exception):
     """The worker did not start or did not load the model; the message says why."""
 
 
-def describe_exit(code: int | None, killed_for: str = "") -> str:
-    """How a worker process ended, in the words its requests' errors use."""
-    if killed_for:
-        return f"the model's worker process was killed: {killed_for}"
-    if code is None:
-        return "the model's worker process stopped answering"
-    if code < 0:
-        number = -code
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = "unknown signal"
-        if number == signal.SIGKILL:
-            name += ", perhaps by the kernel's out-of-memory killer"
-        return f"the model's worker process died: signal {number} ({name})"
-    return f"the model's worker process exited with status {code}"
-
-
-class _Channel:
-    """The server's end of one channel: at most one call at a time."""
-
-    def __init__(self, sock: socket.socket, region: Region) -> None:
-        self.sock = sock
-        self.region = region
-
-    def request(self, message: Message, timeout: float | None) -> Message:
-        send_message(self.sock, message)
-        return recv_message(self.sock, timeout)
-
-    def infer(self, inputs: Arrays, timeout: float | None) -> Message:
-        slots, _ = self.region.write(inputs)
-        reply = self.request(("infer", slots, self.region.size), timeout)
-        if reply[0] == "ok":
-            self.region.follow(reply[2])
-            return ("ok", self.region.read(reply[1], copy=True))
-        return reply
-
-    def close(self) -> None:
-        self.sock.close()
-        self.region.close()
-
-
-class _Worker:
-    """One worker process and the server's ends of its channels."""
-
-    def __init__(self, process: subprocess.Popen[bytes], life_fd: int, channels: list[_Channel]):
-        self.process = process
-        self.channels = channels
-        self.killed_for = ""
-        self._life_fd: int | None = life_fd
-        self._free = list(channels)
-        self._ready = threading.Condition()
-        self._gone = False
-
-    def take(self) -> _Channel:
-        with self._ready:
-            while not self._free and not self._gone:
-                self._ready.wait()
-            if self._gone:
-                raise ChannelClosed("the worker process is gone")
-            return self._free.pop()
-
-    def give(self, channel: _Channel) -> None:
-        with self._ready:
-            if self._gone:
-                channel.close()
-            else:
-                self._free.append(channel)
-                self._ready.notify()
-
-    def retire(self) -> None:
-        """The process has exited (or is being stopped): close what it leaves behind;
-        channels still in a call are closed when their callers give them back."""
-        with self._ready:
-            if self._gone:
-                return
-            self._gone = True
-            for channel in self._free:
-                channel.close()
-            self._free.clear()
-            if self._life_fd is not None:
-                os.close(self._life_fd)
-                self._life_fd = None
-            self._ready.notify_all()
-
-    def kill(self, why: str) -> None:
-        self.killed_for = why
-        self.process.kill()  # Popen does nothing once it has reaped the process
-
-    def stop(self) -> None:
-        """End of file on the life pipe makes the worker exit; kill it if it does not."""
-        self.retire()
-        try:
-            self.process.wait(_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 class Supervisor:
     """Runs one model version in a supervised worker process."""
 
@@ -178,7 +72,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._state = WorkerState.STARTING
         self._reason = "the model's worker process is starting"
-        self._worker: _Worker | None = None
+        self._worker: WorkerProcess | None = None
         self._failures: deque[float] = deque()
         self._stopping = threading.Event()
         self.restarts = 0
@@ -260,7 +154,7 @@ class Supervisor:
             return None, "", False
         return limit, f"a call ran longer than call_timeout_s ({limit:g} s)", False
 
-    def _death(self, worker: _Worker) -> str:
+    def _death(self, worker: WorkerProcess) -> str:
         try:
             code: int | None = worker.process.wait(_EXIT_WAIT_S)
         except subprocess.TimeoutExpired:
@@ -279,10 +173,10 @@ class Supervisor:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _spawn(self) -> tuple[_Worker, Signature]:
+    def _spawn(self) -> tuple[WorkerProcess, Signature]:
         spec = self._spec
         life_read, life_write = os.pipe()
-        channels: list[_Channel] = []
+        channels: list[Channel] = []
         theirs: list[socket.socket] = []
         try:
             command = [sys.executable, "-m", "inferbridge.isolation.worker"]
@@ -291,7 +185,7 @@ class Supervisor:
                 ours, their_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 theirs.append(their_end)
                 region = Region.create(f"inferbridge {spec.label} #{index}")
-                channels.append(_Channel(ours, region))
+                channels.append(Channel(ours, region))
                 command += ["--channel", f"{their_end.fileno()}:{region.fd}"]
             if spec.options.memory_limit_mb:
                 command += ["--memory-limit-mb", str(spec.options.memory_limit_mb)]
@@ -314,7 +208,7 @@ class Supervisor:
             os.close(life_read)
             for sock in theirs:
                 sock.close()
-        worker = _Worker(process, life_write, channels)
+        worker = WorkerProcess(process, life_write, channels)
         load = ("load", spec.config_json, str(spec.model_dir), spec.device)
         try:
             reply = channels[0].request(load, _LOAD_TIMEOUT_S)
@@ -334,7 +228,7 @@ class Supervisor:
         signature: Signature = reply[1]
         return worker, signature
 
-    def _publish(self, worker: _Worker) -> None:
+    def _publish(self, worker: WorkerProcess) -> None:
         with self._lock:
             if self._stopping.is_set():
                 published = False
@@ -348,7 +242,7 @@ class Supervisor:
             target=self._watch, args=(worker,), name=f"{self._spec.label} worker", daemon=True
         ).start()
 
-    def _watch(self, worker: _Worker) -> None:
+    def _watch(self, worker: WorkerProcess) -> None:
         code = worker.process.wait()
         worker.retire()
         with self._lock:

@@ -161,6 +161,13 @@ class Isolation(_Strict):
         default=0.5, ge=0, description="the first restart's delay; doubled for each failure"
     )
     backoff_max_s: float = Field(default=30, ge=0)
+    nice: int = Field(
+        default=0,
+        ge=0,
+        le=19,
+        description="the worker's niceness: above 0 it yields the CPU to the server and "
+        "its other models (an untrusted or CPU-bound model)",
+    )
 
 
 class ModelConfig(_Strict):
