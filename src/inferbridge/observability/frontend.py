@@ -1,6 +1,6 @@
 """The front ends' own metrics: counters that the Python front ends (uvicorn, grpc.aio)
 bump when the Go gateway does not serve their protocol, and the route templates they are
-labelled with (the same as the gateway's, go/routes.go).
+labelled with (the same as the gateway's, go/internal/local/routes.go).
 
 Plain integers and dicts, touched only on the event loop's thread: no lock and no
 prometheus_client child lookup per request. `FrontendCounters` is the collector that turns
@@ -144,7 +144,7 @@ class FrontendCounters(Collector):
             yield conns_total
 
 
-# -- route templates (the same as the gateway's, go/routes.go) -----------------------------
+# -- route templates (the same as the gateway's, go/internal/local/routes.go) -----------------------------
 
 _FIXED_ROUTES = frozenset(
     {

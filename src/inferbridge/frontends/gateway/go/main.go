@@ -1,5 +1,5 @@
 // Command inferbridge-gateway terminates gRPC (and, with --http-listen, REST) for the
-// inferbridge Python server.
+// inferbridge Python server (package internal/local, the single-server backend).
 //
 // Python's grpcio costs too much CPU per unary call, so this small program does the
 // HTTP/2 and gRPC framing, health, reflection, deadlines and cancellation, and forwards
@@ -13,7 +13,8 @@
 // whose ASGI app answers it with one REPLY-HTTP frame.
 //
 // With --config FILE it is instead the gateway in front of many OIP servers (package
-// internal/pool; docs/gateway.md): no backend socket, the upstreams come from FILE.
+// internal/pool, the upstream-pool backend; docs/gateway.md): no backend socket, the
+// upstreams come from FILE.
 //
 // Usage:
 //
@@ -162,6 +163,7 @@ import (
 	_ "google.golang.org/grpc/encoding/gzip" // accept and answer gzip-compressed calls
 
 	gwconfig "github.com/inferbridge/inferbridge/gateway/internal/config"
+	"github.com/inferbridge/inferbridge/gateway/internal/local"
 	"github.com/inferbridge/inferbridge/gateway/internal/pool"
 )
 
@@ -197,8 +199,8 @@ func main() {
 	}
 	f.Close() // FileConn holds its own duplicate of the descriptor
 
-	g, err := newGateway(backend, config{
-		maxRecvBytes: *maxRecv, maxConcurrentRPCs: *maxRPCs, maxHTTPInflight: *maxHTTP, queueFullCode: fullCode,
+	g, err := local.New(backend, local.Config{
+		MaxRecvBytes: *maxRecv, MaxConcurrentRPCs: *maxRPCs, MaxHTTPInflight: *maxHTTP, QueueFullCode: fullCode,
 	})
 	if err != nil {
 		fatal(1, "%v", err)
@@ -221,7 +223,7 @@ func main() {
 	if err := out.Flush(); err != nil {
 		fatal(1, "stdout: %v", err)
 	}
-	if err := g.run(lis, httpLis); err != nil {
+	if err := g.Run(lis, httpLis); err != nil {
 		fatal(1, "%v", err)
 	}
 }

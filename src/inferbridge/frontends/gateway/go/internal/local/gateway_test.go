@@ -1,4 +1,4 @@
-package main
+package local
 
 import (
 	"bufio"
@@ -582,7 +582,7 @@ func TestBinary(t *testing.T) {
 		t.Skip("no go tool on PATH")
 	}
 	bin := filepath.Join(t.TempDir(), "inferbridge-gateway")
-	build := exec.Command(goTool, "build", "-trimpath", "-o", bin, ".")
+	build := exec.Command(goTool, "build", "-trimpath", "-o", bin, "../..") // the command, at the module root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=readonly")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -1,0 +1,43 @@
+// Package local is the gateway's single-server backend: the front-end process of one
+// inferbridge Python server. It terminates gRPC and REST, refuses overload itself and
+// forwards each call as frames over an inherited Unix socket pair to the Python
+// process, which answers them (the protocol is documented on the command, main.go).
+//
+// The upstream-pool backend (package pool) is the other one: the same binary with
+// --config, in front of many servers.
+package local
+
+import (
+	"net"
+
+	"google.golang.org/grpc/codes"
+)
+
+// Config is the single-server front end's configuration (the command's flags).
+type Config struct {
+	MaxRecvBytes      int
+	MaxConcurrentRPCs int // 0 = unlimited
+	MaxHTTPInflight   int // 0 = unlimited
+	// QueueFullCode answers a ModelInfer over its model's LIMITS bound (OK = RESOURCE_EXHAUSTED).
+	QueueFullCode codes.Code
+}
+
+// Gateway is the front end of one Python server.
+type Gateway struct{ g *gateway }
+
+// New reads the DESCRIPTORS frame from backend and builds the servers; nothing is
+// served until Run.
+func New(backend net.Conn, c Config) (*Gateway, error) {
+	g, err := newGateway(backend, config{
+		maxRecvBytes: c.MaxRecvBytes, maxConcurrentRPCs: c.MaxConcurrentRPCs,
+		maxHTTPInflight: c.MaxHTTPInflight, queueFullCode: c.QueueFullCode,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Gateway{g: g}, nil
+}
+
+// Run serves lis (gRPC) and httpLis (REST; may be nil) until a SHUTDOWN frame has been
+// handled (nil) or the backend or a listener fails (the error).
+func (g *Gateway) Run(lis, httpLis net.Listener) error { return g.g.run(lis, httpLis) }
