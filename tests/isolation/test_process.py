@@ -49,7 +49,7 @@ def server(library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     native_model(root, "crashes", library, WATCHED)
     native_model(root, "hangs", library, WATCHED)
     native_model(root, "hangs_unbounded", library, "{call_timeout_s: 1, backoff_initial_s: 0.05}")
-    native_model(root, "hog", library, "{memory_limit_mb: 1024, backoff_initial_s: 0.05}")
+    native_model(root, "hog", library, "{memory_limit_mb: 1536, backoff_initial_s: 0.05}")
     native_model(
         root, "loops", library, "{max_crashes: 3, crash_window_s: 600, backoff_initial_s: 0.05}"
     )
