@@ -138,9 +138,12 @@ def wrk(
     duration: float,
     warmup: float = 0.0,
     validate: bool = True,
+    script: Path | None = None,
 ) -> Point:
-    """Closed loop: `concurrency` connections, one thread, each sending back to back."""
-    argv_base = [tools.wrk, "-t1", f"-c{concurrency}", "--timeout", "30s", "-s", str(_LUA)]
+    """Closed loop: `concurrency` connections, one thread, each sending back to back.
+    `script`: another Lua script taking oip.lua's arguments (such as lua/oip_keyed.lua)."""
+    lua = script if script is not None else _LUA
+    argv_base = [tools.wrk, "-t1", f"-c{concurrency}", "--timeout", "30s", "-s", str(lua)]
     tail = [server.base_url, "--", payload.path, str(payload.header_file)]
     if payload.raw_file is not None:
         tail.append(str(payload.raw_file))

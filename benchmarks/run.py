@@ -54,6 +54,7 @@ _ALIASES = {
     "metrics": "7",
     "reload": "8",
     "shm": "9",
+    "rollout": "11",
 }
 
 
@@ -62,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short points, fewer of them")
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6,7,8,9",
+        default="1,2,3,4,5,6,7,8,9,11",
         help="comma-separated numbers or names (rest, grpc, image, ceilings, peers, overload, "
-        "metrics, reload, shm)",
+        "metrics, reload, shm, rollout)",
     )
     parser.add_argument("--duration", type=float, help="seconds per measured point")
     parser.add_argument("--warmup", type=float, help="seconds of discarded load before each")
@@ -212,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result.error = f"{type(exc).__name__}: {exc}"
         result.load_average = loadavg
         result.seconds = time.monotonic() - t0
-        result.plot = report.plot(result, out / "plots" / f"scenario{key}.png")
+        if result.plot is None:  # a scenario may draw its own (11: a timeline)
+            result.plot = report.plot(result, out / "plots" / f"scenario{key}.png")
         results.append(result)
         print()
         print(f"== {result.title}")
