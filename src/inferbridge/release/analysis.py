@@ -219,6 +219,13 @@ def judge(
         else:
             results.append(_apply(check, spec, candidate, reference, shadow))
     failed = [r for r in results if r.verdict == FAIL]
+    # Every check skipped (no traffic to judge, no series yet): no evidence either way,
+    # unless the spec asked to judge without a minimum of requests.
+    if results and spec.min_requests > 0 and all(r.verdict == SKIP for r in results):
+        why = "no check could judge: " + "; ".join(f"{r.check}: {r.why}" for r in results)
+        return Analysis(
+            now, step, "inconclusive", why, baseline, candidate, shadow, tuple(results), reference
+        )
     if failed:
         verdict, why = "fail", "; ".join(f"{r.check}: {r.why}" for r in failed)
     else:

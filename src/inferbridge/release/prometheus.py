@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 
-from inferbridge.release.analysis import FAIL, PASS, CheckResult
+from inferbridge.release.analysis import FAIL, PASS, SKIP, CheckResult
 from inferbridge.release.spec import PrometheusSpec
 
 __all__ = ["query_check"]
 
 
 async def query_check(spec: PrometheusSpec) -> CheckResult:
-    """Fails when the query's value is outside [min, max]; a query that cannot be answered
-    (Prometheus down, an error, no sample) fails too: a check that cannot see must not pass."""
+    """Fails when the query's value is outside [min, max], and when the query cannot be
+    answered (Prometheus down, a bad query): a check that cannot see must not pass. An empty
+    result (no such series yet) gives no verdict."""
     import httpx
 
     url = spec.url.rstrip("/") + "/api/v1/query"
@@ -28,7 +29,8 @@ async def query_check(spec: PrometheusSpec) -> CheckResult:
     value = _first_value(document.get("data", {}))
     figures = {"query": spec.query, "value": value}
     if value is None or math.isnan(value):
-        return CheckResult("prometheus", FAIL, "the query returned no sample", figures)
+        # No series yet (a version loaded a moment ago is not scraped yet): no verdict.
+        return CheckResult("prometheus", SKIP, "the query returned no sample", figures)
     if spec.max is not None and value > spec.max:
         return CheckResult("prometheus", FAIL, f"{value:.6g} above max {spec.max}", figures)
     if spec.min is not None and value < spec.min:

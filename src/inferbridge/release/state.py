@@ -116,7 +116,7 @@ def traffic_of(spec: RolloutSpec, step: int) -> tuple[float, float | None]:
 
 def describe_step(step: Step) -> str:
     if isinstance(step, ShadowStep):
-        return f"shadow {step.shadow.sample:g} for {step.shadow.duration:g}s"
+        return f"shadow (sample {step.shadow.sample:g}) for {step.shadow.duration:g}s"
     if isinstance(step, CanaryStep):
         return f"canary weight {step.canary.weight:g} for {step.canary.duration:g}s"
     assert isinstance(step, ApprovalStep)
