@@ -110,6 +110,19 @@ def model_state_metric(server: ServerProcess, model: str) -> str:
     return ""
 
 
+def inflight_metric(server: ServerProcess, model: str) -> float:
+    """inferbridge_inflight_requests of `model` version 1."""
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if (
+            line.startswith("inferbridge_inflight_requests{")
+            and f'model="{model}"' in line
+            and 'version="1"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
     """Poll `condition` until it holds; a loaded machine gets generous time."""
     deadline = time.monotonic() + timeout

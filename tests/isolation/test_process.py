@@ -4,6 +4,7 @@ while readiness, the repository index and the metrics say so; a crash loop gives
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from tests.isolation.support import (
     identity_model,
     index_entry,
     infer,
+    inflight_metric,
     model_state_metric,
     native_model,
     ready,
@@ -48,6 +50,7 @@ def server(library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     root = tmp_path_factory.mktemp("isolation")
     native_model(root, "crashes", library, WATCHED)
     native_model(root, "hangs", library, WATCHED)
+    native_model(root, "killed", library, WATCHED)
     native_model(root, "hangs_unbounded", library, "{call_timeout_s: 1, backoff_initial_s: 0.05}")
     native_model(root, "hog", library, "{memory_limit_mb: 1536, backoff_initial_s: 0.05}")
     native_model(
@@ -55,6 +58,7 @@ def server(library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     native_model(root, "neighbour", library)  # the native default: a worker process
     native_model(root, "unloads", library)
+    native_model(root, "reloads", library)
     native_model(root, "inline_native", library, "inline")
     identity_model(root, "identity")
     proc = start_server(root, "--model-control-mode", "explicit", "--load-model", "*")
@@ -142,6 +146,26 @@ def test_other_models_keep_answering_while_one_crashes(server: ServerProcess) ->
     assert failures == []
 
 
+def test_a_worker_killed_like_the_oom_killer_does_fails_its_call(server: ServerProcess) -> None:
+    (pid,) = worker_pids(server, "killed")
+    hanging: list[httpx.Response] = []
+    call = threading.Thread(target=lambda: hanging.append(infer(server, "killed", HANG)))
+    call.start()
+    wait_for(lambda: inflight_metric(server, "killed") == 1, "the call is in flight")
+    os.kill(pid, signal.SIGKILL)
+    call.join(60)
+    (response,) = hanging
+    assert response.status_code == 500, response.text
+    assert "signal 9 (SIGKILL, perhaps by the kernel's out-of-memory killer)" in response.text
+    restarted(server, "killed")
+    # An idle worker's death is noticed too.
+    (pid,) = worker_pids(server, "killed")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not ready(server, "killed"), "'killed' reports not ready")
+    assert "signal 9" in index_entry(server, "killed")["reason"]
+    restarted(server, "killed")
+
+
 def test_unbounded_allocation_meets_the_memory_cap(server: ServerProcess) -> None:
     response = infer(server, "hog", ALLOCATE)
     assert response.status_code == 500, response.text
@@ -190,6 +214,16 @@ def test_unload_stops_the_worker(server: ServerProcess) -> None:
     unloaded = httpx.post(f"{server.base_url}/v2/repository/models/unloads/unload", timeout=60)
     unloaded.raise_for_status()
     wait_for(lambda: not alive(pid), "the unloaded model's worker exits")
+
+
+def test_a_reload_replaces_the_worker(server: ServerProcess) -> None:
+    (old,) = worker_pids(server, "reloads")
+    loaded = httpx.post(f"{server.base_url}/v2/repository/models/reloads/load", timeout=60)
+    loaded.raise_for_status()
+    wait_for(lambda: not alive(old), "the replaced version's worker exits")
+    (new,) = worker_pids(server, "reloads")
+    assert new != old
+    assert answer(infer(server, "reloads", 2.5)) == 5.0
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
