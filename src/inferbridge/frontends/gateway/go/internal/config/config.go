@@ -69,6 +69,14 @@ type Config struct {
 		Default time.Duration // a request's deadline when the client sets none
 	}
 	MaxRequestBytes int
+	// Batching: per model, merge concurrent infer requests into one upstream request.
+	Batching map[string]Batching
+}
+
+// Batching configures one model's batch aggregation at the gateway.
+type Batching struct {
+	MaxBatchSize  int           // most rows (first dimension) of a merged request
+	MaxQueueDelay time.Duration // longest wait of the first request for others
 }
 
 // HealthChecks configure the active checks.
@@ -97,6 +105,7 @@ func Default() *Config {
 	c.Admission.Models = map[string]int{}
 	c.Timeouts.Default = 60 * time.Second
 	c.MaxRequestBytes = 64 << 20
+	c.Batching = map[string]Batching{}
 	return c
 }
 
@@ -202,6 +211,11 @@ func Parse(path string, data []byte) (*Config, error) {
 			})
 		},
 		"max_request_bytes": p.intAtLeast(1, &c.MaxRequestBytes),
+		"batching": func(n *yaml.Node, f string) error {
+			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
+				"models": func(n *yaml.Node, f string) error { return p.batching(n, f, c.Batching) },
+			})
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -390,6 +404,28 @@ func (p *parser) limits(n *yaml.Node, field string, dst map[string]int) error {
 			return err
 		}
 		dst[n.Content[i].Value] = v
+	}
+	return nil
+}
+
+func (p *parser) batching(n *yaml.Node, field string, dst map[string]Batching) error {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return p.errorf(n, field, "a mapping of model name to {max_batch_size, max_queue_delay}")
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		b := Batching{MaxBatchSize: 32, MaxQueueDelay: time.Millisecond}
+		model := n.Content[i].Value
+		err := p.mapping(n.Content[i+1], join(field, model), map[string]func(*yaml.Node, string) error{
+			"max_batch_size":  p.intAtLeast(1, &b.MaxBatchSize),
+			"max_queue_delay": p.positiveDuration(&b.MaxQueueDelay),
+		})
+		if err != nil {
+			return err
+		}
+		dst[model] = b
 	}
 	return nil
 }

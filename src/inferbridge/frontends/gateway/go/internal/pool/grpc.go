@@ -200,6 +200,14 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 		}
 	}
 
+	if method == inferencePrefix+"ModelInfer" {
+		if answer, err, ok := p.batched(ctx, model, body, deadline); ok {
+			if err != nil {
+				return err
+			}
+			return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(answer)}})
+		}
+	}
 	pickGroup := func(s *snapshot) (*group, errNoRoute) {
 		rt := s.lookup(model, version)
 		if rt == nil {

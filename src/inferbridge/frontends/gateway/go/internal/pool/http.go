@@ -198,7 +198,8 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 	}
 
 	if infer {
-		if rt := snap.lookup(model, version); rt != nil && len(rt.rest.ups) == 0 && len(rt.grpc.ups) > 0 {
+		rt := snap.lookup(model, version)
+		if rt != nil && len(rt.grpc.ups) > 0 && (len(rt.rest.ups) == 0 || p.batchers[model] != nil) {
 			p.translateInfer(ctx, w, r, model, version, body, len(jsonPart), deadline, key)
 			return
 		}

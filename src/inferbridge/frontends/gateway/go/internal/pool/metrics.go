@@ -42,6 +42,7 @@ type metrics struct {
 	retries        *prometheus.CounterVec // reason
 	retriesRefused *prometheus.CounterVec // why: budget, deadline
 	routable       prometheus.Gauge
+	batchSize      *prometheus.HistogramVec // model
 
 	upRequests   *prometheus.CounterVec // upstream, outcome
 	upFailures   *prometheus.CounterVec // upstream, reason
@@ -87,6 +88,9 @@ func newMetrics() *metrics {
 			Help: "Retries made, by the failure retried."}, []string{"reason"}),
 		retriesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_retries_refused_total",
 			Help: "Retriable failures not retried: the retry budget was spent, or the deadline too close."}, []string{"why"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inferbridge_gateway_batch_size",
+			Help:    "Requests merged into each upstream request by the gateway's batching.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}}, []string{"model"}),
 		routable: prometheus.NewGauge(prometheus.GaugeOpts{Name: "inferbridge_gateway_routable_upstreams",
 			Help: "Upstreams in rotation (healthy and not ejected)."}),
 		upRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_upstream_requests_total",
@@ -112,7 +116,7 @@ func newMetrics() *metrics {
 	for p, name := range protocolNames {
 		m.durations[p] = m.duration.WithLabelValues(name)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.routable,
+	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.routable, m.batchSize,
 		m.upRequests, m.upFailures, m.upDuration, m.upInflight, m.upBreaker, m.upHealthy, m.upEjected,
 		m.upEjections, m.upDiscovery, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

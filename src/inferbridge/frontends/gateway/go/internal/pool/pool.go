@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
+	"github.com/inferbridge/inferbridge/gateway/internal/batching"
 	"github.com/inferbridge/inferbridge/gateway/internal/clock"
 	"github.com/inferbridge/inferbridge/gateway/internal/config"
 	"github.com/inferbridge/inferbridge/gateway/internal/health"
@@ -39,7 +40,8 @@ type Pool struct {
 
 	snap atomic.Pointer[snapshot]
 
-	limits *admission
+	limits   *admission
+	batchers map[string]*batching.Batcher // by model; read-only after New
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -73,6 +75,10 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	p.ejector = health.NewEjector(cfg.Outlier, c)
 	p.budget = retry.Budget{Percent: cfg.Retries.BudgetPercent, Min: int64(cfg.Retries.MinRetries)}
 	p.limits = newAdmission(cfg)
+	p.batchers = map[string]*batching.Batcher{}
+	for model, b := range cfg.Batching {
+		p.batchers[model] = p.newBatcher(model, b.MaxBatchSize, b.MaxQueueDelay)
+	}
 	ups := cfg.Upstreams
 	if cfg.UpstreamsFile != "" {
 		fileUps, err := config.LoadUpstreams(cfg.UpstreamsFile)

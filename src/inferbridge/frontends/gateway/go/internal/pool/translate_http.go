@@ -38,6 +38,13 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 		return &rt.grpc, 0
 	}
+	if p.batchers[model] != nil {
+		msg, tr, _ := encodeInferRequest(model, version, body, jsonLen, max(int64(time.Until(deadline)/time.Microsecond), 1))
+		if answer, err, ok := p.batched(ctx, model, msg, deadline); ok {
+			p.writeTranslated(w, r, answer, tr, err)
+			return
+		}
+	}
 	type result struct {
 		resp rawMsg
 		tr   *translation
@@ -69,8 +76,17 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 		writeJSONError(w, http.StatusServiceUnavailable, "no upstream serving model '"+model+"' is available", true)
 		return
 	}
-	if res.err != nil {
-		st := status.Convert(res.err)
+	p.writeTranslated(w, r, res.resp.data.Materialize(), res.tr, res.err)
+	res.resp.data.Free()
+}
+
+// writeTranslated writes the REST answer of a ModelInferResponse (or of its error).
+func (p *Pool) writeTranslated(w http.ResponseWriter, r *http.Request, msg []byte, tr *translation, callErr error) {
+	if callErr != nil && r.Context().Err() != nil {
+		return // the client went away
+	}
+	if callErr != nil {
+		st := status.Convert(callErr)
 		code, ok := grpcToHTTP[st.Code()]
 		if !ok {
 			code = http.StatusInternalServerError
@@ -78,8 +94,7 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 		writeJSONError(w, code, st.Message(), code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests)
 		return
 	}
-	out, n, err := decodeInferResponse(res.resp.data.Materialize(), res.tr)
-	res.resp.data.Free()
+	out, n, err := decodeInferResponse(msg, tr)
 	if err != nil {
 		writeJSONError(w, http.StatusBadGateway, err.Error(), false)
 		return
