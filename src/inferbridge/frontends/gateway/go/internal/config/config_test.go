@@ -120,3 +120,18 @@ func TestUpstreamsFile(t *testing.T) {
 		t.Fatalf("a bad upstreams file: %v", err)
 	}
 }
+
+func TestBatching(t *testing.T) {
+	c, err := Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbatching:\n  models:\n    iris: {max_batch_size: 16}\n    echo: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Batching["iris"] != (Batching{MaxBatchSize: 16, MaxQueueDelay: time.Millisecond}) ||
+		c.Batching["echo"] != (Batching{MaxBatchSize: 32, MaxQueueDelay: time.Millisecond}) {
+		t.Fatalf("batching %+v", c.Batching)
+	}
+	_, err = Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbatching: {models: {iris: {max_batch_size: 0}}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "batching.models.iris.max_batch_size: expected an integer of at least 1") {
+		t.Fatalf("error %v", err)
+	}
+}
