@@ -157,3 +157,37 @@ def test_grpc_clients_are_routed_by_a_request_parameter(tmp_path: Path) -> None:
         client.close()
     finally:
         server.stop()
+
+
+def test_a_rollout_waits_for_its_model_to_load_again(tmp_path: Path) -> None:
+    """Explicit model control: a server restarted without the model keeps the rollout as it
+    was; loading the model resumes it with its weights."""
+    write_model(tmp_path / "repo", "m", {1: 1, 2: 2}, {})
+    args = ("--model-control-mode", "explicit", "--state-dir", str(tmp_path / "state"))
+    server = start_server(tmp_path / "repo", *args, "--load-model", "m", env=ENV)
+    try:
+        response = httpx.post(
+            f"{server.base_url}/v1/rollouts",
+            json={
+                "model": "m",
+                "candidate": 2,
+                "steps": [
+                    {"canary": {"weight": 50, "duration": "1h"}},
+                    {"canary": {"weight": 100, "duration": "1h"}},
+                ],
+            },
+        )
+        assert response.status_code == 201, response.text
+    finally:
+        server.stop()
+    server = start_server(tmp_path / "repo", *args, env=ENV)  # m is not loaded this time
+    try:
+        assert status(server, "m")["phase"] == "progressing"
+        loaded = httpx.post(f"{server.base_url}/v2/repository/models/m/load", timeout=60)
+        assert loaded.status_code == 200, loaded.text
+        wait_for(
+            lambda: versions_answering(server.base_url, "m", 20) == {"1", "2"}, "the split again"
+        )
+        assert [e["event"] for e in history(server, "m")][-1] == "resumed"
+    finally:
+        server.stop()

@@ -54,6 +54,7 @@ class _Rollout:
     watch: Watch | None = None
     shadow: Shadow | None = None
     task: asyncio.Task[None] | None = None
+    ticking: bool = False  # a tick is running: it may be reloading the model, never cancel it
     analyses: deque[Analysis] = field(default_factory=lambda: deque(maxlen=RECENT_ANALYSES))
     reference: Figures | None = None
     verdicts: dict[str, int] = field(
@@ -117,8 +118,8 @@ class RolloutController:
     async def resume(self) -> None:
         """After the start-up load: route and analyse every rollout that was active."""
         for model, rollout in list(self._rollouts.items()):
-            if not rollout.state.active:
-                continue
+            if not rollout.state.active or model not in self.models.views:
+                continue  # a model not loaded now resumes its rollout when it loads
             problem = self._versions_problem(rollout.state)
             if problem is not None:
                 await self._abort(rollout, f"on restart: {problem}", "server", reload=True)
@@ -127,6 +128,17 @@ class RolloutController:
             self._start(rollout)
             logger.info("resumed the rollout of '%s' at step %d", model, rollout.state.step)
         self._models_changed()
+
+    async def _resume_one(self, rollout: _Rollout) -> None:
+        """A model whose rollout was interrupted loaded again (explicit model control)."""
+        if rollout.task is not None or not rollout.state.active:
+            return
+        problem = self._versions_problem(rollout.state)
+        if problem is not None:
+            await self._abort(rollout, f"on load: {problem}", "server", reload=True)
+            return
+        self._audit(rollout, "resumed", "server", {"step": rollout.state.step})
+        self._start(rollout)
 
     async def close(self) -> None:
         self._closed = True
@@ -167,10 +179,14 @@ class RolloutController:
         views = self.models.views
         for model, rollout in list(self._rollouts.items()):
             view = views.get(model)
-            if rollout.state.active and (view is None or view.draining):
+            if not rollout.state.active:
+                continue
+            if rollout.task is not None and (view is None or view.draining):
                 self._spawn(
                     self._abort(rollout, "the model is being unloaded", "server", reload=False)
                 )
+            elif rollout.task is None and view is not None and not view.draining:
+                self._spawn(self._resume_one(rollout))
         for model, view in list(views.items()):
             declared = _declared(view.config)
             if declared is None or view.draining:
@@ -385,12 +401,15 @@ class RolloutController:
             due += interval
             if loop.time() > due:  # a stalled loop: don't fire a burst of catch-up ticks
                 due = loop.time() + interval
+            rollout.ticking = True
             try:
                 await self._tick(rollout)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad tick must not end the rollout's supervision
                 logger.exception("rollout of '%s': analysis failed", rollout.state.model)
+            finally:
+                rollout.ticking = False
 
     async def _tick(self, rollout: _Rollout) -> None:
         state = rollout.state
@@ -563,9 +582,15 @@ class RolloutController:
     async def _stop(self, rollout: _Rollout) -> None:
         task, rollout.task = rollout.task, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if rollout.ticking and not self._closed:
+                # Mid-tick (maybe inside a reload of the model): let it finish; the loop
+                # ends by itself once the rollout is no longer active.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(task)
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if not rollout.state.active or self._closed:
             self.dataplane.routes.pop(rollout.state.model, None)
         if rollout.shadow is not None:
