@@ -21,6 +21,7 @@ import uvicorn
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.gateway.process import GatewayFrontend
 from inferbridge.frontends.grpc.errors import QUEUE_FULL_CODES
+from inferbridge.frontends.rest.protocol import StrictHttpToolsProtocol
 from inferbridge.models.manager import ControlMode, ModelManager
 from inferbridge.models.requests import set_max_model_file_bytes
 from inferbridge.observability.logs import AccessLog
@@ -292,7 +293,7 @@ def _uvicorn_config(
     return uvicorn.Config(
         rest,
         loop="none",
-        http=http or "httptools",
+        http=http or StrictHttpToolsProtocol,
         lifespan="off",
         log_level="warning",
         access_log=False,

@@ -80,12 +80,19 @@ def decode_model_infer_request(
             )
             placed += 1
         elif raw:
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    f"input '{name}' sets contents while the request uses raw_input_contents; "
+                    "when the raw fields are used no tensor may set contents"
+                )
             inputs[name] = array_from_raw(name, datatype, shape, raw[position - placed])
         else:
             inputs[name] = _from_contents(name, datatype, shape, tensor.contents)
         datatypes[name] = datatype
     outputs: list[RequestedOutput] = []
-    for o in message.outputs:
+    for position, o in enumerate(message.outputs):
+        if not o.name:
+            raise InvalidInput(f"outputs[{position}] needs a name")
         if any(seen.name == o.name for seen in outputs):
             raise duplicate_output(o.name)
         outputs.append(RequestedOutput(o.name, get_parameters(o.parameters)))
@@ -170,6 +177,12 @@ def _from_contents(
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidInput(f"input '{name}': {datatype} data must travel in raw_input_contents")
+    stray = [f.name for f, _ in contents.ListFields() if f.name != field]
+    if stray:
+        raise InvalidInput(
+            f"input '{name}': {datatype} data travels in {field}, but the request sets "
+            f"{', '.join(stray)}"
+        )
     values = list(getattr(contents, field))
     count = element_count(shape)
     if len(values) != count:

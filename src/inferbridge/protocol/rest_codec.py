@@ -58,6 +58,8 @@ def decode_infer_request(
         header_bytes: bytes | memoryview = body
         binary = memoryview(b"")
     else:
+        if header_length < 0:
+            raise InvalidInput(f"Inference-Header-Content-Length is negative ({header_length})")
         if header_length > len(body):
             raise InvalidInput(
                 f"Inference-Header-Content-Length is {header_length} but the body has only "
@@ -101,6 +103,11 @@ def decode_infer_request(
                 raise InvalidInput(
                     f"input '{name}': binary_data_size must be a non-negative integer"
                 )
+            if "data" in item:
+                raise InvalidInput(
+                    f"input '{name}' carries both 'data' and a binary_data_size parameter; "
+                    "send its data one way"
+                )
             if offset + size > len(binary):
                 raise InvalidInput(
                     f"unexpected size for input '{name}', expecting "
@@ -131,7 +138,7 @@ def decode_infer_request(
             raise InvalidInput("'outputs' must be a list")
         outputs = []
         for position, out in enumerate(raw_outputs):
-            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str) or not out["name"]:
                 raise InvalidInput(f"outputs[{position}] needs a string 'name'")
             if any(o.name == out["name"] for o in outputs):
                 raise duplicate_output(out["name"])
@@ -287,9 +294,35 @@ def _registry(shared_memory: SharedMemoryRegistry | None) -> SharedMemoryRegistr
     return shared_memory
 
 
+# Flags of the binary tensor extension: a wrong type is refused rather than read by Python
+# truthiness ("false" would be true). binary_data_size and the shared memory parameters are
+# checked where they are read, in Triton's words.
+_BOOLEAN_PARAMETERS = frozenset({"binary_data", "binary_data_output"})
+
+
 def _parameters(value: object, where: str) -> Parameters:
+    """OIP parameters: an object whose values are strings, numbers or booleans."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise InvalidInput(f"{where}: 'parameters' must be an object")
+    for key, item in value.items():
+        if type(item) not in _SCALARS:  # exact types: the document is orjson's
+            raise InvalidInput(
+                f"{where}: parameter '{key}' must be a string, number or boolean, "
+                f"got {_json_kind(item)}"
+            )
+        if key in _BOOLEAN_PARAMETERS and type(item) is not bool:
+            raise InvalidInput(f"{where}: parameter '{key}' must be a boolean, got {item!r}")
     return value
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__

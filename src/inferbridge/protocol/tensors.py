@@ -130,7 +130,17 @@ def array_from_raw(
             f"input '{name}': {datatype} shape {list(shape)} needs {expected} bytes of data, "
             f"got {len(buffer)}"
         )
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    if datatype == "BOOL" and count and _not_bool_bytes(buffer):
+        # numpy would carry the byte as a bool that is neither True nor False.
+        raise InvalidInput(f"input '{name}': BOOL data holds bytes other than 0 and 1")
+    return array
+
+
+def _not_bool_bytes(buffer: bytes | memoryview) -> bool:
+    if isinstance(buffer, bytes):
+        return bool(buffer.translate(None, b"\x00\x01"))  # what is left is neither 0 nor 1
+    return int(np.frombuffer(buffer, np.uint8).max()) > 1
 
 
 def array_to_raw(array: np.ndarray[Any, Any], datatype: str) -> bytes:

@@ -351,7 +351,7 @@ class RestApp:
     async def _read_body(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> bytes:
         limit = self.max_body_bytes
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(_too_large(f"request body of {declared} bytes", limit))
         chunks: list[bytes] = []
         size = 0
@@ -426,7 +426,7 @@ def _header_length(headers: dict[str, str]) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "²".isdigit() is true, int("²") fails
         raise InvalidInput(f"Inference-Header-Content-Length must be a byte count, got {value!r}")
     return int(value)
 

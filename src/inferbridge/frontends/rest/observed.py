@@ -110,12 +110,13 @@ class ObservedApp:
 
 
 def counting_http_protocol(counters: ProtocolCounters) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, counting connections into `counters`."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    """uvicorn's httptools protocol (StrictHttpToolsProtocol), counting connections into
+    `counters`."""
+    from inferbridge.frontends.rest.protocol import StrictHttpToolsProtocol
 
     counters.connections = 0
 
-    class CountingHttpToolsProtocol(HttpToolsProtocol):
+    class CountingHttpToolsProtocol(StrictHttpToolsProtocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             assert counters.connections is not None
             counters.connections += 1
