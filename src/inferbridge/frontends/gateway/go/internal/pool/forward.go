@@ -73,7 +73,13 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 		if !p.hasOther(g, tried) {
 			return v, 0
 		}
-		delay := p.cfg.Retries.Backoff.Delay(try, nil)
+		// A refused connection never reached anyone and the retry goes elsewhere: no
+		// reason to wait (and holding the budget slot through a back-off would starve
+		// the other requests of the dead upstream's share).
+		var delay time.Duration
+		if res.reason != retry.ConnectFailure {
+			delay = p.cfg.Retries.Backoff.Delay(try, nil)
+		}
 		if !retry.Fits(time.Now(), deadline, delay, time.Millisecond) {
 			p.metrics.retriesRefused.WithLabelValues("deadline").Inc()
 			return v, 0
@@ -84,13 +90,15 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 		}
 		discard(v)
 		p.metrics.retries.WithLabelValues(res.reason.String()).Inc()
-		timer := time.NewTimer(delay)
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
-			p.budget.Release()
-			return zero, routeUnavailable
+		if delay > 0 {
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				p.budget.Release()
+				return zero, routeUnavailable
+			}
 		}
 		// The retry holds its budget slot until the request ends.
 		defer p.budget.Release()
