@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.context import load_average, wait_quiet
-from benchmarks.gateway import chaos, healthy, publish
+from benchmarks.gateway import aggregation, chaos, healthy, publish
 from benchmarks.gateway.balancers import gateway_available
 from benchmarks.gateway.bench import Bench, Section
 from benchmarks.gateway.fleet import Fleet, build_repository
@@ -42,6 +42,7 @@ SCENARIOS: dict[str, Callable[[Bench], Section]] = {
     "3": chaos.scenario_3,
     "4": chaos.scenario_4,
     "5": healthy.scenario_5,
+    "6": aggregation.scenario_6,
 }
 _KINDS = ("gateway", "nginx", "haproxy", "direct")
 
@@ -82,6 +83,12 @@ def _ensure_debian(binary: str, package: str) -> bool:
     return shutil.which(binary) is not None
 
 
+def _gateway_batches() -> bool:
+    """Whether the gateway's configuration knows batch aggregation yet."""
+    config = _HERE.parents[1] / "src/inferbridge/frontends/gateway/go/internal/config/config.go"
+    return config.is_file() and "batch" in config.read_text().lower()
+
+
 def _start_fleet(fleet: Fleet) -> None:
     """Start the upstreams two at a time (each takes a few seconds to load its models)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -113,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = gateway_available() if "gateway" in kinds else "not asked for (--fronts)"
     if missing:
         notes.append(f"The inferbridge gateway is left out: {missing}.")
+    if not _gateway_batches():
+        notes.append(
+            "Not measured: scenario 6 (batch aggregation at the gateway): the gateway in "
+            "this checkout has no batching."
+        )
     repository = build_repository(out)
     count = 5 if "3" in keys else 3
     fleet = Fleet(repository, out / "logs", count)

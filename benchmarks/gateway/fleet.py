@@ -25,14 +25,19 @@ _ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("iris_onnx", "iris")
 
 
-def build_repository(work: Path) -> Path:
-    """iris (sklearn) and iris_onnx, batching on (the `on` variant of benchmarks/repos.py)."""
-    repo = work / "repository"
+def build_repository(work: Path, batching: bool = True) -> Path:
+    """iris (sklearn) and iris_onnx, batching on (the `on` variant of benchmarks/repos.py)
+    or off (no dynamic_batching: every request is its own model call)."""
+    repo = work / ("repository" if batching else "repository-no-batching")
     if repo.exists():
         return repo
-    joblib_path, onnx_path = _iris_models(work / "sources")
-    _model(repo, "iris", joblib_path, _config("iris", batching=True) + _trust_pickle())
-    _model(repo, "iris_onnx", onnx_path, _config("iris_onnx", batching=True))
+    sources = work / "sources"
+    if (sources / "iris.onnx").exists():
+        joblib_path, onnx_path = sources / "iris.joblib", sources / "iris.onnx"
+    else:
+        joblib_path, onnx_path = _iris_models(sources)
+    _model(repo, "iris", joblib_path, _config("iris", batching=batching) + _trust_pickle())
+    _model(repo, "iris_onnx", onnx_path, _config("iris_onnx", batching=batching))
     return repo
 
 
@@ -128,8 +133,8 @@ class Upstream:
 class Fleet:
     """The upstreams of one run, started together and stopped together."""
 
-    def __init__(self, repository: Path, log_dir: Path, count: int) -> None:
-        self.upstreams = [Upstream(f"u{i + 1}", repository, log_dir) for i in range(count)]
+    def __init__(self, repository: Path, log_dir: Path, count: int, prefix: str = "u") -> None:
+        self.upstreams = [Upstream(f"{prefix}{i + 1}", repository, log_dir) for i in range(count)]
 
     def __enter__(self) -> Fleet:
         try:
