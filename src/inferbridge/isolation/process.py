@@ -89,9 +89,10 @@ class WorkerProcess:
                 raise ChannelClosed("the worker process is gone")
             return self._free.pop()
 
-    def give(self, channel: Channel) -> None:
+    def give(self, channel: Channel, *, reusable: bool = True) -> None:
+        """A call is done with `channel`; one that may hold an unread answer is closed."""
         with self._ready:
-            if self._gone:
+            if self._gone or not reusable:
                 channel.close()
             else:
                 self._free.append(channel)

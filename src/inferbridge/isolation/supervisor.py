@@ -121,11 +121,14 @@ class Supervisor:
             channel = worker.take()
         except ChannelClosed:
             raise InferenceFailed(f"{label}: {self._death(worker)}") from None
+        reusable = True
         try:
             timeout, why, by_deadline = self._timeout(deadline)
             try:
                 reply = channel.infer(inputs, timeout)
             except TimeoutError:
+                # The answer may still come before the kill lands: nobody may read it.
+                reusable = False
                 worker.kill(why)
                 if by_deadline:
                     raise DeadlineExceeded(
@@ -136,7 +139,7 @@ class Supervisor:
             except ChannelClosed:
                 raise InferenceFailed(f"{label}: {self._death(worker)}") from None
         finally:
-            worker.give(channel)
+            worker.give(channel, reusable=reusable)
         if reply[0] == "ok":
             outputs: Arrays = reply[1]
             return outputs
