@@ -321,12 +321,17 @@ class Node:
 
 
 def start_node(
-    name: str, root: Path, agent_binary: Path, control_plane: str, env: dict[str, str]
+    name: str,
+    root: Path,
+    agent_binary: Path,
+    control_plane: str,
+    env: dict[str, str],
+    agent_args: list[str] | None = None,
 ) -> Node:
     (root / "repository").mkdir(parents=True, exist_ok=True)
     server_log = root / "server.log"
     server = start_server(root / "repository", "--model-control-mode", "explicit")
-    node = Node(name, root, server, agent_binary, control_plane, env)
+    node = Node(name, root, server, agent_binary, control_plane, env, extra=list(agent_args or []))
 
     # Copy the server's output to a file, as a node's log file would be.
     def copy() -> None:

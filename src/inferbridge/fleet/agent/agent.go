@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -95,6 +96,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.capacity = DetectCapacity(ctx, a.cfg.Accelerators, a.cfg.CPU, a.cfg.Memory)
+	if a.cfg.TrimEvery > 0 {
+		go func() {
+			for sleep(ctx, a.cfg.TrimEvery) {
+				trimFilePages()
+				debug.FreeOSMemory() // a collection of a heap of a few hundred KiB
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){a.reconcileLoop, a.channelLoop, a.heartbeatLoop, a.figuresLoop} {
 		wg.Add(1)

@@ -37,6 +37,7 @@ type Config struct {
 	Resync         time.Duration     `json:"-"`
 	RetryAfter     time.Duration     `json:"-"`
 	FiguresEvery   time.Duration     `json:"-"`
+	TrimEvery      time.Duration     `json:"-"`
 }
 
 type listFlag []string
@@ -62,6 +63,7 @@ func parseConfig(args []string) (Config, error) {
 	resync := fs.Duration("resync", 5*time.Second, "how often the server's state is checked again")
 	retry := fs.Duration("retry-after", 30*time.Second, "backoff before a failed artefact is tried again")
 	figures := fs.Duration("figures-every", 10*time.Second, "how often server metrics and disk usage are read")
+	trim := fs.Duration("trim-every", 10*time.Second, "drop the binary's pages from the resident set this often (0 = never)")
 	memLimit := fs.String("memory-limit", "6Mi", "Go soft memory limit (GOMEMLIMIT), keeps the agent small")
 	var accelerators listFlag
 	fs.Var(&accelerators, "accelerator", "type=T4,count=1,memory=16Gi (repeatable; replaces nvidia-smi's list)")
@@ -120,6 +122,7 @@ func parseConfig(args []string) (Config, error) {
 		cfg.Memory = n
 	}
 	cfg.Heartbeat, cfg.Resync, cfg.RetryAfter, cfg.FiguresEvery = *heartbeat, *resync, *retry, *figures
+	cfg.TrimEvery = *trim
 	if cfg.Server == "" {
 		cfg.Server = "http://127.0.0.1:8000"
 	}
