@@ -48,7 +48,7 @@ SERVER_SERIES = {
 }
 #: The hostile WASM models: in the server (the default), or in worker processes that
 #: yield the CPU (nice 19).
-ATTACKS = {"in the server": "", "in niced worker processes": "isolation: {mode: process, nice: 19}"}
+ATTACKS = {"in the server": "", "in niced worker processes": "{mode: process, nice: 19}"}
 
 
 @dataclass
@@ -241,11 +241,9 @@ def wasm_under_attack(examples: Path, seconds: float) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="inferbridge-bench-wasm-"))
     shutil.copytree(examples / "iris_wasm", root / "iris_wasm")
     for number, isolation in enumerate(ATTACKS.values()):
-        hostile_model(root, f"loops{number}", LOOP, "{fuel: 1000000000000000, timeout_ms: 100}")
-        hostile_model(root, f"bombs{number}", GRAB, "{memory_limit_mb: 32}")
-        for name in (f"loops{number}", f"bombs{number}"):
-            with (root / name / "config.yaml").open("a") as config:
-                config.write(f"{isolation}\n")
+        loops = "{fuel: 1000000000000000, timeout_ms: 100}"
+        hostile_model(root, f"loops{number}", LOOP, loops, isolation)
+        hostile_model(root, f"bombs{number}", GRAB, "{memory_limit_mb: 32}", isolation)
     server = start_server(root)
     body = {
         "inputs": [

@@ -24,13 +24,12 @@ HOSTILE_CALLS = 100
 ROW = [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
 
 
-def hostile_model(root: Path, name: str, wat: str, parameters: str) -> None:
+def hostile_model(root: Path, name: str, wat: str, parameters: str, isolation: str = "") -> None:
     (root / name / "1").mkdir(parents=True)
     (root / name / "1" / "model.wat").write_text(wat)
     (root / name / "config.yaml").write_text(
         f"runtime: wasm\nmodel_file: model.wat\nparameters: {parameters}\n"
-        "instance_group: [{count: 2}]\n"
-        f"{IO}"
+        "instance_group: [{count: 2}]\n" + (f"isolation: {isolation}\n" if isolation else "") + IO
     )
 
 
@@ -42,6 +41,8 @@ def sandbox(examples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     shutil.copytree(examples_dir / "iris_wasm", root / "iris_wasm")
     hostile_model(root, "loops", LOOP, "{fuel: 1000000000000000, timeout_ms: 100}")
     hostile_model(root, "bombs", GRAB, "{memory_limit_mb: 32}")
+    niced = "{mode: process, nice: 19}"
+    hostile_model(root, "loops_apart", LOOP, "{fuel: 1000000000000000, timeout_ms: 100}", niced)
     yield root
 
 
@@ -79,3 +80,11 @@ def test_hostile_calls_fail_alone_and_the_other_model_answers(
         fragment = "wall-clock limit" if number % 2 else "memory reached the cap"
         assert fragment in response.text, response.text
     assert server.alive()
+
+
+def test_a_sandbox_in_a_niced_worker_process_keeps_its_limits(server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{server.base_url}/v2/models/loops_apart/infer", json={"inputs": ROW}, timeout=120
+    )
+    assert response.status_code == 500, response.text
+    assert "exceeded its wall-clock limit of 100 ms" in response.text
