@@ -53,6 +53,8 @@ class Repositories:
 
 def _config(model: str, batching: bool, queue: int = 0, timeout_ms: float = 0.0) -> str:
     lines = [f"runtime: {_RUNTIME[model]}", f"max_batch_size: {_MAX_BATCH[model]}"]
+    if _RUNTIME[model] == "sklearn":  # a joblib pickle we built: trusted (docs/security.md)
+        lines.append("trust_pickle: true")
     if batching:
         lines += [
             "dynamic_batching:",

@@ -36,17 +36,9 @@ def build_repository(work: Path, batching: bool = True) -> Path:
         joblib_path, onnx_path = sources / "iris.joblib", sources / "iris.onnx"
     else:
         joblib_path, onnx_path = _iris_models(sources)
-    _model(repo, "iris", joblib_path, _config("iris", batching=batching) + _trust_pickle())
+    _model(repo, "iris", joblib_path, _config("iris", batching=batching))
     _model(repo, "iris_onnx", onnx_path, _config("iris_onnx", batching=batching))
     return repo
-
-
-def _trust_pickle() -> str:
-    """The line that lets a server load the joblib pickle it was given (we built it), where
-    the server asks for one (docs/security.md)."""
-    from inferbridge.repository.config import ModelConfig
-
-    return "trust_pickle: true\n" if "trust_pickle" in ModelConfig.model_fields else ""
 
 
 @dataclass
