@@ -184,6 +184,12 @@ class DataPlane:
                 errors[view.name] = view.error
             for number, failed in view.failed.items():
                 errors[f"{view.name}/{number}"] = failed.reason
+            for number, serving in view.versions.items():
+                # An isolated runtime that gave up after a crash loop stays down until a
+                # reload: a failure like a failed load (a restart in progress is not).
+                down = serving.unavailable_reason
+                if down.startswith("crash loop"):
+                    errors[f"{view.name}/{number}"] = down
         return errors
 
     def server_metadata(self) -> ServerMetadata:
