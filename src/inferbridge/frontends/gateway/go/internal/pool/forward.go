@@ -36,18 +36,29 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 	tried := triedBuf[:0]
 	p.budget.Begin()
 	defer p.budget.End()
+	retrying := false // this attempt is a retry holding a budget slot
 	for try := 1; ; try++ {
 		g, refusal := grp(p.snap.Load())
 		if refusal != 0 {
+			if retrying {
+				p.budget.Release()
+			}
 			return zero, refusal
 		}
 		u, probe := p.choose(g, key, tried)
 		if u == nil { // none routable, or every breaker open
+			if retrying {
+				p.budget.Release()
+			}
 			return zero, routeUnavailable
 		}
 		start := u.load.Start()
 		u.m.inflight.Inc()
 		v, res := attempt(ctx, u, try)
+		if retrying {
+			p.budget.Release()
+			retrying = false
+		}
 		u.m.inflight.Dec()
 		u.load.Done(start, res.fast)
 		u.m.observe(res.label, time.Since(start))
@@ -74,8 +85,7 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 			return v, 0
 		}
 		// A refused connection never reached anyone and the retry goes elsewhere: no
-		// reason to wait (and holding the budget slot through a back-off would starve
-		// the other requests of the dead upstream's share).
+		// reason to wait.
 		var delay time.Duration
 		if res.reason != retry.ConnectFailure {
 			delay = p.cfg.Retries.Backoff.Delay(try, nil)
@@ -84,24 +94,25 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 			p.metrics.retriesRefused.WithLabelValues("deadline").Inc()
 			return v, 0
 		}
-		if !p.budget.Acquire() {
-			p.metrics.retriesRefused.WithLabelValues("budget").Inc()
-			return v, 0
-		}
-		discard(v)
-		p.metrics.retries.WithLabelValues(res.reason.String()).Inc()
 		if delay > 0 {
 			timer := time.NewTimer(delay)
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
 				timer.Stop()
-				p.budget.Release()
-				return zero, routeUnavailable
+				return v, 0
 			}
 		}
-		// The retry holds its budget slot until the request ends.
-		defer p.budget.Release()
+		// The budget bounds retry attempts in flight (the extra load on the upstreams),
+		// so a retry takes its slot after the back-off and gives it back when its
+		// attempt ends.
+		if !p.budget.Acquire() {
+			p.metrics.retriesRefused.WithLabelValues("budget").Inc()
+			return v, 0
+		}
+		retrying = true
+		discard(v)
+		p.metrics.retries.WithLabelValues(res.reason.String()).Inc()
 	}
 }
 
