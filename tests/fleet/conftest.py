@@ -7,10 +7,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from inferbridge.fleet.agent_build import AgentBuildError, build_agent
+from inferbridge.fleet.push import push
 from tests.fleet.procs import (
     ControlPlaneProc,
     MinIO,
@@ -61,6 +63,18 @@ class Fleet:
             "INFERBRIDGE_FLEET_URL": self.plane.url,
             "INFERBRIDGE_FLEET_TOKEN": ADMIN_TOKEN,
         }
+
+    def push(self, model: Path, version: int) -> None:
+        """`fleet push` in process (the CLI is exercised by the first test)."""
+        manifest = push(model, version, "s3://models", s3_client=self.minio.client())
+        self.plane.call("POST", "/v1/fleet/artifacts", manifest.model_dump()).raise_for_status()
+
+    def deploy(self, model: str, version: int, **spec: Any) -> None:
+        body = {"version": version, **spec}
+        self.plane.call("PUT", f"/v1/fleet/deployments/{model}", body).raise_for_status()
+
+    def undeploy(self, model: str) -> None:
+        self.plane.call("DELETE", f"/v1/fleet/deployments/{model}").raise_for_status()
 
     def restart_plane(self) -> None:
         self.plane = start_control_plane(self.plane.store, self.plane.port)

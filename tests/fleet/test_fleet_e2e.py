@@ -47,11 +47,10 @@ def test_push_deploy_rollout_and_wave_rollback(fleet: Fleet, examples_dir: Path)
         examples_dir / "iris_onnx",
         {1: None, 2: None, 3: b"not an onnx model"},
     )
-    for version in (1, 2, 3):
-        pushed = cli(
-            fleet, "push", str(model), "--version", str(version), "--to", "s3://models/fleet"
-        )
-        assert "registered with" in pushed.stdout
+    pushed = cli(fleet, "push", str(model), "--version", "1", "--to", "s3://models/fleet")
+    assert "registered with" in pushed.stdout
+    fleet.push(model, 2)
+    fleet.push(model, 3)
     listed = fleet.minio.client().list_objects_v2(Bucket="models", Prefix="fleet/iris_waves/1/")
     assert {o["Key"] for o in listed["Contents"]} == {
         "fleet/iris_waves/1/model.tar.gz",
@@ -127,14 +126,14 @@ def test_digest_mismatch_is_reported_and_never_served(fleet: Fleet, examples_dir
     model = iris_model(
         fleet.root / "models", "iris_tampered", examples_dir / "iris_onnx", {1: None}
     )
-    cli(fleet, "push", str(model), "--version", "1", "--to", "s3://models")
+    fleet.push(model, 1)
     # Someone replaces the object (same size) after the manifest was written.
     manifest = fleet.plane.get("/v1/fleet/artifacts")["artifacts"]
     size = next(m["size"] for m in manifest if m["model"] == "iris_tampered")
     fleet.minio.client().put_object(
         Bucket="models", Key="iris_tampered/1/model.tar.gz", Body=b"x" * size
     )
-    cli(fleet, "deploy", "iris_tampered", "--version", "1", "--replicas", "1")
+    fleet.deploy("iris_tampered", 1)
 
     def failed() -> dict[str, str]:
         for deployment in fleet.plane.get("/v1/fleet/status")["deployments"]:
@@ -148,13 +147,12 @@ def test_digest_mismatch_is_reported_and_never_served(fleet: Fleet, examples_dir
     assert "iris_tampered" not in fleet.nodes[node].index()
     assert fleet.nodes[node].infer("iris_tampered").status_code == 404
     assert not (fleet.nodes[node].repository / "iris_tampered").exists()
-    assert grep(r"iris_tampered.*sha256", cli(fleet, "status").stdout)
-    cli(fleet, "undeploy", "iris_tampered")
+    fleet.undeploy("iris_tampered")
 
 
 def test_interrupted_download_resumes(fleet: Fleet, examples_dir: Path) -> None:
     model = iris_model(fleet.root / "models", "iris_resume", examples_dir / "iris_onnx", {1: None})
-    cli(fleet, "push", str(model), "--version", "1", "--to", "s3://models")
+    fleet.push(model, 1)
     data = fleet.minio.client().get_object(Bucket="models", Key="iris_resume/1/model.tar.gz")
     body = data["Body"].read()
     sha = hashlib.sha256(body).hexdigest()
@@ -163,7 +161,7 @@ def test_interrupted_download_resumes(fleet: Fleet, examples_dir: Path) -> None:
         staging = node.state_dir / "staging"
         staging.mkdir(parents=True, exist_ok=True)
         (staging / f"{sha}.part").write_bytes(body[: len(body) // 2])
-    cli(fleet, "deploy", "iris_resume", "--version", "1", "--replicas", "1")
+    fleet.deploy("iris_resume", 1)
     host = wait_for(
         "iris_resume ready somewhere",
         lambda: next((n for n in NODES if ready_on(fleet.plane, n, "iris_resume", 1)), None),
@@ -172,24 +170,27 @@ def test_interrupted_download_resumes(fleet: Fleet, examples_dir: Path) -> None:
     assert agent is not None
     assert grep(rf"resuming download.*offset={len(body) // 2} size={len(body)}", agent.text())
     assert fleet.nodes[host].infer("iris_resume").status_code == 200
-    cli(fleet, "undeploy", "iris_resume")
+    fleet.undeploy("iris_resume")
 
 
 def test_unsatisfiable_resources_stay_pending_with_the_reason(
     fleet: Fleet, examples_dir: Path
 ) -> None:
     model = iris_model(fleet.root / "models", "iris_gpu", examples_dir / "iris_onnx", {1: None})
-    cli(fleet, "push", str(model), "--version", "1", "--to", "s3://models")
+    fleet.push(model, 1)
     cli(fleet, "deploy", "iris_gpu", "--version", "1", "--resources", "gpu=0.25,gpu_type=T4")
     wait_for(
         "the pending reason",
-        lambda: "no node has gpu_type=T4 with 0.25 GPU free" in cli(fleet, "status").stdout,
+        lambda: (
+            "no node has gpu_type=T4 with 0.25 GPU free" in str(fleet.plane.get("/v1/fleet/status"))
+        ),
     )
+    assert "no node has gpu_type=T4 with 0.25 GPU free" in cli(fleet, "status").stdout
     refused = cli(fleet, "deploy", "iris_gpu", "--version", "7", check=False)
     assert refused.returncode == 1 and "no artefact for iris_gpu version 7" in refused.stderr
     unknown = cli(fleet, "logs", "no-such-node", check=False)
     assert unknown.returncode == 1 and "unknown node 'no-such-node'" in unknown.stderr
-    cli(fleet, "undeploy", "iris_gpu")
+    fleet.undeploy("iris_gpu")
 
 
 def test_logs_and_diagnose_over_the_agent_channel(fleet: Fleet) -> None:
@@ -204,8 +205,8 @@ def test_logs_and_diagnose_over_the_agent_channel(fleet: Fleet) -> None:
 
 def test_offline_autonomy_then_reconcile_on_return(fleet: Fleet, examples_dir: Path) -> None:
     model = iris_model(fleet.root / "models", "iris_offline", examples_dir / "iris_onnx", {1: None})
-    cli(fleet, "push", str(model), "--version", "1", "--to", "s3://models")
-    cli(fleet, "deploy", "iris_offline", "--version", "1", "--replicas", "all")
+    fleet.push(model, 1)
+    fleet.deploy("iris_offline", 1, replicas="all")
     for name in NODES:
         wait_for(
             f"iris_offline on {name}", lambda n=name: ready_on(fleet.plane, n, "iris_offline", 1)
@@ -237,13 +238,13 @@ def test_offline_autonomy_then_reconcile_on_return(fleet: Fleet, examples_dir: P
         )
     events = wait_for("buffered events delivered", lambda: fleet.plane.node("node-a")["events"])
     assert {"LOADING", "READY"} <= {e["state"] for e in events if e["model"] == "iris_offline"}
-    cli(fleet, "undeploy", "iris_offline")
+    fleet.undeploy("iris_offline")
 
 
 def test_dead_agent_is_not_ready_and_its_replica_moves(fleet: Fleet, examples_dir: Path) -> None:
     model = iris_model(fleet.root / "models", "iris_moves", examples_dir / "iris_onnx", {1: None})
-    cli(fleet, "push", str(model), "--version", "1", "--to", "s3://models")
-    cli(fleet, "deploy", "iris_moves", "--version", "1", "--replicas", "1")
+    fleet.push(model, 1)
+    fleet.deploy("iris_moves", 1)
     first = wait_for(
         "iris_moves placed",
         lambda: next((n for n in NODES if ready_on(fleet.plane, n, "iris_moves", 1)), None),

@@ -87,6 +87,7 @@ def push(
     destination: str,
     *,
     s3_endpoint: str | None = None,
+    s3_client: Any = None,
 ) -> Manifest:
     """Upload the artefact and its manifest; return the manifest."""
     model = model_dir.resolve().name
@@ -106,7 +107,7 @@ def push(
     body = orjson.dumps(manifest.model_dump(), option=orjson.OPT_INDENT_2)
     manifest_key = key.rsplit("/", 1)[0] + "/manifest.json"
     if scheme == "s3":
-        client = _s3_client(s3_endpoint)
+        client = s3_client or _s3_client(s3_endpoint)
         client.put_object(Bucket=where, Key=key, Body=data)
         client.put_object(Bucket=where, Key=manifest_key, Body=body)
     else:
