@@ -309,8 +309,34 @@ END = "<!-- placement benchmarks: end -->"
 COLUMNS = ("o100", "p100", "o130", "p130", "frag_o", "frag_p")
 
 
+def replot() -> None:
+    """The plots again, from every results/alloc-*.csv (a later tag replaces a policy's runs)."""
+    ours: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for path in sorted(RESULTS.glob("alloc-*.csv")):
+        fresh: dict[tuple[str, str], dict[int, list[float]]] = {}
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                workload = row["workload"].removeprefix("openb_pod_list_")
+                curve = fresh.setdefault((workload, row["sc_policy"]), defaultdict(list))
+                for point in range(131):
+                    if row.get(str(point)):
+                        curve[point].append(float(row[str(point)]))
+        for (workload, policy), curve in fresh.items():
+            ours.setdefault(workload, {})[policy] = curve
+    theirs = paper_curves("alloc")
+    for workload, policies in ours.items():
+        ours_mean = {p: {x: mean(v) for x, v in c.items()} for p, c in policies.items()}
+        paper_mean = {
+            policy: {x: mean(v) for x, v in theirs[(workload, name)].items()}
+            for policy, name in PAPER_POLICY.items()
+            if (workload, name) in theirs
+        }
+        print("plot:", plot(workload, ours_mean, paper_mean))
+
+
 def publish() -> None:
     """The placement section of benchmarks/RESULTS.md, from every results/summary-*.json."""
+    replot()
     numbers: dict[str, dict[str, dict[str, float]]] = {}
     cpu: dict[str, list[float]] = defaultdict(list)
     wall: dict[str, list[float]] = defaultdict(list)
