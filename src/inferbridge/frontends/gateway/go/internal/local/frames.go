@@ -268,7 +268,14 @@ func (g *gateway) readReply(code codes.Code, n int) (reply, error) {
 	return reply{data: mem.NewBuffer(buf, pool)}, nil
 }
 
+// maxSmallFrame bounds the bodies readBody reads whole before they are parsed (control
+// frames, error messages): a corrupt length must fail, not allocate up to 4 GiB.
+const maxSmallFrame = 16 << 20
+
 func (g *gateway) readBody(n int) ([]byte, error) {
+	if n > maxSmallFrame {
+		return nil, fmt.Errorf("backend: a control frame or error message of %d bytes (over %d)", n, maxSmallFrame)
+	}
 	body := make([]byte, n)
 	_, err := io.ReadFull(g.br, body)
 	return body, err

@@ -37,6 +37,7 @@ func putBuf(bp *[]byte) {
 var (
 	hdrJSON       = []string{"application/json"}
 	hdrRetryAfter = []string{"1"}
+	hdrClose      = []string{"close"}
 )
 
 func errorBody(msg string) []byte {
@@ -100,6 +101,34 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pm.respBytes.Add(float64(n))
 	pm.inflight.Dec()
 	g.metrics.httpDone(routeOf(r.URL.Path), status, start)
+	if status == statusClientGone {
+		// Nothing was written: returning would make net/http send "200 OK" with an
+		// empty body, which a client still reading takes for success. Close the
+		// connection without an answer instead (net/http does not log this panic).
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// unreadableBody answers a request whose body could not be read (err, after n bytes
+// of it): 400 with the reason when the body is malformed or cut short (an EOF: a
+// half-closed client may still read the answer; a gone one does not mind it), nothing
+// (statusClientGone) when the connection itself failed (a reset).
+func unreadableBody(w http.ResponseWriter, r *http.Request, err error, n int) (int, int) {
+	if netErr := net.Error(nil); errors.As(err, &netErr) {
+		return statusClientGone, 0
+	}
+	var msg string
+	switch {
+	case !errors.Is(err, io.ErrUnexpectedEOF):
+		msg = "the request body cannot be read: " + err.Error() // net/http's chunked reader
+	case r.ContentLength > 0:
+		msg = fmt.Sprintf("the request body ended after %d of its %d bytes (Content-Length)", n, r.ContentLength)
+	default:
+		msg = fmt.Sprintf("the chunked request body ended after %d bytes, before its last chunk", n)
+	}
+	// The connection's framing is lost: it cannot carry another request.
+	w.Header()["Connection"] = hdrClose
+	return writeError(w, http.StatusBadRequest, errorBody(msg), false)
 }
 
 // serveHTTP serves one request and returns the status and body length it answered.
@@ -150,7 +179,9 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 	if r.ContentLength > 0 {
 		start := len(b)
 		b = grow(b, int(r.ContentLength))
-		_, err = io.ReadFull(r.Body, b[start:])
+		var n int
+		n, err = io.ReadFull(r.Body, b[start:])
+		b = b[:start+n]
 	} else if r.ContentLength < 0 {
 		start := len(b)
 		for {
@@ -176,9 +207,9 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 		}
 	}
 	*bp = b
-	if err != nil { // the client is gone, or sent a malformed body
+	if err != nil { // the client is gone, or sent a body that cannot be read
 		putBuf(bp)
-		return statusClientGone, 0
+		return unreadableBody(w, r, err, len(b)-bodyAt)
 	}
 	g.metrics.proto[protoHTTP].reqBytes.Add(float64(len(b) - bodyAt))
 
