@@ -9,6 +9,7 @@ docs/placement.md.
     decisions = Placer("fgd").place(nodes, [Request.share("r1", 4000, 16384, gpu_milli=500)])
 """
 
+from inferbridge.placement.fleet import EnginePlacementPolicy
 from inferbridge.placement.model import (
     MILLI,
     Decision,
@@ -25,6 +26,7 @@ __all__ = [
     "FILTERS",
     "MILLI",
     "Decision",
+    "EnginePlacementPolicy",
     "Explanation",
     "Node",
     "PlacementInputError",
