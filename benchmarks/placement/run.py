@@ -359,7 +359,7 @@ def publish() -> None:
         ["git", "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
     ).stdout.strip()[:90]
     unallocated = lambda pct: (100 - pct) * total_gpus / 100  # noqa: E731 - a unit conversion
-    out = [BEGIN, "## 10. Placement: the FGD paper's openb experiments, replayed (issue #14)", ""]
+    out = [BEGIN, "## 11. Placement: the FGD paper's openb experiments, replayed (issue #14)", ""]
     out += [
         f"Run on {os.cpu_count()} cores, Python {platform.python_version()}, inferbridge at "
         f"`{revision}`. Reproduce with `.venv/bin/python -m benchmarks.placement.run` "
