@@ -334,6 +334,23 @@ def replot() -> None:
         print("plot:", plot(workload, ours_mean, paper_mean))
 
 
+def paired_differences() -> dict[str, list[float]]:
+    """Per workload, the per-seed difference fgd-plus minus fgd at 130 % (our runs)."""
+    at: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for path in sorted(RESULTS.glob("alloc-*.csv")):
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                if row.get("130"):
+                    key = (row["workload"].removeprefix("openb_pod_list_"), row["sc_policy"])
+                    at[key][int(row["seed"])] = float(row["130"])
+    out = {}
+    for (workload, policy), plus in at.items():
+        fgd = at.get((workload, "fgd"), {})
+        if policy == OURS and fgd:
+            out[workload] = [plus[seed] - fgd[seed] for seed in sorted(plus) if seed in fgd]
+    return out
+
+
 def publish() -> None:
     """The placement section of benchmarks/RESULTS.md, from every results/summary-*.json."""
     replot()
@@ -404,6 +421,24 @@ def publish() -> None:
             f"{unallocated(fgd['p130']):.0f} / {unallocated(fgd['o130']):.0f} / "
             f"{unallocated(plus['o130']):.0f} | {vs_paper:+.1f} GPUs | {vs_ours:+.1f} GPUs |"
         )
+    paired = paired_differences()
+    if paired:
+        out += [
+            "",
+            f"Per seed, {OURS} minus our FGD at 130 % (same seed, same arrivals and node "
+            "order): mean ± standard error, and seeds won / lost:",
+            "",
+            "| workload | difference, pp | in GPUs | seeds won / lost |",
+            "|---|---|---|---|",
+        ]
+        for workload, diffs in paired.items():
+            avg = mean(diffs)
+            err = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+            won, lost = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+            out.append(
+                f"| {workload} | {avg:+.3f} ± {err:.3f} | {avg * total_gpus / 100:+.1f} ± "
+                f"{err * total_gpus / 100:.1f} | {won} / {lost} |"
+            )
     out += [
         "",
         "### Every policy, every workload (130 % arrived; ours / paper)",
