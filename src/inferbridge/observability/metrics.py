@@ -253,7 +253,7 @@ class MetricsEndpoint:
         writing the text (milliseconds with many models) happens in a worker thread, so a
         scrape does not stall the requests being served."""
         rows = self._models.snapshot()
-        release = self._dataplane.release
+        release = getattr(self._dataplane, "release", None)  # None: no rollouts here
         rollouts: list[Metric] = []
         if release is not None and release.reports():
             from inferbridge.release.metrics import rollout_families
