@@ -144,7 +144,7 @@ class FrontendCounters(Collector):
             yield conns_total
 
 
-# -- route templates (the same as the gateway's, go/internal/local/routes.go) -----------------------------
+# -- route templates (the same as the gateway's, go/internal/local/routes.go) ------------------
 
 _FIXED_ROUTES = frozenset(
     {
