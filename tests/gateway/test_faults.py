@@ -244,3 +244,18 @@ def test_no_upstream_left_is_503_at_once(tmp_path: Path) -> None:
         assert httpx.get(f"{gw.base}/v2/health/ready", timeout=30).status_code == 503
     finally:
         gw.stop()
+
+
+def test_grpc_through_the_tcp_fault_proxy(server_a: ServerProcess, tmp_path: Path) -> None:
+    """The proxy's tcp mode relays gRPC (HTTP/2) untouched."""
+    proxy = start_faults(server_a.grpc_url, "--mode", "tcp", "--delay", "10ms")
+    gw = start_gateway(gateway_config([{"name": "g", "grpc": proxy.address}]), tmp_path)
+    try:
+        assert gw.upstreams()["g"]["models"]  # discovered through the proxy
+        client = triton_grpc.InferenceServerClient(gw.grpc)
+        x = triton_grpc.InferInput("x", [1, 2], "FP32")
+        x.set_data_from_numpy(np.full((1, 2), 4.0, dtype=np.float32))
+        assert client.infer("echo", [x]).as_numpy("y")[0, 0] == 4.0
+    finally:
+        gw.stop()
+        proxy.stop()
