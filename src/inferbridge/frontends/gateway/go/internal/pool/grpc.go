@@ -112,6 +112,17 @@ func skipMetadata(key string) bool {
 		key == "user-agent" || key == "te"
 }
 
+// userMetadata drops the keys grpc-go manages from md.
+func userMetadata(md metadata.MD) metadata.MD {
+	out := metadata.MD{}
+	for k, v := range md {
+		if !skipMetadata(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 const deadlineMargin = time.Millisecond
 
 func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
@@ -186,13 +197,7 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	md, _ := metadata.FromIncomingContext(ctx)
-	out := metadata.MD{}
-	for k, v := range md {
-		if !skipMetadata(k) {
-			out[k] = v
-		}
-	}
-	ctx = metadata.NewOutgoingContext(ctx, out)
+	ctx = metadata.NewOutgoingContext(ctx, userMetadata(md))
 	var key string
 	if p.cfg.Balancer.HashKey != "" {
 		if v := md.Get(p.cfg.Balancer.HashKey); len(v) > 0 {
@@ -216,14 +221,15 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 		return &rt.grpc, 0
 	}
 	type result struct {
-		resp rawMsg
-		err  error
+		resp            rawMsg
+		header, trailer metadata.MD
+		err             error
 	}
 	res, refusal := forward(ctx, p, pickGroup, key, deadline,
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			r := &result{}
 			req := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}
-			r.err = u.conn.Invoke(ctx, method, req, &r.resp)
+			r.err = u.conn.Invoke(ctx, method, req, &r.resp, grpc.Header(&r.header), grpc.Trailer(&r.trailer))
 			return r, classifyGRPC(ctx, r.err)
 		},
 		func(r *result) {
@@ -244,6 +250,14 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 			return status.Errorf(codes.Unavailable, "inferbridge gateway: no upstream serving model '%s' is available", model)
 		}
 		return status.Error(codes.Unavailable, "inferbridge gateway: no upstream is available")
+	}
+	// The upstream's response metadata goes back to the client (grpc-go's own keys are
+	// set by the server itself).
+	if h := userMetadata(res.header); len(h) > 0 {
+		ss.SetHeader(h)
+	}
+	if t := userMetadata(res.trailer); len(t) > 0 {
+		ss.SetTrailer(t)
 	}
 	if res.err != nil {
 		if ctx.Err() == context.DeadlineExceeded && status.Code(res.err) == codes.DeadlineExceeded {

@@ -41,13 +41,7 @@ func (p *Pool) forwardStream(ss grpc.ServerStream, method string) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	md, _ := metadata.FromIncomingContext(ctx)
-	out := metadata.MD{}
-	for k, v := range md {
-		if !skipMetadata(k) {
-			out[k] = v
-		}
-	}
-	ctx = metadata.NewOutgoingContext(ctx, out)
+	ctx = metadata.NewOutgoingContext(ctx, userMetadata(md))
 
 	start := u.load.Start()
 	u.m.inflight.Inc()
