@@ -1,4 +1,4 @@
-"""Scenario 11, part two: a full rollout under load, recorded per second and per version.
+"""Scenario 12, part two: a full rollout under load, recorded per second and per version.
 
 Python clients keep the `echo` model (the ReleaseEcho test runtime) busy and record each
 response: when, how long, its status and which version answered (`model_version`, or the
@@ -168,7 +168,7 @@ def full_rollout(ctx: Context, result: ScenarioResult, server: Server) -> None:
     _summarise(result, recorder, events)
     if not result.error:
         result.plot = _plot(
-            recorder, events, ctx.work / "plots" / "scenario11.png", result.title.split(";")[0]
+            recorder, events, ctx.work / "plots" / "scenario12.png", result.title.split(";")[0]
         )
 
 

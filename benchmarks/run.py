@@ -54,7 +54,7 @@ _ALIASES = {
     "metrics": "7",
     "reload": "8",
     "shm": "9",
-    "rollout": "11",
+    "rollout": "12",
 }
 
 
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short points, fewer of them")
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4,5,6,7,8,9,11",
+        default="1,2,3,4,5,6,7,8,9,12",
         help="comma-separated numbers or names (rest, grpc, image, ceilings, peers, overload, "
         "metrics, reload, shm, rollout)",
     )
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result.error = f"{type(exc).__name__}: {exc}"
         result.load_average = loadavg
         result.seconds = time.monotonic() - t0
-        if result.plot is None:  # a scenario may draw its own (11: a timeline)
+        if result.plot is None:  # a scenario may draw its own (12: a timeline)
             result.plot = report.plot(result, out / "plots" / f"scenario{key}.png")
         results.append(result)
         print()

@@ -16,7 +16,7 @@ from benchmarks.payloads import Payload
 from benchmarks.procs import Server, free_port, http_ok, launch
 from benchmarks.reload import scenario_8
 from benchmarks.repos import IRIS_ROW, OVERLOAD_QUEUE, OVERLOAD_TIMEOUT_MS, QUEUE_DELAY_MS
-from benchmarks.rollout import scenario_11
+from benchmarks.rollout import scenario_12
 from benchmarks.shm import scenario_9
 
 __all__ = ["SCENARIOS"]
@@ -863,6 +863,7 @@ SCENARIOS: dict[str, Callable[[Context], ScenarioResult]] = {
     "7": scenario_7,
     "8": scenario_8,
     "9": scenario_9,
-    # 10 is the fault isolation benchmark, a harness of its own (benchmarks/isolation.py).
-    "11": scenario_11,
+    # 10 and 11 are sections of RESULTS.md from harnesses of their own (fault isolation,
+    # placement).
+    "12": scenario_12,
 }
