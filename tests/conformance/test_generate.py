@@ -223,8 +223,6 @@ def test_many_requests_at_once(server: ServerProcess) -> None:
 def test_events_leave_as_they_are_made(server: ServerProcess) -> None:
     # The model makes its second response only once the gate file exists, which this test
     # creates only after it has read the first event.
-    if server.frontend == "gateway":  # type: ignore[attr-defined]
-        pytest.skip("the Go front end forwards a reply whole (one REPLY-HTTP frame)")
     gate = server.work / "gate"  # type: ignore[attr-defined]
     url = f"{server.base_url}/v2/models/mock_llm_gate/generate_stream"
     body = json.dumps({"PROMPT": [TEXT], "STREAM": True})
@@ -242,12 +240,8 @@ def test_a_client_that_leaves_closes_the_models_iterator(server: ServerProcess) 
     log.unlink(missing_ok=True)
     url = f"{server.base_url}/v2/models/mock_llm_held/generate_stream"
     body = json.dumps({"PROMPT": [TEXT], "STREAM": True})
-    if server.frontend == "python":  # type: ignore[attr-defined]
-        with httpx.stream("POST", url, content=body, timeout=120) as response:
-            assert next(line for line in response.iter_lines() if line).startswith("data: ")
-    else:  # the Go front end sends nothing before the end: leave before any event
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(url, content=body, timeout=1.0)
+    with httpx.stream("POST", url, content=body, timeout=120) as response:
+        assert next(line for line in response.iter_lines() if line).startswith("data: ")
     for _ in range(6000):  # up to a minute
         if log.exists() and "closed" in log.read_text():
             break

@@ -27,6 +27,13 @@ Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) `
   ``u16`` header count, headers (``u16`` name length, lower-case name, ``u32`` value length,
   value), ``i64`` arrival time (unix ns), then the whole body. CANCEL: the client left.
 - REPLY-HTTP (here -> gateway): ``u16 status``, headers as above, the whole body.
+- REPLY-HTTP-START (17), REPLY-HTTP-CHUNK (18), REPLY-HTTP-END (19) (here -> gateway): a
+  reply whose ASGI body comes in parts (``more_body``, as generate_stream's events): START
+  is REPLY-HTTP's layout with the first part as body, each CHUNK one more part, END
+  ``u8 flag`` (0 the body is whole, 1 the app failed: the gateway cuts the connection)
+  and the last part. The gateway sends no Content-Length (chunked), flushes each part and
+  answers each START and CHUNK written with STREAM-ACK (``u32 n``); we never have 32 of
+  them unacknowledged. CANCEL: the client left, stop.
 - LIMITS (here -> gateway, id 0): ``u16`` count, then per model ``u16`` name length, name,
   ``u32`` limit: infer requests (REST and gRPC ModelInfer) outstanding at most; beyond it
   the gateway answers 429 / RESOURCE_EXHAUSTED itself.
@@ -61,6 +68,7 @@ from inferbridge.frontends.gateway.streams import (
     STREAM_CLOSE,
     STREAM_MSG,
     STREAM_OPEN,
+    STREAM_WINDOW,
     GatewayStream,
 )
 from inferbridge.frontends.grpc.servicers import (
@@ -81,6 +89,8 @@ _HEADER = struct.Struct("<IBQ")  # length, kind, id
 _ID_AND_KIND = 9  # bytes of the header counted by `length`
 _CALL, _CANCEL, _REPLY, _HEALTH, _SHUTDOWN, _DESCRIPTORS, _HTTP, _HTTP_REPLY, _LIMITS = range(1, 10)
 _METRICS_PULL, _METRICS = 10, 11
+_HTTP_START, _HTTP_CHUNK, _HTTP_END = 17, 18, 19  # a REST reply streamed in parts
+_WHOLE, _BROKEN = b"\x00", b"\x01"  # REPLY-HTTP-END's flag
 _SERVING, _NOT_SERVING = 1, 2
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -194,6 +204,8 @@ class BackendProtocol(asyncio.Protocol):
                 stream = self._streams.get(call_id)
                 if stream is not None:
                     stream.ack(_U32.unpack_from(buffer, body)[0])
+                elif (exchange := self._exchanges.get(call_id)) is not None:
+                    exchange.ack(_U32.unpack_from(buffer, body)[0])  # a streamed reply
             elif kind == STREAM_CLOSE:
                 stream = self._streams.get(call_id)
                 if stream is not None:
@@ -341,7 +353,7 @@ class BackendProtocol(asyncio.Protocol):
     # --- REST -----------------------------------------------------------------------------
     def _start_http(self, call_id: int, buffer: bytearray, start: int, end: int) -> None:
         scope, start = _http_scope(buffer, start)
-        exchange = _HttpExchange(_copy(buffer, start, end))
+        exchange = _HttpExchange(_copy(buffer, start, end), call_id, self._send)
         self._exchanges[call_id] = exchange
         if self._access is None:
             serve = self._serve_http(call_id, scope, exchange)
@@ -366,7 +378,7 @@ class BackendProtocol(asyncio.Protocol):
                 status=499 if exchange.disconnected else (exchange.status or 500),
                 duration_s=time.perf_counter() - started,
                 request_bytes=request_bytes,
-                response_bytes=sum(len(b) for b in exchange.body),
+                response_bytes=exchange.sent + sum(len(b) for b in exchange.body),
             )
 
     async def _serve_http(
@@ -384,6 +396,10 @@ class BackendProtocol(asyncio.Protocol):
             self._exchanges.pop(call_id, None)
             self._calls.pop(call_id, None)
         if exchange.disconnected:
+            return
+        if exchange.streamed:
+            if not exchange.ended:  # the app failed mid-body: the gateway cuts the reply
+                self._send(_HTTP_END, call_id, _BROKEN)
             return
         if exchange.status is None:
             exchange.internal_error()
@@ -453,17 +469,41 @@ class BackendProtocol(asyncio.Protocol):
 
 
 class _HttpExchange:
-    """ASGI receive/send for one forwarded HTTP request: the body is already whole."""
+    """ASGI receive/send for one forwarded HTTP request: the body is already whole. The
+    reply leaves whole (REPLY-HTTP) unless the app sends its body in parts (more_body):
+    then REPLY-HTTP-START with the first part, REPLY-HTTP-CHUNK per part, REPLY-HTTP-END,
+    never more than the window of START and CHUNKs unacknowledged (STREAM-ACK)."""
 
-    __slots__ = ("_body", "_gone", "body", "disconnected", "headers", "status")
+    __slots__ = (
+        "_body",
+        "_credit",
+        "_gone",
+        "_has_credit",
+        "_id",
+        "_send_frame",
+        "body",
+        "disconnected",
+        "ended",
+        "headers",
+        "sent",
+        "status",
+        "streamed",
+    )
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, call_id: int, send_frame: Callable[..., None]) -> None:
         self._body: bytes | None = body
         self._gone: asyncio.Future[None] | None = None
+        self._id = call_id
+        self._send_frame = send_frame
+        self._credit = STREAM_WINDOW
+        self._has_credit: asyncio.Event | None = None
         self.disconnected = False
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.streamed = False  # REPLY-HTTP-START sent: the body leaves in parts
+        self.ended = False  # REPLY-HTTP-END sent
+        self.sent = 0  # body bytes sent in parts
 
     async def receive(self) -> dict[str, Any]:
         if self._body is not None and not self.disconnected:
@@ -480,7 +520,39 @@ class _HttpExchange:
             self.status = int(message["status"])
             self.headers = list(message.get("headers", ()))
         elif message["type"] == "http.response.body":
-            self.body.append(bytes(message.get("body", b"")))
+            part = bytes(message.get("body", b""))
+            if message.get("more_body", False):
+                await self._send_part(part)
+            elif self.streamed:
+                if not self.ended:
+                    self.ended = True
+                    self.sent += len(part)
+                    self._send_frame(_HTTP_END, self._id, _WHOLE, part)
+            else:
+                self.body.append(part)
+
+    async def _send_part(self, part: bytes) -> None:
+        """Send a part of a streamed body once the window has room; the gateway writes
+        and flushes each as it arrives."""
+        while self._credit <= 0:
+            if self._has_credit is None:
+                self._has_credit = asyncio.Event()
+            self._has_credit.clear()
+            await self._has_credit.wait()  # CANCEL cancels the task waiting here
+        self._credit -= 1
+        if self.streamed:
+            self._send_frame(_HTTP_CHUNK, self._id, part)
+        else:
+            self.streamed = True
+            status = _U16.pack(self.status or 500)
+            self._send_frame(_HTTP_START, self._id, status, _encode_headers(self.headers), part)
+        self.sent += len(part)
+
+    def ack(self, count: int) -> None:
+        """STREAM-ACK: the gateway has written `count` more parts."""
+        self._credit += count
+        if self._has_credit is not None:
+            self._has_credit.set()
 
     def internal_error(self) -> None:
         """The app sent no (complete) response: answer 500, as uvicorn would."""

@@ -9,8 +9,12 @@
 // With --http-listen it also terminates REST (HTTP/1.1, keep-alive): every request is
 // read whole on the gateway's own threads, refused at once when over a limit (413 for
 // a body over --max-recv-bytes, 429 for a model at its LIMITS limit or for
-// --max-http-inflight), and otherwise forwarded as one HTTP frame to the Python server,
-// whose ASGI app answers it with one REPLY-HTTP frame.
+// --max-http-inflight, 400 with the reason for a body that cannot be read: a bad chunk
+// size or terminator, cut short of its Content-Length or last chunk), and otherwise
+// forwarded as one HTTP frame to the Python server, whose ASGI app answers it with one
+// REPLY-HTTP frame, or streams it (REPLY-HTTP-START, -CHUNK, -END). A client gone
+// before its answer (reset, or EOF: TCP does not tell a half-close from a close) gets
+// CANCEL sent for it and its connection closed without an answer, never an empty 200.
 //
 // With --config FILE it is instead the gateway in front of many OIP servers (package
 // internal/pool, the upstream-pool backend; docs/gateway.md): no backend socket, the
@@ -97,7 +101,25 @@
 //	              response; the backend's last frame of the stream.
 //	16 STREAM-ACK both directions, id of a stream. body = u32 n: n more of the stream's
 //	              STREAM-MSGs have been taken in (backend: read by the stream's handler;
-//	              gateway: written to the client).
+//	              gateway: written to the client). Also gateway->backend for a streamed
+//	              REST reply: n more of its REPLY-HTTP-START and -CHUNKs written.
+//	17 REPLY-HTTP-START backend->gateway, id of an HTTP request, instead of REPLY-HTTP
+//	              when the ASGI app sends its body in parts (more_body, as
+//	              generate_stream's Server-Sent Events). body = as REPLY-HTTP's, its
+//	              response body the first part. The gateway writes the status and
+//	              headers without a Content-Length (chunked transfer encoding) and the
+//	              part, flushed.
+//	18 REPLY-HTTP-CHUNK backend->gateway, id of a streamed reply. body = the next part,
+//	              written and flushed at once.
+//	19 REPLY-HTTP-END backend->gateway, id of a streamed reply, its last frame. body =
+//	              u8 flag | the last part (possibly empty). flag 0: the body is whole;
+//	              1: the app failed mid-body, the connection is closed without ending
+//	              the chunked body (the client sees it cut short, not whole).
+//
+// Flow control of a streamed REST reply is the stream window's: the backend sends no
+// REPLY-HTTP-START or -CHUNK while 32 of them are unacknowledged (END needs no credit),
+// and the gateway fails when it exceeds that. CANCEL ends it when the client leaves or
+// a part cannot be written; its frames that cross the CANCEL are ignored.
 //
 // Flow control of a stream: neither side sends a STREAM-MSG while 32 (streamWindow) of
 // its STREAM-MSGs of that stream are unacknowledged; the gateway stops reading the

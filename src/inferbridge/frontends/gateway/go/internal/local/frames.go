@@ -35,6 +35,10 @@ const (
 	kindStreamClose = 14
 	kindStreamEnd   = 15
 	kindStreamAck   = 16
+
+	kindReplyHTTPStart = 17
+	kindReplyHTTPChunk = 18
+	kindReplyHTTPEnd   = 19
 )
 
 // frameHeader is u32 length | u8 kind | u64 id; the length counts kind and id.
@@ -205,6 +209,8 @@ func (g *gateway) readFrame(hdr []byte) error {
 		c.http <- bp
 	case kindStreamMsg, kindStreamEnd, kindStreamAck:
 		return g.readStreamFrame(kind, id, n)
+	case kindReplyHTTPStart, kindReplyHTTPChunk, kindReplyHTTPEnd:
+		return g.readHTTPStreamFrame(kind, id, n)
 	case kindMetricsPull:
 		if _, err := g.br.Discard(n); err != nil {
 			return err

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"net"
 	"net/http/httptest"
 	"net/textproto"
 	"strconv"
@@ -173,37 +172,7 @@ func FuzzHTTPRequest(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	gwFile, beFile := socketpair(f)
-	be := fileConn(f, beFile)
-	gwConn := fileConn(f, gwFile)
-	f.Cleanup(func() { be.Close(); gwConn.Close() })
-	if err := writeBackendFrame(be, kindDescriptors, 0, testDescriptors(f)); err != nil {
-		f.Fatal(err)
-	}
-	g, err := newGateway(gwConn, config{maxRecvBytes: 1 << 10})
-	if err != nil {
-		f.Fatal(err)
-	}
-	lis, _ := net.Listen("tcp", "127.0.0.1:0")
-	httpLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	go g.run(lis, httpLis)
-	go func() { // the backend: 200 "ok" to every HTTP frame
-		br := bufio.NewReader(be)
-		ok := []byte{200, 0, 0, 0, 'o', 'k'}
-		for {
-			fr, err := readBackendFrame(br)
-			if err != nil {
-				return
-			}
-			if fr.kind == kindHTTP {
-				writeBackendFrame(be, kindReplyHTTP, fr.id, ok)
-			}
-		}
-	}()
-	url := "http://" + httpLis.Addr().String()
+	url := okGateway(f, 1<<10)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out := rawExchange(t, url, data, true)
 		// Each answer starts with a status line; "ok" bodies never contain one.

@@ -34,6 +34,7 @@ type call struct {
 	reply  chan reply   // capacity 1: the reader never blocks on it
 	http   chan *[]byte // REPLY-HTTP body (nil when the backend failed); capacity 1
 	isHTTP bool         // an HTTP request, answered by REPLY-HTTP instead of REPLY
+	stream *httpStream  // set by the reader with a REPLY-HTTP-START (httpstream.go)
 	req    rawMsg
 }
 
@@ -55,7 +56,8 @@ type gateway struct {
 	mu    sync.Mutex
 	calls map[uint64]*call // forwarded calls awaiting their REPLY
 
-	streams streams // forwarded streaming calls (stream.go)
+	streams     streams     // forwarded streaming calls (stream.go)
+	httpStreams httpStreams // streamed REST replies under way (httpstream.go)
 
 	nextID      atomic.Uint64
 	inflight    atomic.Int64

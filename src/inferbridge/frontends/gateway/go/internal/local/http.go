@@ -98,13 +98,16 @@ func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pm := &g.metrics.proto[protoHTTP]
 	pm.inflight.Inc()
 	status, n := g.serveHTTP(w, r, start)
+	abort := status == statusClientGone || status&abortReply != 0
+	status &^= abortReply
 	pm.respBytes.Add(float64(n))
 	pm.inflight.Dec()
 	g.metrics.httpDone(routeOf(r.URL.Path), status, start)
-	if status == statusClientGone {
-		// Nothing was written: returning would make net/http send "200 OK" with an
-		// empty body, which a client still reading takes for success. Close the
-		// connection without an answer instead (net/http does not log this panic).
+	if abort {
+		// Nothing was written, or a streamed body is cut short: returning would make
+		// net/http send "200 OK" with an empty body, or end the chunked body, which a
+		// client takes for success. Close the connection without more instead
+		// (net/http does not log this panic).
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -259,10 +262,14 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 		g.abandon(id, c)
 		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
 	}
-	c.isHTTP = false
+	st := c.stream
+	c.isHTTP, c.stream = false, nil
 	callPool.Put(c)
 	if rp == nil {
 		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
+	}
+	if st != nil { // REPLY-HTTP-START: the body follows in parts
+		return g.relayStream(w, r, id, st, rp)
 	}
 	status, n := g.writeReply(w, *rp)
 	putBuf(rp)
@@ -289,8 +296,10 @@ func (g *gateway) abandon(id uint64, c *call) {
 		case g.out <- frame{kind: kindCancel, id: id}:
 		case <-g.dead:
 		}
+	} else if c.stream != nil { // its REPLY-HTTP-START was read: the parts must stop
+		g.dropStream(id)
 	}
-	c.isHTTP = false
+	c.isHTTP, c.stream = false, nil
 	callPool.Put(c)
 }
 
@@ -307,33 +316,48 @@ func grow(b []byte, n int) []byte {
 // header_count × (u16 name_len | name | u32 value_len | value) | response body. It
 // returns the status and body length written.
 func (g *gateway) writeReply(w http.ResponseWriter, b []byte) (int, int) {
-	bad := func() (int, int) {
+	status, b, ok := writeHead(w, b, false)
+	if !ok {
 		return writeError(w, http.StatusBadGateway, errorBody("malformed reply from the backend"), false)
 	}
-	if len(b) < 4 {
-		return bad()
+	if len(b) > 0 {
+		w.Write(b)
 	}
-	status := int(binary.LittleEndian.Uint16(b))
+	return status, len(b)
+}
+
+// writeHead writes the status and headers of a REPLY-HTTP or REPLY-HTTP-START body
+// (u16 status | u16 header_count | headers | body) and returns the status and the body
+// bytes; ok is false, and nothing is written, when b is malformed. A whole reply
+// (streamed false) gets a Content-Length unless the backend gave one.
+func writeHead(w http.ResponseWriter, b []byte, streamed bool) (status int, body []byte, ok bool) {
+	if len(b) < 4 {
+		return 0, nil, false
+	}
+	status = int(binary.LittleEndian.Uint16(b))
 	count := int(binary.LittleEndian.Uint16(b[2:]))
 	b = b[4:]
 	if status < 100 || status > 999 {
-		return bad()
+		return 0, nil, false
 	}
 	h := w.Header()
-	haveLength, haveDate, haveType := false, false, false
+	haveLength, haveDate, haveType := streamed, false, false
 	for i := 0; i < count; i++ {
 		if len(b) < 2 {
-			return bad()
+			clear(h)
+			return 0, nil, false
 		}
 		n := int(binary.LittleEndian.Uint16(b))
 		if len(b) < 2+n+4 {
-			return bad()
+			clear(h)
+			return 0, nil, false
 		}
 		name := textproto.CanonicalMIMEHeaderKey(string(b[2 : 2+n]))
 		vn := int(binary.LittleEndian.Uint32(b[2+n:]))
 		b = b[2+n+4:]
 		if len(b) < vn {
-			return bad()
+			clear(h)
+			return 0, nil, false
 		}
 		h[name] = append(h[name], string(b[:vn]))
 		b = b[vn:]
@@ -356,10 +380,7 @@ func (g *gateway) writeReply(w http.ResponseWriter, b []byte) (int, int) {
 		h["Content-Type"] = nil // no content sniffing
 	}
 	w.WriteHeader(status)
-	if len(b) > 0 {
-		w.Write(b)
-	}
-	return status, len(b)
+	return status, b, true
 }
 
 // serveHTTPListener serves lis until the server is shut down or closed.
