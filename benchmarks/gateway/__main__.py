@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         "--publish",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="write the section into benchmarks/RESULTS.md (default: on for a full run)",
+        help="write the section into benchmarks/RESULTS.md (default: on for a full run); "
+        "scenarios not run keep what was last published for them",
     )
     return parser
 
@@ -164,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 section.error = f"{type(exc).__name__}: {exc}"
             section.seconds = time.monotonic() - t0
             section.extra["load_average"] = loadavg
+            section.extra["ran"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
             sections.append(section)
             print(publish.section_text(section), flush=True)
     finally:
@@ -187,6 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if do_publish is None:
         do_publish = not quick and sorted(keys) == sorted(SCENARIOS)
     if do_publish:
+        # Sections of earlier published runs stay for the scenarios not run this time.
+        results = _HERE.parent / "RESULTS.md"
+        old = results.read_text() if results.exists() else ""
+        texts = publish.merge_published(sections, old)
+        text = publish.markdown(sections, started, notes, bench, texts)
         publish.into_results(text, sections, _HERE.parent)
         print(f"bench: published into {_HERE.parent / 'RESULTS.md'} and {_HERE.parent / 'plots'}")
     return 1 if any(s.error for s in sections) else 0
