@@ -175,7 +175,8 @@ def scenario_2(bench: Bench) -> Section:
         "nginx: passive max_fails=1 fail_timeout=10s, proxy_next_upstream error timeout "
         "http_502/503/504 non_idempotent, 2 tries. HAProxy: httpchk every 2 s (fall 2, rise 2), "
         "retries 2, retry-on conn-failure empty-response response-timeout 503, option "
-        "redispatch. The shaded span in the plot is each front's kill → ready + 2 s."
+        "redispatch. The dashed lines in the plot are each front's kill, restart and ready "
+        "again; the window columns run from the kill to 2 s after ready."
     )
     return section
 

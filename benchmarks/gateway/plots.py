@@ -50,7 +50,8 @@ def healthy(section: Any, path: Path) -> Path | None:
 def timeline(
     title: str, runs: Sequence[Run], path: Path, window: tuple[float, float] | None = None
 ) -> Path | None:
-    """Requests/s (ok and failed) and p99 per second, one line per front."""
+    """Requests/s (ok and failed) and p99 per second, one line per front; a run's fault
+    events (extra['events_s']: seconds into its window) are dashed lines in its colour."""
     runs = [r for r in runs if r.timeline]
     if not runs:
         return None
@@ -63,9 +64,10 @@ def timeline(
             xs, [s["requests"] - s["ok"] for s in r.timeline], color=line.get_color(), label=r.front
         )
         bottom.plot(xs, [max(s["p99_ms"], 1e-3) for s in r.timeline], color=line.get_color())
-        own = r.extra.get("window_s")
-        if own and window is None:
-            top.axvspan(own[0], own[1], color=line.get_color(), alpha=0.08)
+        # Fault events of this run (kill, restart begun, ready again) as dashed lines.
+        for axes in (top, middle, bottom):
+            for at in (r.extra.get("events_s") or {}).values():
+                axes.axvline(at, color=line.get_color(), linestyle="--", alpha=0.5)
     if window is not None:
         for axes in (top, middle, bottom):
             axes.axvspan(window[0], window[1], color="grey", alpha=0.15)
