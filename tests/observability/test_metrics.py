@@ -182,6 +182,13 @@ def test_with_the_gateway_serving_everything_its_text_is_appended() -> None:
         ("/v2/models/iris/versions/3/ready", "/v2/models/{model}/versions/{version}/ready"),
         ("/v2/models/iris/versions/3/infer", "/v2/models/{model}/versions/{version}/infer"),
         ("/v2/models/iris/versions/3/stats", "/v2/models/{model}/versions/{version}/stats"),
+        ("/v2/models/llm/generate", "/v2/models/{model}/generate"),
+        ("/v2/models/llm/generate_stream", "/v2/models/{model}/generate_stream"),
+        ("/v2/models/llm/versions/2/generate", "/v2/models/{model}/versions/{version}/generate"),
+        (
+            "/v2/models/llm/versions/2/generate_stream",
+            "/v2/models/{model}/versions/{version}/generate_stream",
+        ),
         ("/v2/repository/index", "/v2/repository/index"),
         ("/v2/logging", "/v2/logging"),
         ("/v2/trace/setting", "/v2/trace/setting"),
@@ -218,6 +225,7 @@ def test_routes_are_templated_as_the_gateway_does(path: str, route: str) -> None
 def test_paths_name_their_model() -> None:
     assert infer_model("/v2/models/iris/versions/2/infer") == "iris"
     assert infer_model("/v2/models/iris/ready") == ""
+    assert infer_model("/v2/models/llm/generate_stream") == "llm"
     assert path_model("/v2/models/iris/versions/2/infer") == ("iris", "2")
     assert path_model("/v2/repository/models/iris/load") == ("iris", "")
     assert path_model("/v2/models/stats") == ("", "")

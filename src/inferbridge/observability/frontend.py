@@ -159,7 +159,11 @@ _FIXED_ROUTES = frozenset(
         "/predict",
     }
 )
-_MODEL_SUFFIXES = frozenset({"", "/ready", "/config", "/stats", "/infer", "/trace/setting"})
+_MODEL_SUFFIXES = frozenset(
+    {"", "/ready", "/config", "/stats", "/infer", "/generate", "/generate_stream", "/trace/setting"}
+)
+#: The last segments of the paths that run a model (the gateway's isInferSuffix).
+_INFER_ACTIONS = frozenset({"infer", "generate", "generate_stream"})
 _SHM_ACTIONS = frozenset({"status", "register", "unregister"})
 _ROUTE_CACHE: dict[str, str] = {}
 _ROUTE_CACHE_SIZE = 4096
@@ -222,9 +226,14 @@ def _template(path: str) -> str:
 
 
 def infer_model(path: str) -> str:
-    """The model of an infer path (/v2/models/{m}[/versions/{v}]/infer), else ""."""
+    """The model of an infer path (/v2/models/{m}[/versions/{v}]/infer, or generate or
+    generate_stream), else ""."""
     parts = path.rstrip("/").split("/")
-    if len(parts) not in (5, 7) or parts[1:3] != ["v2", "models"] or parts[-1] != "infer":
+    if (
+        len(parts) not in (5, 7)
+        or parts[1:3] != ["v2", "models"]
+        or parts[-1] not in _INFER_ACTIONS
+    ):
         return ""
     return parts[3] if len(parts) == 5 or parts[4] == "versions" else ""
 

@@ -76,7 +76,8 @@
 //	9 LIMITS      backend->gateway, id 0. body = u16 count | count × (u16 name_len |
 //	              model name | u32 limit). Replaces the whole table of per-model limits
 //	              on forwarded, unanswered infer requests (POST
-//	              /v2/models/{name}[/versions/{v}]/infer and gRPC ModelInfer; absent or
+//	              /v2/models/{name}[/versions/{v}]/infer, /generate and /generate_stream
+//	              (until its last part), and gRPC ModelInfer; absent or
 //	              0 = no limit); one more is answered 429 / RESOURCE_EXHAUSTED (or the
 //	              code given with --queue-full-code) by the
 //	              gateway. Send it again after every change of the model set: a model
@@ -153,7 +154,8 @@
 // the gateway's own refusals included. Its route is, for HTTP, the template of the
 // path, as the Python REST app routes it (trailing slashes ignored): /v2, /v2/health/live,
 // /v2/health/ready, /v2/models/stats, /v2/models/{model}[/versions/{version}] with no
-// suffix or /ready, /config, /stats or /infer, /v2/repository/index,
+// suffix or /ready, /config, /stats, /infer, /generate or /generate_stream,
+// /v2/repository/index,
 // /v2/repository/models/{model}/load and /unload, /metrics, /predict,
 // /v1/models/{model}:predict, /v1/vision/{service}, /v1/text/{service}, and "other"
 // for any other path; for gRPC, the full method name of a forwarded (DESCRIPTORS),

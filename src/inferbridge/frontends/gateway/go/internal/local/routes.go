@@ -28,6 +28,10 @@ const (
 	routeVersionConfig
 	routeVersionStats
 	routeVersionInfer
+	routeModelGenerate
+	routeModelGenerateStream
+	routeVersionGenerate
+	routeVersionGenerateStream
 	routeMetrics
 	routePredict
 	routeV1Predict
@@ -70,6 +74,10 @@ var httpRouteNames = [numHTTPRoutes]string{
 	routeVersionConfig:             "/v2/models/{model}/versions/{version}/config",
 	routeVersionStats:              "/v2/models/{model}/versions/{version}/stats",
 	routeVersionInfer:              "/v2/models/{model}/versions/{version}/infer",
+	routeModelGenerate:             "/v2/models/{model}/generate",
+	routeModelGenerateStream:       "/v2/models/{model}/generate_stream",
+	routeVersionGenerate:           "/v2/models/{model}/versions/{version}/generate",
+	routeVersionGenerateStream:     "/v2/models/{model}/versions/{version}/generate_stream",
 	routeMetrics:                   "/metrics",
 	routePredict:                   "/predict",
 	routeV1Predict:                 "/v1/models/{model}:predict",
@@ -128,6 +136,9 @@ var modelSuffixes = map[string][2]httpRoute{
 	"/config": {routeModelConfig, routeVersionConfig},
 	"/stats":  {routeModelStats, routeVersionStats},
 	"/infer":  {routeModelInfer, routeVersionInfer},
+	// generate extension (Triton's), plain and Server-Sent Events
+	"/generate":        {routeModelGenerate, routeVersionGenerate},
+	"/generate_stream": {routeModelGenerateStream, routeVersionGenerateStream},
 }
 
 // routeOf templates a decoded request path the way the Python REST app routes it
@@ -213,8 +224,9 @@ func cutSegment(s string) (segment, rest string, ok bool) {
 func isSegment(s string) bool { return s != "" && strings.IndexByte(s, '/') < 0 }
 
 // inferModel returns the model name of /v2/models/{name}/infer and
-// /v2/models/{name}/versions/{v}/infer (trailing slashes ignored, as by the Python
-// REST app, so that they do not slip past admission).
+// /v2/models/{name}/versions/{v}/infer, and of their generate and generate_stream
+// (trailing slashes ignored, as by the Python REST app, so that they do not slip past
+// admission).
 func inferModel(path string) (string, bool) {
 	rest, ok := strings.CutPrefix(strings.TrimRight(path, "/"), "/v2/models/")
 	if !ok {
@@ -224,13 +236,19 @@ func inferModel(path string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if rest == "/infer" {
+	if isInferSuffix(rest) {
 		return name, true
 	}
 	if v, ok := strings.CutPrefix(rest, "/versions/"); ok {
-		if _, rest, ok := cutSegment(v); ok && rest == "/infer" {
+		if _, rest, ok := cutSegment(v); ok && isInferSuffix(rest) {
 			return name, true
 		}
 	}
 	return "", false
+}
+
+// isInferSuffix tells the paths after a model (and version) that run it: infer and
+// the generate extension's generate and generate_stream.
+func isInferSuffix(rest string) bool {
+	return rest == "/infer" || rest == "/generate" || rest == "/generate_stream"
 }
