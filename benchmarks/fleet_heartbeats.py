@@ -52,6 +52,13 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--die", type=int, default=10, help="agents that stop heartbeating")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the control plane and the agents at this priority (e.g. -5 as root, to "
+        "measure them rather than the other work on a shared machine)",
+    )
     options = parser.parse_args()
     go = find_go()
     if go is None:
@@ -82,6 +89,9 @@ def main() -> int:
         text=True,
         env={**os.environ, "INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN},
     )
+    if options.nice:
+        os.setpriority(os.PRIO_PROCESS, pid, options.nice)
+        os.setpriority(os.PRIO_PROCESS, agents.pid, options.nice)
     started = time.monotonic()
     try:
         for model in ("sim_all", "sim_ten"):
@@ -132,6 +142,7 @@ def main() -> int:
             rss.append(_rss_mib(pid))
             time.sleep(0.5)
         cpu1, t1 = _cpu_seconds(pid), time.monotonic()
+        inside = dict(plane.get("/v1/fleet/health"))
         died = time.monotonic()
         wait_for(
             "dead nodes NotReady",
@@ -158,13 +169,19 @@ def main() -> int:
             agents.kill()
         plane.stop()
     cores = (cpu1 - cpu0) / (t1 - t0)
-    print(f"| {options.agents} agents, 1 s heartbeats, SQLite | value |")
+    print(f"| {options.agents} agents, 1 s heartbeats, SQLite, nice {options.nice} | value |")
     print("|---|--:|")
     print(f"| heartbeats answered (errors) | {result['heartbeats']} ({result['errors']}) |")
     print(
         f"| heartbeat p50 / p90 / p99 / max ms | {result['p50_ms']:.1f} / {result['p90_ms']:.1f} "
         f"/ {result['p99_ms']:.1f} / {result['max_ms']:.1f} |"
     )
+    hb, lag = inside["heartbeat"], inside["loop_lag"]
+    print(
+        f"| heartbeat handling, in the control plane, p50 / p99 ms | {hb['p50_ms']} / "
+        f"{hb['p99_ms']} |"
+    )
+    print(f"| its event loop's lag p50 / p99 ms | {lag['p50_ms']} / {lag['p99_ms']} |")
     print(f"| control plane CPU (cores, steady state with deploys) | {cores:.2f} |")
     print(f"| control plane RSS MiB (max) | {max(rss):.0f} |")
     print(f"| all {options.agents} registered after start, s | {registered_s:.1f} |")

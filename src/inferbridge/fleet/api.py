@@ -184,7 +184,7 @@ class FleetApp:
     # -- handlers --------------------------------------------------------------------
 
     async def _health(self, request: _Request) -> tuple[int, Any]:
-        return 200, {"status": "ok", "nodes": len(self.plane.nodes)}
+        return 200, {"status": "ok", "nodes": len(self.plane.nodes), **self.plane.figures()}
 
     async def _register(self, request: _Request) -> tuple[int, Any]:
         registration = parse_model(Registration, request.json(), "registration")

@@ -10,6 +10,7 @@ window, so a restart alone moves no replica.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -105,6 +106,12 @@ class ControlPlane:
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
+        #: Per node: its assignment payload's etag, and its parsed capacity (caches).
+        self._etags: dict[str, str] = {}
+        #: Recent heartbeat handling times and event-loop lags, seconds (for /health).
+        self._heartbeat_s: collections.deque[float] = collections.deque(maxlen=20000)
+        self._loop_lag_s: collections.deque[float] = collections.deque(maxlen=2000)
+        self._capacity: dict[str, Capacity] = {}
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -125,7 +132,10 @@ class ControlPlane:
         started = time.monotonic()
         for name, doc in self.nodes.items():
             self.observed[name] = _Observed(started, float(doc.get("heartbeat_interval_s", 1.0)))
-        self._tasks = [asyncio.create_task(self._loop(), name="fleet-reconcile")]
+        self._tasks = [
+            asyncio.create_task(self._loop(), name="fleet-reconcile"),
+            asyncio.create_task(self._sample_loop_lag(), name="fleet-loop-lag"),
+        ]
         self._dirty.set()
 
     async def stop(self) -> None:
@@ -169,6 +179,7 @@ class ControlPlane:
         }
         await self.store.apply([("nodes", registration.name, doc)])
         self.nodes[registration.name] = doc
+        self._capacity.pop(registration.name, None)
         observed = self.observed.get(registration.name)
         if observed is None:
             observed = self.observed[registration.name] = _Observed(
@@ -187,6 +198,13 @@ class ControlPlane:
         return node_token
 
     async def heartbeat(self, name: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        began = time.perf_counter()
+        try:
+            return self._heartbeat(name, token, body)
+        finally:
+            self._heartbeat_s.append(time.perf_counter() - began)
+
+    def _heartbeat(self, name: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
         observed = self._check_node(name, token)
         models = _parse_models(body.get("models", []))
         server = body.get("server") or {}
@@ -265,7 +283,11 @@ class ControlPlane:
         return out
 
     def _etag(self, name: str) -> str:
-        return hashlib.sha256(orjson.dumps(self._payload(name))).hexdigest()[:16]
+        etag = self._etags.get(name)
+        if etag is None:
+            etag = hashlib.sha256(orjson.dumps(self._payload(name))).hexdigest()[:16]
+            self._etags[name] = etag
+        return etag
 
     # -- operator actions ------------------------------------------------------------
 
@@ -273,6 +295,7 @@ class ControlPlane:
         key = f"{manifest.model}/{manifest.version}"
         await self.store.apply([("artifacts", key, manifest.model_dump())])
         self.artifacts[key] = manifest
+        self._etags.clear()
         logger.info(
             "artefact %s registered (%s, sha256 %s)", key, manifest.uri, manifest.sha256[:12]
         )
@@ -395,6 +418,29 @@ class ControlPlane:
             with contextlib.suppress(ValueError):
                 self.observed[name].requests.remove({"id": request_id, "kind": kind, **args})
 
+    async def _sample_loop_lag(self) -> None:
+        while True:
+            began = time.perf_counter()
+            await asyncio.sleep(0.1)
+            self._loop_lag_s.append(max(0.0, time.perf_counter() - began - 0.1))
+
+    def figures(self) -> dict[str, Any]:
+        """Recent heartbeat handling time and event-loop lag, p50/p99 in ms."""
+
+        def summary(values: collections.deque[float]) -> dict[str, float]:
+            ordered = sorted(values)
+            if not ordered:
+                return {"count": 0}
+            p50 = ordered[int(0.5 * (len(ordered) - 1))]
+            p99 = ordered[int(0.99 * (len(ordered) - 1))]
+            return {
+                "count": len(ordered),
+                "p50_ms": round(p50 * 1000, 3),
+                "p99_ms": round(p99 * 1000, 3),
+            }
+
+        return {"heartbeat": summary(self._heartbeat_s), "loop_lag": summary(self._loop_lag_s)}
+
     # -- views -----------------------------------------------------------------------
 
     def node_view(self, name: str) -> dict[str, Any]:
@@ -515,9 +561,15 @@ class ControlPlane:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), 0.2)
             self._check_liveness()
-            # Level-triggered: a pass on every change, and at least once a second for the
-            # time-based parts (health gates, wave timeouts).
-            if self._dirty.is_set() or time.monotonic() - last >= 1.0:
+            # Level-triggered: a pass on every change, and once a second while a rollout
+            # runs (its health gates and wave timeouts are time-based).
+            timed = any(r.get("state") == "Running" for r in self.rollouts.values())
+            # Passes are at least 0.2 s apart: a storm of changes (a thousand nodes
+            # reporting a new deployment) costs a few passes, not one per heartbeat.
+            spacing = 0.2 - (time.monotonic() - last)
+            if spacing > 0:
+                await asyncio.sleep(spacing)
+            if self._dirty.is_set() or (timed and time.monotonic() - last >= 1.0):
                 self._dirty.clear()
                 last = time.monotonic()
                 try:
@@ -525,13 +577,19 @@ class ControlPlane:
                 except Exception:
                     logger.exception("reconciliation failed; retrying")
 
+    def _node_capacity(self, name: str, doc: dict[str, Any]) -> Capacity:
+        capacity = self._capacity.get(name)
+        if capacity is None:
+            capacity = self._capacity[name] = Capacity.model_validate(doc.get("capacity", {}))
+        return capacity
+
     async def reconcile_once(self) -> None:
         async with self._lock:
             nodes = {
                 name: NodeState(
                     name=name,
                     labels=doc.get("labels", {}),
-                    capacity=Capacity.model_validate(doc.get("capacity", {})),
+                    capacity=self._node_capacity(name, doc),
                     ready=self.observed[name].ready,
                     server_ready=bool(self.observed[name].server.get("ready")),
                     models=self.observed[name].models,
@@ -566,6 +624,8 @@ class ControlPlane:
                 changes.append(("deployments", model, spec.model_dump()))
             await self.store.apply(changes)
             self.assignments = outcome.assignments
+            for name in changed_nodes:
+                self._etags.pop(name, None)
             self.rollouts.update(outcome.rollouts)
             self.deployments.update(outcome.promoted)
             self.status = outcome.status

@@ -228,8 +228,8 @@ def reconcile(
     held: dict[str, list[str]] = {}
     wanted: dict[str, int] = {}
     for model, spec in sorted(effective.items()):
-        selected = [n for n in sorted(nodes) if _selected(nodes[n], spec.selector)]
-        eligible = [n for n in selected if nodes[n].ready]
+        selected = {n for n in nodes if _selected(nodes[n], spec.selector)}
+        eligible = {n for n in selected if nodes[n].ready}
         wanted[model] = len(eligible) if spec.replicas == "all" else int(spec.replicas)
         # Surplus replicas (a node rejoined after its replica was placed elsewhere) go
         # from the nodes Ready the shortest time.
@@ -250,13 +250,11 @@ def reconcile(
         reason = ""
         missing = wanted[model] - len(chosen)
         if missing > 0:
+            taken = set(chosen) | set(held[model])
             candidates = [
                 allocation.candidate(nodes[n])
                 for n in sorted(nodes)
-                if nodes[n].ready
-                and _selected(nodes[n], spec.selector)
-                and n not in chosen
-                and n not in held[model]
+                if nodes[n].ready and n not in taken and _selected(nodes[n], spec.selector)
             ]
             placement = policy.place(spec.resources, missing, candidates)
             for name in placement.nodes:
