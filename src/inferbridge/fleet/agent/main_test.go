@@ -1,0 +1,37 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestConfigFileAndFlags(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.json")
+	os.WriteFile(file, []byte(`{"control_plane": "http://cp:9000", "repository": "/models",
+		"labels": {"zone": "a"}, "accelerators": [{"type": "NPU-X", "count": 2, "memory": 1024}]}`), 0o600)
+	cfg, err := parseConfig([]string{"--config", file, "--name", "n1", "--heartbeat", "2s", "--memory-limit", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ControlPlane != "http://cp:9000" || cfg.Name != "n1" || cfg.Labels["zone"] != "a" {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	if len(cfg.Accelerators) != 1 || cfg.Accelerators[0].Type != "NPU-X" || cfg.Heartbeat != 2*time.Second {
+		t.Fatalf("cfg = %+v", cfg)
+	}
+	if cfg.Server != "http://127.0.0.1:8000" || cfg.AdvertiseURL != cfg.Server {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	if _, err := parseConfig([]string{"--repository", "/models"}); err == nil {
+		t.Fatal("a missing --control-plane was accepted")
+	}
+	if _, err := parseConfig([]string{"--control-plane", "x", "--repository", "/m", "--labels", "nope"}); err == nil {
+		t.Fatal("bad labels were accepted")
+	}
+	declared := DetectCapacity(t.Context(), cfg.Accelerators, 0, 0)
+	if declared.CPU <= 0 || declared.Memory <= 0 || len(declared.Accelerators) != 1 {
+		t.Fatalf("capacity = %+v", declared)
+	}
+}
