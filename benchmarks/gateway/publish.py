@@ -135,9 +135,12 @@ def _target_rows(text: str) -> list[str]:
 
 def merge_published(sections: Sequence[Any], old_results: str) -> list[str]:
     """Section texts for RESULTS.md: these sections', and for the scenarios not run now,
-    what was last published for them (so that one scenario can be re-run and published)."""
+    what was last published for them (so that one scenario can be re-run and published);
+    a scenario that failed keeps its last published text."""
     texts = _chunks(keep_section(old_results))
     for s in sections:
+        if s.error and s.key in texts:
+            continue  # a scenario that failed this time keeps what was published for it
         texts[s.key] = section_text(s)
     return [texts[k] for k in sorted(texts, key=lambda k: int(k[1:]))]
 
