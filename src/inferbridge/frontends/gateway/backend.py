@@ -15,7 +15,8 @@ Wire protocol, little-endian, both directions: ``u32 length`` (bytes after it) `
 - CALL (gateway -> here): ``u16 method_len``, method path, ``i64 timeout_us`` (-1 = no
   deadline), ``u16 meta_count``, that many metadata entries (``u16`` name length,
   lower-case name, ``u32`` value length, value: the call's traceparent, tracestate and
-  baggage), request bytes.
+  baggage, then its ``x-`` entries but ``-bin`` ones, which a rollout's
+  ``header:<name>`` can route by), request bytes.
 - CANCEL (gateway -> here): the caller cancelled or its deadline passed; drop the call.
 - REPLY (here -> gateway): ``u8 code`` (gRPC status), then response bytes (code 0) or the
   UTF-8 error message.
@@ -123,7 +124,7 @@ class _CallContext:
         self._metadata = metadata
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        """The call's forwarded metadata (traceparent, tracestate, baggage), as
+        """The call's forwarded metadata (traceparent, tracestate, baggage, x-*), as
         (key, value) pairs like grpc.aio's."""
         return self._metadata
 

@@ -48,7 +48,9 @@
 //	              name (lower-case) | u32 value_len | value) | request message bytes
 //	              (rest, possibly empty). The metadata are the call's incoming gRPC
 //	              metadata under the keys traceparent, tracestate and baggage (in that
-//	              order, one entry per value; meta_count 0 when none); no other key.
+//	              order), then those whose key starts with "x-" and does not end in
+//	              "-bin" (sorted by key; a rollout's route_key header:<name> reads
+//	              them), one entry per value, meta_count 0 when none; no other key.
 //	2 CANCEL      gateway->backend, id of a call the client cancelled or whose deadline
 //	              passed before its REPLY; empty body. A REPLY may still follow and is ignored.
 //	3 REPLY       backend->gateway, id of a call. body = u8 gRPC code | response message

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/tap"
 )
 
 // callMeta decodes a CALL body: u16 method_len | method | i64 timeout_us |
@@ -45,15 +46,19 @@ func TestCallMetadata(t *testing.T) {
 		want [][2]string
 	}{
 		{name: "none", md: nil, want: nil},
-		{name: "unlisted keys only", md: []string{"authorization", "Bearer x", "x-request-id", "7"}, want: nil},
+		{name: "unlisted keys only", md: []string{"authorization", "Bearer x", "x-data-bin", "\x00", "x-", "v"}, want: nil},
 		{
-			name: "the listed keys, lower-cased, in table order, others dropped",
+			name: "the listed keys, lower-cased, in table order, then x- keys by name, others dropped",
 			md: []string{
-				"Baggage", "userId=alice", "x-other", "no", "TraceParent", tp,
-				"tracestate", "a=1", "tracestate", "b=2", "grpc-trace-bin", "bin",
+				"Baggage", "userId=alice", "X-User-Id", "u7", "TraceParent", tp, "x-b", "2", "x-a", "1",
+				"tracestate", "a=1", "tracestate", "b=2", "grpc-trace-bin", "bin", "x-a", "3", "x-ids-bin", "\x01",
 			},
-			want: [][2]string{{"traceparent", tp}, {"tracestate", "a=1"}, {"tracestate", "b=2"}, {"baggage", "userId=alice"}},
+			want: [][2]string{
+				{"traceparent", tp}, {"tracestate", "a=1"}, {"tracestate", "b=2"}, {"baggage", "userId=alice"},
+				{"x-a", "1"}, {"x-a", "3"}, {"x-b", "2"}, {"x-user-id", "u7"},
+			},
 		},
+		{name: "an x- key only", md: []string{"x-user-id", "alice"}, want: [][2]string{{"x-user-id", "alice"}}},
 		{name: "a long value", md: []string{"baggage", long}, want: [][2]string{{"baggage", long}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,6 +76,32 @@ func TestCallMetadata(t *testing.T) {
 			h.reply(f.id, codes.OK, nil)
 			if r := wait(t, done); r.err != nil {
 				t.Fatal(r.err)
+			}
+		})
+	}
+}
+
+// BenchmarkCallMetadata is the metadata cost of a call: the tap on its headers, then
+// the handler's lookup (typical headers of a tritonclient call, nothing to forward).
+func BenchmarkCallMetadata(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		md   metadata.MD
+	}{
+		{"none", metadata.Pairs("content-type", "application/grpc", "user-agent", "grpc-python/1.7",
+			"grpc-accept-encoding", "identity,deflate,gzip", ":authority", "127.0.0.1:8001")},
+		{"x-user-id", metadata.Pairs("content-type", "application/grpc", "user-agent", "grpc-python/1.7",
+			"grpc-accept-encoding", "identity,deflate,gzip", ":authority", "127.0.0.1:8001", "x-user-id", "alice")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			base := metadata.NewIncomingContext(context.Background(), bc.md)
+			info := &tap.Info{FullMethodName: inferMethod, Header: bc.md}
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx, _ := tapMetadata(base, info)
+				if _, err := callMetadata(ctx); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}
