@@ -378,3 +378,97 @@ def iris_model(root: Path, name: str, source: Path, versions: dict[int, bytes | 
 
 def grep(pattern: str, text: str) -> bool:
     return re.search(pattern, text) is not None
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    proc: _Pumped
+    client_url: str
+    data: Path
+
+
+def start_etcd_cluster(size: int = 3) -> list[EtcdMember]:
+    """A real etcd cluster on loopback (etcd 3.4 needs all five URL flags)."""
+    binary = shutil.which("etcd")
+    assert binary is not None
+    ports = [(free_port(), free_port()) for _ in range(size)]
+    cluster = ",".join(f"e{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+    members = []
+    for i, (client, peer) in enumerate(ports):
+        data = Path(tempfile.mkdtemp(prefix=f"ib-etcd{i}-"))
+        proc = _Pumped(
+            [
+                binary,
+                "--name",
+                f"e{i}",
+                "--data-dir",
+                str(data),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                cluster,
+                "--initial-cluster-state",
+                "new",
+                "--logger=zap",
+                "--log-level",
+                "error",
+            ],
+            {},
+        )
+        members.append(EtcdMember(f"e{i}", proc, f"http://127.0.0.1:{client}", data))
+    for member in members:
+        wait_for(
+            f"etcd {member.name} healthy",
+            lambda m=member: (
+                httpx.get(f"{m.client_url}/health", timeout=2).json().get("health") == "true"
+            ),
+        )
+    return members
+
+
+def etcd_leader(members: list[EtcdMember]) -> EtcdMember:
+    for member in members:
+        if member.proc.process.poll() is not None:
+            continue
+        status = httpx.post(f"{member.client_url}/v3/maintenance/status", json={}, timeout=5).json()
+        if status["header"]["member_id"] == status["leader"]:
+            return member
+    raise AssertionError("no etcd leader")
+
+
+def start_replica(store: str, port: int) -> ControlPlaneProc:
+    """A control-plane replica on an etcd store (its URL is its name as the leader)."""
+    url = f"http://127.0.0.1:{port}"
+    proc = _Pumped(
+        [
+            sys.executable,
+            "-m",
+            "inferbridge",
+            "fleet",
+            "serve",
+            "--store",
+            store,
+            "--port",
+            str(port),
+            "--advertise-url",
+            url,
+            "--missed-heartbeats",
+            "5",
+        ],
+        {
+            "INFERBRIDGE_FLEET_ADMIN_TOKEN": ADMIN_TOKEN,
+            "INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN,
+        },
+    )
+    wait_for(
+        "the replica to listen",
+        lambda: httpx.get(f"{url}/v1/fleet/health", timeout=2).status_code == 200,
+    )
+    return ControlPlaneProc(proc, url, Path(store), port)

@@ -170,6 +170,13 @@ class FleetApp:
             if method != scope["method"]:
                 continue
             try:
+                if not self.plane.serving and path != "/v1/fleet/health":
+                    leader = self.plane.leader
+                    return 503, {
+                        "error": "this control plane is a follower; "
+                        + (f"the leader is {leader}" if leader else "no leader is elected yet"),
+                        "leader": leader,
+                    }
                 body = await _read_body(receive)
                 return await handler(_Request(scope, body, match.groupdict()))
             except FleetError as exc:
@@ -184,7 +191,12 @@ class FleetApp:
     # -- handlers --------------------------------------------------------------------
 
     async def _health(self, request: _Request) -> tuple[int, Any]:
-        return 200, {"status": "ok", "nodes": len(self.plane.nodes), **self.plane.figures()}
+        return 200, {
+            "status": "ok",
+            "nodes": len(self.plane.nodes),
+            "leader": self.plane.serving,
+            **self.plane.figures(),
+        }
 
     async def _register(self, request: _Request) -> tuple[int, Any]:
         registration = parse_model(Registration, request.json(), "registration")

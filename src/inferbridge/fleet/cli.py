@@ -24,7 +24,9 @@ def register(commands: Any) -> None:
     sub = fleet.add_subparsers(dest="fleet_command", required=True)
 
     serve = sub.add_parser("serve", help="run the control plane")
-    serve.add_argument("--store", default="sqlite:fleet.db", help="sqlite:PATH (default fleet.db)")
+    serve.add_argument(
+        "--store", default="sqlite:fleet.db", help="sqlite:PATH (default) or etcd:URL,URL,..."
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=9000, help="listen port (0 = any free)")
     serve.add_argument("--admin-token", default=os.environ.get("INFERBRIDGE_FLEET_ADMIN_TOKEN"))
@@ -33,6 +35,9 @@ def register(commands: Any) -> None:
     )
     serve.add_argument(
         "--missed-heartbeats", type=int, default=3, help="heartbeats missed before NotReady"
+    )
+    serve.add_argument(
+        "--advertise-url", help="this replica's URL, as the leader's name (etcd stores)"
     )
     serve.add_argument("--log-level", default="info")
 
@@ -154,6 +159,7 @@ def _serve(options: argparse.Namespace) -> int:
         admin_token=options.admin_token,
         bootstrap_token=options.bootstrap_token,
         missed_heartbeats=options.missed_heartbeats,
+        advertise_url=options.advertise_url,
     )
 
 
@@ -189,6 +195,16 @@ def _call(
         payload = response.json()
     except ValueError:
         payload = {"error": response.text}
+    leader = payload.get("leader") if isinstance(payload, dict) else None
+    if response.status_code == 503 and leader and leader != options.control_plane:
+        # A follower replica names the leader: ask it instead.
+        return _call(
+            argparse.Namespace(**{**vars(options), "control_plane": leader}),
+            method,
+            path,
+            body,
+            **params,
+        )
     if response.status_code >= 400:
         raise _CliError(f"{payload.get('error', response.text)} (HTTP {response.status_code})")
     return payload

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from inferbridge.fleet.errors import Conflict, InvalidSpec, NotFound, Unauthorized, Unavailable
+from inferbridge.fleet.etcd import Leadership
 from inferbridge.fleet.policy import PlacementPolicy, SpreadPolicy
 from inferbridge.fleet.reconciler import (
     DeploymentStatus,
@@ -86,7 +87,9 @@ class ControlPlane:
         missed_heartbeats: int = 3,
         long_poll_s: float = 25.0,
         wall_clock: Callable[[], float] = time.time,
+        leadership: Leadership | None = None,
     ) -> None:
+        self.leadership = leadership
         self.store = store
         self._admin = _hash(admin_token)
         self._bootstrap = _hash(bootstrap_token)
@@ -115,7 +118,8 @@ class ControlPlane:
 
     # -- life cycle ------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _load(self) -> None:
+        """(Re)read the desired state from the store; nodes get one liveness window."""
         self.nodes = await self.store.list("nodes")
         self.deployments = {
             k: DeploymentSpec.model_validate(v)
@@ -129,13 +133,35 @@ class ControlPlane:
             for k, doc in (await self.store.list("assignments")).items()
         }
         self.rollouts = await self.store.list("rollouts")
+        self._etags.clear()
+        self._capacity.clear()
         started = time.monotonic()
         for name, doc in self.nodes.items():
-            self.observed[name] = _Observed(started, float(doc.get("heartbeat_interval_s", 1.0)))
+            observed = self.observed.get(name)
+            if observed is None:
+                self.observed[name] = _Observed(
+                    started, float(doc.get("heartbeat_interval_s", 1.0))
+                )
+            else:
+                observed.last_seen, observed.ready = started, True
+
+    @property
+    def serving(self) -> bool:
+        """Whether this replica runs the fleet now (always, without leader election)."""
+        return self.leadership is None or self.leadership.is_leader
+
+    @property
+    def leader(self) -> str:
+        return "" if self.leadership is None else self.leadership.leader
+
+    async def start(self) -> None:
+        await self._load()
         self._tasks = [
             asyncio.create_task(self._loop(), name="fleet-reconcile"),
             asyncio.create_task(self._sample_loop_lag(), name="fleet-loop-lag"),
         ]
+        if self.leadership is not None:
+            self._tasks.append(asyncio.create_task(self.leadership.run(), name="fleet-election"))
         self._dirty.set()
 
     async def stop(self) -> None:
@@ -557,9 +583,19 @@ class ControlPlane:
 
     async def _loop(self) -> None:
         last = 0.0
+        was_serving = self.serving
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), 0.2)
+            if not self.serving:
+                # A follower keeps no loop of its own; it takes over from the store.
+                was_serving = False
+                continue
+            if not was_serving:
+                logger.warning("taking over as the leader: reloading the fleet from the store")
+                await self._load()
+                was_serving = True
+                self._dirty.set()
             self._check_liveness()
             # Level-triggered: a pass on every change, and once a second while a rollout
             # runs (its health gates and wave timeouts are time-based).

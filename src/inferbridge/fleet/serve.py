@@ -20,6 +20,7 @@ def serve(
     admin_token: str | None,
     bootstrap_token: str | None,
     missed_heartbeats: int = 3,
+    advertise_url: str | None = None,
 ) -> int:
     import uvicorn
 
@@ -41,11 +42,17 @@ def serve(
         print(f"inferbridge: fleet bootstrap token (generated): {bootstrap_token}", flush=True)
 
     async def main() -> None:
+        from inferbridge.fleet.etcd import EtcdStore, Leadership
+
+        leadership = None
+        if isinstance(store, EtcdStore):
+            leadership = Leadership(store, advertise_url or f"http://{host}:{port}")
         plane = ControlPlane(
             store,
             admin_token=admin_token,
             bootstrap_token=bootstrap_token,
             missed_heartbeats=missed_heartbeats,
+            leadership=leadership,
         )
         config = uvicorn.Config(
             FleetApp(plane),

@@ -86,12 +86,14 @@ class SqliteStore:
 
 
 def open_store(url: str) -> Store:
-    """`sqlite:PATH` (or `sqlite::memory:`); `etcd:` stores are opened by the etcd module."""
+    """`sqlite:PATH` (or `sqlite::memory:`) or `etcd:http://host:port[,...]`."""
     scheme, sep, rest = url.partition(":")
     if not sep or not rest:
         raise InvalidSpec(f"--store {url!r}: expected sqlite:PATH or etcd:URL,...")
     if scheme == "sqlite":
         return SqliteStore(rest)
     if scheme == "etcd":
-        raise InvalidSpec("--store etcd:... is not available in this build (use sqlite:PATH)")
-    raise InvalidSpec(f"--store {url!r}: unknown store {scheme!r} (sqlite)")
+        from inferbridge.fleet.etcd import EtcdStore, parse_endpoints
+
+        return EtcdStore(parse_endpoints(rest))
+    raise InvalidSpec(f"--store {url!r}: unknown store {scheme!r} (sqlite, etcd)")

@@ -37,6 +37,7 @@ type Agent struct {
 	started    time.Time
 
 	mu       sync.Mutex
+	replica  int // index into the control-plane URLs
 	token    string
 	desired  []Assignment
 	etag     string
@@ -155,7 +156,8 @@ func (a *Agent) request(ctx context.Context, client *http.Client, method, path s
 		}
 		reader = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.cfg.ControlPlane, "/")+path, reader)
+	base := a.controlPlane()
+	req, err := http.NewRequestWithContext(ctx, method, base+path, reader)
 	if err != nil {
 		return err
 	}
@@ -165,9 +167,13 @@ func (a *Agent) request(ctx context.Context, client *http.Client, method, path s
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		a.rotate(base)
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		a.rotate(base) // a follower replica, or one without etcd: try the next
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
@@ -182,6 +188,25 @@ func (a *Agent) request(ctx context.Context, client *http.Client, method, path s
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// controlPlane answers the control-plane replica in use (--control-plane takes a
+// comma-separated list; the agent moves to the next one when a replica fails or is a
+// follower).
+func (a *Agent) controlPlane() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	urls := strings.Split(a.cfg.ControlPlane, ",")
+	return strings.TrimRight(strings.TrimSpace(urls[a.replica%len(urls)]), "/")
+}
+
+func (a *Agent) rotate(failed string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	urls := strings.Split(a.cfg.ControlPlane, ",")
+	if len(urls) > 1 && strings.TrimRight(strings.TrimSpace(urls[a.replica%len(urls)]), "/") == failed {
+		a.replica++
+	}
 }
 
 func (a *Agent) register(ctx context.Context) error {

@@ -1,0 +1,192 @@
+"""The fleet's state in an etcd cluster (`--store etcd:http://h1:2379,http://h2:2379,...`),
+and leader election through an etcd lease.
+
+Talks to etcd's own JSON gateway (`/v3/kv/range`, `/v3/kv/txn`, `/v3/lease/*`, base64 keys
+and values), so no client library is needed; any member answers, and a member that fails is
+skipped. Documents live under `/inferbridge/fleet/<kind>/<key>`; `apply` is one etcd
+transaction. One control-plane replica holds the leader key, attached to a lease it keeps
+alive; it runs reconciliation and serves the agents. When it stops keeping the lease alive
+the key expires and another replica takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from inferbridge.fleet.errors import InvalidSpec, Unavailable
+from inferbridge.fleet.store import Change
+
+__all__ = ["EtcdStore", "Leadership", "parse_endpoints"]
+
+logger = logging.getLogger(__name__)
+
+_PREFIX = "/inferbridge/fleet/"
+_LEADER_KEY = "/inferbridge/fleet-leader"
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return _b64(bytes(raw))
+
+
+def parse_endpoints(text: str) -> list[str]:
+    endpoints = [e.strip().rstrip("/") for e in text.split(",") if e.strip()]
+    if not endpoints or not all(e.startswith(("http://", "https://")) for e in endpoints):
+        raise InvalidSpec(f"--store etcd:{text!r}: expected etcd:http://host:port[,http://...]")
+    return endpoints
+
+
+class _Client:
+    """POSTs to whichever etcd member answers, starting with the last one that did."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.endpoints = endpoints
+        self._current = 0
+        self._http = httpx.AsyncClient(timeout=5.0)
+
+    async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        last: Exception | None = None
+        for attempt in range(len(self.endpoints)):
+            index = (self._current + attempt) % len(self.endpoints)
+            try:
+                response = await self._http.post(self.endpoints[index] + path, json=body)
+            except httpx.HTTPError as exc:
+                last = exc
+                continue
+            if response.status_code >= 500:
+                last = RuntimeError(f"etcd {self.endpoints[index]}: HTTP {response.status_code}")
+                continue
+            self._current = index
+            answer = response.json()
+            if response.status_code >= 400:
+                raise Unavailable(f"etcd refused {path}: {answer}")
+            return dict(answer)
+        raise Unavailable(f"no etcd member answered ({last})")
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+class EtcdStore:
+    """The `Store` interface over etcd."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.client = _Client(endpoints)
+
+    async def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        answer = await self.client.call("/v3/kv/range", {"key": _b64(f"{_PREFIX}{kind}/{key}")})
+        kvs = answer.get("kvs", [])
+        return dict(orjson.loads(base64.b64decode(kvs[0]["value"]))) if kvs else None
+
+    async def list(self, kind: str) -> dict[str, dict[str, Any]]:
+        prefix = f"{_PREFIX}{kind}/"
+        answer = await self.client.call(
+            "/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)}
+        )
+        out = {}
+        for kv in answer.get("kvs", []):
+            key = base64.b64decode(kv["key"]).decode()[len(prefix) :]
+            out[key] = dict(orjson.loads(base64.b64decode(kv["value"])))
+        return dict(sorted(out.items()))
+
+    async def apply(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        operations = []
+        for kind, key, body in changes:
+            name = _b64(f"{_PREFIX}{kind}/{key}")
+            if body is None:
+                operations.append({"request_delete_range": {"key": name}})
+            else:
+                operations.append({"request_put": {"key": name, "value": _b64(orjson.dumps(body))}})
+        await self.client.call("/v3/kv/txn", {"success": operations})
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class Leadership:
+    """Campaigns for the leader key with a lease; `is_leader` says whether this replica
+    holds it now, `leader` names the holder (its advertised URL)."""
+
+    def __init__(self, store: EtcdStore, identity: str, ttl_s: int = 5) -> None:
+        self._client = store.client
+        self.identity = identity
+        self.ttl_s = ttl_s
+        self.is_leader = False
+        self.leader = ""
+        self._lease = ""
+        self.changed = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except Unavailable as exc:
+                self._set(False, "")
+                logger.warning("leader election: %s", exc.message)
+            await asyncio.sleep(self.ttl_s / 3)
+
+    async def _step(self) -> None:
+        if self.is_leader:
+            answer = await self._client.call("/v3/lease/keepalive", {"ID": self._lease})
+            if int(answer.get("result", {}).get("TTL", 0)) > 0:
+                return
+            self._set(False, "")
+            self._lease = ""
+        if not self._lease:
+            granted = await self._client.call("/v3/lease/grant", {"TTL": self.ttl_s})
+            self._lease = str(granted["ID"])
+        key = _b64(_LEADER_KEY)
+        answer = await self._client.call(
+            "/v3/kv/txn",
+            {
+                "compare": [
+                    {"key": key, "result": "EQUAL", "target": "CREATE", "create_revision": 0}
+                ],
+                "success": [
+                    {
+                        "request_put": {
+                            "key": key,
+                            "value": _b64(self.identity),
+                            "lease": self._lease,
+                        }
+                    }
+                ],
+                "failure": [{"request_range": {"key": key}}],
+            },
+        )
+        if answer.get("succeeded"):
+            self._set(True, self.identity)
+            return
+        holder = ""
+        with contextlib.suppress(KeyError, IndexError):
+            kvs = answer["responses"][0]["response_range"]["kvs"]
+            holder = base64.b64decode(kvs[0]["value"]).decode()
+        self._set(holder == self.identity, holder)
+        # Keep the unused lease alive for the next campaign (it costs nothing).
+        await self._client.call("/v3/lease/keepalive", {"ID": self._lease})
+
+    def _set(self, leader: bool, holder: str) -> None:
+        if leader != self.is_leader:
+            logger.warning(
+                "control plane %s %s", self.identity, "is the leader" if leader else "is a follower"
+            )
+            self.changed.set()
+            self.changed = asyncio.Event()
+        self.is_leader = leader
+        self.leader = holder
