@@ -86,7 +86,13 @@ func ExampleRESTClient_StartRollout() {
 	}
 
 	// Forget the ended rollout: the model goes back to its version policy (here, version 1).
+	// Right after a promotion the server may still be swapping versions; its 409 says so,
+	// and a later call succeeds.
 	cleared, err := client.ClearRollout(ctx, "rollout_example")
+	for errors.Is(err, inferbridge.ErrConflict) && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		cleared, err = client.ClearRollout(ctx, "rollout_example")
+	}
 	if err != nil {
 		panic(err)
 	}

@@ -276,7 +276,13 @@ func TestRolloutThroughAnApprovalGateToPromotion(t *testing.T) {
 	if !found {
 		t.Fatalf("ListRollouts lacks gated: %+v", all)
 	}
+	// Right after a promotion the server may still be swapping versions (409, "being
+	// loaded"): a later call succeeds.
 	cleared, err := client.ClearRollout(ctx, "gated", inferbridge.RolloutActor("go-test"))
+	for errors.Is(err, inferbridge.ErrConflict) && strings.Contains(err.Error(), "being loaded") && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		cleared, err = client.ClearRollout(ctx, "gated", inferbridge.RolloutActor("go-test"))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,7 +165,8 @@ func BuildConformanceRepo(ctx context.Context, python, moduleDir, dir string) er
 
 // LinkExamples makes the bundled example models named in models (built by
 // `python -m inferbridge examples`, which prints the repository's path) appear in the
-// repository dir, as symbolic links.
+// repository dir, as copies: the server refuses a model directory that is a symbolic link
+// out of its repository.
 func LinkExamples(ctx context.Context, python, dir string, models ...string) error {
 	out, err := exec.CommandContext(ctx, python, "-m", "inferbridge", "examples").Output()
 	if err != nil {
@@ -173,9 +175,31 @@ func LinkExamples(ctx context.Context, python, dir string, models ...string) err
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	examples := strings.TrimSpace(lines[len(lines)-1])
 	for _, m := range models {
-		if err := os.Symlink(filepath.Join(examples, m), filepath.Join(dir, m)); err != nil {
+		if err := copyTree(filepath.Join(examples, m), filepath.Join(dir, m)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// copyTree copies the directory src to dst (regular files and directories).
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, entry fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		if entry.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, data, 0o644)
+	})
 }
