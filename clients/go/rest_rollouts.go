@@ -141,12 +141,12 @@ func (c *RESTClient) RolloutHistory(ctx context.Context, model string) ([]Rollou
 }
 
 // RolloutAudit is the whole audit log, every model's, oldest first (GET
-// /v1/rollouts/audit).
+// /v1/rollout-audit).
 func (c *RESTClient) RolloutAudit(ctx context.Context) ([]RolloutEvent, error) {
 	var doc struct {
 		Events []RolloutEvent `json:"events"`
 	}
-	if err := c.getJSON(ctx, "rollout audit", "/v1/rollouts/audit", &doc); err != nil {
+	if err := c.getJSON(ctx, "rollout audit", "/v1/rollout-audit", &doc); err != nil {
 		return nil, err
 	}
 	return doc.Events, nil

@@ -545,7 +545,7 @@ func TestUnitRolloutRequestsAndErrors(t *testing.T) {
 			_, _ = w.Write([]byte(`{"error":"gate 'qa' of model 'busy' is not waiting"}`))
 		case r.URL.Path == "/v1/rollouts" && r.Method == http.MethodGet:
 			_, _ = w.Write([]byte(`{"rollouts":[{"model":"m","phase":"promoted"}]}`))
-		case strings.HasSuffix(r.URL.Path, "/history") || r.URL.Path == "/v1/rollouts/audit":
+		case strings.HasSuffix(r.URL.Path, "/history") || r.URL.Path == "/v1/rollout-audit":
 			_, _ = w.Write([]byte(`{"events":[{"seq":1,"at":1700000000.0,"event":"started","actor":"api","detail":{"baseline":1}}]}`))
 		case r.Method == http.MethodDelete:
 			_, _ = w.Write([]byte(`{"model":"m","cleared":"abc","default_version":2}`))
@@ -595,7 +595,7 @@ func TestUnitRolloutRequestsAndErrors(t *testing.T) {
 		{"POST", "/v1/rollouts/m/promote", map[string]any{"actor": "carol"}},
 		{"GET", "/v1/rollouts", nil},
 		{"GET", "/v1/rollouts/m/history", nil},
-		{"GET", "/v1/rollouts/audit", nil},
+		{"GET", "/v1/rollout-audit", nil},
 		{"DELETE", "/v1/rollouts/m", map[string]any{"actor": "carol"}},
 	}
 	if !reflect.DeepEqual(got, want) {

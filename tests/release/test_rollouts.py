@@ -369,6 +369,9 @@ def test_unknown_models_and_second_rollouts(server: ServerProcess) -> None:
     assert second.status_code == 409 and "has a rollout already" in second.json()["error"]
     assert httpx.get(f"{server.base_url}/v1/rollouts/nope/history").status_code == 404
     assert httpx.put(f"{server.base_url}/v1/rollouts/unloaded").status_code == 405
+    # Any model name works under /v1/rollouts/ (the audit log has a prefix of its own).
+    audit = httpx.get(f"{server.base_url}/v1/rollouts/audit")
+    assert audit.status_code == 404 and "model 'audit'" in audit.json()["error"]
 
 
 def test_unloading_a_model_aborts_its_rollout_first(server: ServerProcess) -> None:
@@ -393,7 +396,7 @@ def test_pause_resume_abort_and_promote_by_hand(server: ServerProcess) -> None:
     assert promoted.json()["phase"] == "promoted"
     assert {infer(server, "split").json()["model_version"] for _ in range(10)} == {"2"}
     assert httpx.post(f"{base}/abort", json={}).status_code == 409  # ended already
-    export = httpx.get(f"{server.base_url}/v1/rollouts/audit", params={"format": "jsonl"})
+    export = httpx.get(f"{server.base_url}/v1/rollout-audit", params={"format": "jsonl"})
     lines = [json.loads(line) for line in export.text.splitlines()]
     assert {"started", "paused", "resumed", "promoted"} <= {
         line["event"] for line in lines if line["model"] == "split"

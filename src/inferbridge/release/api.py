@@ -2,7 +2,6 @@
 
     GET    /v1/rollouts                      every model's rollout (status)
     POST   /v1/rollouts                      start one: {"model": ..., <rollout spec>}
-    GET    /v1/rollouts/audit[?format=jsonl] the whole audit log (JSON, or JSON lines)
     GET    /v1/rollouts/{model}              status: step, weights, recent analyses, why
     DELETE /v1/rollouts/{model}              forget an ended rollout (back to version policy)
     GET    /v1/rollouts/{model}/history      the model's audit log
@@ -11,6 +10,8 @@
     POST   /v1/rollouts/{model}/resume       {"actor": ...}
     POST   /v1/rollouts/{model}/abort        {"actor": ..., "reason": ...}
     POST   /v1/rollouts/{model}/promote      {"actor": ...}
+    GET    /v1/rollout-audit[?format=jsonl]  the whole audit log (JSON, or JSON lines); a
+                                             prefix of its own, so any model name works above
 
 Errors are the domain errors (400 bad spec, 404 unknown model or rollout, 409 wrong state),
 mapped by the REST front end like every other.
@@ -27,7 +28,7 @@ import orjson
 from inferbridge.errors import InvalidInput
 from inferbridge.release.controller import RolloutController
 
-__all__ = ["ApiResponse", "handle", "methods_for"]
+__all__ = ["ApiResponse", "audit", "handle", "methods_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,6 @@ def methods_for(parts: list[str]) -> tuple[str, ...]:
     """The methods a path under /v1/rollouts accepts (empty: no such path)."""
     if not parts:
         return ("GET", "POST")
-    if parts == ["audit"]:
-        return ("GET",)
     if len(parts) == 1:
         return ("GET", "DELETE")
     if len(parts) == 2 and parts[1] == "history":
@@ -82,12 +81,6 @@ async def handle(
         if not isinstance(model, str) or not model:
             raise InvalidInput("the request needs 'model': the name of the model to roll out")
         return _json(201, await controller.create(model, spec, _text(actor, "actor")))
-    if parts == ["audit"]:
-        records = controller.history(None)
-        if parse_qs(query.decode("latin-1")).get("format") == ["jsonl"]:
-            lines = b"".join(orjson.dumps(r) + b"\n" for r in records)
-            return ApiResponse(200, lines, b"application/x-ndjson")
-        return _json(200, {"events": records})
     model = parts[0]
     if len(parts) == 1:
         if method == "GET":
@@ -116,6 +109,15 @@ async def handle(
     if action == "abort":
         return _json(200, await controller.abort(model, actor, reason))
     return _json(200, await controller.promote(model, actor))
+
+
+def audit(controller: RolloutController, query: bytes = b"") -> ApiResponse:
+    """GET /v1/rollout-audit: every model's audit log, oldest first."""
+    records = controller.history(None)
+    if parse_qs(query.decode("latin-1")).get("format") == ["jsonl"]:
+        lines = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        return ApiResponse(200, lines, b"application/x-ndjson")
+    return _json(200, {"events": records})
 
 
 def _json(status: int, document: Any) -> ApiResponse:

@@ -88,7 +88,8 @@ def run(options: argparse.Namespace) -> int:
                     response = client.get(f"{base}/{options.model}/history")
                 else:
                     response = client.get(
-                        f"{base}/audit", params={"format": "jsonl"} if options.jsonl else None
+                        options.url.rstrip("/") + "/v1/rollout-audit",
+                        params={"format": "jsonl"} if options.jsonl else None,
                     )
             else:
                 response = client.request(

@@ -359,8 +359,7 @@ class RolloutController:
             raise StateConflict(f"the rollout of '{model}' is still active: abort it first")
         self._rollouts.pop(model, None)
         self.store.remove(model, rollout.state.id, actor, {"phase": rollout.state.phase})
-        if model in self.models.views:
-            await self.models.load(model, reason="rollout cleared", only_changed=True)
+        await self._reload(model, "rollout cleared")  # waits out a promotion's swap
         view = self.models.views.get(model)
         serving = view.default if view is not None else None
         return {

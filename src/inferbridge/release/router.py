@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ __all__ = ["BUCKETS", "Route", "key_bucket"]
 
 #: Weights are resolved to 1/10,000: a weight of 0.01 % still routes.
 BUCKETS = 10_000
+#: Routing keys whose bucket a route remembers.
+KEY_CACHE = 100_000
 
 
 def key_bucket(salt: str, key: str) -> int:
@@ -47,6 +49,9 @@ class Route:
     parameter: str | None = None
     shadow: Shadow | None = None
     rng: Callable[[], float] = random.random
+    #: Buckets of the keys seen (a key's bucket never changes within a route): hashing is
+    #: most of a sticky pick's cost. Cleared when it grows past KEY_CACHE entries.
+    buckets: dict[str, int] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(
@@ -85,7 +90,12 @@ class Route:
         if key is None:
             chosen = self.rng() * BUCKETS < self.threshold
         else:
-            chosen = key_bucket(self.salt, key) < self.threshold
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                if len(self.buckets) >= KEY_CACHE:
+                    self.buckets.clear()
+                bucket = self.buckets[key] = key_bucket(self.salt, key)
+            chosen = bucket < self.threshold
         return self.candidate if chosen else self.baseline
 
     def key_of(self, request: InferenceRequest) -> str | None:

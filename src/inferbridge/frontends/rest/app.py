@@ -126,6 +126,14 @@ class RestApp:
             return await self._v2(method, parts[1:], scope, receive)
         if parts[:2] == ["v1", "rollouts"]:
             return await self._rollouts(method, parts[2:], scope, receive)
+        if parts == ["v1", "rollout-audit"]:
+            _require(method, "GET")
+            if self.dataplane.release is None:
+                return _json(404, {"error": "rollouts are not enabled on this server"})
+            from inferbridge.release import api
+
+            answer = api.audit(self.dataplane.release, scope.get("query_string", b""))
+            return _Response(answer.status, answer.body, [(b"content-type", answer.content_type)])
         if parts == ["predict"]:
             _require(method, "POST")
             return await self._predict(scope, receive)
