@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from inferbridge.frontends.gateway.build import find_go
-from tests.fleet.procs import BOOTSTRAP_TOKEN, ControlPlaneProc, start_control_plane, wait_for
+from tests.fleet.procs import (
+    BOOTSTRAP_TOKEN,
+    ControlPlaneProc,
+    free_port,
+    start_control_plane,
+    start_etcd_cluster,
+    start_replica,
+    wait_for,
+)
 
 _SIM = Path(__file__).resolve().parent / "fleet_sim"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -53,6 +61,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--die", type=int, default=10, help="agents that stop heartbeating")
     parser.add_argument(
+        "--etcd", action="store_true", help="store on a 3-member etcd cluster instead of SQLite"
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -66,7 +77,13 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ib-fleet-bench-"))
     sim = root / "fleet_sim"
     subprocess.run([go, "build", "-o", str(sim), "."], cwd=_SIM, check=True)
-    plane = start_control_plane(root / "fleet.db", missed_heartbeats=3)
+    members = start_etcd_cluster(3) if options.etcd else []
+    if members:
+        store = "etcd:" + ",".join(m.client_url for m in members)
+        plane = start_replica(store, free_port(), missed_heartbeats=3)
+        wait_for("the leader", lambda: plane.get("/v1/fleet/health")["leader"], timeout=60)
+    else:
+        plane = start_control_plane(root / "fleet.db", missed_heartbeats=3)
     pid = plane.proc.process.pid
     warmup, die_at = 15.0, options.seconds - 20
     agents = subprocess.Popen(
@@ -168,8 +185,11 @@ def main() -> int:
         if agents.poll() is None:
             agents.kill()
         plane.stop()
+        for member in members:
+            member.proc.stop()
     cores = (cpu1 - cpu0) / (t1 - t0)
-    print(f"| {options.agents} agents, 1 s heartbeats, SQLite, nice {options.nice} | value |")
+    kind = "etcd (3 members)" if options.etcd else "SQLite"
+    print(f"| {options.agents} agents, 1 s heartbeats, {kind}, nice {options.nice} | value |")
     print("|---|--:|")
     print(f"| heartbeats answered (errors) | {result['heartbeats']} ({result['errors']}) |")
     print(

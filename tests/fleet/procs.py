@@ -443,7 +443,7 @@ def etcd_leader(members: list[EtcdMember]) -> EtcdMember:
     raise AssertionError("no etcd leader")
 
 
-def start_replica(store: str, port: int) -> ControlPlaneProc:
+def start_replica(store: str, port: int, missed_heartbeats: int = 5) -> ControlPlaneProc:
     """A control-plane replica on an etcd store (its URL is its name as the leader)."""
     url = f"http://127.0.0.1:{port}"
     proc = _Pumped(
@@ -460,7 +460,7 @@ def start_replica(store: str, port: int) -> ControlPlaneProc:
             "--advertise-url",
             url,
             "--missed-heartbeats",
-            "5",
+            str(missed_heartbeats),
         ],
         {
             "INFERBRIDGE_FLEET_ADMIN_TOKEN": ADMIN_TOKEN,

@@ -4,9 +4,9 @@ and leader election through an etcd lease.
 Talks to etcd's own JSON gateway (`/v3/kv/range`, `/v3/kv/txn`, `/v3/lease/*`, base64 keys
 and values), so no client library is needed; any member answers, and a member that fails is
 skipped. Documents live under `/inferbridge/fleet/<kind>/<key>`; `apply` is one etcd
-transaction. One control-plane replica holds the leader key, attached to a lease it keeps
-alive; it runs reconciliation and serves the agents. When it stops keeping the lease alive
-the key expires and another replica takes it.
+transaction (up to 100 documents; more take several). One control-plane replica holds the
+leader key, attached to a lease it keeps alive; it runs reconciliation and serves the
+agents. When it stops keeping the lease alive the key expires and another replica takes it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = "/inferbridge/fleet/"
 _LEADER_KEY = "/inferbridge/fleet-leader"
+_MAX_TXN_OPS = 100
 
 
 def _b64(text: str | bytes) -> str:
@@ -113,7 +114,12 @@ class EtcdStore:
                 operations.append({"request_delete_range": {"key": name}})
             else:
                 operations.append({"request_put": {"key": name, "value": _b64(orjson.dumps(body))}})
-        await self.client.call("/v3/kv/txn", {"success": operations})
+        # etcd refuses transactions of more than 128 operations (--max-txn-ops): larger
+        # change sets (a thousand nodes' assignments) go in several. Only the reconciler
+        # writes that many, and it converges: a pass that failed half-way is redone whole.
+        for start in range(0, len(operations), _MAX_TXN_OPS):
+            chunk = operations[start : start + _MAX_TXN_OPS]
+            await self.client.call("/v3/kv/txn", {"success": chunk})
 
     async def close(self) -> None:
         await self.client.close()

@@ -29,6 +29,8 @@ def serve(
     from inferbridge.fleet.errors import FleetError
     from inferbridge.fleet.store import open_store
 
+    # httpx logs every request at INFO: the etcd store makes many.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         store = open_store(store_url)
     except FleetError as exc:
