@@ -3,15 +3,27 @@ package local
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 )
 
 // okGateway serves HTTP in front of a backend that answers every HTTP frame 200 "ok"
 // at once, and returns the gateway's http://HOST:PORT.
 func okGateway(tb testing.TB, maxRecvBytes int) string {
+	url, _ := okGateways(tb, maxRecvBytes)
+	return url
+}
+
+// okGateways is okGateway that also answers every CALL with an OK "ok" REPLY, and
+// returns the gRPC address too.
+func okGateways(tb testing.TB, maxRecvBytes int) (string, string) {
 	tb.Helper()
 	gwFile, beFile := socketpair(tb)
 	be := fileConn(tb, beFile)
@@ -42,15 +54,18 @@ func okGateway(tb testing.TB, maxRecvBytes int) string {
 			if err != nil {
 				return
 			}
-			if fr.kind == kindHTTP {
+			switch fr.kind {
+			case kindHTTP:
 				writeBackendFrame(bw, kindReplyHTTP, fr.id, ok)
+			case kindCall:
+				writeBackendFrame(bw, kindReply, fr.id, []byte{0, 'o', 'k'})
 			}
 			if br.Buffered() == 0 && bw.Flush() != nil {
 				return
 			}
 		}
 	}()
-	return "http://" + httpLis.Addr().String()
+	return "http://" + httpLis.Addr().String(), lis.Addr().String()
 }
 
 // BenchmarkHTTPUnary is one small REST infer request through the gateway and back
@@ -71,5 +86,29 @@ func BenchmarkHTTPUnary(b *testing.B) {
 		if resp.StatusCode != 200 {
 			b.Fatal(resp.Status)
 		}
+	}
+}
+
+// BenchmarkGRPCUnary is one small unary call through the gateway and back, without
+// forwarded metadata: the gRPC hot path, client included.
+func BenchmarkGRPCUnary(b *testing.B) {
+	_, addr := okGateways(b, 1<<20)
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec())))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	req := []byte("\x0a\x01m")
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		in := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(req)}}
+		var out rawMsg
+		if err := cc.Invoke(ctx, inferMethod, in, &out); err != nil {
+			b.Fatal(err)
+		}
+		out.data.Free()
 	}
 }

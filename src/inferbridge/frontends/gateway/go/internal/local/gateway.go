@@ -133,7 +133,6 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.UnaryInterceptor(g.observeUnary),
 		grpc.StreamInterceptor(g.observeStream),
-		grpc.InTapHandle(tapMetadata), // the forwarded metadata (metadata.go)
 	)
 	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(g.srv, g.health)

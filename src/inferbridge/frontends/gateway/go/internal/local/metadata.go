@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"reflect"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 )
 
 // forwardedMetadata lists the incoming gRPC metadata keys (lower-case) that a CALL
@@ -29,18 +30,44 @@ const maxMetadataEntries = 0xffff // meta_count is a u16
 var errTooMuchMetadata = status.Error(codes.InvalidArgument,
 	"inferbridge: too many forwarded metadata entries (over 65535)")
 
-// forwardedKey is the context key of a call's forwarded metadata (set by tapMetadata).
-type forwardedKey struct{}
+// incomingKey is grpc-go's (unexported) context key of a call's incoming metadata,
+// taken once from a context that metadata.NewIncomingContext made. With it a handler
+// reads the transport's map in place: metadata.FromIncomingContext would copy the map
+// for every call, and an InTapHandle costs grpc-go an allocation per call. nil when
+// the context does not have the expected layout (a Go or grpc-go change; then the copy
+// is used, and TestIncomingKey fails).
+var incomingKey = findIncomingKey()
 
-// tapMetadata is the gRPC server's InTapHandle: it picks a call's forwarded metadata
-// out of its headers as they arrive, reading the transport's map in place (getting it
-// from the handler's context, metadata.FromIncomingContext, would copy the map for
-// every call). A call with nothing to forward keeps its context: no allocation.
-func tapMetadata(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if kv := forwardedPairs(info.Header); kv != nil {
-		return context.WithValue(ctx, forwardedKey{}, kv), nil
+func findIncomingKey() any {
+	probe := metadata.MD{"k": {"v"}}
+	ctx := metadata.NewIncomingContext(context.Background(), probe)
+	v := reflect.ValueOf(ctx)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return nil
 	}
-	return ctx, nil
+	f := v.Elem().FieldByName("key")
+	if !f.IsValid() || f.Kind() != reflect.Interface || !f.CanAddr() {
+		return nil
+	}
+	key := reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Interface()
+	if key == nil || !reflect.TypeOf(key).Comparable() {
+		return nil
+	}
+	md, ok := ctx.Value(key).(metadata.MD)
+	if !ok || len(md["k"]) != 1 || &md["k"][0] != &probe["k"][0] { // the same map, not a copy
+		return nil
+	}
+	return key
+}
+
+// incomingMetadata is the call's incoming metadata, not to be modified.
+func incomingMetadata(ctx context.Context) metadata.MD {
+	if incomingKey != nil {
+		md, _ := ctx.Value(incomingKey).(metadata.MD)
+		return md
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	return md
 }
 
 // forwardedPairs returns md's forwarded entries as name, value pairs (nil when none).
@@ -51,7 +78,8 @@ func forwardedPairs(md metadata.MD) []string {
 			kv = append(kv, key, v)
 		}
 	}
-	var extensions []string
+	var names [8]string // room for the usual few x- keys without an allocation
+	extensions := names[:0]
 	for key := range md {
 		if isForwardedExtension(key) {
 			extensions = append(extensions, key)
@@ -71,10 +99,10 @@ func isForwardedExtension(key string) bool {
 	return len(key) > 2 && key[0] == 'x' && key[1] == '-' && !strings.HasSuffix(key, "-bin")
 }
 
-// callMetadata returns the forwarded metadata of a call as name, value pairs (nil when
-// the call carries none of the keys), as tapMetadata found them.
+// callMetadata returns the forwarded metadata of a call as name, value pairs. It is
+// nil, and allocates nothing, when the call carries none of the keys.
 func callMetadata(ctx context.Context) ([]string, error) {
-	kv, _ := ctx.Value(forwardedKey{}).([]string)
+	kv := forwardedPairs(incomingMetadata(ctx))
 	if len(kv)/2 > maxMetadataEntries {
 		return nil, errTooMuchMetadata
 	}
