@@ -141,7 +141,8 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 	}
 	body, err := readBody(r, p.cfg.MaxRequestBytes)
 	if err != nil {
-		return // the client is gone
+		unreadableBody(w, r, err, len(body))
+		return
 	}
 	if len(body) > p.cfg.MaxRequestBytes {
 		p.metrics.rejected.WithLabelValues("http", model, "too_large").Inc()
@@ -326,10 +327,31 @@ func readBody(r *http.Request, limit int) ([]byte, error) {
 	}
 	if r.ContentLength > 0 {
 		body := make([]byte, r.ContentLength)
-		_, err := io.ReadFull(r.Body, body)
-		return body, err
+		n, err := io.ReadFull(r.Body, body)
+		return body[:n], err
 	}
 	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+}
+
+// unreadableBody answers a request whose body could not be read (after len(body) bytes):
+// 400 with the reason when it is malformed or cut short, so that net/http never sends its
+// implicit "200 OK" with an empty body, which a client takes for success; nothing, with the
+// connection closed, when the connection itself failed (the client is gone).
+func unreadableBody(w http.ResponseWriter, r *http.Request, err error, n int) {
+	if netErr := net.Error(nil); errors.As(err, &netErr) {
+		panic(http.ErrAbortHandler) // closes the connection without an answer
+	}
+	var msg string
+	switch {
+	case !errors.Is(err, io.ErrUnexpectedEOF):
+		msg = "the request body cannot be read: " + err.Error()
+	case r.ContentLength > 0:
+		msg = fmt.Sprintf("the request body ended after %d of its %d bytes (Content-Length)", n, r.ContentLength)
+	default:
+		msg = fmt.Sprintf("the chunked request body ended after %d bytes, before its last chunk", n)
+	}
+	w.Header().Set("Connection", "close") // the connection's framing is lost
+	writeJSONError(w, http.StatusBadRequest, msg, false)
 }
 
 func clientIP(r *http.Request) string {
