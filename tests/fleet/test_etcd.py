@@ -70,8 +70,17 @@ def test_replicas_on_etcd_survive_losing_the_etcd_and_the_fleet_leader(
         def deploy(plane: ControlPlaneProc, name: str) -> None:
             model = iris_model(root / "models", name, examples_dir / "iris_onnx", {1: None})
             manifest = push(model, 1, "s3://models", s3_client=minio.client())
-            plane.call("POST", "/v1/fleet/artifacts", manifest.model_dump()).raise_for_status()
-            plane.call("PUT", f"/v1/fleet/deployments/{name}", {"version": 1}).raise_for_status()
+            # While etcd elects a new leader of its own, writes may be refused for a moment.
+            wait_for(
+                f"{name}'s manifest accepted",
+                lambda: plane.call("POST", "/v1/fleet/artifacts", manifest.model_dump()).is_success,
+            )
+            wait_for(
+                f"{name} deployed",
+                lambda: (
+                    plane.call("PUT", f"/v1/fleet/deployments/{name}", {"version": 1}).is_success
+                ),
+            )
             wait_for(f"{name} READY", lambda: ready_on(plane, "etcd-node", name, 1))
 
         deploy(leader, "iris_etcd_1")

@@ -90,6 +90,8 @@ class ControlPlane:
         leadership: Leadership | None = None,
     ) -> None:
         self.leadership = leadership
+        #: Set when the server begins to shut down: long polls answer at once.
+        self.closing = False
         self.store = store
         self._admin = _hash(admin_token)
         self._bootstrap = _hash(bootstrap_token)
@@ -163,6 +165,12 @@ class ControlPlane:
         if self.leadership is not None:
             self._tasks.append(asyncio.create_task(self.leadership.run(), name="fleet-election"))
         self._dirty.set()
+
+    def close_polls(self) -> None:
+        """Answer every waiting long poll now (the server is shutting down)."""
+        self.closing = True
+        for name in list(self.observed):
+            self._wake(name)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -264,7 +272,7 @@ class ControlPlane:
         while True:
             wake = observed.wake
             current = self._etag(name)
-            if current != etag or observed.requests or time.monotonic() >= deadline:
+            if current != etag or observed.requests or self.closing or time.monotonic() >= deadline:
                 requests, observed.requests = observed.requests, []
                 return {
                     "etag": current,

@@ -136,6 +136,7 @@ class Leadership:
         self.is_leader = False
         self.leader = ""
         self._lease = ""
+        self._renewed = 0.0
         self.changed = asyncio.Event()
 
     async def run(self) -> None:
@@ -143,14 +144,20 @@ class Leadership:
             try:
                 await self._step()
             except Unavailable as exc:
-                self._set(False, "")
+                # etcd may be electing its own leader: the lease still holds until its TTL
+                # from the last keepalive, so leadership ends only shortly before that.
+                held_s = asyncio.get_running_loop().time() - self._renewed
+                if not self.is_leader or held_s > self.ttl_s * 0.6:
+                    self._set(False, "")
+                    self._lease = ""
                 logger.warning("leader election: %s", exc.message)
-            await asyncio.sleep(self.ttl_s / 3)
+            await asyncio.sleep(self.ttl_s / 5)
 
     async def _step(self) -> None:
         if self.is_leader:
             answer = await self._client.call("/v3/lease/keepalive", {"ID": self._lease})
             if int(answer.get("result", {}).get("TTL", 0)) > 0:
+                self._renewed = asyncio.get_running_loop().time()
                 return
             self._set(False, "")
             self._lease = ""
@@ -177,6 +184,7 @@ class Leadership:
             },
         )
         if answer.get("succeeded"):
+            self._renewed = asyncio.get_running_loop().time()
             self._set(True, self.identity)
             return
         holder = ""

@@ -78,6 +78,13 @@ def serve(
                     f"inferbridge: fleet control plane listening on http://{address[0]}:{address[1]}",
                     flush=True,
                 )
+        # uvicorn waits for open requests before it shuts the application down: answer
+        # the long polls as soon as the shutdown begins.
+        while not task.done():
+            if server.should_exit:
+                plane.close_polls()
+                break
+            await asyncio.sleep(0.1)
         await task
 
     asyncio.run(main())
