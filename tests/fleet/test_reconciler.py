@@ -142,3 +142,17 @@ def test_wave_timeout_rolls_back() -> None:
     )
     assert out.rollouts["iris"]["state"] == "RolledBack"
     assert "not ready on version 2 within 60 s" in out.rollouts["iris"]["reason"]
+
+
+def test_the_placement_engine_stands_behind_the_same_seam() -> None:
+    from inferbridge.placement.fleet import EnginePlacementPolicy
+
+    gpu = Capacity(cpu=4, memory=2**33, accelerators=[Accelerator(type="A100", count=1)])
+    nodes = {"a": _node("a", capacity=gpu), "b": _node("b")}
+    engine = EnginePlacementPolicy("fgd")
+    out = reconcile({"iris": _spec(replicas=2)}, {}, nodes, {}, engine, 0)
+    assert sorted(n for n, m in out.assignments.items() if "iris" in m) == ["a", "b"]
+    specs = {f"m{i}": _spec(model=f"m{i}", resources="gpu=0.25,gpu_type=A100") for i in range(5)}
+    full = reconcile(specs, {}, nodes, {}, engine, 0)
+    assert sum(s.placed for s in full.status.values()) == 4
+    assert full.status["m4"].placed == 0 and full.status["m4"].pending_reason

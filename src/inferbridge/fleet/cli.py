@@ -37,6 +37,12 @@ def register(commands: Any) -> None:
         "--missed-heartbeats", type=int, default=3, help="heartbeats missed before NotReady"
     )
     serve.add_argument(
+        "--placement",
+        default="spread",
+        help="spread (the simple capacity-aware policy, default) or a policy of the placement "
+        "engine (inferbridge.placement: fgd, fgd-plus, best-fit, ...)",
+    )
+    serve.add_argument(
         "--advertise-url", help="this replica's URL, as the leader's name (etcd stores)"
     )
     serve.add_argument("--log-level", default="info")
@@ -160,6 +166,7 @@ def _serve(options: argparse.Namespace) -> int:
         bootstrap_token=options.bootstrap_token,
         missed_heartbeats=options.missed_heartbeats,
         advertise_url=options.advertise_url,
+        placement=options.placement,
     )
 
 

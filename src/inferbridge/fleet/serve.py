@@ -21,6 +21,7 @@ def serve(
     bootstrap_token: str | None,
     missed_heartbeats: int = 3,
     advertise_url: str | None = None,
+    placement: str = "spread",
 ) -> int:
     import uvicorn
 
@@ -29,6 +30,16 @@ def serve(
     from inferbridge.fleet.errors import FleetError
     from inferbridge.fleet.store import open_store
 
+    policy = None
+    if placement != "spread":
+        from inferbridge.placement.fleet import EnginePlacementPolicy
+        from inferbridge.placement.policies import policy_names
+
+        if placement not in policy_names():
+            known = ", ".join(["spread", *policy_names()])
+            print(f"inferbridge: --placement {placement!r}: one of {known}", file=sys.stderr)
+            return 2
+        policy = EnginePlacementPolicy(placement)
     # httpx logs every request at INFO: the etcd store makes many.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -55,6 +66,7 @@ def serve(
             bootstrap_token=bootstrap_token,
             missed_heartbeats=missed_heartbeats,
             leadership=leadership,
+            policy=policy,
         )
         config = uvicorn.Config(
             FleetApp(plane),
