@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,6 @@ from benchmarks.context import (
     load_average,
     wait_quiet,
 )
-from benchmarks.gateway.publish import keep_section
 from benchmarks.repos import build_repositories
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.tools import locate_tools
@@ -91,6 +91,17 @@ def _parser() -> argparse.ArgumentParser:
         help="copy RESULTS.md and plots to benchmarks/ (default: on for a full run of all)",
     )
     return parser
+
+
+#: A section another harness publishes into RESULTS.md between its own markers (placement,
+#: gateway, fleet, isolation): kept as it is when this runner rewrites the file.
+_KEPT = re.compile(
+    r"<!-- (\w+) benchmarks: (?:begin|start)\b.*?<!-- \1 benchmarks: end -->\n?", re.S
+)
+
+
+def _kept_sections(old: str) -> str:
+    return "\n".join(match.group(0) for match in _KEPT.finditer(old))
 
 
 def _selected(text: str) -> list[str]:
@@ -257,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if r.plot is not None:
                 shutil.copyfile(r.plot, _HERE / "plots" / r.plot.name)
         old = _HERE / "RESULTS.md"
-        gateway = keep_section(old.read_text()) if old.exists() else ""
-        (_HERE / "RESULTS.md").write_text(text + ("\n" + gateway if gateway else ""))
+        kept = _kept_sections(old.read_text()) if old.exists() else ""
+        (_HERE / "RESULTS.md").write_text(text + ("\n" + kept if kept else ""))
         print(f"bench: published {_HERE / 'RESULTS.md'} and {_HERE / 'plots'}")
     print("\n" + report.targets_table(t for r in results for t in r.targets))
     if ctx.retry is not None:
