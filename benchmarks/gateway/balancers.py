@@ -71,6 +71,10 @@ BALANCERS = {
 }
 
 
+#: Fronts started so far in this process: each gets its own config, prefix and log file.
+_GATEWAY_RUNS = [0]
+
+
 def _render(template: str, **values: object) -> str:
     return string.Template((_HERE / template).read_text()).substitute(
         {k: str(v) for k, v in values.items()}
@@ -98,7 +102,8 @@ def nginx(
     workers: int = 2,
 ) -> Front:
     """nginx with passive health (max_fails=1 fail_timeout=10s) and proxy_next_upstream."""
-    prefix = work / "nginx"
+    _GATEWAY_RUNS[0] += 1  # each nginx gets its own prefix (two may run at once)
+    prefix = work / "nginx" / f"{_GATEWAY_RUNS[0]:02d}"
     if prefix.exists():
         shutil.rmtree(prefix)
     prefix.mkdir(parents=True)
@@ -140,7 +145,8 @@ def haproxy(
     workers: int = 2,
 ) -> Front:
     """HAProxy with active httpchk on /v2/health/ready, retry-on and option redispatch."""
-    prefix = work / "haproxy"
+    _GATEWAY_RUNS[0] += 1
+    prefix = work / "haproxy" / f"{_GATEWAY_RUNS[0]:02d}"
     prefix.mkdir(parents=True, exist_ok=True)
     http_port, grpc_port = free_port(), free_port()
     rest = []
@@ -181,10 +187,6 @@ def gateway_available() -> str:
     if not cli.is_file() or "--config" not in cli.read_text():
         return "`inferbridge gateway --config` is not in this checkout"
     return ""
-
-
-#: Gateways started so far in this process: each gets its own config and log file.
-_GATEWAY_RUNS = [0]
 
 
 def gateway_counters(front: Front) -> dict[str, float]:

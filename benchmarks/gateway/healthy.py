@@ -38,11 +38,32 @@ def _fronts(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
     return fronts
 
 
+def _single(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
+    """Each front over one upstream (the one direct uses): what the hop itself adds at
+    concurrency 1, without spreading the requests over three idle-between-requests
+    upstreams (each then wakes up cold for every request)."""
+    targets = bench.targets(1)
+    fronts = []
+    for kind, balance in (
+        ("gateway", "p2c-ewma"),
+        ("nginx", "least_conn"),
+        ("haproxy", "leastconn"),
+    ):
+        if bench.wanted(kind):
+            front = bench.start_front(kind, targets, balance, label="single")
+            front.name = f"{kind}, 1 upstream"
+            stack.callback(front.stop)
+            fronts.append(front)
+    return fronts
+
+
 def _healthy(bench: Bench, section: Section, protocol: str, concurrencies: list[int]) -> None:
     with contextlib.ExitStack() as stack:
         fronts = _fronts(bench, stack)
+        single = _single(bench, stack)
         for turn, concurrency in enumerate(concurrencies):
-            order = fronts[turn % len(fronts) :] + fronts[: turn % len(fronts)]
+            order = fronts + single if concurrency == 1 else fronts
+            order = order[turn % len(order) :] + order[: turn % len(order)]
             for front in order:
                 try:
                     section.runs.append(
@@ -68,20 +89,23 @@ def _targets(bench: Bench, section: Section, concurrencies: list[int]) -> None:
             Target(f"{section.key}: gateway", "see the issue", bench.gateway_missing, None)
         )
         return
-    direct, gateway = _find(runs, "direct", 1), _find(runs, "gateway", 1)
-    if direct and gateway and section.key == "g1":
+    direct, gateway = _find(runs, "direct", 1), _find(runs, "gateway, 1 upstream", 1)
+    if direct and gateway:
         added = gateway.p50_ms - direct.p50_ms
+        peers = [p for p in (_find(runs, "nginx, 1", 1), _find(runs, "haproxy, 1", 1)) if p]
         section.targets.append(
             Target(
-                "gateway: added p50 at concurrency 1 (REST)",
+                f"gateway: added p50 at concurrency 1 ({section.extra['protocol']}, one "
+                "upstream behind it)",
                 f"≤ {_ADDED_P50_MS} ms",
-                f"+{added:.3f} ms (p50 {gateway.p50_ms:.3f} vs direct {direct.p50_ms:.3f} ms)",
+                f"+{added:.3f} ms (p50 {gateway.p50_ms:.3f} vs direct {direct.p50_ms:.3f} ms); "
+                + ", ".join(f"{p.front} +{p.p50_ms - direct.p50_ms:.3f} ms" for p in peers),
                 added <= _ADDED_P50_MS,
                 gap=f"{added - _ADDED_P50_MS:.3f} ms over",
             )
         )
     for concurrency in concurrencies[1:]:
-        gateway = _find(runs, "gateway", concurrency)
+        gateway = _find(runs, "gateway p2c", concurrency)
         peers = [
             p for p in (_find(runs, "nginx", concurrency), _find(runs, "haproxy", concurrency)) if p
         ]
@@ -113,8 +137,9 @@ def scenario_1(bench: Bench) -> Section:
     section.notes.append(
         f"ibload raw HTTP/1.1 engine, closed loop, {bench.warmup:g} s warm-up then "
         f"{bench.duration:g} s per point; the same JSON body for every front. Fronts run side by "
-        "side and take turns (rotating order per concurrency). `direct` is one upstream alone. "
-        "Ratios are against direct at the same concurrency."
+        "side and take turns (rotating order per concurrency). `direct` is one upstream alone; "
+        "`<front>, 1 upstream` (concurrency 1 only) is that front over that one upstream, for "
+        "what the hop adds. Ratios are against direct at the same concurrency."
     )
     return section
 
