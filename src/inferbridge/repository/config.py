@@ -186,6 +186,9 @@ class ModelConfig(_Strict):
     execution: Literal["auto", "inline", "thread"] = "auto"
     isolation: Isolation | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: A progressive rollout of a new version (docs in the README, "Releasing a new model
+    #: version"); started when the model loads with its candidate on disk.
+    rollout: RolloutSpec | None = None
     # Safe model loading (docs/security.md).
     trust_pickle: bool = Field(
         default=False,
@@ -197,9 +200,6 @@ class ModelConfig(_Strict):
         description="pinned digests: '<version>/<path>' (or a file beside the version "
         "directories) -> lower-case hex SHA-256; a file that differs fails the load",
     )
-    #: A progressive rollout of a new version (docs in the README, "Releasing a new model
-    #: version"); started when the model loads with its candidate on disk.
-    rollout: RolloutSpec | None = None
     # Set when the config came from Triton's format: the fields it ignored or approximated.
     _triton_ignored: tuple[str, ...] = PrivateAttr(default=())
     # Who may vouch for code in the artefacts: None trusts this config's own trust_pickle
