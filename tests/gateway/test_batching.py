@@ -18,8 +18,13 @@ from tests.serverproc import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-# Flushed when 4 rows are queued: the size, not the (long) delay, makes each batch.
-BATCHING = "batching: {models: {echo: {max_batch_size: 4, max_queue_delay: 30s}}}\n"
+# Flushed when 4 rows are queued: the size, not the (long) delay, makes each batch (idle
+# dispatch off, so that the first request waits for the others too).
+BATCHING = (
+    "batching: {models: {echo: {max_batch_size: 4, max_queue_delay: 30s, idle_dispatch: false}}}\n"
+)
+# Idle dispatch (the default): a lone request leaves at once, not after its 30 s delay.
+IDLE = "batching: {models: {echo: {max_batch_size: 4, max_queue_delay: 30s}}}\n"
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +73,21 @@ def test_an_unbatched_model_passes_through(gateway: Gateway) -> None:
     assert r.status_code == 200
     outputs = {o["name"]: o for o in r.json()["outputs"]}
     assert outputs["y_batch"]["data"] == [1]
+
+
+def test_idle_dispatch_sends_a_lone_request_at_once(
+    server_b: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    gw = start_gateway(
+        gateway_config([upstream("b", server_b)]) + IDLE, tmp_path_factory.mktemp("gw-idle")
+    )
+    try:
+        # The queue delay is 30 s: an answer within the 10 s timeout left without waiting.
+        for i in range(3):
+            r = httpx.post(f"{gw.base}/v2/models/echo/infer", json=infer_body(i), timeout=10)
+            assert r.status_code == 200, r.text
+            outputs = {o["name"]: o for o in r.json()["outputs"]}
+            assert outputs["y_batch"]["data"] == [1] and outputs["y"]["data"] == [i, i]
+        assert gw.metric("inferbridge_gateway_batch_size_count", model="echo") == 3
+    finally:
+        gw.stop()

@@ -1,6 +1,9 @@
 // Package batching merges concurrent small requests for the same model and signature
 // into one upstream request: a queue per key, flushed when it holds MaxRows rows or
 // MaxDelay after its first request, whichever comes first (the seed's batcher, in Go).
+// With IdleDispatch, a request that finds no batch of its batcher running leaves at once
+// (waiting could only add latency: nothing is there to wait for), and the requests that
+// arrive while a batch runs leave together as soon as it ends.
 // What a batch is made of and how it is run is the caller's: Run gets the requests and
 // must answer each.
 package batching
@@ -40,9 +43,13 @@ type Batcher struct {
 	MaxDelay time.Duration
 	Run      func(batch []*Request) // called on its own goroutine
 	Timer    Timer                  // nil = time.AfterFunc
+	// IdleDispatch sends a request at once when no batch is running, and what queued
+	// meanwhile when the running batches end (MaxRows and MaxDelay still bound a queue).
+	IdleDispatch bool
 
-	mu     sync.Mutex
-	queues map[string]*queue
+	mu      sync.Mutex
+	queues  map[string]*queue
+	running int // batches started and not yet ended (counted only with IdleDispatch)
 }
 
 type queue struct {
@@ -56,7 +63,9 @@ type queue struct {
 func (b *Batcher) Submit(ctx context.Context, r *Request) (any, error) {
 	r.done = make(chan Result, 1)
 	if r.Rows >= b.MaxRows {
-		go b.Run([]*Request{r})
+		b.mu.Lock()
+		b.start([]*Request{r})
+		b.mu.Unlock()
 	} else {
 		b.enqueue(r)
 	}
@@ -82,14 +91,13 @@ func (b *Batcher) enqueue(r *Request) {
 		batch := b.take(r.Key, q)
 		q = &queue{}
 		b.queues[r.Key] = q
-		go b.Run(batch)
+		b.start(batch)
 	}
 	q.reqs = append(q.reqs, r)
 	q.rows += r.Rows
-	if q.rows >= b.MaxRows {
-		batch := b.take(r.Key, q)
+	if q.rows >= b.MaxRows || (b.IdleDispatch && b.running == 0) {
+		b.start(b.take(r.Key, q))
 		b.mu.Unlock()
-		go b.Run(batch)
 		return
 	}
 	if len(q.reqs) == 1 {
@@ -117,13 +125,35 @@ func (b *Batcher) take(key string, q *queue) []*Request {
 // flush runs q when its delay is over, unless it was taken meanwhile.
 func (b *Batcher) flush(key string, q *queue) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.queues[key] != q {
-		b.mu.Unlock()
 		return
 	}
-	batch := b.take(key, q)
-	b.mu.Unlock()
-	if len(batch) > 0 {
-		b.Run(batch)
+	if batch := b.take(key, q); len(batch) > 0 {
+		b.start(batch)
 	}
+}
+
+// start runs batch on its own goroutine; b.mu is held. With IdleDispatch, the end of the
+// last running batch sends every queue that waited for it.
+func (b *Batcher) start(batch []*Request) {
+	if !b.IdleDispatch {
+		go b.Run(batch)
+		return
+	}
+	b.running++
+	go func() {
+		b.Run(batch)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.running--
+		if b.running > 0 {
+			return
+		}
+		for key, q := range b.queues {
+			if waiting := b.take(key, q); len(waiting) > 0 {
+				b.start(waiting)
+			}
+		}
+	}()
 }

@@ -175,3 +175,54 @@ func TestCancelledWaiterDoesNotBlockTheBatch(t *testing.T) {
 		t.Fatalf("the batch did not run with the cancelled request in it")
 	}
 }
+
+// With IdleDispatch a request that finds nothing running leaves at once (no timer fires);
+// requests arriving while it runs wait for it and then leave together, again without a
+// timer.
+func TestIdleDispatchSendsAtOnceAndBatchesWhileBusy(t *testing.T) {
+	timers := &manualTimers{}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var batches [][]int
+	run := func(batch []*Request) {
+		var rows []int
+		for _, req := range batch {
+			rows = append(rows, req.Rows)
+		}
+		mu.Lock()
+		first := len(batches) == 0
+		batches = append(batches, rows)
+		mu.Unlock()
+		if first {
+			<-release // the first batch runs until the test lets it end
+		}
+		for _, req := range batch {
+			req.Answer(Result{Payload: len(batch)})
+		}
+	}
+	b := &Batcher{MaxRows: 8, MaxDelay: time.Hour, Run: run, Timer: timers.timer, IdleDispatch: true}
+	first := submitAsync(b, 1, "k")
+	for { // it leaves without any timer
+		mu.Lock()
+		n := len(batches)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	second, third := submitAsync(b, 1, "k"), submitAsync(b, 2, "k")
+	waitQueued(t, b, "k", 2) // they wait for the running batch
+	close(release)
+	if got := <-first; got != 1 {
+		t.Fatalf("the first request's batch had %d requests, want 1", got)
+	}
+	if a, c := <-second, <-third; a != 2 || c != 2 {
+		t.Fatalf("the waiting requests left in batches of %d and %d, want one of 2", a, c)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(batches) != 2 || len(batches[1]) != 2 {
+		t.Fatalf("batches %v, want [[1] [1 2]]", batches)
+	}
+}

@@ -77,6 +77,9 @@ type Config struct {
 type Batching struct {
 	MaxBatchSize  int           // most rows (first dimension) of a merged request
 	MaxQueueDelay time.Duration // longest wait of the first request for others
+	// IdleDispatch: a request that finds no batch of its model running leaves at once;
+	// those arriving meanwhile leave together when it ends (default true).
+	IdleDispatch bool
 }
 
 // HealthChecks configure the active checks.
@@ -369,6 +372,17 @@ func (p *parser) positiveDuration(dst *time.Duration) func(*yaml.Node, string) e
 	}
 }
 
+func (p *parser) boolean(dst *bool) func(*yaml.Node, string) error {
+	return func(n *yaml.Node, field string) error {
+		var v bool
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(&v) != nil {
+			return p.errorf(n, field, "true or false")
+		}
+		*dst = v
+		return nil
+	}
+}
+
 func (p *parser) intAtLeast(lo int, dst *int) func(*yaml.Node, string) error {
 	return func(n *yaml.Node, field string) error {
 		var v int
@@ -413,14 +427,15 @@ func (p *parser) batching(n *yaml.Node, field string, dst map[string]Batching) e
 		return nil
 	}
 	if n.Kind != yaml.MappingNode {
-		return p.errorf(n, field, "a mapping of model name to {max_batch_size, max_queue_delay}")
+		return p.errorf(n, field, "a mapping of model name to {max_batch_size, max_queue_delay, idle_dispatch}")
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		b := Batching{MaxBatchSize: 32, MaxQueueDelay: time.Millisecond}
+		b := Batching{MaxBatchSize: 32, MaxQueueDelay: time.Millisecond, IdleDispatch: true}
 		model := n.Content[i].Value
 		err := p.mapping(n.Content[i+1], join(field, model), map[string]func(*yaml.Node, string) error{
 			"max_batch_size":  p.intAtLeast(1, &b.MaxBatchSize),
 			"max_queue_delay": p.positiveDuration(&b.MaxQueueDelay),
+			"idle_dispatch":   p.boolean(&b.IdleDispatch),
 		})
 		if err != nil {
 			return err

@@ -122,13 +122,17 @@ func TestUpstreamsFile(t *testing.T) {
 }
 
 func TestBatching(t *testing.T) {
-	c, err := Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbatching:\n  models:\n    iris: {max_batch_size: 16}\n    echo: {}\n"))
+	c, err := Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbatching:\n  models:\n    iris: {max_batch_size: 16, idle_dispatch: false}\n    echo: {}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Batching["iris"] != (Batching{MaxBatchSize: 16, MaxQueueDelay: time.Millisecond}) ||
-		c.Batching["echo"] != (Batching{MaxBatchSize: 32, MaxQueueDelay: time.Millisecond}) {
+		c.Batching["echo"] != (Batching{MaxBatchSize: 32, MaxQueueDelay: time.Millisecond, IdleDispatch: true}) {
 		t.Fatalf("batching %+v", c.Batching)
+	}
+	_, err = Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbatching: {models: {iris: {idle_dispatch: sometimes}}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "batching.models.iris.idle_dispatch: expected true or false") {
+		t.Fatalf("error %v", err)
 	}
 	_, err = Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbatching: {models: {iris: {max_batch_size: 0}}}\n"))
 	if err == nil || !strings.Contains(err.Error(), "batching.models.iris.max_batch_size: expected an integer of at least 1") {

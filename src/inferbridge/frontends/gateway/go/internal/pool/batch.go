@@ -357,8 +357,8 @@ type batchItem struct {
 
 // newBatcher is the batcher of one model: it runs a merged ModelInfer on the model's
 // gRPC upstreams, like any forwarded call (balancing, retries, breakers).
-func (p *Pool) newBatcher(model string, maxRows int, delay time.Duration) *batching.Batcher {
-	b := &batching.Batcher{MaxRows: maxRows, MaxDelay: delay}
+func (p *Pool) newBatcher(model string, maxRows int, delay time.Duration, idle bool) *batching.Batcher {
+	b := &batching.Batcher{MaxRows: maxRows, MaxDelay: delay, IdleDispatch: idle}
 	b.Run = func(batch []*batching.Request) {
 		items := make([]*parsedInfer, len(batch))
 		deadline := time.Time{}

@@ -77,7 +77,7 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	p.limits = newAdmission(cfg)
 	p.batchers = map[string]*batching.Batcher{}
 	for model, b := range cfg.Batching {
-		p.batchers[model] = p.newBatcher(model, b.MaxBatchSize, b.MaxQueueDelay)
+		p.batchers[model] = p.newBatcher(model, b.MaxBatchSize, b.MaxQueueDelay, b.IdleDispatch)
 	}
 	ups := cfg.Upstreams
 	if cfg.UpstreamsFile != "" {
