@@ -17,7 +17,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["GATEWAY_SOURCE", "GatewayBuildError", "build_gateway", "find_go", "gateway_binary"]
+__all__ = [
+    "GATEWAY_SOURCE",
+    "GatewayBuildError",
+    "build_gateway",
+    "build_go_program",
+    "cache_dir",
+    "find_go",
+    "gateway_binary",
+    "source_files",
+    "source_hash",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,59 +54,63 @@ def find_go() -> str | None:
     return next((p for p in _GO_FALLBACKS if os.access(p, os.X_OK)), None)
 
 
-def _source_files() -> list[Path]:
-    """go.mod, go.sum and every non-test .go file, the packages under internal/ included."""
+def source_files(root: Path) -> list[Path]:
+    """go.mod, go.sum and every non-test .go file of the Go module at `root`, its packages
+    under internal/ included: what a build depends on."""
     return sorted(
         p
-        for p in GATEWAY_SOURCE.rglob("*")
+        for p in root.rglob("*")
         if p.is_file()
         and (
-            (p.parent == GATEWAY_SOURCE and p.name in ("go.mod", "go.sum"))
+            (p.parent == root and p.name in ("go.mod", "go.sum"))
             or (p.suffix == ".go" and not p.name.endswith("_test.go"))
         )
     )
 
 
-def _source_hash() -> str:
+def source_hash(root: Path) -> str:
+    """A digest of the module's sources: one cached binary per source version."""
     digest = hashlib.sha256()
-    for path in _source_files():
-        name = path.relative_to(GATEWAY_SOURCE).as_posix()
+    for path in source_files(root):
+        name = path.relative_to(root).as_posix()
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def _cache_dir() -> Path:
+def cache_dir(kind: str) -> Path:
+    """Where the binaries of one program (`gateway`, `agent`) are cached."""
     base = os.environ.get("INFERBRIDGE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "inferbridge"
     )
-    return Path(base) / "gateway"
+    return Path(base) / kind
 
 
-def gateway_binary() -> Path:
-    """The cached binary for this source version (it may not exist yet)."""
-    return _cache_dir() / _source_hash() / _BINARY_NAME
+def build_go_program(
+    source: Path,
+    binary: Path,
+    *,
+    what: str,
+    error: type[RuntimeError],
+    force: bool = False,
+    ldflags: str | None = None,
+) -> Path:
+    """Return `binary`, building the Go module at `source` into it first when it is
+    missing (`error` says why a build failed).
 
-
-def build_gateway(*, force: bool = False) -> Path:
-    """Return the gateway binary, building it first when it is missing.
-
-    Several servers may start at once (tests do), so the build holds a file lock and
+    Several processes may start at once (tests do), so the build holds a file lock and
     publishes the binary with an atomic rename.
     """
-    binary = gateway_binary()
     if binary.is_file() and not force:
         return binary
     go = find_go()
     if go is None:
-        raise GatewayBuildError(
-            "no Go toolchain found (looked for `go` on PATH and in /usr/local/go)"
-        )
+        raise error("no Go toolchain found (looked for `go` on PATH and in /usr/local/go)")
     binary.parent.mkdir(parents=True, exist_ok=True)
     with open(binary.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if binary.is_file() and not force:
             return binary
-        logger.info("building the gateway with %s (once per version)", go)
+        logger.info("building the %s with %s (once per version)", what, go)
         fd, partial = tempfile.mkstemp(prefix=".build-", dir=binary.parent)
         os.close(fd)
         env = {
@@ -105,10 +119,13 @@ def build_gateway(*, force: bool = False) -> Path:
             "GOTOOLCHAIN": "local",
             "GOFLAGS": "-mod=readonly",
         }
+        command = [go, "build", "-trimpath"]
+        if ldflags is not None:
+            command.append(f"-ldflags={ldflags}")
         try:
             result = subprocess.run(
-                [go, "build", "-trimpath", "-o", partial, "."],
-                cwd=GATEWAY_SOURCE,
+                [*command, "-o", partial, "."],
+                cwd=source,
                 env=env,
                 capture_output=True,
                 text=True,
@@ -116,16 +133,24 @@ def build_gateway(*, force: bool = False) -> Path:
                 check=False,
             )
             if result.returncode != 0:
-                raise GatewayBuildError(
-                    f"`go build` of the gateway failed: {result.stderr.strip()[-2000:]}"
-                )
+                raise error(f"`go build` of the {what} failed: {result.stderr.strip()[-2000:]}")
             os.chmod(partial, 0o755)
             os.replace(partial, binary)
         except subprocess.TimeoutExpired as exc:
-            raise GatewayBuildError(
-                f"`go build` of the gateway took over {_BUILD_TIMEOUT_S} s"
-            ) from exc
+            raise error(f"`go build` of the {what} took over {_BUILD_TIMEOUT_S} s") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)
     return binary
+
+
+def gateway_binary() -> Path:
+    """The cached binary for this source version (it may not exist yet)."""
+    return cache_dir("gateway") / source_hash(GATEWAY_SOURCE) / _BINARY_NAME
+
+
+def build_gateway(*, force: bool = False) -> Path:
+    """Return the gateway binary, building it first when it is missing."""
+    return build_go_program(
+        GATEWAY_SOURCE, gateway_binary(), what="gateway", error=GatewayBuildError, force=force
+    )
