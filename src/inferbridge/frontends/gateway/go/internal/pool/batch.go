@@ -42,25 +42,7 @@ type parsedInfer struct {
 
 func parseInferRequest(msg []byte) (*parsedInfer, error) {
 	r := &parsedInfer{}
-	bad := errors.New("malformed ModelInferRequest")
-	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return nil, bad
-		}
-		msg = msg[n:]
-		if typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, msg); n < 0 {
-				return nil, bad
-			}
-			msg = msg[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(msg)
-		if n < 0 {
-			return nil, bad
-		}
-		msg = msg[n:]
+	err := bytesFields(msg, "ModelInferRequest", func(num protowire.Number, v []byte) error {
 		switch num {
 		case 1:
 			r.model = string(v)
@@ -71,7 +53,7 @@ func parseInferRequest(msg []byte) (*parsedInfer, error) {
 		case 4:
 			p := map[string]any{}
 			if err := decodeParameter(v, p); err != nil {
-				return nil, err
+				return err
 			}
 			if _, ok := p["timeout"]; !ok {
 				r.otherParams = true
@@ -79,7 +61,7 @@ func parseInferRequest(msg []byte) (*parsedInfer, error) {
 		case 5:
 			t, contents, err := parseInputTensor(v)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			r.contents = r.contents || contents
 			r.inputs = append(r.inputs, t)
@@ -88,8 +70,41 @@ func parseInferRequest(msg []byte) (*parsedInfer, error) {
 		case 7:
 			r.raws = append(r.raws, v)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// bytesFields calls visit with each length-delimited field of a protobuf message (the
+// only kind these messages' fields of interest are), skipping the others.
+func bytesFields(msg []byte, what string, visit func(num protowire.Number, v []byte) error) error {
+	bad := errors.New("malformed " + what)
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return bad
+		}
+		msg = msg[n:]
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, msg); n < 0 {
+				return bad
+			}
+			msg = msg[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(msg)
+		if n < 0 {
+			return bad
+		}
+		msg = msg[n:]
+		if err := visit(num, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func parseInputTensor(m []byte) (inferTensor, bool, error) {
@@ -209,25 +224,7 @@ func splitInferResponse(msg []byte, items []*parsedInfer) ([][]byte, error) {
 	var outputs []grpcOutput
 	var outputParams [][][]byte
 	var raws [][]byte
-	bad := errors.New("malformed ModelInferResponse")
-	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return nil, bad
-		}
-		msg = msg[n:]
-		if typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, msg); n < 0 {
-				return nil, bad
-			}
-			msg = msg[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(msg)
-		if n < 0 {
-			return nil, bad
-		}
-		msg = msg[n:]
+	err := bytesFields(msg, "ModelInferResponse", func(num protowire.Number, v []byte) error {
 		switch num {
 		case 1:
 			model = v
@@ -238,13 +235,17 @@ func splitInferResponse(msg []byte, items []*parsedInfer) ([][]byte, error) {
 		case 5:
 			t, _, err := parseInputTensor(v) // name, datatype, shape, parameters: the same fields
 			if err != nil {
-				return nil, err
+				return err
 			}
 			outputs = append(outputs, grpcOutput{name: t.name, datatype: t.datatype, shape: t.shape})
 			outputParams = append(outputParams, t.params)
 		case 6:
 			raws = append(raws, v)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(raws) != len(outputs) {
 		return nil, fmt.Errorf("the upstream's batched response has %d outputs and %d raw contents", len(outputs), len(raws))
