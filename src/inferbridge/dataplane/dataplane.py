@@ -15,9 +15,7 @@ from inferbridge import __version__
 from inferbridge.dataplane.streaming import iterate_on_thread
 from inferbridge.dataplane.validation import validate_inputs, validate_requested_outputs
 from inferbridge.errors import (
-    CallerGoneError,
     ConfigError,
-    DeadlineExceeded,
     InferBridgeError,
     InferenceFailed,
     InvalidInput,
@@ -32,7 +30,7 @@ from inferbridge.models.manager import ControlMode, ModelManager
 from inferbridge.models.requests import parse_load_parameters, parse_unload_parameters
 from inferbridge.models.served import ModelView, ServingVersion
 from inferbridge.observability.logs import ANSWERED
-from inferbridge.observability.stats import VersionStats
+from inferbridge.observability.stats import VersionStats, failure_reason
 from inferbridge.protocol.datatypes import dtype_of
 from inferbridge.protocol.shared_memory import SharedMemoryRegistry
 from inferbridge.protocol.types import (
@@ -359,7 +357,7 @@ class DataPlane:
             )
             response = self._response(request, version, outputs)
         except InferBridgeError as error:
-            serving.stats.request_failed(time.monotonic() - start, _failure_reason(error))
+            serving.stats.request_failed(time.monotonic() - start, failure_reason(error))
             raise
         except asyncio.CancelledError:
             serving.stats.request_failed(time.monotonic() - start, "canceled")
@@ -417,7 +415,7 @@ class DataPlane:
                 async for outputs in items:
                     yield self._response(request, version, outputs)
         except InferBridgeError as error:
-            serving.stats.request_failed(time.monotonic() - start, _failure_reason(error))
+            serving.stats.request_failed(time.monotonic() - start, failure_reason(error))
             raise
         except (asyncio.CancelledError, GeneratorExit):
             serving.stats.request_failed(time.monotonic() - start, "canceled")
@@ -586,18 +584,6 @@ def _unknown_version(view: ModelView, version: str) -> ModelNotFound:
 def _report_answer(version: LoadedVersion, trace: object) -> None:
     trace_id = getattr(trace, "trace_id", 0)
     ANSWERED.set((str(version.version), f"{trace_id:032x}" if trace_id else ""))
-
-
-def _failure_reason(error: InferBridgeError) -> str:
-    if isinstance(error, QueueFull):
-        return "rejected"
-    if isinstance(error, CallerGoneError):
-        return "canceled"
-    if isinstance(error, DeadlineExceeded):
-        return "timeout"
-    if isinstance(error, InvalidInput):
-        return "invalid"
-    return "backend"
 
 
 def _int_parameter(request: InferenceRequest, name: str) -> int:

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferbridge.batching.scheduler import BatchTiming
+from inferbridge.errors import (
+    CallerGoneError,
+    DeadlineExceeded,
+    InferBridgeError,
+    InvalidInput,
+    QueueFull,
+)
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
@@ -24,6 +31,7 @@ __all__ = [
     "Histogram",
     "WINDOW_SAMPLES",
     "VersionStats",
+    "failure_reason",
 ]
 
 #: Histogram bounds (seconds) of the request, queue and compute durations.
@@ -38,6 +46,19 @@ BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 
 WINDOW_SAMPLES = 200_000
 #: `reason` label values of a failed request.
 FAILURE_REASONS = ("rejected", "canceled", "timeout", "invalid", "backend")
+
+
+def failure_reason(error: InferBridgeError) -> str:
+    """The `reason` label of a request that failed with a domain error."""
+    if isinstance(error, QueueFull):
+        return "rejected"
+    if isinstance(error, CallerGoneError):
+        return "canceled"
+    if isinstance(error, DeadlineExceeded):
+        return "timeout"
+    if isinstance(error, InvalidInput):
+        return "invalid"
+    return "backend"
 
 
 class Histogram:

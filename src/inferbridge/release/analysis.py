@@ -136,17 +136,7 @@ class Watch:
 def _merge(windows: Sequence[ShadowCounts]) -> ShadowCounts:
     total = ShadowCounts()
     for counts in windows:
-        total.sent += counts.sent
-        total.dropped += counts.dropped
-        total.failed += counts.failed
-        total.compared += counts.compared
-        total.agreed += counts.agreed
-        for name, diff in counts.outputs.items():
-            into = total.outputs.setdefault(name, type(diff)())
-            into.compared += diff.compared
-            into.agreed += diff.agreed
-            into.max_abs_diff = max(into.max_abs_diff, diff.max_abs_diff)
-            into.sum_abs_diff += diff.sum_abs_diff
+        total.add(counts)
     return total
 
 

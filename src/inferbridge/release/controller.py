@@ -19,7 +19,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inferbridge.errors import InferBridgeError, InvalidInput, ModelNotFound, StateConflict
+from inferbridge.errors import (
+    InferBridgeError,
+    InvalidInput,
+    ModelBusy,
+    ModelNotFound,
+    StateConflict,
+)
 from inferbridge.models.source import VersionPlan
 from inferbridge.release.analysis import Analysis, CheckResult, Figures, Watch, judge
 from inferbridge.release.router import Route
@@ -420,7 +426,7 @@ class RolloutController:
         assert rollout.watch is not None
         shadow = rollout.shadow.take() if rollout.shadow is not None else None
         if shadow is not None:
-            _accumulate(rollout.shadow_totals, shadow)
+            rollout.shadow_totals.add(shadow)
         rollout.watch.tick(shadow)
         baseline, candidate, shadow_window = rollout.watch.figures()
         spec = state.spec.analysis
@@ -573,7 +579,7 @@ class RolloutController:
                 await self.models.load(model, reason=reason, only_changed=True)
                 return
             except InferBridgeError as exc:
-                if type(exc).__name__ != "ModelBusy":
+                if not isinstance(exc, ModelBusy):
                     logger.error("rollout of '%s': %s: %s", model, reason, exc.message)
                     return
                 await asyncio.sleep(0.1)
@@ -593,7 +599,7 @@ class RolloutController:
         if not rollout.state.active or self._closed:
             self.dataplane.routes.pop(rollout.state.model, None)
         if rollout.shadow is not None:
-            _accumulate(rollout.shadow_totals, rollout.shadow.take())
+            rollout.shadow_totals.add(rollout.shadow.take())
             await rollout.shadow.close()
             rollout.shadow = None
         if rollout.watch is not None:
@@ -609,7 +615,7 @@ class RolloutController:
         shadow = rollout.shadow
         if sample is None:
             if shadow is not None:
-                _accumulate(rollout.shadow_totals, shadow.take())
+                rollout.shadow_totals.add(shadow.take())
                 self._spawn(shadow.close())
             rollout.shadow = shadow = None
         elif shadow is None or shadow.sample != sample:
@@ -786,16 +792,3 @@ def _available(view: ModelView) -> list[int]:
 def _spec(state: RolloutState) -> dict[str, Any]:
     return {"candidate": state.candidate, "spec": state.spec.model_dump(mode="json")}
 
-
-def _accumulate(total: ShadowCounts, window: ShadowCounts) -> None:
-    total.sent += window.sent
-    total.dropped += window.dropped
-    total.failed += window.failed
-    total.compared += window.compared
-    total.agreed += window.agreed
-    for name, diff in window.outputs.items():
-        into = total.outputs.setdefault(name, type(diff)())
-        into.compared += diff.compared
-        into.agreed += diff.agreed
-        into.max_abs_diff = max(into.max_abs_diff, diff.max_abs_diff)
-        into.sum_abs_diff += diff.sum_abs_diff

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inferbridge.errors import InferBridgeError
+from inferbridge.observability.stats import failure_reason
 
 if TYPE_CHECKING:
     from inferbridge.models.served import ServingVersion
@@ -56,6 +57,20 @@ class ShadowCounts:
     compared: int = 0
     agreed: int = 0  # every output agreed
     outputs: dict[str, OutputDiff] = field(default_factory=dict)
+
+    def add(self, other: ShadowCounts) -> None:
+        """Fold another window's counts into these."""
+        self.sent += other.sent
+        self.dropped += other.dropped
+        self.failed += other.failed
+        self.compared += other.compared
+        self.agreed += other.agreed
+        for name, diff in other.outputs.items():
+            into = self.outputs.setdefault(name, OutputDiff())
+            into.compared += diff.compared
+            into.agreed += diff.agreed
+            into.max_abs_diff = max(into.max_abs_diff, diff.max_abs_diff)
+            into.sum_abs_diff += diff.sum_abs_diff
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,7 +173,7 @@ class Shadow:
             outputs = await candidate.scheduler.submit(inputs)
         except InferBridgeError as error:
             self.counts.failed += 1
-            candidate.stats.request_failed(time.monotonic() - start, _reason(error))
+            candidate.stats.request_failed(time.monotonic() - start, failure_reason(error))
             return
         except asyncio.CancelledError:
             candidate.stats.request_failed(time.monotonic() - start, "canceled")
@@ -196,14 +211,3 @@ class Shadow:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-
-def _reason(error: InferBridgeError) -> str:
-    from inferbridge.errors import DeadlineExceeded, InvalidInput, QueueFull
-
-    if isinstance(error, QueueFull):
-        return "rejected"
-    if isinstance(error, DeadlineExceeded):
-        return "timeout"
-    if isinstance(error, InvalidInput):
-        return "invalid"
-    return "backend"
