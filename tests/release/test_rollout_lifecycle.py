@@ -191,3 +191,24 @@ def test_a_rollout_waits_for_its_model_to_load_again(tmp_path: Path) -> None:
         assert [e["event"] for e in history(server, "m")][-1] == "resumed"
     finally:
         server.stop()
+
+
+def test_a_malformed_rollout_block_fails_the_load_and_names_the_field(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_model(repo, "m", {1: 1, 2: 2}, {})
+    config = {
+        "runtime": RUNTIME,
+        "rollout": {"candidate": 2, "steps": [{"canary": {"weight": 150, "duration": "soon"}}]},
+    }
+    (repo / "m" / "config.yaml").write_text(yaml.safe_dump(config))
+    write_model(repo, "ok", {1: 1}, {})
+    server = start_server(repo, "--state-dir", str(tmp_path / "state"), env=ENV)
+    try:
+        index = httpx.post(f"{server.base_url}/v2/repository/index", json={}).json()
+        (entry,) = [e for e in index if e["name"] == "m"]
+        assert entry["state"] == "UNAVAILABLE"
+        assert "rollout.steps" in entry["reason"] and "weight" in entry["reason"]
+        assert versions_answering(server.base_url, "ok", 3) == {"1"}  # the others serve
+        assert httpx.get(f"{server.base_url}/v1/rollouts/m").status_code == 404
+    finally:
+        server.stop()
