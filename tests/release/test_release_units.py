@@ -271,3 +271,77 @@ def test_store_round_trip_and_audit(tmp_path: Any) -> None:
     reopened.remove("m", state.id, "bob", {})
     assert reopened.load() == []
     assert [r.event for r in reopened.audit()][-1] == "cleared"
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def test_webhooks_reach_each_receiver_in_order_even_when_one_is_slow_or_dead() -> None:
+    """The first event is answered slowly; the later ones must still arrive after it, and a
+    dead receiver beside it changes nothing."""
+    import asyncio
+    import json
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from inferbridge.release.webhooks import Webhooks
+
+    received: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            event = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if event["n"] == 0:
+                time.sleep(0.3)
+            received.append(event["n"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/nobody"
+    live = f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+    async def scenario() -> Webhooks:
+        hooks = Webhooks(attempts=2, backoff_s=0.01, timeout_s=2.0)
+        for n in range(5):
+            hooks.send([dead, live], {"event": "step", "n": n})
+            await asyncio.sleep(0.01)
+        for _ in range(300):
+            if len(received) == 5 and hooks.failed == 5:
+                break
+            await asyncio.sleep(0.01)
+        await hooks.close()
+        return hooks
+
+    try:
+        hooks = asyncio.run(scenario())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert received == [0, 1, 2, 3, 4]
+    assert (hooks.delivered, hooks.failed) == (5, 5)
+
+
+def test_a_webhook_backlog_is_bounded() -> None:
+    import asyncio
+
+    from inferbridge.release.webhooks import Webhooks
+
+    async def scenario() -> Webhooks:
+        hooks = Webhooks(attempts=1, backlog=3, timeout_s=0.5)
+        for n in range(10):  # all queued before the drainer gets to run
+            hooks.send(["http://127.0.0.1:9/discard"], {"event": "step", "n": n})
+        await hooks.close()
+        return hooks
+
+    hooks = asyncio.run(scenario())
+    assert hooks.dropped == 7
+    assert hooks.delivered + hooks.failed <= 3

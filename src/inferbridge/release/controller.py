@@ -791,4 +791,3 @@ def _available(view: ModelView) -> list[int]:
 
 def _spec(state: RolloutState) -> dict[str, Any]:
     return {"candidate": state.candidate, "spec": state.spec.model_dump(mode="json")}
-

@@ -210,4 +210,3 @@ class Shadow:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
