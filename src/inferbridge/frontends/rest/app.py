@@ -11,6 +11,7 @@ import logging
 import math
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -134,6 +135,9 @@ class RestApp:
 
             answer = api.audit(self.dataplane.release, scope.get("query_string", b""))
             return _Response(answer.status, answer.body, [(b"content-type", answer.content_type)])
+        if parts == ["openapi.json"]:  # the document scripts/openapi.py writes
+            _require(method, "GET")
+            return _Response(200, _openapi_document())
         if parts == ["predict"]:
             _require(method, "POST")
             return await self._predict(scope, receive)
@@ -379,6 +383,11 @@ class RestApp:
         if encoding in ("", "identity"):
             return body
         return _decompress(body, encoding, limit)
+
+
+@functools.cache
+def _openapi_document() -> bytes:
+    return (Path(__file__).parent / "openapi.json").read_bytes()
 
 
 def _too_large(what: str, limit: int) -> str:
