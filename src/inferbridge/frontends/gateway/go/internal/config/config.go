@@ -25,8 +25,19 @@ import (
 // Upstream is one OIP server: a REST base URL and/or a gRPC address.
 type Upstream struct {
 	Name string
-	REST string // http://host:port, no trailing slash ("" = none)
+	REST string // http://host:port or https://host:port, no trailing slash ("" = none)
 	GRPC string // host:port ("" = none)
+	// TLS: how it is reached over TLS (its own `tls`, else `upstream_tls`); nil = plaintext.
+	TLS *UpstreamTLS
+	// APIKey is sent as x-api-key instead of the client's credentials ("" = the client's
+	// authorization and x-api-key are forwarded as they are). APIKeyFile is where it was read.
+	APIKey, APIKeyFile string
+}
+
+// Same tells whether u and o reach the same server the same way (a rename keeps the state).
+func (u Upstream) Same(o Upstream) bool {
+	sameTLS := (u.TLS == nil) == (o.TLS == nil) && (u.TLS == nil || *u.TLS == *o.TLS)
+	return u.REST == o.REST && u.GRPC == o.GRPC && sameTLS && u.APIKey == o.APIKey
 }
 
 // Config is the whole gateway configuration, defaults filled in.
@@ -34,11 +45,16 @@ type Config struct {
 	File string // the file it was read from
 
 	Listen struct {
-		HTTP string // "" = no REST listener
-		GRPC string // "" = no gRPC listener
+		HTTP string     // "" = no REST listener
+		GRPC string     // "" = no gRPC listener
+		TLS  *ServerTLS // nil = plaintext
 	}
 	Upstreams     []Upstream
 	UpstreamsFile string // absolute; re-read when it changes ("" = none)
+	// UpstreamTLS and UpstreamAPIKey apply to every upstream without its own.
+	UpstreamTLS                        *UpstreamTLS
+	UpstreamAPIKey, UpstreamAPIKeyFile string
+	Auth                               Auth
 
 	Discovery struct {
 		Interval time.Duration
@@ -109,6 +125,7 @@ func Default() *Config {
 	c.Timeouts.Default = 60 * time.Second
 	c.MaxRequestBytes = 64 << 20
 	c.Batching = map[string]Batching{}
+	c.Auth = defaultAuth()
 	return c
 }
 
@@ -140,8 +157,18 @@ func Parse(path string, data []byte) (*Config, error) {
 			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
 				"http": func(n *yaml.Node, f string) error { return p.address(n, f, &c.Listen.HTTP) },
 				"grpc": func(n *yaml.Node, f string) error { return p.address(n, f, &c.Listen.GRPC) },
+				"tls": func(n *yaml.Node, f string) (err error) {
+					c.Listen.TLS, err = p.serverTLS(n, f)
+					return err
+				},
 			})
 		},
+		"auth": func(n *yaml.Node, f string) error { return p.auth(n, f, &c.Auth) },
+		"upstream_tls": func(n *yaml.Node, f string) (err error) {
+			c.UpstreamTLS, err = p.upstreamTLS(n, f)
+			return err
+		},
+		"upstream_api_key_file": p.apiKeyFile(&c.UpstreamAPIKeyFile, &c.UpstreamAPIKey),
 		"upstreams": func(n *yaml.Node, f string) error {
 			ups, err := p.upstreams(n, f)
 			c.Upstreams = ups
@@ -231,12 +258,51 @@ func Parse(path string, data []byte) (*Config, error) {
 	case c.Retries.Backoff.Max < c.Retries.Backoff.Base:
 		return nil, p.missing("retries.backoff_max", fmt.Sprintf("at least backoff_base (%v)", c.Retries.Backoff.Base))
 	}
+	if err := c.applyUpstreamDefaults(p, c.Upstreams, "upstreams"); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// LoadUpstreams reads an upstreams file: a YAML list of upstreams, or a mapping with
-// the key `upstreams` holding one.
-func LoadUpstreams(path string) ([]Upstream, error) {
+// applyUpstreamDefaults gives upstreams without their own `tls` / `api_key_file` the
+// pool's, and checks that a REST address says https exactly when TLS is used.
+func (c *Config) applyUpstreamDefaults(p *parser, ups []Upstream, field string) error {
+	for i := range ups {
+		u := &ups[i]
+		if u.TLS == nil {
+			u.TLS = c.UpstreamTLS
+		}
+		if u.APIKey == "" {
+			u.APIKey, u.APIKeyFile = c.UpstreamAPIKey, c.UpstreamAPIKeyFile
+		}
+		switch https := strings.HasPrefix(u.REST, "https://"); {
+		case u.REST == "":
+		case https && u.TLS == nil:
+			return p.missing(fmt.Sprintf("%s[%d].tls", field, i),
+				"a tls block (its own or upstream_tls; {} for the system's CAs) for its https:// rest address")
+		case !https && u.TLS != nil:
+			return p.missing(fmt.Sprintf("%s[%d].rest", field, i),
+				"an https:// URL: the upstream is reached over TLS (its own tls or upstream_tls)")
+		}
+	}
+	return nil
+}
+
+// LoadUpstreams reads the upstreams file: a YAML list of upstreams, or a mapping with
+// the key `upstreams` holding one. Upstreams without their own tls and api_key_file get
+// the configuration's; paths in it are relative to its own directory.
+func (c *Config) LoadUpstreams() ([]Upstream, error) {
+	ups, err := loadUpstreamsFile(c.UpstreamsFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.applyUpstreamDefaults(&parser{file: c.UpstreamsFile}, ups, "upstreams"); err != nil {
+		return nil, err
+	}
+	return ups, nil
+}
+
+func loadUpstreamsFile(path string) ([]Upstream, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -485,7 +551,7 @@ func (p *parser) upstreams(n *yaml.Node, field string) ([]Upstream, error) {
 		return nil, nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		return nil, p.errorf(n, field, "a list of upstreams ({name, rest, grpc})")
+		return nil, p.errorf(n, field, "a list of upstreams ({name, rest, grpc, tls, api_key_file})")
 	}
 	var ups []Upstream
 	names := map[string]bool{}
@@ -499,13 +565,19 @@ func (p *parser) upstreams(n *yaml.Node, field string) ([]Upstream, error) {
 					return err
 				}
 				parsed, err := url.Parse(u.REST)
-				if err != nil || parsed.Scheme != "http" || parsed.Host == "" || (parsed.Path != "" && parsed.Path != "/") {
-					return p.errorf(n, f, "an http://HOST:PORT base URL")
+				if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" ||
+					(parsed.Path != "" && parsed.Path != "/") {
+					return p.errorf(n, f, "an http://HOST:PORT or https://HOST:PORT base URL")
 				}
-				u.REST = "http://" + parsed.Host
+				u.REST = parsed.Scheme + "://" + parsed.Host
 				return nil
 			},
 			"grpc": func(n *yaml.Node, f string) error { return p.address(n, f, &u.GRPC) },
+			"tls": func(n *yaml.Node, f string) (err error) {
+				u.TLS, err = p.upstreamTLS(n, f) // `tls: {}`: TLS with the system's CAs
+				return err
+			},
+			"api_key_file": p.apiKeyFile(&u.APIKeyFile, &u.APIKey),
 		})
 		if err != nil {
 			return nil, err

@@ -77,10 +77,10 @@ func TestErrorsNameFileLineFieldAndExpectation(t *testing.T) {
 			`g.yaml:2: health.interval: expected a positive duration`},
 		{"upstreams: [{rest: 'http://h:1'}]\nbalancer: random\n",
 			`g.yaml:2: balancer: expected p2c-ewma, least-outstanding, round-robin or consistent-hash`},
-		{"upstreams: [{rest: 'ftp://h:1'}]\n", `g.yaml:1: upstreams[0].rest: expected an http://HOST:PORT base URL`},
+		{"upstreams: [{rest: 'ftp://h:1'}]\n", `g.yaml:1: upstreams[0].rest: expected an http://HOST:PORT or https://HOST:PORT base URL`},
 		{"upstreams: [{name: a}]\n", `g.yaml:1: upstreams[0]: expected rest and/or grpc`},
 		{"upstreams: [{name: a, grpc: 'h:1'}, {name: a, grpc: 'h:2'}]\n", `upstreams[1].name: expected a name no other upstream has`},
-		{"upstreams: [{rest: 'http://h:1'}]\nretry: {}\n", `g.yaml:2: retry: unknown field (expected one of admission, balancer`},
+		{"upstreams: [{rest: 'http://h:1'}]\nretry: {}\n", `g.yaml:2: retry: unknown field (expected one of admission, auth, balancer`},
 		{"upstreams: [{rest: 'http://h:1'}]\nretries: {on: [500]}\n", `retries.on[0]: expected one of connect-failure`},
 		{"listen: {http: ':8000'}\n", `upstreams: expected a list of upstreams, or upstreams_file`},
 		{"upstreams: [{rest: 'http://h:1'}]\nlisten: {http: null, grpc: null}\n", `listen: expected at least one of listen.http and listen.grpc`},
@@ -107,16 +107,16 @@ func TestUpstreamsFile(t *testing.T) {
 	if c.UpstreamsFile != filepath.Join(dir, "ups.yaml") {
 		t.Fatalf("upstreams_file %q is not resolved against the config's directory", c.UpstreamsFile)
 	}
-	ups, err := LoadUpstreams(c.UpstreamsFile)
+	ups, err := c.LoadUpstreams()
 	if err != nil || len(ups) != 1 || ups[0].Name != "a" {
 		t.Fatalf("LoadUpstreams: %+v %v", ups, err)
 	}
 	os.WriteFile(c.UpstreamsFile, []byte("upstreams: [{name: b, grpc: 'h:2'}]\n"), 0o644)
-	if ups, err = LoadUpstreams(c.UpstreamsFile); err != nil || ups[0].Name != "b" {
+	if ups, err = c.LoadUpstreams(); err != nil || ups[0].Name != "b" {
 		t.Fatalf("mapping form: %+v %v", ups, err)
 	}
 	os.WriteFile(c.UpstreamsFile, []byte("- {name: b}\n"), 0o644)
-	if _, err = LoadUpstreams(c.UpstreamsFile); err == nil || !strings.Contains(err.Error(), "ups.yaml:1: upstreams[0]") {
+	if _, err = c.LoadUpstreams(); err == nil || !strings.Contains(err.Error(), "ups.yaml:1: upstreams[0]") {
 		t.Fatalf("a bad upstreams file: %v", err)
 	}
 }

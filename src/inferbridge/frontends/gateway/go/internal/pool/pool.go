@@ -81,7 +81,7 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	}
 	ups := cfg.Upstreams
 	if cfg.UpstreamsFile != "" {
-		fileUps, err := config.LoadUpstreams(cfg.UpstreamsFile)
+		fileUps, err := cfg.LoadUpstreams()
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +316,7 @@ func (p *Pool) reloadUpstreamsFile() {
 		return
 	}
 	p.fileStat = st
-	ups, err := config.LoadUpstreams(p.cfg.UpstreamsFile)
+	ups, err := p.cfg.LoadUpstreams()
 	if err != nil {
 		p.logf("upstreams file not applied: %v", err)
 		return

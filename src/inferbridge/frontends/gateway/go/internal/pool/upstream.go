@@ -90,7 +90,7 @@ func (u *upstream) close() {
 
 // sameAddresses reports whether cfg names the same server (a rename keeps the state).
 func (u *upstream) sameAddresses(cfg config.Upstream) bool {
-	return u.cfg.REST == cfg.REST && u.cfg.GRPC == cfg.GRPC
+	return u.cfg.Same(cfg)
 }
 
 func (u *upstream) probeContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {

@@ -1,15 +1,8 @@
 package tlsconf
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,104 +13,13 @@ import (
 	"time"
 
 	"github.com/inferbridge/inferbridge/gateway/internal/clock"
+	"github.com/inferbridge/inferbridge/gateway/internal/tlsconf/tlsconftest"
 )
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-var serial int64 = 1
-var serialMu sync.Mutex
-
-func nextSerial() *big.Int {
-	serialMu.Lock()
-	defer serialMu.Unlock()
-	serial++
-	return big.NewInt(serial)
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns the PEM certificate and key of a leaf signed by ca: a server
-// certificate for 127.0.0.1 when server, else a client certificate.
-func (ca *testCA) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		tmpl.DNSNames = []string{"upstream.test"}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-}
-
-// writeFile writes data at path and gives it a modification time of its own, so that
-// a rewrite within the file system's timestamp granularity still reads as a change.
-var stampSeq int64
-
-func writeFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stampSeq++
-	mtime := time.Unix(1_600_000_000+stampSeq, 0)
-	if err := os.Chtimes(path, mtime, mtime); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // fixture is a CA, a server pair for 127.0.0.1 and a client pair, written to files.
 type fixture struct {
 	dir                           string
-	ca                            *testCA
+	ca                            *tlsconftest.CA
 	caFile, certFile, keyFile     string
 	clientCertFile, clientKeyFile string
 	serverCN                      string
@@ -127,20 +29,10 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{dir: t.TempDir(), ca: newCA(t, "test CA"), serverCN: "server-1"}
-	f.caFile = filepath.Join(f.dir, "ca.pem")
-	f.certFile = filepath.Join(f.dir, "server.pem")
-	f.keyFile = filepath.Join(f.dir, "server.key")
-	f.clientCertFile = filepath.Join(f.dir, "client.pem")
-	f.clientKeyFile = filepath.Join(f.dir, "client.key")
-	writeFile(t, f.caFile, f.ca.pem)
-	cert, key := f.ca.issue(t, f.serverCN, true)
-	writeFile(t, f.certFile, cert)
-	writeFile(t, f.keyFile, key)
-	cert, key = f.ca.issue(t, "batch.internal", false)
-	writeFile(t, f.clientCertFile, cert)
-	writeFile(t, f.clientKeyFile, key)
-	return f
+	dir := t.TempDir()
+	files := tlsconftest.Write(t, dir, "batch.internal")
+	return &fixture{dir: dir, ca: files.CA, caFile: files.CAFile, certFile: files.ServerCert, keyFile: files.ServerKey,
+		clientCertFile: files.ClientCert, clientKeyFile: files.ClientKey, serverCN: "server-1"}
 }
 
 func (f *fixture) logf(format string, args ...any) {
@@ -274,8 +166,8 @@ func TestServerRequestAcceptsAClientWithoutCertificate(t *testing.T) {
 	}
 
 	// A certificate from another CA is refused even in request mode.
-	other := newCA(t, "other CA")
-	cert, key := other.issue(t, "intruder", false)
+	other := tlsconftest.NewCA(t, "other CA")
+	cert, key := other.Issue(t, "intruder", false)
 	pair, err := tls.X509KeyPair(cert, key)
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +203,7 @@ func TestClientRefusesAServerOfAnotherCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherCAFile := filepath.Join(f.dir, "other-ca.pem")
-	writeFile(t, otherCAFile, newCA(t, "other CA").pem)
+	tlsconftest.WriteFile(t, otherCAFile, tlsconftest.NewCA(t, "other CA").PEM)
 	cli, err := Client(otherCAFile, "", "", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -359,9 +251,9 @@ func TestServerReloadsAChangedPairAtTheNextHandshakeAfterASecond(t *testing.T) {
 		t.Fatalf("served %q, want server-1", got)
 	}
 
-	cert, key := f.ca.issue(t, "server-2", true)
-	writeFile(t, f.certFile, cert)
-	writeFile(t, f.keyFile, key)
+	cert, key := f.ca.Issue(t, "server-2", true)
+	tlsconftest.WriteFile(t, f.certFile, cert)
+	tlsconftest.WriteFile(t, f.keyFile, key)
 	clk.Advance(500 * time.Millisecond)
 	if got := servedCN(); got != "server-1" {
 		t.Fatalf("served %q within a second of the last look, want the old server-1", got)
@@ -387,8 +279,8 @@ func TestServerKeepsTheLastGoodPairWhenTheNewOneDoesNotLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new certificate whose key has not been written yet: the pair does not match.
-	cert, _ := f.ca.issue(t, "server-2", true)
-	writeFile(t, f.certFile, cert)
+	cert, _ := f.ca.Issue(t, "server-2", true)
+	tlsconftest.WriteFile(t, f.certFile, cert)
 	clk.Advance(2 * time.Second)
 	_, state, err := handshake(t, srv, cli)
 	if err != nil {
@@ -409,7 +301,7 @@ func TestServerKeepsTheLastGoodPairWhenTheNewOneDoesNotLoad(t *testing.T) {
 		t.Fatalf("the same bad pair was logged %d times, want once", n)
 	}
 	// Garbage in the key file, then a removed certificate: still the old pair.
-	writeFile(t, f.keyFile, []byte("not a key"))
+	tlsconftest.WriteFile(t, f.keyFile, []byte("not a key"))
 	clk.Advance(2 * time.Second)
 	if _, state, err = handshake(t, srv, cli); err != nil || state.PeerCertificates[0].Subject.CommonName != "server-1" {
 		t.Fatalf("garbage key: err %v", err)
@@ -422,9 +314,9 @@ func TestServerKeepsTheLastGoodPairWhenTheNewOneDoesNotLoad(t *testing.T) {
 		t.Fatalf("removed certificate: err %v", err)
 	}
 	// The pair is whole again: served at the next look.
-	cert, key := f.ca.issue(t, "server-3", true)
-	writeFile(t, f.certFile, cert)
-	writeFile(t, f.keyFile, key)
+	cert, key := f.ca.Issue(t, "server-3", true)
+	tlsconftest.WriteFile(t, f.certFile, cert)
+	tlsconftest.WriteFile(t, f.keyFile, key)
 	clk.Advance(2 * time.Second)
 	if _, state, err = handshake(t, srv, cli); err != nil || state.PeerCertificates[0].Subject.CommonName != "server-3" {
 		t.Fatalf("fixed pair: err %v, served %v", err, state.PeerCertificates)
@@ -442,9 +334,9 @@ func TestClientPresentsAReloadedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, key := f.ca.issue(t, "batch-2.internal", false)
-	writeFile(t, f.clientCertFile, cert)
-	writeFile(t, f.clientKeyFile, key)
+	cert, key := f.ca.Issue(t, "batch-2.internal", false)
+	tlsconftest.WriteFile(t, f.clientCertFile, cert)
+	tlsconftest.WriteFile(t, f.clientKeyFile, key)
 	clk.Advance(2 * time.Second)
 	serverState, _, err := handshake(t, srv, cli)
 	if err != nil {
@@ -458,7 +350,7 @@ func TestClientPresentsAReloadedCertificate(t *testing.T) {
 func TestConfigurationErrorsSayWhatIsWrong(t *testing.T) {
 	f := newFixture(t)
 	notPEM := filepath.Join(f.dir, "not.pem")
-	writeFile(t, notPEM, []byte("hello"))
+	tlsconftest.WriteFile(t, notPEM, []byte("hello"))
 	missing := filepath.Join(f.dir, "missing.pem")
 	serverCases := []struct {
 		name  string
