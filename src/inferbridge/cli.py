@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     from inferbridge.placement import cli as placement_cli
 
     placement_cli.register(commands)
+
+    from inferbridge.security import cli as auth_cli
+
+    auth_cli.register(commands)
     return parser
 
 
@@ -134,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inferbridge.placement import cli as placement_cli
 
         return placement_cli.run(options)
+    if options.command == "auth":
+        from inferbridge.security import cli as auth_cli
+
+        return auth_cli.run(options)
     if options.command == "fleet":
         from inferbridge.fleet import cli as fleet_cli
 
