@@ -62,6 +62,27 @@
 // rollout ErrNotFound (404), and a call the rollout's state refuses (a second rollout, a
 // gate that is not waiting, an action on an ended rollout) ErrConflict (409).
 //
+// # TLS and credentials
+//
+// A server started with --tls-cert (or the pool gateway with listen.tls) speaks TLS only;
+// with --tls-client-ca it also verifies client certificates. Both clients take a
+// *tls.Config (WithTLS) or PEM files (WithTLSFiles: the CA to verify the server against,
+// "" for the system's roots, and the client's certificate and key, "" for none), and a
+// credential sent with every call: an API key (WithAPIKey, the x-api-key header or
+// metadata) or a bearer token (WithBearerToken, a JWT or an API key):
+//
+//	rest, err := inferbridge.NewRESTClient("https://models.internal:8000",
+//		inferbridge.WithTLSFiles("ca.pem", "client.pem", "client.key"), inferbridge.WithAPIKey(key))
+//	grpc, err := grpcclient.New("models.internal:8001",
+//		grpcclient.WithTLSFiles("ca.pem", "client.pem", "client.key"), grpcclient.WithBearerToken(jwt))
+//
+// Files that do not load make the constructor fail (ErrInvalidArgument). A missing or
+// refused credential matches ErrUnauthenticated (REST 401, gRPC UNAUTHENTICATED); a
+// principal whose scopes do not allow the call ErrPermissionDenied (gRPC
+// PERMISSION_DENIED, and REST 403 with the server's "principal '...' may not ..."
+// message: other REST 403s are Triton's ErrFailedPrecondition); over a rate limit
+// ErrResourceExhausted, with Error.RetryAfter over REST.
+//
 // # Trace propagation
 //
 // The separate module github.com/inferbridge/inferbridge/clients/go/otelib sends the

@@ -29,6 +29,12 @@ const (
 	CodeUnimplemented
 	CodeFailedPrecondition
 	CodeAborted
+	// CodeUnauthenticated: no credential, or one the server does not accept (REST 401,
+	// gRPC UNAUTHENTICATED).
+	CodeUnauthenticated
+	// CodePermissionDenied: the credential's principal lacks the scope (gRPC
+	// PERMISSION_DENIED; REST 403 whose message is the server's "principal '...' may not").
+	CodePermissionDenied
 )
 
 var codeNames = [...]string{
@@ -43,6 +49,8 @@ var codeNames = [...]string{
 	CodeUnimplemented:      "UNIMPLEMENTED",
 	CodeFailedPrecondition: "FAILED_PRECONDITION",
 	CodeAborted:            "ABORTED",
+	CodeUnauthenticated:    "UNAUTHENTICATED",
+	CodePermissionDenied:   "PERMISSION_DENIED",
 }
 
 // String is the gRPC name of the code, such as "NOT_FOUND".
@@ -70,6 +78,11 @@ var (
 	// ErrAborted: the call conflicted with another in progress, such as a second load of a
 	// model that is loading; retrying later may succeed.
 	ErrAborted = errors.New("inferbridge: aborted")
+	// ErrUnauthenticated: the server wants a credential (WithAPIKey, WithBearerToken, a
+	// client certificate) or refused the one sent.
+	ErrUnauthenticated = errors.New("inferbridge: unauthenticated")
+	// ErrPermissionDenied: the credential is good but its scopes do not allow the call.
+	ErrPermissionDenied = errors.New("inferbridge: permission denied")
 )
 
 var sentinels = map[Code]error{
@@ -83,6 +96,8 @@ var sentinels = map[Code]error{
 	CodeUnimplemented:      ErrUnimplemented,
 	CodeFailedPrecondition: ErrFailedPrecondition,
 	CodeAborted:            ErrAborted,
+	CodeUnauthenticated:    ErrUnauthenticated,
+	CodePermissionDenied:   ErrPermissionDenied,
 }
 
 // Error is every failure the clients return: the class, what the server said, and the
@@ -147,6 +162,8 @@ func CodeFromHTTPStatus(status int) Code {
 		return CodeInvalidArgument
 	case http.StatusNotFound:
 		return CodeNotFound
+	case http.StatusUnauthorized:
+		return CodeUnauthenticated
 	case http.StatusForbidden:
 		return CodeFailedPrecondition
 	case http.StatusConflict:

@@ -3,6 +3,7 @@ package inferbridge
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +45,10 @@ type RESTClient struct {
 	http       *http.Client
 	encoding   Encoding
 	middleware []func(http.RoundTripper) http.RoundTripper
+	tls        *tls.Config
+	// credentialHeader / credential: what WithAPIKey or WithBearerToken adds to requests.
+	credentialHeader, credential string
+	optionErr                    error // the first option that could not be applied
 }
 
 // RESTOption configures a RESTClient.
@@ -85,12 +90,25 @@ func NewRESTClient(baseURL string, opts ...RESTOption) (*RESTClient, error) {
 	}
 	c := &RESTClient{base: strings.TrimRight(baseURL, "/")}
 	for _, opt := range opts {
-		opt(c)
+		if opt(c); c.optionErr != nil {
+			return nil, clientError("new REST client", CodeInvalidArgument, c.optionErr)
+		}
+	}
+	switch {
+	case c.tls != nil && u.Scheme != "https":
+		return nil, clientError("new REST client", CodeInvalidArgument,
+			fmt.Errorf("TLS is configured but the base URL %q is not https://", baseURL))
+	case c.tls != nil && c.http != nil:
+		return nil, clientError("new REST client", CodeInvalidArgument,
+			errors.New("WithTLS / WithTLSFiles and WithHTTPClient together: set the TLS configuration on that client's transport"))
 	}
 	if c.http == nil {
 		transport := http.DefaultTransport.(*http.Transport).Clone()
 		transport.MaxIdleConns = 1024
 		transport.MaxIdleConnsPerHost = 1024
+		if c.tls != nil {
+			transport.TLSClientConfig = c.tls.Clone()
+		}
 		c.http = &http.Client{Transport: transport}
 	}
 	if len(c.middleware) > 0 {
@@ -464,6 +482,9 @@ func (c *RESTClient) do(ctx context.Context, op, method, path string, body []byt
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
+	if c.credential != "" {
+		req.Header.Set(c.credentialHeader, c.credential)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if cerr := contextError(ctx, op); cerr != nil {
@@ -483,6 +504,13 @@ func (c *RESTClient) do(ctx context.Context, op, method, path string, body []byt
 		return resp.StatusCode, data, resp.Header, nil
 	}
 	e := &Error{Op: op, Code: CodeFromHTTPStatus(resp.StatusCode), HTTPStatus: resp.StatusCode}
+	defer func() {
+		// An inferbridge server's refusal of a principal's scopes is 403 "principal '...'
+		// may not ..." (docs/security.md); other 403s are Triton's repository answers.
+		if resp.StatusCode == http.StatusForbidden && strings.HasPrefix(e.Message, "principal '") {
+			e.Code = CodePermissionDenied
+		}
+	}()
 	var doc struct {
 		Error string `json:"error"`
 	}

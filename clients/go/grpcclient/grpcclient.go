@@ -36,8 +36,12 @@ type Client struct {
 
 // New connects (lazily, on the first call) to target, such as "127.0.0.1:8001". Without
 // options it uses plaintext and a 1 GiB message limit; opts are applied after those
-// defaults, so grpc.WithTransportCredentials in opts enables TLS.
+// defaults, so WithTLS, WithTLSFiles (or grpc.WithTransportCredentials) in opts enables
+// TLS, and WithAPIKey or WithBearerToken sends a credential with every call.
 func New(target string, opts ...grpc.DialOption) (*Client, error) {
+	if err := optionsError(opts); err != nil {
+		return nil, &inferbridge.Error{Op: "new gRPC client", Code: inferbridge.CodeInvalidArgument, Message: err.Error(), Err: err}
+	}
 	all := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(
@@ -349,6 +353,8 @@ var codeMap = map[codes.Code]inferbridge.Code{
 	codes.Canceled:           inferbridge.CodeCanceled,
 	codes.Internal:           inferbridge.CodeInternal,
 	codes.Unimplemented:      inferbridge.CodeUnimplemented,
+	codes.Unauthenticated:    inferbridge.CodeUnauthenticated,
+	codes.PermissionDenied:   inferbridge.CodePermissionDenied,
 }
 
 // wrap turns a gRPC error into an *inferbridge.Error that unwraps to the status error
