@@ -402,7 +402,7 @@ func (p *Pool) runBatch(model string, items []*parsedInfer, deadline time.Time) 
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			msg := mergeInfer(items, max(int64(time.Until(deadline)/time.Microsecond), 1))
 			r := &result{}
-			r.err = u.conn.Invoke(ctx, inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
+			r.err = u.conn.Invoke(u.grpcContext(ctx), inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
 			return r, classifyGRPC(ctx, r.err)
 		},
 		func(r *result) {

@@ -101,6 +101,7 @@ func indexREST(ctx context.Context, u *upstream) ([]indexEntry, error) {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	u.setHTTPCredentials(req.Header)
 	resp, err := u.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -130,7 +131,7 @@ func indexGRPC(ctx context.Context, u *upstream) ([]indexEntry, error) {
 	// RepositoryIndexRequest{ready: true}: field 2, varint 1.
 	req := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x10, 0x01})}}
 	var resp rawMsg
-	if err := u.conn.Invoke(ctx, methodRepositoryIndex, req, &resp); err != nil {
+	if err := u.conn.Invoke(u.grpcContext(ctx), methodRepositoryIndex, req, &resp); err != nil {
 		return nil, err
 	}
 	b := resp.data.Materialize()
@@ -233,6 +234,7 @@ func (p *Pool) probe(u *upstream) bool {
 		if err != nil {
 			return false
 		}
+		u.setHTTPCredentials(req.Header)
 		resp, err := u.http.Do(req)
 		if err != nil {
 			return false
@@ -242,7 +244,7 @@ func (p *Pool) probe(u *upstream) bool {
 		return resp.StatusCode == http.StatusOK
 	}
 	var resp rawMsg
-	if err := u.conn.Invoke(ctx, methodServerReady, &rawMsg{}, &resp); err != nil {
+	if err := u.conn.Invoke(u.grpcContext(ctx), methodServerReady, &rawMsg{}, &resp); err != nil {
 		return false
 	}
 	b := resp.data.Materialize()

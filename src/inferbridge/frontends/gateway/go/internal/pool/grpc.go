@@ -229,7 +229,7 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			r := &result{}
 			req := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}
-			r.err = u.conn.Invoke(ctx, method, req, &r.resp, grpc.Header(&r.header), grpc.Trailer(&r.trailer))
+			r.err = u.conn.Invoke(u.grpcContext(ctx), method, req, &r.resp, grpc.Header(&r.header), grpc.Trailer(&r.trailer))
 			return r, classifyGRPC(ctx, r.err)
 		},
 		func(r *result) {
@@ -282,12 +282,14 @@ func (p *Pool) broadcastGRPC(ss grpc.ServerStream, method string, body []byte) e
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeouts.Default)
 		defer cancel()
 	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	ctx = metadata.NewOutgoingContext(ctx, userMetadata(md))
 	var last rawMsg
 	var err error
 	for _, u := range ups {
 		last.data.Free()
 		last = rawMsg{}
-		if err = u.conn.Invoke(ctx, method, &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}, &last); err != nil {
+		if err = u.conn.Invoke(u.grpcContext(ctx), method, &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}, &last); err != nil {
 			break
 		}
 	}

@@ -282,6 +282,7 @@ func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, ur
 			req.Header[name] = values
 		}
 	}
+	u.setHTTPCredentials(req.Header)
 	if headerLen != "" {
 		req.Header["Inference-Header-Content-Length"] = []string{headerLen}
 	}
@@ -422,6 +423,10 @@ func (p *Pool) serveRepositoryControl(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		req.Header.Set("Content-Type", "application/json")
+		for name, values := range clientCredentialsMD(r.Header) {
+			req.Header[http.CanonicalHeaderKey(name)] = values
+		}
+		u.setHTTPCredentials(req.Header)
 		resp, err := u.http.Do(req)
 		if err != nil {
 			writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("upstream %s: %v", u.cfg.Name, err), false)

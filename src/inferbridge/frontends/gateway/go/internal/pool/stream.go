@@ -67,7 +67,7 @@ func (p *Pool) forwardStream(ss grpc.ServerStream, method string) error {
 // relay runs the stream on u: first, then every later client message upstream, every
 // upstream message back; it returns the upstream's status.
 func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream, first *rawMsg) error {
-	cs, err := u.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
+	cs, err := u.conn.NewStream(u.grpcContext(ctx), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
 	if err != nil {
 		first.data.Free()
 		return err

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -38,6 +39,7 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 		return &rt.grpc, 0
 	}
+	ctx = metadata.NewOutgoingContext(ctx, clientCredentialsMD(r.Header))
 	if p.batchers[model] != nil {
 		msg, tr, _ := encodeInferRequest(model, version, body, jsonLen, max(int64(time.Until(deadline)/time.Microsecond), 1))
 		if answer, err, ok := p.batched(ctx, model, msg, deadline); ok {
@@ -55,7 +57,7 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 			left := time.Until(deadline)
 			msg, tr, _ := encodeInferRequest(model, version, body, jsonLen, max(int64(left/time.Microsecond), 1))
 			r := &result{tr: tr}
-			r.err = u.conn.Invoke(ctx, inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
+			r.err = u.conn.Invoke(u.grpcContext(ctx), inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
 			return r, classifyGRPC(ctx, r.err)
 		},
 		func(r *result) {

@@ -2,18 +2,23 @@ package pool
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
 	"github.com/inferbridge/inferbridge/gateway/internal/breaker"
 	"github.com/inferbridge/inferbridge/gateway/internal/config"
 	"github.com/inferbridge/inferbridge/gateway/internal/health"
+	"github.com/inferbridge/inferbridge/gateway/internal/tlsconf"
 )
 
 // upstream is one OIP server of the pool and everything the gateway knows of it.
@@ -47,9 +52,18 @@ func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
 	u.m.healthy.Set(1)
 	empty := map[string][]string{}
 	u.models.Store(&empty)
+	var tlsCfg *tls.Config
+	if cfg.TLS != nil {
+		var err error
+		if tlsCfg, err = tlsconf.Client(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.ServerName); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+	}
 	if cfg.REST != "" {
 		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 		u.transport = &http.Transport{
+			TLSClientConfig:     tlsCfg, // used for https:// addresses only (config checks they agree)
+			TLSHandshakeTimeout: 5 * time.Second,
 			DialContext:         dialer.DialContext,
 			MaxIdleConns:        1024,
 			MaxIdleConnsPerHost: 1024,
@@ -62,8 +76,12 @@ func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
 		}
 	}
 	if cfg.GRPC != "" {
+		creds := insecure.NewCredentials()
+		if tlsCfg != nil {
+			creds = credentials.NewTLS(tlsCfg)
+		}
 		conn, err := grpc.NewClient(cfg.GRPC,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{}), grpc.MaxCallRecvMsgSize(1<<31-1),
 				grpc.MaxCallSendMsgSize(1<<31-1)),
 		)
@@ -88,11 +106,51 @@ func (u *upstream) close() {
 	}
 }
 
-// sameAddresses reports whether cfg names the same server (a rename keeps the state).
+// sameAddresses reports whether cfg names the same server, reached the same way (TLS,
+// API key): a rename keeps the state.
 func (u *upstream) sameAddresses(cfg config.Upstream) bool {
 	return u.cfg.Same(cfg)
 }
 
 func (u *upstream) probeContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(parent, d)
+}
+
+// Credentials towards upstreams: with an api_key_file the upstream gets that key as
+// x-api-key and none of the client's credentials; without one the client's
+// authorization and x-api-key travel on as they came.
+
+// setHTTPCredentials applies u's key, if any, to the headers of a request to it.
+func (u *upstream) setHTTPCredentials(h http.Header) {
+	if u.cfg.APIKey == "" {
+		return
+	}
+	h.Del("Authorization")
+	h["X-Api-Key"] = []string{u.cfg.APIKey}
+}
+
+// grpcContext is ctx with u's key, if any, in place of the client's credentials in the
+// outgoing metadata.
+func (u *upstream) grpcContext(ctx context.Context) context.Context {
+	if u.cfg.APIKey == "" {
+		return ctx
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	delete(md, "authorization")
+	md["x-api-key"] = []string{u.cfg.APIKey}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// clientCredentialsMD carries a REST request's credentials to a gRPC upstream (REST
+// infer requests translated to ModelInfer).
+func clientCredentialsMD(h http.Header) metadata.MD {
+	md := metadata.MD{}
+	if v := h.Values("Authorization"); len(v) > 0 {
+		md["authorization"] = v
+	}
+	if v := h.Values("X-Api-Key"); len(v) > 0 {
+		md["x-api-key"] = v
+	}
+	return md
 }
