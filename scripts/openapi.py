@@ -472,9 +472,12 @@ def model_paths(prefix: str, params: list[Schema], suffix: str) -> dict[str, Sch
         "content": {
             JSON: {"schema": ref("InferenceRequest")},
             "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "the JSON header (Inference-Header-Content-Length bytes) "
-                "followed by the tensors' raw bytes, inputs in order",
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "the JSON header (Inference-Header-Content-Length bytes) "
+                    "followed by the tensors' raw bytes, inputs in order",
+                },
             },
         },
     }
