@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
@@ -65,13 +66,20 @@ var modelMethods = map[string]bool{
 // GRPCServer builds the pool's gRPC server (health included).
 func (p *Pool) GRPCServer() (*grpc.Server, *health.Server) {
 	hs := health.NewServer()
-	srv := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(p.forwardGRPC),
 		grpc.MaxRecvMsgSize(p.cfg.MaxRequestBytes),
-		grpc.MaxSendMsgSize(1<<31-1),
-		grpc.MaxConcurrentStreams(1<<20),
-	)
+		grpc.MaxSendMsgSize(1<<31 - 1),
+		grpc.MaxConcurrentStreams(1 << 20),
+	}
+	if p.serverTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(p.serverTLS)))
+	}
+	if p.auth != nil {
+		opts = append(opts, grpc.UnaryInterceptor(p.unaryAuth), grpc.StreamInterceptor(p.streamAuth))
+	}
+	srv := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(srv, hs)
 	return srv, hs
 }
@@ -143,6 +151,12 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 	}
 	defer func() { req.data.Free() }()
 	body := req.data.Materialize()
+	if method == inferencePrefix+"ModelInfer" {
+		name, _ := modelOfRequest(body)
+		if err := p.checkGRPC(ss.Context(), method, name); err != nil {
+			return err
+		}
+	}
 
 	switch method {
 	case inferencePrefix + "ServerLive":

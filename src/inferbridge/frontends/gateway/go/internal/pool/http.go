@@ -103,6 +103,9 @@ func modelOfPath(path string) (model, version string, infer bool) {
 }
 
 func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler http.Handler) {
+	if !p.checkHTTP(w, r) {
+		return // refused before the body is read, so before any upstream sees it
+	}
 	path := strings.TrimRight(r.URL.Path, "/")
 	switch path {
 	case "/v2/health/live":

@@ -10,6 +10,7 @@
 package pool
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
 	"github.com/inferbridge/inferbridge/gateway/internal/batching"
 	"github.com/inferbridge/inferbridge/gateway/internal/clock"
@@ -42,6 +44,9 @@ type Pool struct {
 
 	limits   *admission
 	batchers map[string]*batching.Batcher // by model; read-only after New
+
+	auth      *auth.Authority // nil: nothing to check (no authentication, no rate limits)
+	serverTLS *tls.Config     // the listeners' (nil: plaintext)
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -75,6 +80,13 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	p.ejector = health.NewEjector(cfg.Outlier, c)
 	p.budget = retry.Budget{Percent: cfg.Retries.BudgetPercent, Min: int64(cfg.Retries.MinRetries)}
 	p.limits = newAdmission(cfg)
+	var err error
+	if p.auth, err = newAuthority(cfg, p.logf); err != nil {
+		return nil, err
+	}
+	if p.serverTLS, err = newServerTLS(cfg, p.logf); err != nil {
+		return nil, err
+	}
 	p.batchers = map[string]*batching.Batcher{}
 	for model, b := range cfg.Batching {
 		p.batchers[model] = p.newBatcher(model, b.MaxBatchSize, b.MaxQueueDelay, b.IdleDispatch)

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +39,12 @@ func Run(cfg *config.Config, stdout io.Writer) error {
 		if grpcLis, err = net.Listen("tcp", cfg.Listen.GRPC); err != nil {
 			return fmt.Errorf("%s: listen.grpc: %w", cfg.File, err)
 		}
+	}
+	if warning := exposedWithoutAuth(cfg, httpLis, grpcLis); warning != "" {
+		logger.Print(warning)
+	}
+	if p.serverTLS != nil && httpLis != nil {
+		httpLis = tls.NewListener(httpLis, p.serverTLS) // gRPC gets the same through its credentials
 	}
 	p.Start()
 	defer p.Stop()

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,6 +25,10 @@ func (p *Pool) forwardStream(ss grpc.ServerStream, method string) error {
 		return err
 	}
 	model, version := modelOfRequest(first.data.Materialize())
+	if err := p.checkGRPC(ss.Context(), method, model); err != nil {
+		first.data.Free()
+		return err
+	}
 	snap := p.snap.Load()
 	rt := snap.lookup(model, version)
 	if rt == nil {
@@ -45,7 +50,14 @@ func (p *Pool) forwardStream(ss grpc.ServerStream, method string) error {
 
 	start := u.load.Start()
 	u.m.inflight.Inc()
-	err := relay(ctx, u, method, ss, &first)
+	var check func([]byte) error // nil: nothing to check, the messages are not looked at
+	if p.auth != nil {
+		check = func(msg []byte) error {
+			name, _ := modelOfRequest(msg)
+			return p.checkGRPC(ss.Context(), method, name) // every message is an inference
+		}
+	}
+	err := relay(ctx, u, method, ss, &first, check)
 	u.m.inflight.Dec()
 	res := classifyGRPC(ctx, err)
 	u.load.Done(start, res.fast)
@@ -64,9 +76,13 @@ func (p *Pool) forwardStream(ss grpc.ServerStream, method string) error {
 	return err
 }
 
-// relay runs the stream on u: first, then every later client message upstream, every
-// upstream message back; it returns the upstream's status.
-func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream, first *rawMsg) error {
+// relay runs the stream on u: first, then every later client message that check
+// allows upstream, every upstream message back; it returns the upstream's status, or
+// check's refusal (which ends the upstream stream, the refused message unsent).
+func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream, first *rawMsg, check func([]byte) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var refused atomic.Pointer[error]
 	cs, err := u.conn.NewStream(u.grpcContext(ctx), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
 	if err != nil {
 		first.data.Free()
@@ -84,6 +100,12 @@ func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream
 				}
 				return // another error: the client is gone; ctx ends the upstream stream
 			}
+			if err := checkMsg(check, &m); err != nil {
+				m.data.Free()
+				refused.Store(&err)
+				cancel()
+				return
+			}
 			if err := cs.SendMsg(&m); err != nil {
 				m.data.Free()
 				return // the upstream ended: its status comes from RecvMsg below
@@ -93,6 +115,9 @@ func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream
 	for {
 		var m rawMsg
 		if err := cs.RecvMsg(&m); err != nil {
+			if r := refused.Load(); r != nil {
+				return *r
+			}
 			if err == io.EOF {
 				return nil
 			}
@@ -102,4 +127,11 @@ func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream
 			return err
 		}
 	}
+}
+
+func checkMsg(check func([]byte) error, m *rawMsg) error {
+	if check == nil {
+		return nil
+	}
+	return check(m.data.Materialize())
 }
