@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
 	"github.com/inferbridge/inferbridge/gateway/internal/breaker"
 	"github.com/inferbridge/inferbridge/gateway/internal/health"
@@ -260,6 +261,10 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	if err := c.applyUpstreamDefaults(p, c.Upstreams, "upstreams"); err != nil {
 		return nil, err
+	}
+	// Load the keys file and JWT keys now (and drop them): a bad one fails --check.
+	if _, err := auth.New(c.Auth.AuthConfig(), nil); err != nil {
+		return nil, fmt.Errorf("%s: auth: %w", path, err)
 	}
 	return c, nil
 }

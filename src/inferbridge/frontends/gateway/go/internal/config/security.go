@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 	"github.com/inferbridge/inferbridge/gateway/internal/tlsconf"
 )
 
@@ -63,6 +64,21 @@ type Auth struct {
 // Enabled tells whether requests need a credential (a keys file or a JWT verifier).
 func (a *Auth) Enabled() bool {
 	return a.KeysFile != "" || a.JWT.HS256SecretFile != "" || a.JWT.JWKSFile != ""
+}
+
+// AuthConfig is the block as package auth takes it.
+func (a *Auth) AuthConfig() auth.Config {
+	ac := auth.Config{
+		KeysFile: a.KeysFile, JWTSecretFile: a.JWT.HS256SecretFile, JWKSFile: a.JWT.JWKSFile,
+		Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Leeway: a.JWT.Leeway, OpenHealth: a.OpenHealth,
+	}
+	if a.DefaultRate != nil {
+		ac.DefaultRate = &auth.Rate{PerSecond: a.DefaultRate.PerSecond, Burst: a.DefaultRate.Burst}
+	}
+	for _, mr := range a.RateLimits {
+		ac.ModelRates = append(ac.ModelRates, auth.ModelRate{Glob: mr.Glob, Rate: auth.Rate{PerSecond: mr.Rate.PerSecond, Burst: mr.Rate.Burst}})
+	}
+	return ac
 }
 
 func defaultAuth() Auth {

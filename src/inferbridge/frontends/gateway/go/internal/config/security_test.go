@@ -117,6 +117,11 @@ func TestSecurityErrorsNameTheField(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "two.key"), []byte("a\nb\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	for name, text := range map[string]string{"bad-keys.yaml": "keys: [{name: x, scopes: [read]}]\n", "short.secret": "tiny\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	const ups = "upstreams: [{rest: 'http://h:1'}]\n"
 	for _, tc := range []struct{ yaml, want string }{
 		{ups + "listen: {tls: {cert: server.pem}}\n", "g.yaml:2: listen.tls: expected both cert and key"},
@@ -129,6 +134,9 @@ func TestSecurityErrorsNameTheField(t *testing.T) {
 		{ups + "listen: {tls: {cert: server.pem, key: server.key, ca: ca.pem}}\n", "listen.tls.ca: unknown field (expected one of cert, client_auth, client_ca, key)"},
 		{ups + "listen: {tls: {cert: server.pem, key: server.key, client_ca: server.key}}\n", "listen.tls: client CA: "},
 		{ups + "auth: {keys: missing.yaml}\n", "g.yaml:2: auth.keys: stat "},
+		{ups + "auth: {keys: bad-keys.yaml}\n", "g.yaml: auth: "},
+		{ups + "auth: {jwt: {hs256_secret_file: short.secret}}\n", "g.yaml: auth: JWT secret file"},
+		{ups + "auth: {jwt: {issuer: me}}\n", "g.yaml: auth: a JWT issuer or audience is set without a JWT verifier"},
 		{ups + "auth: {jwt: {leeway_s: 301}}\n", "auth.jwt.leeway_s: expected a whole number of seconds from 0 to 300"},
 		{ups + "auth: {jwt: {secret: x}}\n", "auth.jwt.secret: unknown field (expected one of audience, hs256_secret_file, issuer, jwks, leeway_s)"},
 		{ups + "auth: {open_health: maybe}\n", "auth.open_health: expected true or false"},

@@ -29,18 +29,7 @@ import (
 
 // newAuthority builds the `auth` block's authority; nil when it can refuse nothing.
 func newAuthority(cfg *config.Config, logf func(string, ...any)) (*auth.Authority, error) {
-	a := cfg.Auth
-	ac := auth.Config{
-		KeysFile: a.KeysFile, JWTSecretFile: a.JWT.HS256SecretFile, JWKSFile: a.JWT.JWKSFile,
-		Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Leeway: a.JWT.Leeway, OpenHealth: a.OpenHealth,
-	}
-	if a.DefaultRate != nil {
-		ac.DefaultRate = &auth.Rate{PerSecond: a.DefaultRate.PerSecond, Burst: a.DefaultRate.Burst}
-	}
-	for _, mr := range a.RateLimits {
-		ac.ModelRates = append(ac.ModelRates, auth.ModelRate{Glob: mr.Glob, Rate: auth.Rate{PerSecond: mr.Rate.PerSecond, Burst: mr.Rate.Burst}})
-	}
-	authority, err := auth.New(ac, logf)
+	authority, err := auth.New(cfg.Auth.AuthConfig(), logf)
 	if err != nil {
 		return nil, fmt.Errorf("%s: auth: %w", cfg.File, err)
 	}
