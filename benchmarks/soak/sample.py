@@ -1,0 +1,210 @@
+"""What the soak watches: every process of the server (the Python process, the Go front-end
+process, isolation workers) read from /proc, and the server's TCP connections.
+
+Isolation workers run in sessions of their own (a terminal's Ctrl-C reaches the server
+alone), so the process tree is walked by parent id, not by process group.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ROLES",
+    "ProcessSample",
+    "Sample",
+    "Sampler",
+    "take_sample",
+]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+PYTHON, GO, WORKER, OTHER = "Python server", "Go front end", "isolation workers", "other children"
+#: The roles in the order the report lists them.
+ROLES = (PYTHON, GO, WORKER, OTHER)
+#: /proc/net/tcp states (include/net/tcp_states.h).
+_ESTABLISHED, _CLOSE_WAIT = "01", "08"
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    pid: int
+    role: str
+    rss_bytes: int
+    fds: int
+    threads: int
+    cpu_s: float  # user + system seconds since the process started
+
+
+@dataclass
+class Sample:
+    """One look at the server, `t` seconds after the soak's load began (negative: before)."""
+
+    t: float
+    processes: list[ProcessSample]
+    connections: int  # ESTABLISHED TCP sockets on the server's ports (the server's side)
+    close_wait: int  # CLOSE_WAIT ones: the client closed and the server did not (a leak)
+    load_1min: float
+    machine_busy_s: float  # CPU seconds all cores have been busy since boot
+    phase: str = "load"  # "before", "load" or "after"
+
+    def total(self, role: str, what: str) -> float:
+        return float(sum(getattr(p, what) for p in self.processes if p.role == role))
+
+    def count(self, role: str) -> int:
+        return sum(1 for p in self.processes if p.role == role)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "t": round(self.t, 3),
+            "phase": self.phase,
+            "connections": self.connections,
+            "close_wait": self.close_wait,
+            "load_1min": self.load_1min,
+            "machine_busy_s": self.machine_busy_s,
+            "processes": [p.__dict__ for p in self.processes],
+        }
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _descendants(root: int) -> list[int]:
+    tree = _children()
+    found, todo = [root], [root]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _role(pid: int, root: int) -> str:
+    if pid == root:
+        return PYTHON
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return OTHER
+    if argv and os.path.basename(argv[0]) == b"inferbridge-gateway":
+        return GO
+    if b"inferbridge.isolation.worker" in argv:
+        return WORKER
+    return OTHER
+
+
+def _process(pid: int, role: str) -> ProcessSample | None:
+    """None when the process ended while it was being read (a worker being replaced)."""
+    try:
+        rss = threads = 0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("Threads:"):
+                    threads = int(line.split()[1])
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None
+    # After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+    # cmajflt utime stime ...
+    cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+    return ProcessSample(pid, role, rss, fds, threads, cpu)
+
+
+def _tcp_states(ports: Iterable[int]) -> tuple[int, int]:
+    wanted = {f"{port:04X}" for port in ports}
+    established = close_wait = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[1].rsplit(":", 1)[1] not in wanted:
+                        continue
+                    if parts[3] == _ESTABLISHED:
+                        established += 1
+                    elif parts[3] == _CLOSE_WAIT:
+                        close_wait += 1
+        except OSError:
+            continue
+    return established, close_wait
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
+def take_sample(root: int, ports: Iterable[int], t: float, phase: str = "load") -> Sample:
+    processes = [
+        sample
+        for pid in _descendants(root)
+        if (sample := _process(pid, _role(pid, root))) is not None
+    ]
+    established, close_wait = _tcp_states(ports)
+    return Sample(
+        t=t,
+        processes=processes,
+        connections=established,
+        close_wait=close_wait,
+        load_1min=os.getloadavg()[0],
+        machine_busy_s=machine_busy(),
+        phase=phase,
+    )
+
+
+@dataclass
+class Sampler:
+    """Samples the server every `every` seconds on a thread, from `started` (monotonic)."""
+
+    root: int
+    ports: tuple[int, ...]
+    every: float
+    started: float
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        tick = 0
+        while True:
+            self.samples.append(take_sample(self.root, self.ports, time.monotonic() - self.started))
+            tick += 1
+            # On a schedule from the start, so that a slow read does not shift later ones.
+            if self._stop.wait(max(0.0, self.started + tick * self.every - time.monotonic())):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
