@@ -52,18 +52,15 @@ func newServerTLS(cfg *config.Config, logf func(string, ...any)) (*tls.Config, e
 	return c, nil
 }
 
-// exposedWithoutAuth returns the warning to print when a listener binds an address that
-// is not loopback while authentication is off, else "".
-func exposedWithoutAuth(cfg *config.Config, listeners ...net.Listener) string {
+// exposedWithoutAuth returns the warning to print when a listener's address is not
+// loopback while authentication is off, else "".
+func exposedWithoutAuth(cfg *config.Config, addrs ...net.Addr) string {
 	if cfg.Auth.Enabled() {
 		return ""
 	}
 	var exposed []string
-	for _, lis := range listeners {
-		if lis == nil {
-			continue
-		}
-		if addr, ok := lis.Addr().(*net.TCPAddr); ok && !addr.IP.IsLoopback() {
+	for _, a := range addrs {
+		if addr, ok := a.(*net.TCPAddr); ok && !addr.IP.IsLoopback() {
 			exposed = append(exposed, addr.String())
 		}
 	}

@@ -40,7 +40,13 @@ func Run(cfg *config.Config, stdout io.Writer) error {
 			return fmt.Errorf("%s: listen.grpc: %w", cfg.File, err)
 		}
 	}
-	if warning := exposedWithoutAuth(cfg, httpLis, grpcLis); warning != "" {
+	var addrs []net.Addr
+	for _, lis := range []net.Listener{httpLis, grpcLis} {
+		if lis != nil {
+			addrs = append(addrs, lis.Addr())
+		}
+	}
+	if warning := exposedWithoutAuth(cfg, addrs...); warning != "" {
 		logger.Print(warning)
 	}
 	if p.serverTLS != nil && httpLis != nil {
