@@ -172,6 +172,10 @@ class ControlPlaneProc:
     url: str
     store: Path
     port: int
+    #: What `call` authenticates with: the admin token, or an admin API key.
+    credential: dict[str, str] = field(
+        default_factory=lambda: {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
         return httpx.request(
@@ -179,7 +183,7 @@ class ControlPlaneProc:
             self.url + path,
             json=body,
             params=params or None,
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            headers=self.credential,
             timeout=60,
         )
 
@@ -196,8 +200,13 @@ class ControlPlaneProc:
 
 
 def start_control_plane(
-    store: Path, port: int | None = None, missed_heartbeats: int = 5
+    store: Path,
+    port: int | None = None,
+    missed_heartbeats: int = 5,
+    extra: list[str] | None = None,
 ) -> ControlPlaneProc:
+    """`inferbridge fleet serve` with the test tokens (and `extra` arguments, such as
+    --auth-keys, which replace them)."""
     port = port or free_port()
     proc = _Pumped(
         [
@@ -212,6 +221,7 @@ def start_control_plane(
             str(port),
             "--missed-heartbeats",
             str(missed_heartbeats),
+            *(extra or []),
         ],
         {
             "INFERBRIDGE_FLEET_ADMIN_TOKEN": ADMIN_TOKEN,

@@ -1,9 +1,12 @@
 """The control plane's HTTP JSON API under `/v1/fleet/...`, as a raw ASGI application
 (like the REST front end: no routing framework).
 
-Operator routes need the admin token; agent routes (`/v1/fleet/agent/...`) need the
-bootstrap token (register) or the node's own token. Every error is JSON
-`{"error": "..."}` with the status of its `FleetError`.
+Without authentication (`--auth-keys`, `--auth-jwt-*`), operator routes need the admin
+token and agent routes (`/v1/fleet/agent/...`) the bootstrap token (register) or the
+node's own token. With it, the `Authority` of inferbridge.security decides before the body
+is read: reads need scope `read`, changes `admin`, agent routes `agent` (or `admin`), and
+a node's agent routes answer only the principal that registered it (or an admin). Every
+error is JSON `{"error": "..."}` with the status of its `FleetError` or `Denial`.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
 
-from inferbridge.fleet.controlplane import ControlPlane
+from inferbridge.fleet.controlplane import AgentCaller, ControlPlane
 from inferbridge.fleet.errors import FleetError, InvalidSpec, NotFound
 from inferbridge.fleet.spec import (
     DeploymentSpec,
@@ -25,6 +28,9 @@ from inferbridge.fleet.spec import (
     RolloutSpec,
     parse_model,
 )
+
+if TYPE_CHECKING:
+    from inferbridge.security import Authority, Kind, Principal
 
 __all__ = ["FleetApp"]
 
@@ -35,22 +41,42 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 _MAX_BODY = 8 * 1024 * 1024
+Headers = list[tuple[bytes, bytes]]
 
 
 class _Request:
-    def __init__(self, scope: Scope, body: bytes, params: dict[str, str]) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        body: bytes,
+        params: dict[str, str],
+        principal: Principal | None = None,
+    ) -> None:
         self.method: str = scope["method"]
         self.params = params
         self.query = {
             k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()
         }
         self.body = body
+        #: Who the Authority says is calling; None when authentication is off (tokens).
+        self.principal = principal
         self.token: str | None = None
         for key, value in scope.get("headers", []):
             if key == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 if scheme.lower() == "bearer" and token:
                     self.token = token.strip()
+
+    @property
+    def caller(self) -> AgentCaller | None:
+        """The authenticated agent, for the control plane's node checks (None: tokens)."""
+        if self.principal is None:
+            return None
+        from inferbridge.security import Action, Kind
+
+        scopes = self.principal.scopes
+        admin = scopes is not None and scopes.grants(Action(Kind.ADMIN))
+        return AgentCaller(self.principal.name, admin)
 
     def json(self) -> Any:
         if not self.body:
@@ -74,13 +100,15 @@ Handler = Callable[[_Request], Awaitable[tuple[int, Any]]]
 
 
 class FleetApp:
-    """ASGI application over one `ControlPlane`."""
+    """ASGI application over one `ControlPlane`; `authority` (when it authenticates)
+    replaces the admin, bootstrap and node tokens."""
 
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: ControlPlane, authority: Authority | None = None) -> None:
         self.plane = plane
+        self.authority = authority if authority is not None and authority.enabled else None
         p = plane
         admin = self._admin
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler, Kind]] = []
         add = self._add
         add("GET", "/v1/fleet/health", self._health)
         add("POST", "/v1/fleet/agent/register", self._register)
@@ -113,13 +141,14 @@ class FleetApp:
 
     def _add(self, method: str, template: str, handler: Handler) -> None:
         pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
-        self._routes.append((method, re.compile(f"^{pattern}$"), handler))
+        self._routes.append((method, re.compile(f"^{pattern}$"), handler, _kind(method, template)))
 
     def _admin(
         self, handler: Callable[[_Request], Awaitable[tuple[int, Any]] | tuple[int, Any]]
     ) -> Handler:
         async def checked(request: _Request) -> tuple[int, Any]:
-            self.plane.check_admin(request.token)
+            if request.principal is None:  # tokens; else the Authority has decided
+                self.plane.check_admin(request.token)
             result = handler(request)
             if isinstance(result, tuple):
                 return result
@@ -133,13 +162,15 @@ class FleetApp:
             return
         if scope["type"] != "http":
             return
-        status, payload = await self._dispatch(scope, receive)
+        headers: Headers = []
+        status, payload = await self._dispatch(scope, receive, headers)
         body = orjson.dumps(payload)
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
+                    *headers,
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                 ],
@@ -159,16 +190,22 @@ class FleetApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
+    async def _dispatch(self, scope: Scope, receive: Receive, headers: Headers) -> tuple[int, Any]:
         path: str = scope["path"]
         allowed = False
-        for method, pattern, handler in self._routes:
+        for method, pattern, handler, kind in self._routes:
             match = pattern.match(path)
             if match is None:
                 continue
             allowed = True
             if method != scope["method"]:
                 continue
+            principal = None
+            if self.authority is not None:  # before the body is read
+                decided = self._authorize(scope, kind, headers)
+                if isinstance(decided, tuple):
+                    return decided
+                principal = decided
             try:
                 if not self.plane.serving and path != "/v1/fleet/health":
                     leader = self.plane.leader
@@ -178,15 +215,41 @@ class FleetApp:
                         "leader": leader,
                     }
                 body = await _read_body(receive)
-                return await handler(_Request(scope, body, match.groupdict()))
+                return await handler(_Request(scope, body, match.groupdict(), principal))
             except FleetError as exc:
                 return exc.status, {"error": exc.message}
             except Exception:
                 logger.exception("fleet API %s %s failed", scope["method"], path)
                 return 500, {"error": "internal error (see the control plane's log)"}
+        if self.authority is not None:  # unknown routes need a valid credential too
+            from inferbridge.security import Kind
+
+            decided = self._authorize(scope, Kind.ANY, headers)
+            if isinstance(decided, tuple):
+                return decided
         if allowed:
             return 405, {"error": f"method {scope['method']} not allowed on {path}"}
         return 404, {"error": f"no route {path}"}
+
+    def _authorize(self, scope: Scope, kind: Kind, headers: Headers) -> Principal | tuple[int, Any]:
+        """The principal, or the refusal's (status, body) with its headers added."""
+        from inferbridge.security import Action, Credentials, Denial
+
+        assert self.authority is not None
+        authorization = api_key = ""
+        for key, value in scope.get("headers", []):
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"x-api-key":
+                api_key = value.decode("latin-1")
+        decided = self.authority.check(Credentials(authorization, api_key), Action(kind))
+        if not isinstance(decided, Denial):
+            return decided
+        if decided.www_authenticate is not None:
+            headers.append((b"www-authenticate", decided.www_authenticate.encode()))
+        if decided.retry_after is not None:
+            headers.append((b"retry-after", str(decided.retry_after).encode()))
+        return decided.status, {"error": decided.message}
 
     # -- handlers --------------------------------------------------------------------
 
@@ -200,27 +263,31 @@ class FleetApp:
 
     async def _register(self, request: _Request) -> tuple[int, Any]:
         registration = parse_model(Registration, request.json(), "registration")
-        token = await self.plane.register(registration, request.token)
+        token = await self.plane.register(registration, request.token, request.caller)
         return 200, {"node": registration.name, "token": token}
 
     async def _heartbeat(self, request: _Request) -> tuple[int, Any]:
         body = request.json()
         if not isinstance(body, dict):
             raise InvalidSpec("a heartbeat must be a JSON object")
-        return 200, await self.plane.heartbeat(request.params["node"], request.token, body)
+        return 200, await self.plane.heartbeat(
+            request.params["node"], request.token, body, request.caller
+        )
 
     async def _assignments(self, request: _Request) -> tuple[int, Any]:
         wait = min(max(request.number("wait_s", self.plane.long_poll_s), 0.0), 300.0)
         etag = request.query.get("etag", "")
         return 200, await self.plane.assignments_for(
-            request.params["node"], request.token, etag, wait
+            request.params["node"], request.token, etag, wait, request.caller
         )
 
     async def _answer(self, request: _Request) -> tuple[int, Any]:
         body = request.json()
         if not isinstance(body, dict):
             raise InvalidSpec("an answer must be a JSON object")
-        await self.plane.answer(request.params["node"], request.token, request.params["id"], body)
+        await self.plane.answer(
+            request.params["node"], request.token, request.params["id"], body, request.caller
+        )
         return 200, {}
 
     async def _logs(self, request: _Request) -> tuple[int, Any]:
@@ -286,6 +353,21 @@ class FleetApp:
 
 def _ok(payload: Any) -> tuple[int, Any]:
     return 200, payload
+
+
+def _kind(method: str, template: str) -> Kind:
+    """What a route needs when authentication is on: health is open (while
+    --auth-open-health), agent routes need `agent`, reads `read` (a diagnosis only reads
+    the node), every change `admin`."""
+    from inferbridge.security import Kind
+
+    if template == "/v1/fleet/health":
+        return Kind.HEALTH
+    if template.startswith("/v1/fleet/agent/"):
+        return Kind.AGENT
+    if method == "GET" or template.endswith("/diagnose"):
+        return Kind.READ
+    return Kind.ADMIN
 
 
 async def _read_body(receive: Receive) -> bytes:

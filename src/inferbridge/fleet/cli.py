@@ -46,6 +46,7 @@ def register(commands: Any) -> None:
         "--advertise-url", help="this replica's URL, as the leader's name (etcd stores)"
     )
     serve.add_argument("--log-level", default="info")
+    _auth_options(serve)
 
     agent = sub.add_parser(
         "agent", help="run the node agent (builds it once); arguments go to inferbridge-agent"
@@ -110,6 +111,46 @@ def register(commands: Any) -> None:
     _client_options(diagnose)
 
 
+def _auth_options(parser: argparse.ArgumentParser) -> None:
+    """docs/security.md's authentication flags (environment: INFERBRIDGE_AUTH_*)."""
+    env = os.environ.get
+    group = parser.add_argument_group(
+        "authentication (docs/security.md; replaces the admin and bootstrap tokens)"
+    )
+    group.add_argument(
+        "--auth-keys", default=env("INFERBRIDGE_AUTH_KEYS"), help="API keys file (YAML)"
+    )
+    group.add_argument(
+        "--auth-jwt-hs256-secret-file",
+        default=env("INFERBRIDGE_AUTH_JWT_HS256_SECRET_FILE"),
+        help="JWTs signed HS256 with this secret (at least 32 bytes)",
+    )
+    group.add_argument(
+        "--auth-jwt-jwks",
+        default=env("INFERBRIDGE_AUTH_JWT_JWKS"),
+        help="JWTs signed RS256 / ES256 by a key of this JWKS file",
+    )
+    group.add_argument("--auth-jwt-issuer", default=env("INFERBRIDGE_AUTH_JWT_ISSUER"))
+    group.add_argument("--auth-jwt-audience", default=env("INFERBRIDGE_AUTH_JWT_AUDIENCE"))
+    group.add_argument(
+        "--auth-jwt-leeway-s",
+        type=float,
+        default=env("INFERBRIDGE_AUTH_JWT_LEEWAY_S", "30"),  # argparse applies type=
+        help="clock skew allowed on exp / nbf (default 30, at most 300)",
+    )
+    group.add_argument(
+        "--auth-open-health",
+        action=argparse.BooleanOptionalAction,
+        default=env("INFERBRIDGE_AUTH_OPEN_HEALTH", "true").lower() not in ("0", "false", "no"),
+        help="GET /v1/fleet/health without credentials (default on)",
+    )
+    group.add_argument(
+        "--auth-default-rate",
+        default=env("INFERBRIDGE_AUTH_DEFAULT_RATE"),
+        help="RPS[:BURST] of a principal without a rate of its own",
+    )
+
+
 def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--control-plane",
@@ -120,6 +161,12 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
         "--token",
         default=os.environ.get("INFERBRIDGE_FLEET_TOKEN"),
         help="the admin token (default $INFERBRIDGE_FLEET_TOKEN)",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="an API key for a control plane with --auth-keys (default $INFERBRIDGE_API_KEY); "
+        "sent as x-api-key instead of the token",
     )
     parser.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
@@ -156,8 +203,13 @@ def run(options: argparse.Namespace) -> int:
 def _serve(options: argparse.Namespace) -> int:
     from inferbridge.fleet.serve import serve
     from inferbridge.observability.logs import configure_logging
+    from inferbridge.security import AuthConfig, AuthConfigError
 
     configure_logging(options.log_level, "text")
+    try:
+        auth = AuthConfig.from_settings(options)
+    except AuthConfigError as exc:
+        raise _CliError(str(exc)) from None
     return serve(
         options.store,
         host=options.host,
@@ -167,6 +219,7 @@ def _serve(options: argparse.Namespace) -> int:
         missed_heartbeats=options.missed_heartbeats,
         advertise_url=options.advertise_url,
         placement=options.placement,
+        auth=auth,
     )
 
 
@@ -189,7 +242,7 @@ def _call(
 ) -> Any:
     import httpx
 
-    headers = {"authorization": f"Bearer {options.token}"} if options.token else {}
+    headers = _credential_headers(options)
     response = httpx.request(
         method,
         options.control_plane.rstrip("/") + path,
@@ -215,6 +268,24 @@ def _call(
     if response.status_code >= 400:
         raise _CliError(f"{payload.get('error', response.text)} (HTTP {response.status_code})")
     return payload
+
+
+def _credential_headers(options: argparse.Namespace) -> dict[str, str]:
+    """An API key (--api-key-file, else $INFERBRIDGE_API_KEY) as x-api-key, else the admin
+    token as a bearer: never both, since a control plane with --auth-keys lets the
+    Authorization header decide."""
+    key = os.environ.get("INFERBRIDGE_API_KEY", "")
+    path: Path | None = getattr(options, "api_key_file", None)
+    if path is not None:
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise _CliError(f"--api-key-file {path}: {exc.strerror or exc}") from None
+        if not key:
+            raise _CliError(f"--api-key-file {path}: the file is empty; expected an API key")
+    if key:
+        return {"x-api-key": key}
+    return {"authorization": f"Bearer {options.token}"} if options.token else {}
 
 
 def _print(options: argparse.Namespace, payload: Any) -> None:

@@ -24,7 +24,14 @@ from typing import Any
 
 import orjson
 
-from inferbridge.fleet.errors import Conflict, InvalidSpec, NotFound, Unauthorized, Unavailable
+from inferbridge.fleet.errors import (
+    Conflict,
+    Forbidden,
+    InvalidSpec,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from inferbridge.fleet.etcd import Leadership
 from inferbridge.fleet.policy import PlacementPolicy, SpreadPolicy
 from inferbridge.fleet.reconciler import (
@@ -43,7 +50,7 @@ from inferbridge.fleet.spec import (
 )
 from inferbridge.fleet.store import Change, Store
 
-__all__ = ["ControlPlane"]
+__all__ = ["AgentCaller", "ControlPlane"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,15 @@ _MODEL_STATES = {"DOWNLOADING", "VERIFYING", "LOADING", "READY", "FAILED", "UNLO
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCaller:
+    """An agent the API's Authority has let through (authentication on): the principal's
+    name, and whether it holds `admin` (which may act as any node)."""
+
+    principal: str
+    admin: bool = False
 
 
 @dataclass
@@ -81,8 +97,8 @@ class ControlPlane:
         self,
         store: Store,
         *,
-        admin_token: str,
-        bootstrap_token: str,
+        admin_token: str | None,
+        bootstrap_token: str | None,
         policy: PlacementPolicy | None = None,
         missed_heartbeats: int = 3,
         long_poll_s: float = 25.0,
@@ -93,8 +109,9 @@ class ControlPlane:
         #: Set when the server begins to shut down: long polls answer at once.
         self.closing = False
         self.store = store
-        self._admin = _hash(admin_token)
-        self._bootstrap = _hash(bootstrap_token)
+        # None with authentication on: the API's Authority decides, no token is accepted.
+        self._admin = _hash(admin_token) if admin_token else None
+        self._bootstrap = _hash(bootstrap_token) if bootstrap_token else None
         self.policy: PlacementPolicy = policy or SpreadPolicy()
         self.missed_heartbeats = missed_heartbeats
         self.long_poll_s = long_poll_s
@@ -183,32 +200,72 @@ class ControlPlane:
     # -- authentication --------------------------------------------------------------
 
     def check_admin(self, token: str | None) -> None:
-        if token is None or not hmac.compare_digest(_hash(token), self._admin):
+        if (
+            token is None
+            or self._admin is None
+            or not hmac.compare_digest(_hash(token), self._admin)
+        ):
             raise Unauthorized("a valid admin token is required (Authorization: Bearer ...)")
 
-    def _check_node(self, name: str, token: str | None) -> _Observed:
+    def _check_node(
+        self, name: str, token: str | None, caller: AgentCaller | None = None
+    ) -> _Observed:
         doc = self.nodes.get(name)
         if doc is None:
             raise NotFound(f"unknown node {name!r}: register it first")
-        if token is None or not hmac.compare_digest(_hash(token), str(doc["token_sha256"])):
+        if caller is not None:
+            self._check_owner(name, doc, caller)
+        elif token is None or not hmac.compare_digest(
+            _hash(token), str(doc.get("token_sha256", ""))
+        ):
             raise Unauthorized(f"wrong token for node {name!r}")
         return self.observed[name]
 
+    @staticmethod
+    def _check_owner(name: str, doc: dict[str, Any], caller: AgentCaller) -> None:
+        """A node answers the principal that registered it, or an admin."""
+        owner = doc.get("principal")
+        if owner is None:
+            # Registered with tokens, before authentication was turned on.
+            raise Unauthorized(
+                f"node {name!r} was registered without authentication: register again"
+            )
+        if owner != caller.principal and not caller.admin:
+            raise Forbidden(
+                f"principal {caller.principal!r} may not act as node {name!r}: principal "
+                f"{owner!r} registered it (an admin may)"
+            )
+
     # -- the agent channel -----------------------------------------------------------
 
-    async def register(self, registration: Registration, token: str | None) -> str:
-        """Register (or re-register) a node; answers its new node token. The bootstrap
-        token or the node's current token is accepted."""
+    async def register(
+        self, registration: Registration, token: str | None, caller: AgentCaller | None = None
+    ) -> str:
+        """Register (or re-register) a node; answers its new node token. Without
+        authentication the bootstrap token or the node's current token is accepted; with
+        it (`caller`), a new node or one the same principal registered (any node for an
+        admin), and the answer's token is "" (the agent's API key is its credential)."""
         existing = self.nodes.get(registration.name)
-        presented = _hash(token) if token is not None else ""
-        bootstrap = hmac.compare_digest(presented, self._bootstrap)
-        own = existing is not None and hmac.compare_digest(presented, str(existing["token_sha256"]))
-        if not (bootstrap or own):
-            raise Unauthorized("registration needs the bootstrap token or the node's own token")
-        node_token = secrets.token_urlsafe(32)
+        if caller is not None:
+            if existing is not None and existing.get("principal") is not None:
+                self._check_owner(registration.name, existing, caller)
+            node_token = ""
+            credential: dict[str, Any] = {"principal": caller.principal}
+        else:
+            presented = _hash(token) if token is not None else ""
+            bootstrap = self._bootstrap is not None and hmac.compare_digest(
+                presented, self._bootstrap
+            )
+            own = existing is not None and hmac.compare_digest(
+                presented, str(existing.get("token_sha256", ""))
+            )
+            if not (bootstrap or own):
+                raise Unauthorized("registration needs the bootstrap token or the node's own token")
+            node_token = secrets.token_urlsafe(32)
+            credential = {"token_sha256": _hash(node_token)}
         doc = {
             **registration.model_dump(),
-            "token_sha256": _hash(node_token),
+            **credential,
             "registered_at": (existing or {}).get("registered_at", self._now()),
         }
         await self.store.apply([("nodes", registration.name, doc)])
@@ -222,24 +279,33 @@ class ControlPlane:
         observed.last_seen = time.monotonic()
         observed.interval_s = registration.heartbeat_interval_s
         logger.info(
-            "node %s registered (%s, labels %s)",
+            "node %s registered (%s, labels %s%s)",
             registration.name,
             "new" if existing is None else "again",
             registration.labels,
+            f", principal {caller.principal}" if caller is not None else "",
         )
         self._set_ready(registration.name, observed, True)
         self._dirty.set()
         return node_token
 
-    async def heartbeat(self, name: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    async def heartbeat(
+        self,
+        name: str,
+        token: str | None,
+        body: dict[str, Any],
+        caller: AgentCaller | None = None,
+    ) -> dict[str, Any]:
         began = time.perf_counter()
         try:
-            return self._heartbeat(name, token, body)
+            return self._heartbeat(name, token, body, caller)
         finally:
             self._heartbeat_s.append(time.perf_counter() - began)
 
-    def _heartbeat(self, name: str, token: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        observed = self._check_node(name, token)
+    def _heartbeat(
+        self, name: str, token: str | None, body: dict[str, Any], caller: AgentCaller | None
+    ) -> dict[str, Any]:
+        observed = self._check_node(name, token, caller)
         models = _parse_models(body.get("models", []))
         server = body.get("server") or {}
         if not isinstance(server, dict):
@@ -263,11 +329,16 @@ class ControlPlane:
         return {"etag": self._etag(name)}
 
     async def assignments_for(
-        self, name: str, token: str | None, etag: str, wait_s: float | None = None
+        self,
+        name: str,
+        token: str | None,
+        etag: str,
+        wait_s: float | None = None,
+        caller: AgentCaller | None = None,
     ) -> dict[str, Any]:
         """Long poll: answers when the node's assignments differ from `etag`, when a
         diagnostic request is waiting, or after `wait_s`."""
-        observed = self._check_node(name, token)
+        observed = self._check_node(name, token, caller)
         deadline = time.monotonic() + (self.long_poll_s if wait_s is None else wait_s)
         while True:
             wake = observed.wake
@@ -284,9 +355,14 @@ class ControlPlane:
                 await asyncio.wait_for(wake.wait(), max(0.0, deadline - time.monotonic()))
 
     async def answer(
-        self, name: str, token: str | None, request_id: str, body: dict[str, Any]
+        self,
+        name: str,
+        token: str | None,
+        request_id: str,
+        body: dict[str, Any],
+        caller: AgentCaller | None = None,
     ) -> None:
-        self._check_node(name, token)
+        self._check_node(name, token, caller)
         future = self._answers.get(request_id)
         if future is None:
             raise NotFound(f"no diagnostic request {request_id!r} is waiting (too late?)")
@@ -488,6 +564,7 @@ class ControlPlane:
             "labels": doc.get("labels", {}),
             "capacity": doc.get("capacity", {}),
             "server_url": doc.get("server_url", ""),
+            **({"principal": doc["principal"]} if "principal" in doc else {}),
             "last_heartbeat_s": round(time.monotonic() - observed.last_seen, 3),
             "heartbeat_interval_s": observed.interval_s,
             "server": observed.server,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "FleetError", "InvalidSpec", "NotFound", "Unauthorized", "Unavailable"]
+__all__ = [
+    "Conflict",
+    "FleetError",
+    "Forbidden",
+    "InvalidSpec",
+    "NotFound",
+    "Unauthorized",
+    "Unavailable",
+]
 
 
 class FleetError(Exception):
@@ -25,6 +33,12 @@ class Unauthorized(FleetError):
     """A missing or wrong token: 401."""
 
     status = 401
+
+
+class Forbidden(FleetError):
+    """An authenticated caller that may not do this (another principal's node): 403."""
+
+    status = 403
 
 
 class NotFound(FleetError):

@@ -6,6 +6,10 @@ import asyncio
 import logging
 import secrets
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferbridge.security import AuthConfig
 
 __all__ = ["serve"]
 
@@ -22,7 +26,10 @@ def serve(
     missed_heartbeats: int = 3,
     advertise_url: str | None = None,
     placement: str = "spread",
+    auth: AuthConfig | None = None,
 ) -> int:
+    """Run until stopped; `auth` (authenticating: a keys file or a JWT verifier) replaces
+    the admin and bootstrap tokens with the scopes of docs/security.md."""
     import uvicorn
 
     from inferbridge.fleet.api import FleetApp
@@ -47,12 +54,33 @@ def serve(
     except FleetError as exc:
         print(f"inferbridge: {exc.message}", file=sys.stderr)
         return 2
-    if not admin_token:
-        admin_token = secrets.token_urlsafe(24)
-        print(f"inferbridge: fleet admin token (generated): {admin_token}", flush=True)
-    if not bootstrap_token:
-        bootstrap_token = secrets.token_urlsafe(24)
-        print(f"inferbridge: fleet bootstrap token (generated): {bootstrap_token}", flush=True)
+    authority = None
+    if auth is not None and auth.authenticates:
+        from inferbridge.security import AuthConfigError, Authority
+
+        try:
+            authority = Authority(auth)
+        except AuthConfigError as exc:
+            print(f"inferbridge: {exc}", file=sys.stderr)
+            return 2
+    if authority is not None and authority.enabled:
+        if admin_token or bootstrap_token:
+            # Ignoring them is the safe side: a token alone grants nothing now.
+            print(
+                "inferbridge: authentication is on (--auth-keys / --auth-jwt-*): the admin "
+                "and bootstrap tokens are not accepted; use API keys or JWTs with scopes "
+                "read, admin, agent",
+                file=sys.stderr,
+                flush=True,
+            )
+        admin_token = bootstrap_token = None
+    else:
+        if not admin_token:
+            admin_token = secrets.token_urlsafe(24)
+            print(f"inferbridge: fleet admin token (generated): {admin_token}", flush=True)
+        if not bootstrap_token:
+            bootstrap_token = secrets.token_urlsafe(24)
+            print(f"inferbridge: fleet bootstrap token (generated): {bootstrap_token}", flush=True)
 
     async def main() -> None:
         from inferbridge.fleet.etcd import EtcdStore, Leadership
@@ -69,7 +97,7 @@ def serve(
             policy=policy,
         )
         config = uvicorn.Config(
-            FleetApp(plane),
+            FleetApp(plane, authority),
             host=host,
             port=port,
             log_level="warning",

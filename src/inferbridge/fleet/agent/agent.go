@@ -35,6 +35,7 @@ type Agent struct {
 	reconciler *Reconciler
 	artifacts  *DiskArtifacts
 	started    time.Time
+	apiKey     *APIKeyFile // nil: node tokens (a control plane without --auth-keys)
 
 	mu       sync.Mutex
 	replica  int // index into the control-plane URLs
@@ -45,6 +46,8 @@ type Agent struct {
 	metrics  map[string]float64
 	disk     DiskUsage
 	capacity Capacity
+	// lastWarning is the last problem warnOnce logged.
+	lastWarning string
 
 	trigger chan struct{}
 }
@@ -59,7 +62,12 @@ func NewAgent(cfg Config, log *slog.Logger) *Agent {
 		Source:     &Sources{S3Endpoint: cfg.S3Endpoint, HTTP: &http.Client{}},
 		Log:        log,
 	}
+	var apiKey *APIKeyFile
+	if cfg.APIKeyFile != "" {
+		apiKey = &APIKeyFile{Path: cfg.APIKeyFile}
+	}
 	return &Agent{
+		apiKey:    apiKey,
 		cfg:       cfg,
 		log:       log,
 		http:      &http.Client{Timeout: 10 * time.Second, Transport: transport},
@@ -146,7 +154,9 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 	}
 }
 
-// request sends one JSON request to the control plane with this node's token.
+// request sends one JSON request to the control plane with this node's token, or
+// with the API key instead when the agent has one: a control plane with --auth-keys lets
+// the Authorization header decide, so the two are never sent together.
 func (a *Agent) request(ctx context.Context, client *http.Client, method, path string, body any, token string, out any) error {
 	var reader io.Reader
 	if body != nil {
@@ -162,7 +172,16 @@ func (a *Agent) request(ctx context.Context, client *http.Client, method, path s
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
+	if a.apiKey != nil {
+		key, err := a.apiKey.Key()
+		if err != nil {
+			// Sent without: the control plane's 401 says so, and the agent retries
+			// until the file holds a key.
+			a.warnOnce("no API key to send", err)
+		} else {
+			req.Header.Set("X-Api-Key", key)
+		}
+	} else if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
@@ -224,6 +243,15 @@ func (a *Agent) register(ctx context.Context) error {
 	a.mu.Lock()
 	token := a.token
 	a.mu.Unlock()
+	if a.apiKey != nil {
+		// The key is the credential: the answer's node token is empty.
+		if err := a.request(ctx, a.http, http.MethodPost, "/v1/fleet/agent/register", body, "", &answer); err != nil {
+			a.log.Warn("registration refused or failed", "error", err)
+			return err
+		}
+		a.log.Info("registered with the control plane (API key)", "node", a.cfg.Name, "control_plane", a.cfg.ControlPlane)
+		return nil
+	}
 	err := errUnregistered
 	if token != "" {
 		err = a.request(ctx, a.http, http.MethodPost, "/v1/fleet/agent/register", body, token, &answer)
@@ -242,6 +270,18 @@ func (a *Agent) register(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("registered with the control plane", "node", a.cfg.Name, "control_plane", a.cfg.ControlPlane)
 	return nil
+}
+
+// warnOnce logs err unless it is the one logged last (a problem that persists is
+// logged once, not at every heartbeat).
+func (a *Agent) warnOnce(msg string, err error) {
+	a.mu.Lock()
+	repeated := a.lastWarning == err.Error()
+	a.lastWarning = err.Error()
+	a.mu.Unlock()
+	if !repeated {
+		a.log.Warn(msg, "error", err)
+	}
 }
 
 func (a *Agent) setOnline(online bool, err error) {
@@ -365,7 +405,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		token := a.token
 		metrics, disk := a.metrics, a.disk
 		a.mu.Unlock()
-		if token == "" {
+		if token == "" && a.apiKey == nil {
 			continue // not registered yet: channelLoop is on it
 		}
 		live, ready := a.server.Health(ctx)

@@ -28,6 +28,7 @@ type Config struct {
 	Name           string            `json:"name"`
 	Labels         map[string]string `json:"labels"`
 	BootstrapToken string            `json:"bootstrap_token"`
+	APIKeyFile     string            `json:"api_key_file"`
 	ServerLog      string            `json:"server_log"`
 	S3Endpoint     string            `json:"s3_endpoint"`
 	Accelerators   []Accelerator     `json:"accelerators"`
@@ -56,6 +57,7 @@ func parseConfig(args []string) (Config, error) {
 	name := fs.String("name", "", "node name (default the host name)")
 	labels := fs.String("labels", "", "key=value,... labels")
 	serverLog := fs.String("server-log", "", "the server's log file, for `fleet logs`")
+	apiKeyFile := fs.String("api-key-file", "", "an API key with scope agent, sent as x-api-key to a control plane with --auth-keys (re-read when it changes)")
 	s3Endpoint := fs.String("s3-endpoint", "", "S3 endpoint (default $AWS_ENDPOINT_URL, else AWS)")
 	cpu := fs.Float64("cpu", 0, "CPU cores offered (default: all)")
 	memory := fs.String("memory", "", "memory offered, e.g. 8Gi (default: all)")
@@ -92,6 +94,7 @@ func parseConfig(args []string) (Config, error) {
 	override(&cfg.StateDir, *stateDir)
 	override(&cfg.Name, *name)
 	override(&cfg.ServerLog, *serverLog)
+	override(&cfg.APIKeyFile, *apiKeyFile)
 	override(&cfg.S3Endpoint, *s3Endpoint)
 	override(&cfg.BootstrapToken, os.Getenv("INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN"))
 	if *labels != "" {
