@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--trace-rate", type=float, help="fraction of new traces sampled (0-1)")
     serve.add_argument("--trace-endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_*)")
     serve.add_argument("--trace-protocol", choices=("grpc", "http/protobuf"), help="OTLP transport")
+    _add_security_flags(serve)
 
     examples = commands.add_parser("examples", help="build the bundled example repository")
     examples.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
@@ -122,6 +123,61 @@ def _parser() -> argparse.ArgumentParser:
 
     auth_cli.register(commands)
     return parser
+
+
+def _add_security_flags(serve: argparse.ArgumentParser) -> None:
+    """docs/security.md's flags: authentication, rate limits, TLS."""
+    group = serve.add_argument_group("security (docs/security.md)")
+    group.add_argument(
+        "--auth-keys", type=Path, metavar="FILE", help="API keys file; turns authentication on"
+    )
+    group.add_argument(
+        "--auth-jwt-hs256-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="accept JWTs signed HS256 with this secret (>= 32 bytes)",
+    )
+    group.add_argument(
+        "--auth-jwt-jwks",
+        type=Path,
+        metavar="FILE",
+        help="accept JWTs signed RS256/ES256 by a key of this JWKS file (by kid)",
+    )
+    group.add_argument("--auth-jwt-issuer", metavar="ISS", help="a JWT's iss must equal it")
+    group.add_argument("--auth-jwt-audience", metavar="AUD", help="a JWT's aud must contain it")
+    group.add_argument(
+        "--auth-jwt-leeway-s",
+        type=float,
+        metavar="S",
+        help="clock skew allowed on exp/nbf (default 30, at most 300)",
+    )
+    group.add_argument(
+        "--auth-open-health",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="health endpoints need no credential (default on; off: they need read)",
+    )
+    group.add_argument(
+        "--auth-default-rate",
+        metavar="RPS[:BURST]",
+        help="rate limit of a principal without its own",
+    )
+    group.add_argument(
+        "--rate-limit",
+        action="append",
+        metavar="GLOB=RPS[:BURST]",
+        help="per-model rate limit, one bucket per model (repeatable; the first match wins)",
+    )
+    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain")
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
+    group.add_argument(
+        "--tls-client-ca", type=Path, metavar="FILE", help="mutual TLS: verify clients by these CAs"
+    )
+    group.add_argument(
+        "--tls-client-auth",
+        choices=("require", "request"),
+        help="require (default with a client CA) or request a client certificate",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from inferbridge.dataplane.dataplane import DataPlane
-from inferbridge.frontends.gateway.process import GatewayFrontend
+from inferbridge.frontends.gateway.process import GatewayFrontend, security_flags
 from inferbridge.frontends.grpc.errors import QUEUE_FULL_CODES
 from inferbridge.frontends.rest.protocol import StrictHttpToolsProtocol
 from inferbridge.models.manager import ControlMode, ModelManager
@@ -57,8 +57,16 @@ class InferBridgeServer:
     """One server: REST and gRPC (the Go gateway, or uvicorn and grpc.aio) over one dataplane."""
 
     def __init__(self, settings: Settings, repository: Path) -> None:
+        """Raises AuthConfigError or TLSConfigError (naming the setting) when a security
+        file does not load: before anything else starts."""
+        from inferbridge.security.authority import AuthConfig, Authority
+        from inferbridge.security.tls import TLSFiles, TLSReloader
+
         self.settings = settings
         self.repository = repository
+        self.authority = Authority(AuthConfig.from_settings(settings))
+        tls_files = TLSFiles.from_settings(settings)
+        self.tls = TLSReloader(tls_files) if tls_files is not None else None
         self.tracing = configure_tracing(settings)  # None when off
         set_max_model_file_bytes(settings.max_model_file_bytes)
         self.models = ModelManager(
@@ -99,6 +107,7 @@ class InferBridgeServer:
         )
         if self.tracing is not None:
             rest = self.tracing.asgi(rest)
+        _warn_if_open(s)
         frontend = await self._frontend(rest)
         http_server: _QuietSignalsServer | None = None
         if isinstance(frontend, GatewayFrontend) and frontend.serves_rest:
@@ -108,10 +117,15 @@ class InferBridgeServer:
             http_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         else:
             sock = _bind_tcp(s.host, s.http_port)
+            if self.authority.limits_rates:
+                from inferbridge.security.asgi import AuthMiddleware
+
+                rest = AuthMiddleware(rest, self.authority, s.default_model)
             http_server = _QuietSignalsServer(self._observed_uvicorn(rest))
             ports = ListeningPorts(sock.getsockname()[1], await frontend.start(s.host, s.grpc_port))
             http_done = asyncio.ensure_future(http_server.serve(sockets=[sock]))
-        print(f"inferbridge: REST listening on http://{s.host}:{ports.http}", flush=True)
+        scheme = "https" if self.tls is not None else "http"
+        print(f"inferbridge: REST listening on {scheme}://{s.host}:{ports.http}", flush=True)
         print(f"inferbridge: gRPC listening on {s.host}:{ports.grpc}", flush=True)
         metrics_server = await self._metrics_listener(frontend)
 
@@ -210,6 +224,7 @@ class InferBridgeServer:
                     on_failure=self._frontend_failed,
                     access_log=self.access_log,
                     queue_full_code=s.grpc_queue_full_code,
+                    flags=security_flags(s),
                 )
         print("inferbridge: gRPC served by grpc.aio, REST by uvicorn", flush=True)
         return GrpcFrontend(
@@ -220,18 +235,32 @@ class InferBridgeServer:
             counters=self.metrics.serve_protocol("grpc") if self.metrics is not None else None,
             access_log=self.access_log,
             queue_full_code=QUEUE_FULL_CODES[s.grpc_queue_full_code],
+            authority=self.authority,
+            tls=self.tls,
         )
 
     def _observed_uvicorn(self, rest: ASGIApp) -> uvicorn.Config:
-        """uvicorn's config for REST, counting it (the gateway does not) and logging it."""
+        """uvicorn's config for REST, counting it (the gateway does not) and logging it,
+        over TLS when configured."""
         from inferbridge.frontends.rest.observed import ObservedApp, counting_http_protocol
 
         counters = self.metrics.serve_protocol("http") if self.metrics is not None else None
-        if counters is None and self.access_log is None:
-            return _uvicorn_config(rest, self.settings)
-        protocol = counting_http_protocol(counters) if counters is not None else None
-        app = ObservedApp(rest, counters, self.access_log)
-        return _uvicorn_config(app, self.settings, protocol)
+        protocol: type[asyncio.Protocol] = (
+            counting_http_protocol(counters) if counters is not None else StrictHttpToolsProtocol
+        )
+        app = rest
+        if counters is not None or self.access_log is not None:
+            app = ObservedApp(rest, counters, self.access_log)
+        if self.tls is None:
+            return _uvicorn_config(app, self.settings, protocol)
+        from inferbridge.security.tls import tls_http_protocol
+
+        config = _uvicorn_config(app, self.settings, tls_http_protocol(protocol, self.tls))
+        # uvicorn builds an SSLContext only from its own file settings; ours is reloaded in
+        # place, so it is given after load() (which serve() then skips).
+        config.load()
+        config.ssl = self.tls.context
+        return config
 
     async def _metrics_listener(
         self, frontend: GrpcFrontend | GatewayFrontend
@@ -262,9 +291,14 @@ def run(settings: Settings, repository: Path) -> int:
     import uvloop
 
     from inferbridge.frontends.gateway.build import GatewayBuildError
+    from inferbridge.security.authority import AuthConfigError
+    from inferbridge.security.tls import TLSConfigError
 
     try:
         server = InferBridgeServer(settings, repository)
+    except (AuthConfigError, TLSConfigError) as exc:
+        print(f"inferbridge: invalid settings: {exc}", file=sys.stderr, flush=True)
+        return 2
     except TracingError as exc:
         print(f"inferbridge: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -274,6 +308,30 @@ def run(settings: Settings, repository: Path) -> int:
         print(f"inferbridge: {exc}", file=sys.stderr, flush=True)
         return 2
     return server.exit_code
+
+
+def _warn_if_open(settings: Settings) -> None:
+    """One loud line when the server can be reached from elsewhere and asks nobody who
+    they are."""
+    if settings.authenticates or _is_loopback(settings.host):
+        return
+    logger.warning(
+        "listening on %s with authentication OFF: anyone who can reach this address may "
+        "infer, load and unload models; turn it on with --auth-keys FILE or "
+        "--auth-jwt-hs256-secret-file / --auth-jwt-jwks",
+        settings.host,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may well resolve to an outside address
 
 
 def _model_summary(dataplane: DataPlane) -> Iterator[str]:

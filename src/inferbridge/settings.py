@@ -114,7 +114,53 @@ class Settings(BaseSettings):
     trace_protocol: Literal["grpc", "http/protobuf"] | None = None
     """OTLP transport; default OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else grpc."""
 
-    @field_validator("load_model", mode="before")
+    auth_keys: Path | None = None
+    """API keys file (docs/security.md): turns authentication on; re-read when it changes."""
+
+    auth_jwt_hs256_secret_file: Path | None = None
+    """Accept JWTs signed HS256 with the secret in this file (at least 32 bytes; one
+    trailing newline ignored); turns authentication on."""
+
+    auth_jwt_jwks: Path | None = None
+    """Accept JWTs signed RS256 or ES256 (P-256) by a key of this JWKS file, matched by
+    `kid`; re-read when it changes; turns authentication on."""
+
+    auth_jwt_issuer: str | None = None
+    """When set, a JWT's `iss` must equal it."""
+
+    auth_jwt_audience: str | None = None
+    """When set, a JWT's `aud` must be or contain it."""
+
+    auth_jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    """Clock skew allowed on a JWT's `exp` and `nbf`, in seconds."""
+
+    auth_open_health: bool = True
+    """Health endpoints (liveness, readiness, grpc.health) answer without a credential;
+    false: they need the `read` scope."""
+
+    auth_default_rate: str | None = None
+    """RPS[:BURST]: the rate limit of a principal without its own (JWT subjects, keys
+    without `rate`)."""
+
+    rate_limit: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """GLOB=RPS[:BURST] per-model limits, one bucket per model shared by every caller (the
+    first matching rule); in the environment a comma-separated list or a JSON list."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain: REST and gRPC speak TLS only (1.2 or later). Re-read with the
+    key when either changes."""
+
+    tls_key: Path | None = None
+    """PEM private key of `tls_cert`."""
+
+    tls_client_ca: Path | None = None
+    """Mutual TLS: client certificates are verified against these CAs (PEM)."""
+
+    tls_client_auth: Literal["require", "request"] | None = None
+    """`require` (the default with a client CA): no certificate, no connection; `request`:
+    a certificate is verified when sent, other credentials apply otherwise."""
+
+    @field_validator("load_model", "rate_limit", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -125,6 +171,40 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [name.strip() for name in text.split(",") if name.strip()]
         return value
+
+    @field_validator("auth_default_rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            from inferbridge.security.ratelimit import parse_rate
+
+            parse_rate(value)  # RateError is a ValueError: pydantic names the field
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _model_rates(cls, value: list[str]) -> list[str]:
+        from inferbridge.security.ratelimit import parse_model_rate
+
+        for rule in value:
+            parse_model_rate(rule)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        from inferbridge.security.tls import TLSFiles
+
+        TLSFiles.from_settings(self)  # TLSConfigError (a ValueError) names what is missing
+        return self
+
+    @property
+    def authenticates(self) -> bool:
+        """A keys file or a JWT verifier is configured."""
+        return (
+            self.auth_keys is not None
+            or self.auth_jwt_hs256_secret_file is not None
+            or self.auth_jwt_jwks is not None
+        )
 
     @model_validator(mode="after")
     def _gateway_serves_both(self) -> Settings:

@@ -558,19 +558,15 @@ def test_no_credential_is_401_without_invalid_token(authority: Authority) -> Non
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
-        (Credentials(api_key="nope-secret-value"), "unknown API key"),
-        (bearer("nope-secret-value"), "unknown API key"),
+        (Credentials(api_key="nope-secret-value"), "the API key is not valid"),
+        (bearer("nope-secret-value"), "the API key is not valid"),
         (Credentials(api_key="k-old"), "API key 'old' expired at 2020-01-01T00:00:00Z"),
         (Credentials(authorization="Basic czpw"), "must be 'Bearer <credential>'"),
         (Credentials(authorization="Bearer "), "must be 'Bearer <credential>'"),
         # authorization decides, even when x-api-key is good
         (
             Credentials(authorization="Bearer nope-secret-value", api_key="k-admin"),
-            "unknown API key",
-        ),
-        (
-            Credentials(cert_subject="stranger.internal"),
-            "subject 'stranger.internal' is not a principal",
+            "the API key is not valid",
         ),
     ],
 )
@@ -588,6 +584,16 @@ def test_bad_credentials_are_401_invalid_token(
     ):
         if secret.strip():
             assert secret not in denial.message
+
+
+def test_an_unknown_certificate_subject_is_401_without_invalid_token(
+    authority: Authority,
+) -> None:
+    denial = authority.check(Credentials(cert_subject="stranger.internal"), READ)
+    assert isinstance(denial, Denial) and (denial.status, denial.token_sent) == (401, False)
+    assert denial.message == (
+        "the client certificate's subject 'stranger.internal' is not a principal of the keys file"
+    )
 
 
 def test_scopes_decide_what_a_key_may_do(authority: Authority) -> None:
@@ -631,26 +637,38 @@ def test_jwts(authority: Authority, signers: Signers) -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda s: s.token(exp_in=-60, **JWT_CLAIMS), "the token has expired"),
-        (lambda s: s.token(exp_in=None, **JWT_CLAIMS), "the token has no 'exp' claim"),
-        (lambda s: s.token(sub=None, **JWT_CLAIMS), "the token has no 'sub' claim"),
+        (lambda s: s.token(exp_in=-60, **JWT_CLAIMS), "it has expired (exp)"),
+        (lambda s: s.token(exp_in=None, **JWT_CLAIMS), "it has no exp claim"),
+        (lambda s: s.token(sub=None, **JWT_CLAIMS), "it has no sub claim (the principal)"),
         (lambda s: s.token(nbf=int(time.time()) + 600, **JWT_CLAIMS), "not valid yet"),
         (
             lambda s: s.token(aud="other", iss="https://issuer.test"),
-            "audience is not 'inferbridge'",
+            "its audience (aud) does not include 'inferbridge'",
         ),
-        (lambda s: s.token(aud="inferbridge", iss="https://evil.test"), "issuer is not"),
-        (lambda s: s.token(iss="https://issuer.test"), "the token has no 'aud' claim"),
+        (
+            lambda s: s.token(aud="inferbridge", iss="https://evil.test"),
+            "its issuer (iss) is not the one this server accepts",
+        ),
+        (
+            lambda s: s.token(iss="https://issuer.test"),
+            "its audience (aud) does not include 'inferbridge'",
+        ),
         (
             lambda s: none_token(),
-            "token algorithm 'none' is not accepted (accepted: HS256, RS256, ES256)",
+            "(alg) 'none' is not accepted here (accepted: HS256, RS256, ES256)",
         ),
-        (lambda s: hs512_token(), "token algorithm 'HS512' is not accepted"),
-        (lambda s: s.token("RS256", kid="unknown", **JWT_CLAIMS), "kid names no key"),
-        (lambda s: s.token("ES256", kid="rsa-1", **JWT_CLAIMS), "does not match its key's (RS256)"),
-        (lambda s: Signers.make().token("RS256", **JWT_CLAIMS), "signature does not verify"),
-        (lambda s: s.token(**JWT_CLAIMS)[:-4] + "AAAA", "signature does not verify"),
-        (lambda s: "a.b.c", "not a well-formed JWT"),
+        (lambda s: hs512_token(), "(alg) 'HS512' is not accepted"),
+        (
+            lambda s: s.token("RS256", kid="unknown", **JWT_CLAIMS),
+            "no key of the JWKS file has its kid and algorithm",
+        ),
+        (
+            lambda s: s.token("ES256", kid="rsa-1", **JWT_CLAIMS),
+            "no key of the JWKS file has its kid and algorithm",
+        ),
+        (lambda s: Signers.make().token("RS256", **JWT_CLAIMS), "its signature does not verify"),
+        (lambda s: s.token(**JWT_CLAIMS)[:-4] + "AAAA", "its signature does not verify"),
+        (lambda s: "a.b.c", "it is malformed"),
     ],
 )
 def test_bad_jwts_are_401(
@@ -679,11 +697,11 @@ def test_only_the_configured_algorithms_are_accepted(
     hs_only = Authority(AuthConfig(jwt_hs256_secret_file=files["secret"]))
     denial = hs_only.check(bearer(signers.token("RS256")), READ)
     assert isinstance(denial, Denial)
-    assert "token algorithm 'RS256' is not accepted (accepted: HS256)" in denial.message
+    assert "(alg) 'RS256' is not accepted here (accepted: HS256)" in denial.message
     jwks_only = Authority(AuthConfig(jwt_jwks=files["jwks"]))
     denial = jwks_only.check(bearer(signers.token("HS256")), READ)
     assert isinstance(denial, Denial)
-    assert "'HS256' is not accepted (accepted: RS256, ES256)" in denial.message
+    assert "'HS256' is not accepted here (accepted: RS256, ES256)" in denial.message
     # Without a JWT verifier a JWT-shaped bearer is an API key like any other.
     keys_only = Authority(AuthConfig(keys_file=files["keys"]))
     assert _status(keys_only.check(bearer(signers.token()), READ)) == 401
@@ -715,7 +733,7 @@ def test_principal_and_model_buckets(files: dict[str, Path]) -> None:
     denial = authority.check(slow, INFER_IRIS)
     assert isinstance(denial, Denial) and denial.status == 429 and denial.retry_after == 1
     assert denial.message == (
-        "principal 'slow' is over its rate limit of 1 requests a second (burst 2); retry in 1 s"
+        "principal 'slow' is over its rate limit of 1 requests/s (burst 2); retry in 1 s"
     )
     clock.step(1.0)
     assert _name(authority.check(slow, INFER_IRIS)) == "slow"
@@ -743,7 +761,7 @@ def test_the_model_bucket_is_shared_and_refunds_the_principal(files: dict[str, P
     denial = authority.check(slow, INFER_FRAUD)
     assert isinstance(denial, Denial) and denial.status == 429
     assert denial.message == (
-        "model 'fraud-v2' is over its rate limit of 1 requests a second (burst 3); retry in 1 s"
+        "model 'fraud-v2' is over its rate limit of 1 requests/s (burst 3); retry in 1 s"
     )
     # The model refused it, so slow's own token came back: it has one left, not none.
     assert _name(authority.check(slow, INFER_IRIS)) == "slow"

@@ -25,6 +25,8 @@ __all__ = [
     "AccessLog",
     "JsonFormatter",
     "LogSettings",
+    "PRINCIPAL",
+    "PRINCIPAL_HEADER",
     "configure_logging",
     "trace_id",
 ]
@@ -35,6 +37,14 @@ ACCESS_LOGGER = "inferbridge.access"
 #: the version that answered it and the trace id of its span (or ""), which the front end
 #: cannot know from the request alone (a default version; a trace started by the server).
 ANSWERED: ContextVar[tuple[str, str]] = ContextVar("inferbridge_answered", default=("", ""))
+
+#: Set by the Python front ends' authentication (security.asgi, security.interceptor) in
+#: the task serving a request: who made it ("" when nobody had to say). Never a credential.
+PRINCIPAL: ContextVar[str] = ContextVar("inferbridge_principal", default="")
+
+#: The header (gRPC: metadata) by which the Go front-end process tells this one who the
+#: principal is; it removes any that a client sends.
+PRINCIPAL_HEADER = "x-inferbridge-principal"
 
 #: LogRecord attributes that are not extra fields.
 _STANDARD = frozenset(
@@ -260,9 +270,13 @@ class AccessLog:
         request_bytes: int,
         response_bytes: int,
         trace: str | bytes | None,
+        principal: str | None = None,
     ) -> None:
         """`method`: the HTTP method or the gRPC full method name; `route`: the HTTP path
-        (as sent) or the gRPC method; `status`: the HTTP status or the gRPC code name."""
+        (as sent) or the gRPC method; `status`: the HTTP status or the gRPC code name;
+        `principal`: who made the request (None: as PRINCIPAL says)."""
+        if principal is None:
+            principal = PRINCIPAL.get()
         duration_ms = round(duration_s * 1000.0, 3)
         tid = trace_id(trace)
         if not version or not tid:
@@ -280,9 +294,10 @@ class AccessLog:
             "request_bytes": request_bytes,
             "response_bytes": response_bytes,
             "trace_id": tid,
+            "principal": principal,
         }
         self._logger.info(
-            "%s %s %s %.3fms in=%d out=%d model=%s version=%s trace_id=%s",
+            "%s %s %s %.3fms in=%d out=%d model=%s version=%s trace_id=%s principal=%s",
             protocol,
             f"{method} {route}" if protocol == "http" else method,
             status,
@@ -292,6 +307,7 @@ class AccessLog:
             model or "-",
             version or "-",
             tid or "-",
+            principal or "-",
             extra=fields,
         )
 
@@ -303,6 +319,7 @@ class AccessLog:
         duration_s: float,
         request_bytes: int,
         response_bytes: int,
+        principal: str | None = None,
     ) -> None:
         """One HTTP request, its model, version and trace read from the ASGI scope."""
         from inferbridge.observability.frontend import path_model
@@ -320,6 +337,7 @@ class AccessLog:
             request_bytes=request_bytes,
             response_bytes=response_bytes,
             trace=next((v for k, v in scope["headers"] if k == b"traceparent"), None),
+            principal=principal,
         )
 
     def grpc(
@@ -332,6 +350,7 @@ class AccessLog:
         duration_s: float,
         request_bytes: int,
         response_bytes: int,
+        principal: str | None = None,
     ) -> None:
         """One gRPC call, its model and version read from the request message (None when
         it did not decode) and its trace from the call's metadata."""
@@ -347,6 +366,7 @@ class AccessLog:
             request_bytes=request_bytes,
             response_bytes=response_bytes,
             trace=next((v for k, v in metadata if k == "traceparent"), None),
+            principal=principal,
         )
 
 

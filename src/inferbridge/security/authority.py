@@ -85,12 +85,14 @@ ANONYMOUS = Principal("")
 class Denial:
     """A refusal: 401 (authentication), 403 (scope) or 429 (rate, with `retry_after`
     whole seconds); `token_sent` says a credential came with the request (401 then adds
-    `error="invalid_token"` to WWW-Authenticate)."""
+    `error="invalid_token"` to WWW-Authenticate); `principal` is who was refused, when
+    known (403, 429), for the access log."""
 
     status: int
     message: str
     retry_after: int | None = None
     token_sent: bool = False
+    principal: str = ""
 
     @property
     def www_authenticate(self) -> str | None:
@@ -199,6 +201,11 @@ def _text(value: object) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+#: An authenticated principal, its rate, and its bucket's key (key principals and JWT
+#: subjects of the same name have buckets apart).
+_Found = tuple[Principal, Rate | None, str]
+
+
 class Authority:
     """`check(credentials, action)`: the Principal, or a Denial saying why not."""
 
@@ -243,25 +250,35 @@ class Authority:
     def limits_rates(self) -> bool:
         return self.enabled or bool(self.config.model_rates)
 
+    def authenticate(self, credentials: Credentials) -> Principal | Denial:
+        """Who the credentials name (401 when nobody), checking no scope and taking no
+        token: for a stream whose requests are checked one by one as they come."""
+        if not self.enabled:
+            return ANONYMOUS
+        found = self._authenticate(credentials)
+        return found if isinstance(found, Denial) else found[0]
+
     def check(self, credentials: Credentials, action: Action) -> Principal | Denial:
         if action.kind is Kind.HEALTH and self.config.open_health:
             return ANONYMOUS
         principal = ANONYMOUS
         rate: Rate | None = None
+        bucket_key = ""
         if self.enabled:
             found = self._authenticate(credentials)
             if isinstance(found, Denial):
                 return found
-            principal, rate = found
+            principal, rate, bucket_key = found
             assert principal.scopes is not None
             if not principal.scopes.grants(action):
-                return Denial(403, refusal(principal.name, principal.scopes, action))
+                message = refusal(principal.name, principal.scopes, action)
+                return Denial(403, message, principal=principal.name)
         taken = None
         if rate is not None:
-            bucket = self._principal_buckets.bucket(principal.name, rate)
+            bucket = self._principal_buckets.bucket(bucket_key, rate)
             wait = bucket.take()
             if wait:
-                return _over_rate(f"principal '{principal.name}'", rate, wait)
+                return _over_rate(f"principal '{principal.name}'", rate, wait, principal.name)
             taken = bucket
         if action.kind is Kind.INFER and self.config.model_rates:
             limit = model_rate(self.config.model_rates, action.model)
@@ -270,10 +287,10 @@ class Authority:
                 if wait:
                     if taken is not None:
                         taken.give_back()  # the request does not run: it costs nothing
-                    return _over_rate(f"model '{action.model}'", limit, wait)
+                    return _over_rate(f"model '{action.model}'", limit, wait, principal.name)
         return principal
 
-    def _authenticate(self, credentials: Credentials) -> tuple[Principal, Rate | None] | Denial:
+    def _authenticate(self, credentials: Credentials) -> _Found | Denial:
         if credentials.authorization:
             scheme, _, credential = credentials.authorization.strip().partition(" ")
             credential = credential.strip()
@@ -289,42 +306,44 @@ class Authority:
         if credentials.cert_subject:
             return self._subject(credentials.cert_subject)
         return _unauthenticated(
-            "authentication required: send 'Authorization: Bearer <credential>' or "
-            "'x-api-key: <key>'",
+            "authentication required: send an API key (x-api-key: <key>) or a bearer "
+            "credential (Authorization: Bearer <credential>)",
             sent=False,
         )
 
-    def _token(self, verifier: JwtVerifier, token: str) -> tuple[Principal, Rate | None] | Denial:
+    def _token(self, verifier: JwtVerifier, token: str) -> _Found | Denial:
         try:
             subject, scopes = verifier.verify(token)
         except TokenRefused as refused:
-            return _unauthenticated(f"invalid bearer token: {refused.message}", sent=True)
-        return Principal(subject, scopes), self.config.default_rate
+            return _unauthenticated(f"the bearer token is not valid: {refused.message}", sent=True)
+        return Principal(subject, scopes), self.config.default_rate, "jwt:" + subject
 
-    def _api_key(self, key: str) -> tuple[Principal, Rate | None] | Denial:
+    def _api_key(self, key: str) -> _Found | Denial:
         from inferbridge.security.keys import hash_key
 
         entry = self._keys.current().by_digest.get(hash_key(key)) if self._keys else None
         if entry is None:
-            return _unauthenticated("unknown API key", sent=True)
+            return _unauthenticated("the API key is not valid", sent=True)
         return self._entry(entry, "API key")
 
-    def _subject(self, subject: str) -> tuple[Principal, Rate | None] | Denial:
+    def _subject(self, subject: str) -> _Found | Denial:
+        # A certificate is not a token: its 401s carry no error="invalid_token".
         entry = self._keys.current().by_subject.get(subject) if self._keys else None
         if entry is None:
             return _unauthenticated(
-                f"client certificate subject '{subject}' is not a principal of the keys file",
-                sent=True,
+                f"the client certificate's subject '{subject}' is not a principal of the keys file",
+                sent=False,
             )
-        return self._entry(entry, "client certificate of")
+        return self._entry(entry, "client certificate principal", sent=False)
 
-    def _entry(self, entry: KeyEntry, what: str) -> tuple[Principal, Rate | None] | Denial:
+    def _entry(self, entry: KeyEntry, what: str, *, sent: bool = True) -> _Found | Denial:
         now = dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)
         if entry.expired(now):
             assert entry.expires is not None
-            when = entry.expires.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            return _unauthenticated(f"{what} '{entry.name}' expired at {when}", sent=True)
-        return Principal(entry.name, entry.scopes), entry.rate or self.config.default_rate
+            when = entry.expires.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+            return _unauthenticated(f"{what} '{entry.name}' expired at {when}", sent=sent)
+        rate = entry.rate or self.config.default_rate
+        return Principal(entry.name, entry.scopes), rate, "key:" + entry.name
 
 
 def _verifier(config: AuthConfig, clock: Clock) -> JwtVerifier:
@@ -364,11 +383,12 @@ def _unauthenticated(message: str, *, sent: bool) -> Denial:
     return Denial(401, message, token_sent=sent)
 
 
-def _over_rate(who: str, rate: Rate, wait_s: float) -> Denial:
+def _over_rate(who: str, rate: Rate, wait_s: float, principal: str) -> Denial:
     seconds = retry_after_seconds(wait_s)
     return Denial(
         429,
-        f"{who} is over its rate limit of {rate.per_second:g} requests a second (burst "
-        f"{rate.burst}); retry in {seconds} s",
+        f"{who} is over its rate limit of {rate.per_second:g} requests/s (burst {rate.burst}); "
+        f"retry in {seconds} s",
         retry_after=seconds,
+        principal=principal,
     )

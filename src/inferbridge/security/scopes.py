@@ -143,16 +143,17 @@ class ScopeSet:
 
 
 def refusal(principal: str, scopes: ScopeSet, action: Action) -> str:
-    """The 403 message: who, what they may not do, and the scopes they have."""
+    """The 403 message: who, what they may not do, and the scopes they have (the Go
+    front-end process's words, internal/auth/scope.go)."""
     kind = action.kind
     if kind is Kind.INFER:
-        what = f"may not infer on model '{action.model}'"
+        what = f"infer on model '{action.model}'"
     elif kind is Kind.SHARED_MEMORY:
-        what = "may not use shared memory (needs an infer: scope)"
-    elif kind is Kind.ADMIN:
-        what = "may not change the server (needs scope admin)"
+        what = "use shared memory (it needs an infer: scope)"
+    elif kind is Kind.HEALTH or kind is Kind.READ:
+        what = "read server or model information (it needs the read scope)"
     elif kind is Kind.AGENT:
-        what = "may not act as a node agent (needs scope agent or admin)"
+        what = "act as a node agent (it needs the agent or the admin scope)"
     else:
-        what = "may not read the server's state (needs scope read)"
-    return f"principal '{principal}' {what} (its scopes: {scopes.describe()})"
+        what = "change the server (it needs the admin scope)"
+    return f"principal '{principal}' may not {what} (its scopes: {scopes.describe()})"

@@ -32,7 +32,11 @@ __all__ = [
 ]
 
 MIN_SECRET_BYTES = 32
-_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*$")
+# The same reasons as the Go front-end process's (internal/auth/jwt.go).
+_NO_KEY = "no key of the JWKS file has its kid and algorithm"
+_NO_SUBJECT = "it has no sub claim (the principal)"
+_ISSUER = "its issuer (iss) is not the one this server accepts"
 _ALGORITHM_NAME = re.compile(r"^[A-Za-z0-9+-]{1,16}$")
 _ALGORITHM_OF_KIND = {"RSA": "RS256", "EC": "ES256"}
 
@@ -153,7 +157,7 @@ class JwtVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise TokenRefused("the bearer token is not a well-formed JWT") from None
+            raise TokenRefused("it is malformed (not three base64url parts of JSON)") from None
         algorithm = header.get("alg")
         key: Any
         if algorithm == "HS256" and self._secret is not None:
@@ -161,25 +165,24 @@ class JwtVerifier:
         elif algorithm in ("RS256", "ES256") and self._jwks is not None:
             kid = header.get("kid")
             if not isinstance(kid, str) or not kid:
-                raise TokenRefused("the token has no 'kid' header; JWKS keys are matched by kid")
+                raise TokenRefused(
+                    "it has no kid, and no key of the JWKS file without a kid can verify it"
+                )
             found = self._jwks.current().get(kid)
             if found is None:
-                raise TokenRefused("the token's kid names no key of the JWKS file")
+                raise TokenRefused(_NO_KEY)
             if found.algorithm != algorithm:
-                raise TokenRefused(
-                    f"the token's algorithm {algorithm} does not match its key's "
-                    f"({found.algorithm})"
-                )
+                raise TokenRefused(_NO_KEY)
             key = found.key
         else:
             raise TokenRefused(
-                f"token algorithm {_algorithm_name(algorithm)} is not accepted (accepted: "
-                f"{self._accepted})"
+                f"its signing algorithm (alg) {_algorithm_name(algorithm)} is not accepted "
+                f"here (accepted: {self._accepted})"
             )
         claims = self._decode(token, key, algorithm)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
-            raise TokenRefused("the token's 'sub' claim must be a non-empty string")
+            raise TokenRefused(_NO_SUBJECT)
         return subject, ScopeSet.lenient(_scopes(claims))
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
@@ -198,19 +201,25 @@ class JwtVerifier:
                 },
             )
         except jwt.ExpiredSignatureError:
-            raise TokenRefused("the token has expired") from None
+            raise TokenRefused("it has expired (exp)") from None
         except jwt.ImmatureSignatureError:
-            raise TokenRefused("the token is not valid yet (nbf)") from None
+            raise TokenRefused("it is not valid yet (nbf)") from None
         except jwt.MissingRequiredClaimError as exc:
-            raise TokenRefused(f"the token has no '{exc.claim}' claim") from None
+            if exc.claim == "aud":
+                raise TokenRefused(_audience(self._audience)) from None
+            if exc.claim == "iss":
+                raise TokenRefused(_ISSUER) from None
+            if exc.claim == "sub":
+                raise TokenRefused(_NO_SUBJECT) from None
+            raise TokenRefused(f"it has no {exc.claim} claim") from None
         except jwt.InvalidAudienceError:
-            raise TokenRefused(f"the token's audience is not '{self._audience}'") from None
+            raise TokenRefused(_audience(self._audience)) from None
         except jwt.InvalidIssuerError:
-            raise TokenRefused(f"the token's issuer is not '{self._issuer}'") from None
+            raise TokenRefused(_ISSUER) from None
         except jwt.InvalidSignatureError:
-            raise TokenRefused("the token's signature does not verify") from None
+            raise TokenRefused("its signature does not verify") from None
         except jwt.PyJWTError as exc:
-            raise TokenRefused(f"the token is not valid ({type(exc).__name__})") from None
+            raise TokenRefused(f"it cannot be verified ({type(exc).__name__})") from None
         return claims
 
 
@@ -225,6 +234,10 @@ def _scopes(claims: dict[str, Any]) -> list[str]:
         elif isinstance(value, list):
             scopes += [s for s in value if isinstance(s, str)]
     return list(dict.fromkeys(scopes))
+
+
+def _audience(audience: str | None) -> str:
+    return f"its audience (aud) does not include '{audience}'"
 
 
 def _algorithm_name(algorithm: object) -> str:

@@ -77,7 +77,7 @@ from inferbridge.frontends.grpc.servicers import (
 )
 from inferbridge.frontends.grpc.streaming import StreamTable
 from inferbridge.frontends.rest.app import CANCELS_ON_DISCONNECT
-from inferbridge.observability.logs import AccessLog
+from inferbridge.observability.logs import PRINCIPAL_HEADER, AccessLog
 
 #: An ASGI application (the REST app), called with scope, receive and send.
 ASGIApp = Callable[..., Awaitable[None]]
@@ -287,6 +287,7 @@ class BackendProtocol(asyncio.Protocol):
                     duration_s=time.perf_counter() - started,
                     request_bytes=0,
                     response_bytes=0,
+                    principal=_metadata_principal(metadata),
                 )
 
     async def _answer_logged(
@@ -310,6 +311,7 @@ class BackendProtocol(asyncio.Protocol):
                 duration_s=time.perf_counter() - start,
                 request_bytes=len(payload),
                 response_bytes=size,
+                principal=_metadata_principal(context.invocation_metadata()),
             )
 
     async def _answer(
@@ -380,6 +382,7 @@ class BackendProtocol(asyncio.Protocol):
                 duration_s=time.perf_counter() - started,
                 request_bytes=request_bytes,
                 response_bytes=exchange.sent + sum(len(b) for b in exchange.body),
+                principal=_header_principal(scope["headers"]),
             )
 
     async def _serve_http(
@@ -565,6 +568,19 @@ class _HttpExchange:
         self.disconnected = True
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
+
+
+def _metadata_principal(metadata: tuple[tuple[str, str], ...]) -> str:
+    """Who the gateway says made the call (it removes any a client sends), else ""."""
+    return next((v for k, v in metadata if k == PRINCIPAL_HEADER), "")
+
+
+_PRINCIPAL_HEADER = PRINCIPAL_HEADER.encode()
+
+
+def _header_principal(headers: list[tuple[bytes, bytes]]) -> str:
+    value = next((v for k, v in headers if k == _PRINCIPAL_HEADER), b"")
+    return value.decode("utf-8", "replace")
 
 
 def _copy(buffer: bytearray, start: int, end: int) -> bytes:

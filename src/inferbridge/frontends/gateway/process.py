@@ -20,8 +20,9 @@ from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, 
 from inferbridge.frontends.grpc.streaming import stream_table
 from inferbridge.observability.logs import AccessLog
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2, model_config_pb2
+from inferbridge.settings import Settings
 
-__all__ = ["GatewayFrontend"]
+__all__ = ["GatewayFrontend", "security_flags"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,37 @@ _METRICS_TIMEOUT_S = 5.0
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def security_flags(settings: Settings) -> list[str]:
+    """The gateway's flags for docs/security.md's settings (the same names as the CLI's).
+    Only what is configured is passed: a server without them starts the gateway exactly
+    as before."""
+    s = settings
+    flags: list[str] = []
+    for flag, value in (
+        ("--auth-keys", s.auth_keys),
+        ("--auth-jwt-hs256-secret-file", s.auth_jwt_hs256_secret_file),
+        ("--auth-jwt-jwks", s.auth_jwt_jwks),
+        ("--auth-jwt-issuer", s.auth_jwt_issuer),
+        ("--auth-jwt-audience", s.auth_jwt_audience),
+        ("--auth-default-rate", s.auth_default_rate),
+        ("--tls-cert", s.tls_cert),
+        ("--tls-key", s.tls_key),
+        ("--tls-client-ca", s.tls_client_ca),
+        ("--tls-client-auth", s.tls_client_auth),
+    ):
+        if value is not None:
+            flags.append(f"{flag}={value}")
+    for rule in s.rate_limit:
+        flags.append(f"--rate-limit={rule}")
+    if s.authenticates:
+        flags.append(f"--auth-jwt-leeway-s={s.auth_jwt_leeway_s:g}")
+        flags.append(f"--auth-open-health={'true' if s.auth_open_health else 'false'}")
+    if s.authenticates or s.rate_limit:
+        # What /predict and AIService.Predict infer on, which the gateway checks.
+        flags.append(f"--default-model={s.default_model}")
+    return flags
 
 
 def _descriptor_set() -> bytes:
@@ -58,8 +90,10 @@ class GatewayFrontend:
         on_failure: Callable[[str], None] | None = None,
         access_log: AccessLog | None = None,
         queue_full_code: str = "resource_exhausted",
+        flags: list[str] | None = None,
     ) -> None:
         self._binary = binary
+        self._flags = flags or []
         self._queue_full_code = queue_full_code
         self._max_message_bytes = max_message_bytes
         self._max_concurrent_rpcs = max_concurrent_rpcs or 0
@@ -104,6 +138,7 @@ class GatewayFrontend:
             str(self._max_concurrent_rpcs),
             "--queue-full-code",
             self._queue_full_code,
+            *self._flags,
         ]
         if self._rest_app is not None:
             command += [

@@ -22,6 +22,10 @@ from inferbridge.observability.frontend import ProtocolCounters
 from inferbridge.observability.logs import AccessLog
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
 
+if TYPE_CHECKING:
+    from inferbridge.security.authority import Authority
+    from inferbridge.security.tls import TLSReloader
+
 __all__ = ["GrpcFrontend"]
 
 
@@ -38,10 +42,22 @@ class GrpcFrontend:
         counters: ProtocolCounters | None = None,
         access_log: AccessLog | None = None,
         queue_full_code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED,
+        authority: Authority | None = None,
+        tls: TLSReloader | None = None,
     ) -> None:
-        observed = counters is not None or access_log is not None
+        """`authority`: check every call (docs/security.md) when it authenticates or
+        limits rates; `tls`: serve TLS only, with its certificate (reloaded) and client CA."""
+        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+        if counters is not None or access_log is not None:
+            # First, so it sees (and logs) what the authentication refuses.
+            interceptors.append(_ObservedCalls(counters, access_log))
+        if authority is not None and authority.limits_rates:
+            from inferbridge.security.interceptor import AuthInterceptor
+
+            interceptors.append(AuthInterceptor(authority, default_model))
+        self._tls = tls
         self.server = grpc.aio.server(
-            interceptors=[_ObservedCalls(counters, access_log)] if observed else None,
+            interceptors=interceptors or None,
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
@@ -68,7 +84,13 @@ class GrpcFrontend:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port) and serve; returns the bound port."""
-        bound = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if self._tls is not None:
+            from inferbridge.security.tls import grpc_server_credentials
+
+            bound = self.server.add_secure_port(address, grpc_server_credentials(self._tls))
+        else:
+            bound = self.server.add_insecure_port(address)
         if bound == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
         await self.server.start()

@@ -1,0 +1,169 @@
+"""Authentication for gRPC on grpc.aio (the Go front-end process does the same in Go): a
+server interceptor whose handlers check each call, ModelInfer with its request's model and
+ModelStreamInfer with every message's, before the servicer sees it. Refusals end the call
+with UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED (trailing metadata
+`retry-after`), the message as REST's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from inferbridge.observability.logs import PRINCIPAL
+from inferbridge.security.authority import Authority, Credentials, Denial, Principal
+from inferbridge.security.classify import classify_grpc
+from inferbridge.security.scopes import Kind
+from inferbridge.security.tls import grpc_peer_common_name
+
+__all__ = ["AuthInterceptor"]
+
+_Behavior = Callable[..., Any]
+_Context = Any  # grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+def _credentials(metadata: Iterable[tuple[str, Any]] | None, context: _Context) -> Credentials:
+    authorization = api_key = ""
+    for key, value in metadata or ():
+        if key == "authorization" and not authorization:
+            authorization = value if isinstance(value, str) else ""
+        elif key == "x-api-key" and not api_key:
+            api_key = value if isinstance(value, str) else ""
+    return Credentials(authorization, api_key, grpc_peer_common_name(context))
+
+
+async def _refuse(context: _Context, denial: Denial) -> NoReturn:
+    PRINCIPAL.set(denial.principal)
+    if denial.retry_after is not None:
+        context.set_trailing_metadata((("retry-after", str(denial.retry_after)),))
+    await context.abort(denial.grpc_code, denial.message)
+    raise AssertionError("context.abort returned")  # it raises AbortError
+
+
+class AuthInterceptor(_Interceptor):
+    """Wraps every method's handler (once, cached) with `authority`'s check."""
+
+    def __init__(self, authority: Authority, default_model: str) -> None:
+        self._authority = authority
+        self._default_model = default_model
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            wrapped: grpc.RpcMethodHandler[Any, Any] = cached[1]
+            return wrapped
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _check(self, method: str, model: str, context: _Context) -> Principal | Denial:
+        action = classify_grpc(method, model, self._default_model)
+        credentials = _credentials(context.invocation_metadata(), context)
+        return self._authority.check(credentials, action)
+
+    def _wrap(self, method: str, handler: _Handler) -> _Handler:
+        by_model = classify_grpc(method, "", self._default_model).kind is Kind.INFER
+        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary, by_model), deserialize, serialize
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._unary_stream(method, handler.unary_stream, by_model), deserialize, serialize
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._streamed(method, handler.stream_unary, by_model, returns_stream=False),
+                deserialize,
+                serialize,
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            self._streamed(method, handler.stream_stream, by_model, returns_stream=True),
+            deserialize,
+            serialize,
+        )
+
+    def _unary(self, method: str, behavior: _Behavior, by_model: bool) -> _Behavior:
+        async def checked(request: Any, context: _Context) -> Any:
+            model = str(getattr(request, "model_name", "")) if by_model else ""
+            answer = self._check(method, model, context)
+            if isinstance(answer, Denial):
+                await _refuse(context, answer)
+            PRINCIPAL.set(answer.name)
+            return await behavior(request, context)
+
+        return checked
+
+    def _unary_stream(self, method: str, behavior: _Behavior, by_model: bool) -> _Behavior:
+        async def checked(request: Any, context: _Context) -> AsyncIterator[Any]:
+            model = str(getattr(request, "model_name", "")) if by_model else ""
+            answer = self._check(method, model, context)
+            if isinstance(answer, Denial):
+                await _refuse(context, answer)
+            PRINCIPAL.set(answer.name)
+            async for response in behavior(request, context):
+                yield response
+
+        return checked
+
+    def _streamed(
+        self, method: str, behavior: _Behavior, by_model: bool, *, returns_stream: bool
+    ) -> _Behavior:
+        """A client-streaming or bidi call. The inference stream: its caller is
+        authenticated when it opens (401 before any message), then every message is
+        checked with its model; any other: checked once when it opens."""
+
+        async def opened(requests: AsyncIterator[Any], context: _Context) -> AsyncIterator[Any]:
+            credentials = _credentials(context.invocation_metadata(), context)
+            if by_model:
+                answer = self._authority.authenticate(credentials)
+            else:
+                answer = self._authority.check(credentials, classify_grpc(method, "", ""))
+            if isinstance(answer, Denial):
+                await _refuse(context, answer)
+            PRINCIPAL.set(answer.name)
+            return each_checked(requests, context, credentials) if by_model else requests
+
+        async def each_checked(
+            requests: AsyncIterator[Any], context: _Context, credentials: Credentials
+        ) -> AsyncIterator[Any]:
+            async for request in requests:
+                model = str(getattr(request, "model_name", ""))
+                action = classify_grpc(method, model, self._default_model)
+                answer = self._authority.check(credentials, action)
+                if isinstance(answer, Denial):
+                    await _refuse(context, answer)  # ends the call with its code
+                yield request
+
+        if returns_stream:
+
+            async def checked_stream(
+                requests: AsyncIterator[Any], context: _Context
+            ) -> AsyncIterator[Any]:
+                async for response in behavior(await opened(requests, context), context):
+                    yield response
+
+            return checked_stream
+
+        async def checked_unary(requests: AsyncIterator[Any], context: _Context) -> Any:
+            return await behavior(await opened(requests, context), context)
+
+        return checked_unary
