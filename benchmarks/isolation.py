@@ -8,13 +8,17 @@ do to the server's other models.
    multiprocessing pipe to a child and back (what shared memory avoids).
 2. Through a real server: the digits C library over REST (JSON, one sequential client),
    `isolation: inline` vs `process`, in one server.
-3. WASM sandbox: the iris WASM model's latency (one sequential client) idle, then while
+3. WASM sandbox: the iris WASM model's latency (one sequential client) idle, and while
    another process keeps 100 hostile calls in flight (infinite loops to the wall-clock
-   limit, memory bombs to the cap) on two other models of the same server.
+   limit, memory bombs to the cap) on two other models of the same server, placed in the
+   server, in worker processes at nice 19, or in worker processes under SCHED_IDLE
+   (`priority: idle`); the points interleaved over several rounds, with the load average
+   and the server's and the workers' CPU.
 
-    .venv/bin/python -m benchmarks.isolation [--seconds 3] [--write]
+    .venv/bin/python -m benchmarks.isolation [--seconds 3] [--rounds 5] [--only-wasm] [--write]
 
-`--write` appends the section to benchmarks/RESULTS.md and the plot to benchmarks/plots/.
+`--write` replaces the section between its markers in benchmarks/RESULTS.md and writes the
+plot to benchmarks/plots/.
 Compare the ratios within one run, not absolute numbers across machines.
 """
 
@@ -46,9 +50,14 @@ SERVER_SERIES = {
     "thread": "isolation: inline\nexecution: thread",
     "process": "isolation: process",
 }
-#: The hostile WASM models: in the server (the default), or in worker processes that
-#: yield the CPU (nice 19).
-ATTACKS = {"in the server": "", "in niced worker processes": "{mode: process, nice: 19}"}
+#: Where the hostile WASM models run, side by side in one server: in the server (the
+#: default), in worker processes at nice 19, in worker processes under SCHED_IDLE.
+ATTACKS = {
+    "in the server": "",
+    "in worker processes, nice 19": "{mode: process, nice: 19}",
+    "in worker processes, priority: idle": "{priority: idle}",
+}
+IDLE = "idle"
 
 
 @dataclass
@@ -233,7 +242,88 @@ def _attack(base_url: str, suffix: str, stop: Any, counts: Any) -> None:
         thread.join()
 
 
-def wasm_under_attack(examples: Path, seconds: float) -> dict[str, Any]:
+@dataclass
+class AttackPoint:
+    """One measured point: the iris model's latency while one placement is attacked."""
+
+    p50: float
+    p99: float
+    load: float  # 1-minute load average at the end of the point
+    server_cpu: float  # the server's and its front end's CPU, in cores, over the point
+    workers_cpu: float  # its worker processes' CPU, in cores
+    hostile: int = 0  # hostile calls answered 500
+    unexpected: int = 0  # hostile calls answered anything else
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """The CPU seconds (user + system) a process has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def _children_cpu_s(parent: int) -> tuple[float, float]:
+    """CPU seconds so far of the server's children: its front end (the Go gateway), and
+    its model worker processes."""
+    front, workers = 0.0, 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != parent:
+            continue
+        if b"inferbridge.isolation.worker" in command:
+            workers += _cpu_s(int(entry.name))
+        else:
+            front += _cpu_s(int(entry.name))
+    return front, workers
+
+
+def _measure(call: Callable[[], None], seconds: float, server_pid: int) -> AttackPoint:
+    began, server = time.monotonic(), _cpu_s(server_pid)
+    front, workers = _children_cpu_s(server_pid)
+    times = _latencies(call, seconds)
+    took = time.monotonic() - began
+    front_after, workers_after = _children_cpu_s(server_pid)
+    return AttackPoint(
+        p50=_percentile(times, 50),
+        p99=_percentile(times, 99),
+        load=os.getloadavg()[0],
+        server_cpu=(_cpu_s(server_pid) - server + front_after - front) / took,
+        # A worker restarted during the point (a killed one) is not counted: a lower bound.
+        workers_cpu=max(0.0, workers_after - workers) / took,
+    )
+
+
+def _attacked(
+    call: Callable[[], None], seconds: float, server_pid: int, base_url: str, suffix: str
+) -> AttackPoint:
+    context = multiprocessing.get_context("spawn")
+    stop, counts = context.Event(), context.Value("q", 0)
+    attacker = context.Process(target=_attack, args=(base_url, suffix, stop, counts))
+    attacker.start()
+    ramp = time.monotonic() + 30
+    while counts.value < HOSTILE_IN_FLIGHT and time.monotonic() < ramp:  # under way
+        time.sleep(0.05)
+    point = _measure(call, seconds, server_pid)
+    stop.set()
+    attacker.join(180)
+    point.hostile, point.unexpected = counts.value % 1_000_000, counts.value // 1_000_000
+    return point
+
+
+def wasm_under_attack(examples: Path, seconds: float, rounds: int) -> dict[str, list[AttackPoint]]:
+    """The iris model's latency idle and under each placement's attack, interleaved
+    (idle, A, B, C, idle, A, ...) so that the shared machine's load falls on all alike."""
     from tests.isolation.test_wasm_hostile import hostile_model
     from tests.runtimes.test_wasm import GRAB, LOOP
     from tests.serverproc import start_server
@@ -250,56 +340,87 @@ def wasm_under_attack(examples: Path, seconds: float) -> dict[str, Any]:
             {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
         ]
     }
-    context = multiprocessing.get_context("spawn")
-    result: dict[str, Any] = {}
+    points: dict[str, list[AttackPoint]] = {IDLE: [], **{attack: [] for attack in ATTACKS}}
+    pid = server.process.pid
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
 
             def call() -> None:
                 client.post("/v2/models/iris_wasm/infer", json=body).raise_for_status()
 
-            for _ in range(50):
+            for _ in range(200):
                 call()
-            idle = _latencies(call, seconds)
-            result["idle"] = (_percentile(idle, 50), _percentile(idle, 99))
-            for number, attack in enumerate(ATTACKS):
-                stop, counts = context.Event(), context.Value("q", 0)
-                attacker = context.Process(
-                    target=_attack, args=(server.base_url, str(number), stop, counts)
-                )
-                attacker.start()
-                while counts.value < HOSTILE_IN_FLIGHT:  # the attack is under way
-                    time.sleep(0.05)
-                attacked = _latencies(call, seconds)
-                stop.set()
-                attacker.join(180)
-                result[attack] = (
-                    _percentile(attacked, 50),
-                    _percentile(attacked, 99),
-                    counts.value % 1_000_000,
-                    counts.value // 1_000_000,
-                )
+            for round_number in range(rounds):
+                points[IDLE].append(_measure(call, seconds, pid))
+                for number, attack in enumerate(ATTACKS):
+                    point = _attacked(call, seconds, pid, server.base_url, str(number))
+                    points[attack].append(point)
+                summary = ", ".join(f"{name} {p[-1].p99:.2f}" for name, p in points.items())
+                print(f"  round {round_number + 1}/{rounds}: p99 ms {summary}")
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"  wasm: {result}")
-    return result
+    return points
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _ratios(points: dict[str, list[AttackPoint]], name: str, field: str) -> list[float]:
+    """Each round's value over the same round's idle value."""
+    idle = points[IDLE]
+    return [getattr(p, field) / getattr(i, field) for p, i in zip(points[name], idle, strict=True)]
+
+
+def wasm_table(points: dict[str, list[AttackPoint]]) -> list[str]:
+    lines = [
+        "| iris WASM model (REST JSON), 100 hostile calls in flight ... | p50 ms | p99 ms "
+        "| p50 / idle | p99 / idle (target ≤ 2x) | p99 / idle, each round | load average "
+        "| server + front end CPU, cores | hostile workers' CPU, cores "
+        "| hostile calls answered 500 |",
+        "|---|--:|--:|--:|--:|---|--:|--:|--:|--:|",
+    ]
+    for name, series in points.items():
+        if name == IDLE:
+            label, p50_ratio, p99_ratio, each, hostile = "none (idle)", "1.00x", "1.00x", "-", "-"
+        else:
+            label = name
+            p50_ratio = f"{_median(_ratios(points, name, 'p50')):.2f}x"
+            per_round = _ratios(points, name, "p99")
+            p99_ratio = f"**{_median(per_round):.2f}x**"
+            each = " ".join(f"{r:.1f}" for r in per_round)
+            answered = sum(p.hostile for p in series)
+            hostile = f"{answered:,} ({sum(p.unexpected for p in series)} not a 500)"
+        workers = (
+            "-"
+            if name in (IDLE, "in the server")
+            else (f"{_median([p.workers_cpu for p in series]):.2f}")
+        )
+        lines.append(
+            f"| {label} | {_median([p.p50 for p in series]):.3f} "
+            f"| {_median([p.p99 for p in series]):.3f} | {p50_ratio} | {p99_ratio} | {each} "
+            f"| {_median([p.load for p in series]):.2f} "
+            f"| {_median([p.server_cpu for p in series]):.2f} | {workers} | {hostile} |"
+        )
+    return lines
 
 
 def markdown(
     rows: list[Overhead],
     served: dict[str, tuple[float, float]],
-    wasm: dict[str, Any],
+    wasm: dict[str, list[AttackPoint]],
     seconds: float,
+    rounds: int,
     load: str,
 ) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "## 10. Fault isolation: `isolation: process` overhead, hostile WASM calls",
         "",
-        f"Measured {stamp} (`.venv/bin/python -m benchmarks.isolation --seconds {seconds:g}`) "
-        f"on this 2-core machine, shared with other work (load average before: {load}). "
-        "p50 of sequential calls; compare ratios within the run.",
+        f"Measured {stamp} (`.venv/bin/python -m benchmarks.isolation --seconds {seconds:g} "
+        f"--rounds {rounds}`) on this 2-core machine, shared with other work (load average "
+        f"before: {load}). p50 of sequential calls; compare ratios within the run.",
         "",
         "| per call (one process) | inline µs | process µs | added µs | ratio "
         "| pickled through a pipe µs |",
@@ -321,21 +442,13 @@ def markdown(
         p50, p99 = served[series]
         label = extra.replace("\n", ", ")
         lines.append(f"| {label} | {p50:.3f} | {p99:.3f} | {p50 / inline[0]:.2f}x |")
-    idle = wasm["idle"]
     lines += [
         "",
-        "| iris WASM model (REST JSON) | p50 ms | p99 ms | p99 / idle (target ≤ 2x) "
-        "| hostile calls answered |",
-        "|---|--:|--:|--:|--:|",
-        f"| idle | {idle[0]:.3f} | {idle[1]:.3f} | 1.00x | - |",
-    ]
-    for attack in ATTACKS:
-        p50, p99, hostile, unexpected = wasm[attack]
-        lines.append(
-            f"| {HOSTILE_IN_FLIGHT} hostile calls in flight, {attack} | {p50:.3f} | {p99:.3f} "
-            f"| {p99 / idle[1]:.2f}x | {hostile:,} ({unexpected} not a 500) |"
-        )
-    lines += [
+        f"Hostile WASM calls: {rounds} rounds of {seconds:g} s per point, interleaved (idle, "
+        "then each placement, then idle again ...); medians of the rounds, each ratio taken "
+        "against the same round's idle point.",
+        "",
+        *wasm_table(wasm),
         "",
         "- The hostile calls: infinite loops to a 100 ms wall-clock limit and memory bombs to "
         "a 32 MiB cap, two models with two instances each, so that the sandbox keeps up to "
@@ -349,7 +462,7 @@ def markdown(
     return "\n".join(lines)
 
 
-def plot(rows: list[Overhead], wasm: dict[str, Any], path: Path) -> None:
+def plot(rows: list[Overhead], wasm: dict[str, list[AttackPoint]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,14 +478,14 @@ def plot(rows: list[Overhead], wasm: dict[str, Any], path: Path) -> None:
     left.set_title("Runtime.infer inline vs in a worker process")
     left.legend()
     spots = np.arange(2)
-    series = ["idle", *ATTACKS]
-    width = 0.8 / len(series)
-    for index, name in enumerate(series):
-        values = wasm[name][:2]
-        right.bar(spots + (index - 1) * width, values, width, label=name)
+    width = 0.8 / len(wasm)
+    for index, (name, series) in enumerate(wasm.items()):
+        values = [_median([p.p50 for p in series]), _median([p.p99 for p in series])]
+        offset = (index - (len(wasm) - 1) / 2) * width
+        right.bar(spots + offset, values, width, label=name if name == IDLE else f"hostile {name}")
     right.set_xticks(spots, ["p50", "p99"])
     right.set_yscale("log")
-    right.set_ylabel("ms")
+    right.set_ylabel("ms (median of rounds)")
     right.set_title(f"iris WASM model, {HOSTILE_IN_FLIGHT} hostile calls to other models")
     right.legend(fontsize=8)
     figure.tight_layout()
@@ -380,27 +493,56 @@ def plot(rows: list[Overhead], wasm: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+BEGIN = "<!-- isolation benchmarks: begin (python -m benchmarks.isolation) -->"
+END = "<!-- isolation benchmarks: end -->"
+
+
+def publish(text: str, results: Path) -> None:
+    """Replace the section between its markers in RESULTS.md (or append it, marked)."""
+    document = results.read_text()
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    if BEGIN in document and END in document:
+        head, rest = document.split(BEGIN, 1)
+        document = head + block + rest.split(END, 1)[1]
+    else:
+        document = document.rstrip() + "\n\n" + block + "\n"
+    results.write_text(document)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.isolation", description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measured point")
-    parser.add_argument("--write", action="store_true", help="append to RESULTS.md, plot")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved hostile rounds")
+    parser.add_argument(
+        "--only-wasm", action="store_true", help="only the hostile WASM part (not publishable)"
+    )
+    parser.add_argument("--write", action="store_true", help="update RESULTS.md, plot")
     options = parser.parse_args()
+    if options.rounds < 1 or options.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds positive")
+    if options.only_wasm and options.write:
+        parser.error("--write publishes the whole section: run without --only-wasm")
     from inferbridge.examples.build import example_repository
 
     examples = example_repository()
     load = f"{os.getloadavg()[0]:.2f} (1 min)"
-    print("per call:")
-    rows = overheads(examples, options.seconds)
-    print("through the server:")
-    served = through_server(examples, options.seconds)
+    rows: list[Overhead] = []
+    served: dict[str, tuple[float, float]] = {}
+    if not options.only_wasm:
+        print("per call:")
+        rows = overheads(examples, options.seconds)
+        print("through the server:")
+        served = through_server(examples, options.seconds)
     print("wasm under attack:")
-    wasm = wasm_under_attack(examples, options.seconds)
-    text = markdown(rows, served, wasm, options.seconds, load)
+    wasm = wasm_under_attack(examples, options.seconds, options.rounds)
+    if options.only_wasm:
+        print("\n".join(wasm_table(wasm)))
+        return
+    text = markdown(rows, served, wasm, options.seconds, options.rounds, load)
     print(text)
     if options.write:
         plot(rows, wasm, _HERE / "plots" / "isolation.png")
-        with (_HERE / "RESULTS.md").open("a") as results:
-            results.write("\n" + text)
+        publish(text, _HERE / "RESULTS.md")
 
 
 if __name__ == "__main__":

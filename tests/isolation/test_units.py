@@ -183,3 +183,47 @@ def test_nice_lowers_the_workers_priority(tmp_path: Path) -> None:
         assert int(fields.split()[16]) - os.nice(0) == 7  # field 19 of stat: nice
     finally:
         runtime.unload()
+
+
+def test_priority_idle_implies_a_worker_and_refuses_what_it_would_void(tmp_path: Path) -> None:
+    assert isinstance(make_runtime(config(isolation={"priority": "idle"})), IsolatedRuntime)
+    path = tmp_path / "config.yaml"
+    path.write_text(f"runtime: {ECHO}\nisolation: {{mode: inline, priority: idle}}\n")
+    with pytest.raises(ConfigError, match=r"priority: idle schedules a worker process"):
+        load_config(path)
+    path.write_text(f"runtime: {ECHO}\nisolation: {{priority: idle, nice: 5}}\n")
+    with pytest.raises(ConfigError, match=r"nice 5 has no effect with priority: idle"):
+        load_config(path)
+    path.write_text(f"runtime: {ECHO}\nisolation: {{priority: lowest}}\n")
+    with pytest.raises(ConfigError, match=r"isolation\.priority"):
+        load_config(path)
+
+
+def test_priority_idle_runs_every_thread_of_the_worker_under_sched_idle(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    cfg = config(isolation={"priority": "idle"}, instance_group=[{"count": 3}])
+    runtime = make_runtime(cfg)
+    assert isinstance(runtime, IsolatedRuntime)
+    runtime.load(tmp_path / "m" / "1", cfg, "cpu")
+    try:
+        assert runtime.supervisor is not None and runtime.supervisor.pid is not None
+        pid = runtime.supervisor.pid
+        threads = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+        assert len(threads) >= 3  # the channels' threads, which inherit the main thread's
+        assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_IDLE}
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the server's own is unchanged
+        x = np.ones((2, 2), np.float32)
+        np.testing.assert_array_equal(runtime.infer({"x": x})["out"], x)
+    finally:
+        runtime.unload()
+
+
+def test_a_worker_shares_the_servers_session_but_not_its_process_group(
+    echo: IsolatedRuntime,
+) -> None:
+    # Linux's autogroup gives each session an equal CPU share: a worker in a session of its
+    # own would void nice and priority. Its own process group keeps a terminal's Ctrl-C off it.
+    assert echo.supervisor is not None and echo.supervisor.pid is not None
+    pid = echo.supervisor.pid
+    assert os.getsid(pid) == os.getsid(0)
+    assert os.getpgid(pid) == pid != os.getpgid(0)

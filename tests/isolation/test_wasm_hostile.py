@@ -1,9 +1,12 @@
 """The WASM sandbox under attack: 100 concurrent hostile calls (infinite loops, memory
-bombs) each fail alone, and the server's other model answers correctly all the while.
-How much its latency suffers is measured by benchmarks/isolation.py, not asserted here."""
+bombs) each fail alone, and the server's other model answers correctly all the while,
+whether the hostile models run in the server or in worker processes under SCHED_IDLE
+(`isolation: {priority: idle}`). How much the other model's latency suffers is measured
+by benchmarks/isolation.py, not asserted here."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +17,7 @@ import numpy as np
 import pytest
 
 from inferbridge.examples.build import iris_split
+from tests.isolation.support import worker_pids
 from tests.runtimes.common import infer_http
 from tests.runtimes.test_wasm import GRAB, IO, LOOP, in_process
 from tests.serverproc import ServerProcess, start_server
@@ -43,6 +47,9 @@ def sandbox(examples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     hostile_model(root, "bombs", GRAB, "{memory_limit_mb: 32}")
     niced = "{mode: process, nice: 19}"
     hostile_model(root, "loops_apart", LOOP, "{fuel: 1000000000000000, timeout_ms: 100}", niced)
+    idle = "{priority: idle}"
+    hostile_model(root, "loops_idle", LOOP, "{fuel: 1000000000000000, timeout_ms: 100}", idle)
+    hostile_model(root, "bombs_idle", GRAB, "{memory_limit_mb: 32}", idle)
     yield root
 
 
@@ -53,14 +60,15 @@ def server(sandbox: Path) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+@pytest.mark.parametrize("placement", ["", "_idle"], ids=["in the server", "priority idle"])
 def test_hostile_calls_fail_alone_and_the_other_model_answers(
-    sandbox: Path, server: ServerProcess
+    sandbox: Path, server: ServerProcess, placement: str
 ) -> None:
     X = iris_split()[1][:3]
     want = in_process(sandbox / "iris_wasm", {"input": X})
 
     def attack(number: int) -> httpx.Response:
-        model = "loops" if number % 2 else "bombs"
+        model = ("loops" if number % 2 else "bombs") + placement
         return httpx.post(
             f"{server.base_url}/v2/models/{model}/infer", json={"inputs": ROW}, timeout=120
         )
@@ -88,3 +96,29 @@ def test_a_sandbox_in_a_niced_worker_process_keeps_its_limits(server: ServerProc
     )
     assert response.status_code == 500, response.text
     assert "exceeded its wall-clock limit of 100 ms" in response.text
+
+
+def serving(pid: int, model: str) -> bool:
+    """Whether worker `pid` serves `model`: its channels' memfd regions carry the label."""
+    try:
+        return f"model '{model}' version 1" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_priority_idle_puts_the_sandboxs_workers_under_sched_idle(server: ServerProcess) -> None:
+    workers = worker_pids(server)
+    for model, policy in [
+        ("loops_idle", os.SCHED_IDLE),
+        ("bombs_idle", os.SCHED_IDLE),
+        ("loops_apart", os.SCHED_OTHER),
+    ]:
+        serving_it = [pid for pid in workers if serving(pid, model)]
+        assert len(serving_it) == 1, (model, workers)
+        pid = serving_it[0]
+        threads = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+        # Every thread: the two channels' and the wasm epoch ticker among them.
+        assert len(threads) >= 3
+        assert {os.sched_getscheduler(tid) for tid in threads} == {policy}, model
+        assert os.getsid(pid) == os.getsid(server.process.pid)  # one autogroup (test_units)
+    assert os.sched_getscheduler(server.process.pid) == os.SCHED_OTHER

@@ -23,9 +23,12 @@ __all__ = ["IsolatedRuntime", "isolated_class", "isolation_mode", "make_runtime"
 
 
 def isolation_mode(config: ModelConfig, cls: type[Runtime]) -> str:
-    """`process` or `inline`: config.yaml's `isolation.mode`, else the runtime's default."""
+    """`process` or `inline`: config.yaml's `isolation.mode`, else `process` when
+    `priority: idle` asks for a worker to schedule, else the runtime's default."""
     if config.isolation is not None and config.isolation.mode is not None:
         return config.isolation.mode
+    if config.isolation is not None and config.isolation.priority == "idle":
+        return "process"
     return cls.isolation
 
 

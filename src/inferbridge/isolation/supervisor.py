@@ -194,11 +194,16 @@ class Supervisor:
                 command += ["--memory-limit-mb", str(spec.options.memory_limit_mb)]
             if spec.options.nice:
                 command += ["--nice", str(spec.options.nice)]
+            if spec.options.priority != "normal":
+                command += ["--priority", spec.options.priority]
             passed = (life_read, *(s.fileno() for s in theirs), *(c.region.fd for c in channels))
             process = subprocess.Popen(
                 command,
                 pass_fds=passed,
-                start_new_session=True,  # a terminal's Ctrl-C reaches the server alone
+                # A process group of its own, so a terminal's Ctrl-C reaches the server
+                # alone; not a session of its own: Linux's autogroup gives each session an
+                # equal CPU share whatever its niceness, which would void nice and idle.
+                process_group=0,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
             )

@@ -3,8 +3,9 @@
 The supervisor starts it with `--life-fd` (the read end of a pipe whose write end only the
 server holds: end of file means the server is gone, and the worker exits at once, even in
 the middle of a call), one `--channel SOCKET:MEMFD` per instance of the model, and
-optionally `--memory-limit-mb` (an address-space cap, set before the model loads) and
-`--nice` (a lower CPU priority, so that a busy model yields the CPU to the server). The
+optionally `--memory-limit-mb` (an address-space cap, set before the model loads),
+`--nice` (a lower CPU priority, so that a busy model yields the CPU to the server) and
+`--priority idle` (SCHED_IDLE: it runs only when no other task wants the CPU). The
 first message on the first channel names the model to load; then each channel serves
 infer calls on a thread of its own until the server closes it.
 """
@@ -12,6 +13,7 @@ infer calls on a thread of its own until the server closes it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import os
 import resource
@@ -46,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel", action="append", required=True, metavar="SOCKET:MEMFD")
     parser.add_argument("--memory-limit-mb", type=float, default=0.0)
     parser.add_argument("--nice", type=int, default=0)
+    parser.add_argument("--priority", choices=("normal", "idle"), default="normal")
     options = parser.parse_args(argv)
     faulthandler.enable()  # a crash prints the Python stack to the server's log first
+    if options.priority == "idle":
+        _idle_priority()
     if options.nice:
         os.nice(options.nice)
     threading.Thread(target=_exit_with_server, args=(options.life_fd,), daemon=True).start()
@@ -70,6 +75,15 @@ def error_reply(exc: BaseException) -> Message:
     kind = "domain" if isinstance(exc, InferBridgeError) else "raised"
     text = exc.message if isinstance(exc, InferBridgeError) else str(exc)
     return ("error", kind, type(exc).__name__, text[:_MESSAGE_CHARS])
+
+
+def _idle_priority() -> None:
+    """SCHED_IDLE for every thread: those already running (numpy's BLAS pool starts at
+    import) one by one; those started later (the channels', a runtime's own such as the
+    wasm epoch ticker) inherit it from the thread that starts them."""
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
 
 
 def _exit_with_server(fd: int) -> None:

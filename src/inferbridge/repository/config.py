@@ -168,6 +168,26 @@ class Isolation(_Strict):
         description="the worker's niceness: above 0 it yields the CPU to the server and "
         "its other models (an untrusted or CPU-bound model)",
     )
+    priority: Literal["normal", "idle"] = Field(
+        default="normal",
+        description="`idle`: the worker runs under SCHED_IDLE, only on CPU time nothing "
+        "else wants (an untrusted or runaway model beside important ones); implies "
+        "mode: process",
+    )
+
+    @model_validator(mode="after")
+    def _idle_needs_a_worker(self) -> Isolation:
+        if self.priority == "idle" and self.mode == "inline":
+            raise ValueError(
+                "isolation: priority: idle schedules a worker process; it cannot apply to "
+                "mode: inline (use mode: process, or leave mode unset)"
+            )
+        if self.priority == "idle" and self.nice:
+            raise ValueError(
+                f"isolation: nice {self.nice} has no effect with priority: idle (SCHED_IDLE "
+                "ignores niceness); set one of them"
+            )
+        return self
 
 
 class ModelConfig(_Strict):
