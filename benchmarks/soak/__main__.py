@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.context import wait_quiet
 from benchmarks.procs import Server
 from benchmarks.soak import load, report
 from benchmarks.soak.probes import CASES, Prober
@@ -58,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve in poll mode and reload by touching the model files (the load API is "
         "refused in poll mode)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before the ramp, wait up to this long for other work to use < 0.3 cores "
+        "(the capacity, and so the soak's rate, is only as good as that moment)",
     )
     parser.add_argument(
         "--probes-per-second", type=float, default=12.0, help="hand-made requests a second (12)"
@@ -129,6 +138,9 @@ def _soak(
     publish: bool,
 ) -> int:
     ports = (server.http_port, server.grpc_port or 0)
+    if options.wait_quiet > 0:
+        cores = wait_quiet(options.wait_quiet, window=2.0)
+        print(f"soak: other work on the machine before the ramp: {cores:.2f} cores", flush=True)
     ramp_s = 2.0 if options.quick else 3.0
     ramp = load.capacity_ramp(
         ibload,
@@ -305,24 +317,14 @@ def _markdown(
     ]
     if len(plots) > 1:
         parts.append(f"![Soak: answers over time](plots/{plots[1].name})\n")
-    unexpected = [
-        f"- ibload {r.stream.name}: {', '.join(f'{k}: {v:,}' for k, v in r.unexpected.items())}"
-        for r in results
-        if r.unexpected
-    ] + [
-        f"- probe {case}: {answer} ({prober.counts[(case, answer)]:,}), first at {t:.0f} s: "
-        f"{report._cell(detail, 200) or '(no body)'}"
-        for (case, answer), (t, detail) in sorted(prober.unexpected.items())
-    ]
     count, lines = problems
     parts += [
         "### Reloads\n",
         report.reloads_text(reloader.reloads),
         "### Unexpected answers and errors\n",
-        ("\n".join(unexpected) if unexpected else "None: every answer was of an expected class.")
-        + "\n",
+        report.unexpected_text(results, prober),
         f"Server log: {count} lines report a failure"
-        + (": " + "; ".join(report._cell(x, 160) for x in lines) if lines else "")
+        + (": " + "; ".join(report.cell(x, 160) for x in lines) if lines else "")
         + f". The server was {'alive' if alive else '**dead**'} at the end.\n",
         "### Capacity ramp (closed loop, before the soak)\n",
         report.ramp_table(ramp),

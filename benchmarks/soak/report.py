@@ -206,16 +206,57 @@ def probes_table(prober: Prober) -> str:
             "",
         )
         lines.append(
-            f"| {case.name} | {_answers_text(answers, case.expected)} | {_cell(example, 110)} |"
+            f"| {case.name} | {_answers_text(answers, case.expected)} | {cell(example, 110)} |"
         )
     return head + "\n".join(lines) + "\n"
 
 
-def _cell(text: str, limit: int) -> str:
+def cell(text: str, limit: int) -> str:
     text = " ".join(text.split())
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     text = text.replace("`", "'").replace("|", "/")
     return f"`{text}`" if text else ""
+
+
+#: What the answer classes that are never right mean (ibload's kinds, gRPC codes).
+_MEANING = {
+    "DROPPED": "ibload sent nothing: every one of the stream's connections was waiting for an "
+    "answer (the server fell behind the offered rate)",
+    "CLIENT_TIMEOUT": "no full answer within the client's 10 s",
+    "CONNECTION_CLOSED": "the server closed or reset the connection before a full answer",
+    "CONNECT_ERROR": "the TCP connection could not be opened",
+    "BAD_RESPONSE": "not an HTTP answer ibload can read",
+    "HTTP 429": "refused by admission: the model's queue or the in-flight bound was full",
+    "RESOURCE_EXHAUSTED": "refused by admission: the model's queue was full",
+    "DEADLINE_EXCEEDED": "no answer within the client's 10 s deadline",
+}
+
+
+def unexpected_text(results: Sequence[StreamResult], prober: Prober) -> str:
+    """Every answer of a class its request should not get, with what the class means and,
+    for the probes, the first one's time and body."""
+    lines = [
+        f"- ibload {r.stream.name}: {', '.join(f'{k}: {v:,}' for k, v in r.unexpected.items())}"
+        for r in results
+        if r.unexpected
+    ]
+    lines += [
+        f"- probe {case}: {answer} ({prober.counts[(case, answer)]:,}), first at {t:.0f} s: "
+        f"{cell(detail, 200) or '(no body)'}"
+        for (case, answer), (t, detail) in sorted(prober.unexpected.items())
+    ]
+    if not lines:
+        return "None: every answer was of an expected class.\n"
+    seen = {k for r in results for k in r.unexpected} | {a for _, a in prober.unexpected}
+    meanings = [f"  - {kind}: {_MEANING[kind]}" for kind in sorted(seen) if kind in _MEANING]
+    meanings += [
+        f"  - {kind}: a server error" for kind in sorted(seen) if kind.startswith("HTTP 5")
+    ]
+    return (
+        "\n".join(lines)
+        + ("\n- what they mean:\n" + "\n".join(meanings) if meanings else "")
+        + "\n"
+    )
 
 
 def reloads_text(reloads: Sequence[Reload]) -> str:
@@ -232,7 +273,7 @@ def reloads_text(reloads: Sequence[Reload]) -> str:
         text += f"; each took {np.median(timed):.2f} s (median), {timed[-1]:.2f} s at most"
     text += ".\n"
     for r in failed[:5]:
-        text += f"- at {r.t:.0f} s, {r.model}: {r.answer} {_cell(r.detail, 200)}\n"
+        text += f"- at {r.t:.0f} s, {r.model}: {r.answer} {cell(r.detail, 200)}\n"
     return text
 
 
