@@ -4,6 +4,7 @@ docs/security.md, a node bound to the principal that registered it, rate limits.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ async def test_no_credential_is_401_and_health_stays_open(
     bad = await client.get("/v1/fleet/nodes", headers={"x-api-key": "ib_not-a-key"})
     assert bad.status_code == 401
     assert bad.headers["www-authenticate"] == 'Bearer realm="inferbridge", error="invalid_token"'
-    assert bad.json() == {"error": "unknown API key"}
+    assert "API key" in bad.json()["error"]  # the library's words: unknown or not valid
     assert "ib_not-a-key" not in bad.text
     # a valid credential on an unknown route: the usual 404
     assert (await client.get("/v1/fleet/no-such-route", headers=_key("viewer"))).status_code == 404
@@ -110,10 +111,11 @@ async def test_reads_need_read_and_changes_need_admin(
         "/v1/fleet/deployments/iris", json={"version": 1}, headers=_key("viewer")
     )
     assert refused.status_code == 403
-    assert refused.json() == {
-        "error": "principal 'viewer' may not change the server (needs scope admin) "
-        "(its scopes: read)"
-    }
+    # the library's message: who, what needs admin, the scopes held
+    assert re.fullmatch(
+        r"principal 'viewer' may not change the server \(.*admin.*\) \(its scopes: read\)",
+        refused.json()["error"],
+    ), refused.text
     for method, path, body in [
         ("POST", "/v1/fleet/artifacts", _manifest()),
         ("POST", "/v1/fleet/apply", {"deployments": [{"model": "iris", "version": 1}]}),
@@ -141,7 +143,9 @@ async def test_agents_need_agent_scope_and_own_their_node(
     path = "/v1/fleet/agent/register"
     as_viewer = await client.post(path, json=_registration(), headers=_key("viewer"))
     assert as_viewer.status_code == 403
-    assert "may not act as a node agent (needs scope agent or admin)" in as_viewer.text
+    assert re.match(
+        r"principal 'viewer' may not act as a node agent .*agent", as_viewer.json()["error"]
+    )
     registered = await client.post(path, json=_registration(), headers=_key("agent-a"))
     assert registered.status_code == 200, registered.text
     assert registered.json() == {"node": "n1", "token": ""}  # the key is the credential
