@@ -180,17 +180,25 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
+	"log"
+	"math"
 	"net"
 	"os"
+	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // accept and answer gzip-compressed calls
 
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 	gwconfig "github.com/inferbridge/inferbridge/gateway/internal/config"
 	"github.com/inferbridge/inferbridge/gateway/internal/local"
 	"github.com/inferbridge/inferbridge/gateway/internal/pool"
+	"github.com/inferbridge/inferbridge/gateway/internal/tlsconf"
 )
 
 func main() {
@@ -204,6 +212,7 @@ func main() {
 		"gRPC code of a ModelInfer refused at its model's LIMITS bound: resource_exhausted or unavailable")
 	configPath := flag.String("config", "", "pool mode: the gateway configuration file (YAML); the other flags are ignored")
 	checkOnly := flag.Bool("check", false, "with --config: validate the configuration, print ok and exit")
+	sec := securityFlags()
 	flag.Parse()
 	if *configPath != "" {
 		runPool(*configPath, *checkOnly)
@@ -225,8 +234,10 @@ func main() {
 	}
 	f.Close() // FileConn holds its own duplicate of the descriptor
 
+	authority, tlsConfig := sec.build()
 	g, err := local.New(backend, local.Config{
 		MaxRecvBytes: *maxRecv, MaxConcurrentRPCs: *maxRPCs, MaxHTTPInflight: *maxHTTP, QueueFullCode: fullCode,
+		Auth: authority, DefaultModel: sec.defaultModel, TLS: tlsConfig,
 	})
 	if err != nil {
 		fatal(1, "%v", err)
@@ -279,4 +290,102 @@ func runPool(path string, checkOnly bool) {
 func fatal(code int, format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "inferbridge-gateway: "+format+"\n", args...)
 	os.Exit(code)
+}
+
+// security holds the flags of authentication, rate limits and TLS (docs/security.md).
+type security struct {
+	keys, secretFile, jwks, issuer, audience string
+	leewayS                                  float64
+	openHealth, noOpenHealth                 bool
+	defaultRate                              string
+	modelRates                               []auth.ModelRate
+	defaultModel                             string
+	tls                                      tlsconf.Files
+}
+
+func securityFlags() *security {
+	s := &security{}
+	flag.StringVar(&s.keys, "auth-keys", "", "API keys file (YAML); re-read when it changes")
+	flag.StringVar(&s.secretFile, "auth-jwt-hs256-secret-file", "", "accept JWTs signed HS256 with the secret in this file (at least 32 bytes)")
+	flag.StringVar(&s.jwks, "auth-jwt-jwks", "", "accept JWTs signed RS256 or ES256 by a key of this JWKS file (matched by kid); re-read when it changes")
+	flag.StringVar(&s.issuer, "auth-jwt-issuer", "", "when set, a JWT's iss must equal it")
+	flag.StringVar(&s.audience, "auth-jwt-audience", "", "when set, a JWT's aud must be or contain it")
+	flag.Float64Var(&s.leewayS, "auth-jwt-leeway-s", 30, "clock skew allowed on a JWT's exp and nbf, in seconds (at most 300)")
+	flag.BoolVar(&s.openHealth, "auth-open-health", true, "health endpoints need no credential")
+	flag.BoolVar(&s.noOpenHealth, "no-auth-open-health", false, "health endpoints need the read scope (the same as --auth-open-health=false)")
+	flag.StringVar(&s.defaultRate, "auth-default-rate", "", "RPS[:BURST]: rate limit of a principal without one of its own")
+	flag.Func("rate-limit", "GLOB=RPS[:BURST]: one bucket per model whose name matches (repeatable; the first match applies)", func(v string) error {
+		mr, err := auth.ParseModelRate(v)
+		if err != nil {
+			return err
+		}
+		s.modelRates = append(s.modelRates, mr)
+		return nil
+	})
+	flag.StringVar(&s.defaultModel, "default-model", "iris", "the model of POST /predict and AIService.Predict (for authorization)")
+	flag.StringVar(&s.tls.Cert, "tls-cert", "", "PEM certificate chain: REST and gRPC speak TLS only (with --tls-key)")
+	flag.StringVar(&s.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
+	flag.StringVar(&s.tls.ClientCA, "tls-client-ca", "", "PEM CAs to verify client certificates against (mutual TLS)")
+	flag.StringVar(&s.tls.ClientAuth, "tls-client-auth", "", "with --tls-client-ca: require (the default) or request")
+	return s
+}
+
+// authFlags names the flag of each auth.Config field, for errors.
+var authFlags = map[string]string{
+	"KeysFile": "--auth-keys", "JWTSecretFile": "--auth-jwt-hs256-secret-file", "JWKSFile": "--auth-jwt-jwks",
+	"Issuer": "--auth-jwt-issuer", "Audience": "--auth-jwt-audience", "Leeway": "--auth-jwt-leeway-s",
+	"DefaultRate": "--auth-default-rate", "ModelRates": "--rate-limit",
+}
+
+// build makes the authority (nil when nothing is configured) and the TLS configuration
+// (nil without --tls-cert); a bad value exits 2 naming its flag.
+func (s *security) build() (*auth.Authority, *tls.Config) {
+	logger := log.New(os.Stderr, "inferbridge-gateway: ", 0)
+	c := auth.Config{
+		KeysFile: s.keys, JWTSecretFile: s.secretFile, JWKSFile: s.jwks, Issuer: s.issuer, Audience: s.audience,
+		OpenHealth: s.openHealth && !s.noOpenHealth, ModelRates: s.modelRates,
+	}
+	if math.IsNaN(s.leewayS) || s.leewayS < 0 || s.leewayS > 300 {
+		fatal(2, "--auth-jwt-leeway-s %v: expected 0 to 300 seconds", s.leewayS)
+	}
+	c.Leeway = time.Duration(s.leewayS * float64(time.Second))
+	if s.defaultRate != "" {
+		r, err := auth.ParseRate(s.defaultRate)
+		if err != nil {
+			fatal(2, "--auth-default-rate: %v", err)
+		}
+		c.DefaultRate = &r
+	}
+	authority, err := auth.New(c, logger.Printf)
+	if err != nil {
+		name := "--auth-*"
+		var ce *auth.ConfigError
+		if errors.As(err, &ce) && authFlags[ce.Field] != "" {
+			name = authFlags[ce.Field]
+		}
+		fatal(2, "%s: %v", name, err)
+	}
+	if !authority.Active() {
+		authority = nil
+	}
+	if s.tls == (tlsconf.Files{}) {
+		return authority, nil
+	}
+	switch {
+	case s.tls.Cert == "" || s.tls.Key == "":
+		fatal(2, "--tls-cert and --tls-key: TLS needs both (--tls-client-ca and --tls-client-auth need them too)")
+	case s.tls.ClientAuth != "" && s.tls.ClientAuth != tlsconf.ClientAuthRequire && s.tls.ClientAuth != tlsconf.ClientAuthRequest:
+		fatal(2, "--tls-client-auth %q: expected %s or %s", s.tls.ClientAuth, tlsconf.ClientAuthRequire, tlsconf.ClientAuthRequest)
+	case s.tls.ClientAuth != "" && s.tls.ClientCA == "":
+		fatal(2, "--tls-client-auth %s needs --tls-client-ca (the CAs to verify client certificates against)", s.tls.ClientAuth)
+	}
+	cfg, err := tlsconf.Server(s.tls, logger.Printf)
+	if err != nil {
+		name := "--tls-cert / --tls-key"
+		if strings.HasPrefix(err.Error(), "client CA") {
+			name = "--tls-client-ca"
+		}
+		fatal(2, "%s: %v", name, err)
+	}
+	return authority, cfg
 }

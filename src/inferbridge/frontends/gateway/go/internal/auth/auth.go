@@ -61,39 +61,51 @@ type Authority struct {
 	models     buckets
 }
 
-// New loads the configured files; any problem is an error naming the file, and the
-// server should not start.
+// ConfigError is a configuration New refuses: Field is the Config field at fault
+// (KeysFile, JWTSecretFile, JWKSFile, Issuer, Leeway, DefaultRate, ModelRates), so that
+// a front end can name its own flag or setting.
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// New loads the configured files; any problem is a *ConfigError naming the file, and
+// the server should not start.
 func New(c Config, logf func(string, ...any)) (*Authority, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	bad := func(field string, err error) (*Authority, error) { return nil, &ConfigError{Field: field, Err: err} }
 	a := &Authority{openHealth: c.OpenHealth, clock: c.Clock, modelRates: c.ModelRates}
 	if a.clock == nil {
 		a.clock = clock.Real{}
 	}
 	if c.Leeway < 0 || c.Leeway > maxLeeway {
-		return nil, fmt.Errorf("JWT leeway %v: expected 0 to %v", c.Leeway, maxLeeway)
+		return bad("Leeway", fmt.Errorf("JWT leeway %v: expected 0 to %v", c.Leeway, maxLeeway))
 	}
 	if c.DefaultRate != nil {
 		if err := checkRate(*c.DefaultRate); err != nil {
-			return nil, fmt.Errorf("default rate: %w", err)
+			return bad("DefaultRate", fmt.Errorf("default rate: %w", err))
 		}
 		r := *c.DefaultRate
 		a.defaultRt = &r
 	}
 	for _, mr := range c.ModelRates {
 		if mr.Glob == "" {
-			return nil, fmt.Errorf("rate limit for models %q: the glob is empty", mr.Glob)
+			return bad("ModelRates", fmt.Errorf("rate limit for models %q: the glob is empty", mr.Glob))
 		}
 		if err := checkRate(mr.Rate); err != nil {
-			return nil, fmt.Errorf("rate limit for models %q: %w", mr.Glob, err)
+			return bad("ModelRates", fmt.Errorf("rate limit for models %q: %w", mr.Glob, err))
 		}
 	}
 	now := a.clock.Now()
 	if c.KeysFile != "" {
 		keys, err := newWatchedFile(c.KeysFile, "keys file", parseKeys, logf, now)
 		if err != nil {
-			return nil, err
+			return bad("KeysFile", err)
 		}
 		a.keys = keys
 	}
@@ -101,20 +113,24 @@ func New(c Config, logf func(string, ...any)) (*Authority, error) {
 	if c.JWTSecretFile != "" {
 		var err error
 		if secret, err = readSecret(c.JWTSecretFile); err != nil {
-			return nil, fmt.Errorf("JWT secret file %s: %w", c.JWTSecretFile, err)
+			return bad("JWTSecretFile", fmt.Errorf("JWT secret file %s: %w", c.JWTSecretFile, err))
 		}
 	}
 	var jwks *watchedFile[jwkSet]
 	if c.JWKSFile != "" {
 		var err error
 		if jwks, err = newWatchedFile(c.JWKSFile, "JWKS file", parseJWKS, logf, now); err != nil {
-			return nil, err
+			return bad("JWKSFile", err)
 		}
 	}
 	if secret != nil || jwks != nil {
 		a.jwt = newJWTVerifier(secret, jwks, c, a.clock.Now)
 	} else if c.Issuer != "" || c.Audience != "" {
-		return nil, fmt.Errorf("a JWT issuer or audience is set without a JWT verifier (an HS256 secret file or a JWKS file)")
+		field := "Issuer"
+		if c.Issuer == "" {
+			field = "Audience"
+		}
+		return bad(field, fmt.Errorf("a JWT issuer or audience is set without a JWT verifier (an HS256 secret file or a JWKS file)"))
 	}
 	return a, nil
 }
@@ -184,6 +200,20 @@ func (a *Authority) Check(c Credentials, act Action) (principal string, d *Denia
 	return principal, nil
 }
 
+// Authenticate identifies the principal of c, authorizing nothing and taking no token
+// ("" and nil when authentication is off). A stream is authenticated once when it
+// opens; each of its messages is then Checked.
+func (a *Authority) Authenticate(c Credentials) (string, *Denial) {
+	if !a.Enabled() {
+		return "", nil
+	}
+	id, d := a.authenticate(c, a.clock.Now())
+	if d != nil {
+		return "", d
+	}
+	return id.name, nil
+}
+
 func rateDenial(what string, wait time.Duration) *Denial {
 	wait = retryAfter(wait)
 	return &Denial{
@@ -197,7 +227,7 @@ func unauthenticated(msg string, sent bool) *Denial {
 	return &Denial{Status: http.StatusUnauthorized, Message: msg, TokenSent: sent}
 }
 
-const noCredential = "authentication required: send an API key (x-api-key: <key>) or a bearer credential (Authorization: Bearer <credential>)"
+const noCredential = "authentication required: send 'Authorization: Bearer <credential>' or 'x-api-key: <key>'"
 
 // authenticate finds the principal of c: the Authorization header decides when
 // present, then x-api-key, then a verified client certificate's subject.
@@ -212,14 +242,14 @@ func (a *Authority) authenticate(c Credentials, now time.Time) (*identity, *Deni
 		if a.jwt != nil && looksLikeJWT(cred) {
 			sub, scopes, why := a.jwt.verify(cred, now)
 			if why != "" {
-				return nil, unauthenticated("the bearer token is not valid: "+why, true)
+				return nil, unauthenticated("invalid bearer token: "+why, true)
 			}
 			ss := newScopeSet(scopes)
 			return &identity{name: sub, scopes: &ss, rate: a.defaultRt, bucketKey: "jwt:" + sub}, nil
 		}
 		return a.byKey(cred, now)
-	case c.APIKey != "":
-		return a.byKey(c.APIKey, now)
+	case strings.TrimSpace(c.APIKey) != "":
+		return a.byKey(strings.TrimSpace(c.APIKey), now)
 	case c.CertSubject != "":
 		var e *keyEntry
 		if a.keys != nil {
@@ -227,10 +257,10 @@ func (a *Authority) authenticate(c Credentials, now time.Time) (*identity, *Deni
 		}
 		if e == nil {
 			return nil, unauthenticated(fmt.Sprintf(
-				"the client certificate's subject '%s' is not a principal of the keys file", c.CertSubject), false)
+				"client certificate subject '%s' is not a principal of the keys file", c.CertSubject), true)
 		}
 		if !e.expires.IsZero() && !now.Before(e.expires) {
-			return nil, unauthenticated(fmt.Sprintf("client certificate principal '%s' expired at %s", e.name, e.expires.Format(time.RFC3339)), false)
+			return nil, unauthenticated(fmt.Sprintf("client certificate of '%s' expired at %s", e.name, e.expires.UTC().Format(time.RFC3339)), true)
 		}
 		return a.entryIdentity(e), nil
 	}
@@ -243,10 +273,10 @@ func (a *Authority) byKey(key string, now time.Time) (*identity, *Denial) {
 		e = a.keys.get(now).byKey(key)
 	}
 	if e == nil {
-		return nil, unauthenticated("the API key is not valid", true)
+		return nil, unauthenticated("unknown API key", true)
 	}
 	if !e.expires.IsZero() && !now.Before(e.expires) {
-		return nil, unauthenticated(fmt.Sprintf("API key '%s' expired at %s", e.name, e.expires.Format(time.RFC3339)), true)
+		return nil, unauthenticated(fmt.Sprintf("API key '%s' expired at %s", e.name, e.expires.UTC().Format(time.RFC3339)), true)
 	}
 	return a.entryIdentity(e), nil
 }

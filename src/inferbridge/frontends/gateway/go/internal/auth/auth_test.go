@@ -128,19 +128,19 @@ func TestAPIKeys(t *testing.T) {
 		{"key as bearer", Credentials{Authorization: "Bearer " + paymentsKey}, infer("fraud-v2"), "payments", 0, "", false},
 		{"bearer scheme is case-insensitive", Credentials{Authorization: "bearer " + readerKey}, Action{Kind: Read}, "reader", 0, "", false},
 		{"no credential", Credentials{}, infer("iris"), "", 401, noCredential, false},
-		{"unknown key", Credentials{APIKey: "nope"}, infer("iris"), "", 401, "the API key is not valid", true},
+		{"unknown key", Credentials{APIKey: "nope"}, infer("iris"), "", 401, "unknown API key", true},
 		{"not bearer", Credentials{Authorization: "Basic " + paymentsKey}, infer("iris"), "", 401, "the Authorization header must be 'Bearer <credential>'", true},
 		{"empty bearer", Credentials{Authorization: "Bearer "}, infer("iris"), "", 401, "the Authorization header must be 'Bearer <credential>'", true},
-		{"bad authorization decides over a good x-api-key", Credentials{Authorization: "Bearer nope", APIKey: paymentsKey}, infer("fraud-1"), "", 401, "the API key is not valid", true},
+		{"bad authorization decides over a good x-api-key", Credentials{Authorization: "Bearer nope", APIKey: paymentsKey}, infer("fraud-1"), "", 401, "unknown API key", true},
 		{"no scope for the model", Credentials{APIKey: paymentsKey}, infer("iris"), "", 403,
 			"principal 'payments' may not infer on model 'iris' (its scopes: infer:fraud-*, read)", false},
 		{"read may read", Credentials{APIKey: readerKey}, Action{Kind: Read}, "reader", 0, "", false},
 		{"read may not infer", Credentials{APIKey: readerKey}, infer("iris"), "", 403,
 			"principal 'reader' may not infer on model 'iris' (its scopes: read)", false},
 		{"read may not change", Credentials{APIKey: readerKey}, Action{Kind: Admin}, "", 403,
-			"principal 'reader' may not change the server (it needs the admin scope) (its scopes: read)", false},
+			"principal 'reader' may not change the server (needs scope admin) (its scopes: read)", false},
 		{"read may not use shared memory", Credentials{APIKey: readerKey}, Action{Kind: SharedMemory}, "", 403,
-			"principal 'reader' may not use shared memory (it needs an infer: scope) (its scopes: read)", false},
+			"principal 'reader' may not use shared memory (needs an infer: scope) (its scopes: read)", false},
 		{"any infer scope grants shared memory", Credentials{APIKey: paymentsKey}, Action{Kind: SharedMemory}, "payments", 0, "", false},
 		{"admin may do everything", Credentials{APIKey: adminKey}, infer("iris"), "ops", 0, "", false},
 		{"admin may change", Credentials{APIKey: adminKey}, Action{Kind: Admin}, "ops", 0, "", false},
@@ -151,7 +151,7 @@ func TestAPIKeys(t *testing.T) {
 		{"expired key", Credentials{APIKey: expiredKey}, infer("iris"), "", 401, "API key 'old' expired at 2020-01-01T00:00:00Z", true},
 		{"client certificate subject", Credentials{CertSubject: "batch.internal"}, infer("iris"), "batch", 0, "", false},
 		{"unknown certificate subject", Credentials{CertSubject: "stranger"}, infer("iris"), "", 401,
-			"the client certificate's subject 'stranger' is not a principal of the keys file", false},
+			"client certificate subject 'stranger' is not a principal of the keys file", true},
 		{"a key beats the certificate", Credentials{CertSubject: "batch.internal", APIKey: readerKey}, infer("iris"), "", 403,
 			"principal 'reader' may not infer on model 'iris' (its scopes: read)", false},
 	}
@@ -210,16 +210,18 @@ func TestKeysFileErrors(t *testing.T) {
 		{"missing name", "keys:\n  - sha256: " + good + "\n    scopes: [read]\n", "field 'name' is missing"},
 		{"both digest and subject", "keys:\n  - name: a\n    sha256: " + good + "\n    subject: x\n    scopes: [read]\n", "exactly one of the fields 'sha256' and 'subject'"},
 		{"neither digest nor subject", "keys:\n  - name: a\n    scopes: [read]\n", "exactly one of the fields 'sha256' and 'subject'"},
-		{"bad digest", "keys:\n  - name: a\n    sha256: my-secret-key\n    scopes: [read]\n", "field 'sha256': expected the key's SHA-256 as 64 hex digits"},
+		{"bad digest", "keys:\n  - name: a\n    sha256: my-secret-key\n    scopes: [read]\n", "field 'sha256': expected the key's SHA-256 as 64 lower-case hex digits"},
 		{"bad scope", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [write]\n", `field 'scopes': scope "write" is not one of`},
-		{"empty infer glob", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: ['infer:']\n", `scope "infer:"`},
+		{"empty infer glob", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: ['infer:']\n", "scope 'infer:' needs a model glob"},
+		{"upper-case digest", "keys:\n  - name: a\n    sha256: " + strings.ToUpper(good) + "\n    scopes: [read]\n", "64 lower-case hex digits"},
+		{"agent scope is allowed, unknown ones are not", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [agent, write]\n", `scope "write" is not one of`},
 		{"scopes missing", "keys:\n  - name: a\n    sha256: " + good + "\n", "field 'scopes' is missing"},
 		{"bad date", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    expires: tomorrow\n", `field 'expires': "tomorrow" is not an RFC 3339 time`},
 		{"date without time", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    expires: 2027-06-30\n", "field 'expires'"},
 		{"bad rate", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    rate: {per_second: 0}\n", "field 'rate': per_second must be a positive number"},
 		{"unknown rate field", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    rate: {per_second: 1, bursts: 2}\n", "field 'rate': unknown field 'bursts'"},
 		{"duplicate name", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n  - name: a\n    sha256: " + digest("k2") + "\n    scopes: [read]\n", "keys[1] (line 5): field 'name': 'a' is also the name of keys[0]"},
-		{"duplicate digest", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n  - name: b\n    sha256: " + strings.ToUpper(good) + "\n    scopes: [read]\n", "keys[1] (line 5): field 'sha256': the same digest as 'a'"},
+		{"duplicate digest", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n  - name: b\n    sha256: " + good + "\n    scopes: [read]\n", "keys[1] (line 5): field 'sha256': the same digest as 'a'"},
 		{"duplicate subject", "keys:\n  - name: a\n    subject: s\n    scopes: [read]\n  - name: b\n    subject: s\n    scopes: [read]\n", "field 'subject': 's' is also the subject of 'a'"},
 		{"duplicate field", "keys:\n  - name: a\n    name: b\n    sha256: " + good + "\n    scopes: [read]\n", "field 'name' given twice"},
 	}
@@ -271,7 +273,7 @@ func TestNewRefusesBadFiles(t *testing.T) {
 		{Config{KeysFile: filepath.Join(dir, "missing.yaml")}, "keys file " + dir + "/missing.yaml: open"},
 		{Config{KeysFile: bad}, "keys file " + bad + ": keys[0]"},
 		{Config{JWTSecretFile: short}, "the HS256 secret has 9 bytes; it needs at least 32"},
-		{Config{JWKSFile: bad}, "JWKS file " + bad + ": not a JWKS document"},
+		{Config{JWKSFile: bad}, "JWKS file " + bad + ": not valid JSON"},
 		{Config{JWTSecretFile: filepath.Join(dir, "nope")}, "JWT secret file"},
 		{Config{Issuer: "x"}, "without a JWT verifier"},
 		{Config{Leeway: time.Hour}, "JWT leeway 1h0m0s: expected 0 to 5m0s"},
@@ -378,7 +380,7 @@ func TestRates(t *testing.T) {
 	}
 	_, d := a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-1"))
 	if d == nil || d.Status != 429 || d.RetryAfter != time.Second ||
-		d.Message != "model 'fraud-1' is over its rate limit of 1 requests/s (burst 1); retry in 1 s" {
+		d.Message != "model 'fraud-1' is over its rate limit of 1 requests a second (burst 1); retry in 1 s" {
 		t.Fatalf("model bucket: %+v", d)
 	}
 	// The model refused it, so the principal's token was given back: fraud-2 (its own
@@ -387,7 +389,7 @@ func TestRates(t *testing.T) {
 		t.Fatalf("the principal's token was not given back: %+v", d)
 	}
 	_, d = a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-3"))
-	if d == nil || d.Status != 429 || !strings.HasPrefix(d.Message, "principal 'payments' is over its rate limit of 1 requests/s (burst 2); retry in 1 s") {
+	if d == nil || d.Status != 429 || !strings.HasPrefix(d.Message, "principal 'payments' is over its rate limit of 1 requests a second (burst 2); retry in 1 s") {
 		t.Fatalf("principal bucket: %+v", d)
 	}
 	// The default rate: 0.5/s, so the wait is 2 s.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -32,6 +33,7 @@ type jwtVerifier struct {
 	parser   *jwt.Parser
 	allowed  map[string]bool
 	algNames string // the accepted algs, for messages
+	issuer   string
 	audience string
 }
 
@@ -54,7 +56,7 @@ func readSecret(path string) ([]byte, error) {
 }
 
 func newJWTVerifier(secret []byte, jwks *watchedFile[jwkSet], c Config, now func() time.Time) *jwtVerifier {
-	v := &jwtVerifier{secret: secret, jwks: jwks, allowed: map[string]bool{}, audience: c.Audience}
+	v := &jwtVerifier{secret: secret, jwks: jwks, allowed: map[string]bool{}, issuer: c.Issuer, audience: c.Audience}
 	var methods []string
 	if secret != nil {
 		methods = append(methods, "HS256")
@@ -104,58 +106,72 @@ func looksLikeJWT(s string) bool {
 }
 
 // verify checks a JWT and returns its principal (sub) and scopes, or why it is refused
-// (a message that quotes nothing of the token).
+// (in the Python front ends' words, quoting nothing of the token but an algorithm name).
 func (v *jwtVerifier) verify(token string, now time.Time) (string, []string, string) {
 	claims := jwt.MapClaims{}
 	t, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.key(t, now) })
 	if err != nil {
 		return "", nil, v.reason(t, err)
 	}
-	sub, _ := claims["sub"].(string)
-	if sub == "" {
-		return "", nil, "it has no sub claim (the principal)"
+	sub, present := claims["sub"]
+	if !present {
+		return "", nil, "the token has no 'sub' claim"
 	}
-	if len(sub) > 256 || strings.IndexFunc(sub, unicode.IsControl) >= 0 {
-		return "", nil, "its sub claim is not a usable principal name (control characters, or over 256 bytes)"
+	name, _ := sub.(string)
+	if name == "" {
+		return "", nil, "the token's 'sub' claim must be a non-empty string"
 	}
-	scopes, ok := tokenScopes(claims)
-	if !ok {
-		return "", nil, "its scope claim must be a space-separated string, and scopes / scp a list of strings"
+	// The principal goes into a frame header and the access log: no line breaks in it.
+	if len(name) > 256 || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return "", nil, "the token's 'sub' claim has control characters or is over 256 bytes"
 	}
-	return sub, scopes, ""
+	return name, tokenScopes(claims), ""
 }
 
-// key is the jwt.Keyfunc: the secret for HS256, the JWKS key of the token's kid and type.
+// key is the jwt.Keyfunc: the secret for HS256, the JWKS key of the token's kid for
+// RS256 and ES256 (which must be that key's algorithm).
 func (v *jwtVerifier) key(t *jwt.Token, now time.Time) (any, error) {
 	alg := t.Method.Alg()
 	if alg == "HS256" {
 		return v.secret, nil
 	}
 	kid, _ := t.Header["kid"].(string)
-	set := v.jwks.get(now)
-	k := set.byKid[jwkID{kid: kid, alg: alg}]
-	if k == nil {
-		if kid == "" {
-			return nil, keyError("it has no kid, and no key of the JWKS file without a kid can verify it")
-		}
-		return nil, keyError("no key of the JWKS file has its kid and algorithm")
+	if kid == "" {
+		return nil, keyError("the token has no 'kid' header; JWKS keys are matched by kid")
 	}
-	return k, nil
+	k, ok := v.jwks.get(now).byKid[kid]
+	if !ok {
+		return nil, keyError("the token's kid names no key of the JWKS file")
+	}
+	if k.alg != alg {
+		return nil, keyError(fmt.Sprintf("the token's algorithm %s does not match its key's (%s)", alg, k.alg))
+	}
+	return k.key, nil
 }
+
+var algorithmName = regexp.MustCompile(`^[A-Za-z0-9+-]{1,16}$`)
 
 // reason turns a jwt error into a message naming the check that failed.
 func (v *jwtVerifier) reason(t *jwt.Token, err error) string {
 	if errors.Is(err, jwt.ErrTokenMalformed) {
-		return "it is malformed (not three base64url parts of JSON)"
+		return "the bearer token is not a well-formed JWT"
 	}
 	if t != nil {
-		if alg, _ := t.Header["alg"].(string); !v.allowed[alg] {
-			return "its signing algorithm (alg) is not accepted here (accepted: " + v.algNames + ")"
+		if alg, present := t.Header["alg"]; !v.allowed[fmt.Sprint(alg)] {
+			name := "(not an algorithm name)"
+			if s, ok := alg.(string); ok && algorithmName.MatchString(s) {
+				name = "'" + s + "'"
+			} else if !present {
+				name = "(missing)"
+			}
+			return fmt.Sprintf("token algorithm %s is not accepted (accepted: %s)", name, v.algNames)
 		}
 	}
 	// jwt joins the failed checks; a missing claim is told by its name only.
-	missing := func(claim string) bool {
-		return errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(err.Error(), claim+" claim is required")
+	for _, claim := range []string{"exp", "iss", "aud"} {
+		if errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(err.Error(), claim+" claim is required") {
+			return fmt.Sprintf("the token has no '%s' claim", claim)
+		}
 	}
 	switch {
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
@@ -165,21 +181,19 @@ func (v *jwtVerifier) reason(t *jwt.Token, err error) string {
 		}
 		return "no key can verify it"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "its signature does not verify"
-	case missing("exp"):
-		return "it has no exp claim"
+		return "the token's signature does not verify"
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return "it has expired (exp)"
+		return "the token has expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return "it is not valid yet (nbf)"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer), missing("iss"):
-		return "its issuer (iss) is not the one this server accepts"
-	case errors.Is(err, jwt.ErrTokenInvalidAudience), missing("aud"):
-		return fmt.Sprintf("its audience (aud) does not include '%s'", v.audience)
+		return "the token is not valid yet (nbf)"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return fmt.Sprintf("the token's issuer is not '%s'", v.issuer)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return fmt.Sprintf("the token's audience is not '%s'", v.audience)
 	case errors.Is(err, jwt.ErrTokenInvalidClaims):
-		return "its claims are not valid (exp, nbf, iat must be numbers; iss a string; aud a string or list)"
+		return "the token is not valid (exp, nbf and iat must be numbers, iss a string, aud a string or a list)"
 	}
-	return "it cannot be verified"
+	return "the token is not valid"
 }
 
 // keyError is why the Keyfunc found no key; it quotes nothing of the token.
@@ -188,51 +202,47 @@ type keyError string
 func (e keyError) Error() string { return string(e) }
 
 // tokenScopes reads the scope claim (space-separated, OAuth 2.0) and the scopes / scp
-// claims (lists of strings; a string is split at spaces too, as some issuers send scp).
-func tokenScopes(claims jwt.MapClaims) ([]string, bool) {
+// claims (lists; a string is split too, as some issuers send scp that way); values of
+// other types are ignored, as by the Python front ends.
+func tokenScopes(claims jwt.MapClaims) []string {
 	var scopes []string
 	for _, name := range []string{"scope", "scopes", "scp"} {
 		switch v := claims[name].(type) {
-		case nil:
 		case string:
 			scopes = append(scopes, strings.Fields(v)...)
 		case []any:
-			if name == "scope" {
-				return nil, false
-			}
 			for _, s := range v {
-				str, ok := s.(string)
-				if !ok {
-					return nil, false
+				if str, ok := s.(string); ok {
+					scopes = append(scopes, str)
 				}
-				scopes = append(scopes, str)
 			}
-		default:
-			return nil, false
 		}
 	}
-	return scopes, true
+	return scopes
 }
 
 // A JWKS document: {"keys": [{"kty": "RSA", "kid", "n", "e"} | {"kty": "EC", "crv":
-// "P-256", "kid", "x", "y"}, ...]}. Keys of other types or curves, and keys whose use is
-// not "sig", are skipped (an identity provider's document may hold them); a malformed
-// RSA or P-256 key, or a document without a usable key, is refused.
+// "P-256", "kid", "x", "y"}, ...]}, read as the Python front ends read it: keys whose
+// use is not "sig" are skipped; every other key needs a kid of its own, kty RSA (RS256)
+// or EC on P-256 (ES256), an alg (when given) that goes with its kty, and valid numbers.
 
-type jwkID struct{ kid, alg string }
+type jwkKey struct {
+	alg string // RS256 or ES256
+	key any    // *rsa.PublicKey or *ecdsa.PublicKey
+}
 
 type jwkSet struct {
-	byKid map[jwkID]any // *rsa.PublicKey (RS256) or *ecdsa.PublicKey (ES256)
+	byKid map[string]jwkKey
 }
 
 type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Use string `json:"use"`
-	Alg string `json:"alg"`
+	Kty any    `json:"kty"`
+	Kid any    `json:"kid"`
+	Use any    `json:"use"`
+	Alg any    `json:"alg"`
 	N   string `json:"n"`
 	E   string `json:"e"`
-	Crv string `json:"crv"`
+	Crv any    `json:"crv"`
 	X   string `json:"x"`
 	Y   string `json:"y"`
 }
@@ -240,50 +250,65 @@ type jwk struct {
 const minRSABits = 2048
 
 func parseJWKS(data []byte) (*jwkSet, error) {
-	var doc struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
+	var doc map[string]json.RawMessage
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("not a JWKS document (JSON with a 'keys' list): %v", err)
+		return nil, fmt.Errorf("not valid JSON: %v", err)
 	}
-	set := &jwkSet{byKid: map[jwkID]any{}}
-	for i, raw := range doc.Keys {
+	var keys []json.RawMessage
+	if raw, ok := doc["keys"]; !ok || json.Unmarshal(raw, &keys) != nil || keys == nil {
+		return nil, errors.New(`expected a JWKS document: {"keys": [...]}`)
+	}
+	set := &jwkSet{byKid: map[string]jwkKey{}}
+	for i, raw := range keys {
+		where := fmt.Sprintf("keys[%d]", i)
 		var k jwk
-		if err := json.Unmarshal(raw, &k); err != nil {
-			return nil, fmt.Errorf("keys[%d]: not a JWK object: %v", i, err)
+		if err := json.Unmarshal(raw, &k); err != nil || raw[0] != '{' {
+			return nil, fmt.Errorf("%s: a key must be a JSON object", where)
 		}
-		if k.Use != "" && k.Use != "sig" {
+		if use, given := k.Use.(string); k.Use != nil && (!given || use != "sig") {
 			continue
+		}
+		kid, _ := k.Kid.(string)
+		if kid == "" {
+			return nil, fmt.Errorf("%s.kid: missing (tokens are matched to keys by kid)", where)
 		}
 		var alg string
+		switch k.Kty {
+		case "RSA":
+			alg = "RS256"
+		case "EC":
+			alg = "ES256"
+			if k.Crv != "P-256" {
+				return nil, fmt.Errorf("%s.crv: %s; only P-256 (ES256) is accepted", where, jsonText(k.Crv))
+			}
+		default:
+			return nil, fmt.Errorf("%s.kty: %s is not RSA or EC (P-256)", where, jsonText(k.Kty))
+		}
+		if k.Alg != nil && k.Alg != alg {
+			return nil, fmt.Errorf("%s.alg: %s does not go with kty %s (%s)", where, jsonText(k.Alg), k.Kty, alg)
+		}
+		if _, dup := set.byKid[kid]; dup {
+			return nil, fmt.Errorf("%s.kid: '%s' is already the kid of another key", where, kid)
+		}
 		var key any
 		var err error
-		switch {
-		case k.Kty == "RSA":
-			alg = "RS256"
+		if alg == "RS256" {
 			key, err = rsaKey(k)
-		case k.Kty == "EC" && k.Crv == "P-256":
-			alg = "ES256"
+		} else {
 			key, err = ecKey(k)
-		default:
-			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("keys[%d] (kid %q): %w", i, k.Kid, err)
+			return nil, fmt.Errorf("%s: not a valid %s key (%w)", where, k.Kty, err)
 		}
-		if k.Alg != "" && k.Alg != alg {
-			continue // a key meant for another algorithm (RS512, ...)
-		}
-		id := jwkID{kid: k.Kid, alg: alg}
-		if set.byKid[id] != nil {
-			return nil, fmt.Errorf("keys[%d]: kid %q is also the kid of another %s key", i, k.Kid, k.Kty)
-		}
-		set.byKid[id] = key
-	}
-	if len(set.byKid) == 0 {
-		return nil, errors.New("no usable key: expected RSA (RS256) or EC P-256 (ES256) signing keys")
+		set.byKid[kid] = jwkKey{alg: alg, key: key}
 	}
 	return set, nil
+}
+
+// jsonText shows a JWK field's value in a message.
+func jsonText(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 // b64 decodes a base64url JWK field (unpadded, as RFC 7518 says; padding tolerated).

@@ -127,7 +127,7 @@ func parseEntry(node *yaml.Node) (e *keyEntry, digest [sha256.Size]byte, subject
 			if value.Kind != yaml.ScalarNode {
 				return nil, digest, "", errors.New("field 'sha256': expected the key's SHA-256 as 64 hex digits")
 			}
-			hexDigest, haveDigest = strings.ToLower(value.Value), true
+			hexDigest, haveDigest = value.Value, true
 		case "subject":
 			if subject, err = scalar(value, field); err != nil {
 				return nil, digest, "", err
@@ -173,8 +173,8 @@ func parseEntry(node *yaml.Node) (e *keyEntry, digest [sha256.Size]byte, subject
 	}
 	if haveDigest {
 		b, err := hex.DecodeString(hexDigest)
-		if err != nil || len(b) != sha256.Size {
-			return nil, digest, "", errors.New("field 'sha256': expected the key's SHA-256 as 64 hex digits")
+		if err != nil || len(b) != sha256.Size || strings.ToLower(hexDigest) != hexDigest {
+			return nil, digest, "", errors.New("field 'sha256': expected the key's SHA-256 as 64 lower-case hex digits")
 		}
 		copy(digest[:], b)
 	}

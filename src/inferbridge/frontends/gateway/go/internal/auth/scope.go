@@ -3,10 +3,13 @@ package auth
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
-// Scopes (docs/security.md, "Scopes"): infer:<glob> (infer = infer:*), read, admin.
+// Scopes (docs/security.md, "Scopes"): infer:<glob> (infer = infer:*), read, admin, and
+// agent (the fleet's node agents; it grants nothing on a server, but a keys file shared
+// with the control plane may hold it).
 
 // scopeSet is what a principal may do, parsed once from its scopes.
 type scopeSet struct {
@@ -18,15 +21,17 @@ type scopeSet struct {
 // parseScope checks one keys-file scope.
 func parseScope(s string) error {
 	switch {
-	case s == "read", s == "admin", s == "infer":
+	case s == "read", s == "admin", s == "agent", s == "infer":
 		return nil
+	case s == "infer:":
+		return fmt.Errorf("scope 'infer:' needs a model glob after the colon (or use 'infer')")
 	case strings.HasPrefix(s, "infer:"):
-		if glob := s[len("infer:"):]; glob == "" || strings.ContainsAny(glob, " \t\r\n") {
-			return fmt.Errorf("scope %q: infer:<glob> needs a model name glob without spaces", s)
+		if strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+			return fmt.Errorf("scope %q: a model glob has no spaces or control characters", s)
 		}
 		return nil
 	}
-	return fmt.Errorf("scope %q is not one of read, admin, infer, infer:<glob>", s)
+	return fmt.Errorf("scope %q is not one of infer, infer:<glob>, read, admin, agent", s)
 }
 
 // newScopeSet reads scopes; those that are not inferbridge scopes (a JWT may carry
@@ -71,18 +76,19 @@ func (ss *scopeSet) allows(act Action) bool {
 	return false // Admin
 }
 
-// refusal is the 403 message for a principal whose scopes do not grant act.
+// refusal is the 403 message for a principal whose scopes do not grant act (the same
+// words as the Python front ends').
 func (ss *scopeSet) refusal(principal string, act Action) string {
 	var what string
 	switch act.Kind {
 	case Infer:
 		what = fmt.Sprintf("infer on model '%s'", act.Model)
 	case SharedMemory:
-		what = "use shared memory (it needs an infer: scope)"
-	case Health, Read:
-		what = "read server or model information (it needs the read scope)"
+		what = "use shared memory (needs an infer: scope)"
+	case Admin:
+		what = "change the server (needs scope admin)"
 	default:
-		what = "change the server (it needs the admin scope)"
+		what = "read the server's state (needs scope read)"
 	}
 	have := "none"
 	if len(ss.names) > 0 {

@@ -3,6 +3,7 @@ package local
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -13,11 +14,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 )
 
 type config struct {
@@ -27,6 +31,9 @@ type config struct {
 	// queueFullCode answers a ModelInfer over its model's LIMITS bound; OK (unset)
 	// means RESOURCE_EXHAUSTED. UNAVAILABLE is Triton's, and retried by KServe's client.
 	queueFullCode codes.Code
+	auth          *auth.Authority // nil or not Active: no checks
+	defaultModel  string          // of /predict and AIService.Predict, for auth
+	tls           *tls.Config     // nil: plain TCP
 }
 
 // call is the per-call state, pooled so that the hot path does not allocate it.
@@ -71,6 +78,11 @@ type gateway struct {
 	maxHTTPInflight int64
 	httpBusyBody    []byte
 
+	auth         *auth.Authority // nil unless it is Active
+	defaultModel string
+	ownMethods   map[string]bool // served here (health, reflection), not forwarded
+	tls          *tls.Config
+
 	failOnce     sync.Once
 	shutdownOnce sync.Once
 	finished     chan error // nil after a SHUTDOWN drain, the failure otherwise
@@ -97,6 +109,11 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		maxHTTPInflight: int64(cfg.maxHTTPInflight),
 		httpBusyBody: errorBody(fmt.Sprintf(
 			"server is overloaded: %d requests in flight; retry later", cfg.maxHTTPInflight)),
+		defaultModel: cfg.defaultModel,
+		tls:          cfg.tls,
+	}
+	if cfg.auth.Active() {
+		g.auth = cfg.auth
 	}
 	g.models.Store(&map[string]*modelState{})
 	if g.queueFullCode == codes.OK {
@@ -123,17 +140,21 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 	if m := uint32(cfg.maxConcurrentRPCs); m > maxStreams {
 		maxStreams = m
 	}
-	g.srv = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.UnknownServiceHandler(g.forward),
 		grpc.MaxRecvMsgSize(cfg.maxRecvBytes),
-		grpc.MaxSendMsgSize(1<<31-1),
+		grpc.MaxSendMsgSize(1<<31 - 1),
 		// The RPC limit is ours (answered at once with RESOURCE_EXHAUSTED); HTTP/2 must
 		// not throttle clients below it.
 		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.UnaryInterceptor(g.observeUnary),
 		grpc.StreamInterceptor(g.observeStream),
-	)
+	}
+	if cfg.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
+	}
+	g.srv = grpc.NewServer(opts...)
 	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(g.srv, g.health)
 	forwarded, err := registerReflection(g.srv, set)
@@ -141,9 +162,11 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		return nil, err
 	}
 	var served []string
+	g.ownMethods = map[string]bool{}
 	for service, info := range g.srv.GetServiceInfo() {
 		for _, m := range info.Methods {
 			served = append(served, "/"+service+"/"+m.Name)
+			g.ownMethods["/"+service+"/"+m.Name] = true
 		}
 	}
 	g.metrics.setGRPCMethods(forwarded, served)
@@ -158,6 +181,12 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 func (g *gateway) run(lis, httpLis net.Listener) error {
 	if httpLis != nil {
 		g.httpSrv = newHTTPServer(g)
+		if g.tls != nil {
+			// REST stays HTTP/1.1 (as without TLS); gRPC's listener offers h2.
+			restTLS := g.tls.Clone()
+			restTLS.NextProtos = []string{"http/1.1"}
+			httpLis = tls.NewListener(httpLis, restTLS)
+		}
 	}
 	lis = countedListener{Listener: lis, m: &g.metrics.proto[protoGRPC]}
 	go g.writeLoop()
@@ -201,13 +230,22 @@ func (g *gateway) fail(err error) {
 
 const modelInferMethod = "/inference.GRPCInferenceService/ModelInfer"
 
-// modelState finds the admission state of the model a ModelInferRequest names: its field
-// 1, model_name, which every client writes first (the lookup scans the fields if not).
+// modelState finds the admission state of the model a ModelInferRequest names.
 func (g *gateway) modelState(body mem.BufferSlice) *modelState {
 	models := *g.models.Load()
 	if len(models) == 0 {
 		return nil
 	}
+	if name, ok := requestModelName(body); ok {
+		return models[string(name)]
+	}
+	return nil
+}
+
+// requestModelName is the model_name (field 1) of a ModelInferRequest. Like protobuf's
+// parsers (Python's included) it takes the field's last occurrence, so that a request
+// naming two models is checked under the one that runs.
+func requestModelName(body mem.BufferSlice) (name []byte, found bool) {
 	var msg []byte
 	if len(body) == 1 {
 		msg = body[0].ReadOnlyData()
@@ -217,23 +255,25 @@ func (g *gateway) modelState(body mem.BufferSlice) *modelState {
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return nil
+			return nil, false
 		}
 		msg = msg[n:]
 		if num == 1 && typ == protowire.BytesType {
-			name, m := protowire.ConsumeBytes(msg)
+			v, m := protowire.ConsumeBytes(msg)
 			if m < 0 {
-				return nil
+				return nil, false
 			}
-			return models[string(name)]
+			name, found = v, true
+			msg = msg[m:]
+			continue
 		}
 		m := protowire.ConsumeFieldValue(num, typ, msg)
 		if m < 0 {
-			return nil
+			return nil, false
 		}
 		msg = msg[m:]
 	}
-	return nil
+	return name, found
 }
 
 // forward is the handler of every method that is not registered (health and
@@ -267,7 +307,16 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	body := c.req.data
 	c.req.data = nil
 	g.metrics.proto[protoGRPC].reqBytes.Add(float64(body.Len()))
-	meta, err := callMetadata(ctx)
+	var principal string
+	if g.auth != nil {
+		var r *refusal
+		if principal, r = g.checkGRPC(ctx, method, body); r != nil {
+			body.Free()
+			callPool.Put(c)
+			return refuse(ss, r)
+		}
+	}
+	meta, err := callMetadata(ctx, principal)
 	if err != nil {
 		body.Free()
 		callPool.Put(c)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -139,6 +141,12 @@ func newHarness(t *testing.T, cfg config) *harness {
 
 // newHarnessWith is newHarness with the DESCRIPTORS frame's body given.
 func newHarnessWith(t *testing.T, cfg config, descriptors []byte) *harness {
+	return newHarnessTLS(t, cfg, descriptors, nil)
+}
+
+// newHarnessTLS is newHarnessWith whose gRPC client speaks TLS with clientTLS (when
+// cfg.tls is set; httpURL is then https://).
+func newHarnessTLS(t *testing.T, cfg config, descriptors []byte, clientTLS *tls.Config) *harness {
 	gwFile, beFile := socketpair(t)
 	h := &harness{
 		t:       t,
@@ -163,6 +171,11 @@ func newHarnessWith(t *testing.T, cfg config, descriptors []byte) *harness {
 		t.Fatal(err)
 	}
 	h.httpURL = "http://" + httpLis.Addr().String()
+	creds := insecure.NewCredentials()
+	if cfg.tls != nil {
+		h.httpURL = "https://" + httpLis.Addr().String()
+		creds = credentials.NewTLS(clientTLS)
+	}
 	go func() { h.runErr <- g.run(lis, httpLis) }()
 	go func() {
 		defer close(h.frames)
@@ -176,7 +189,7 @@ func newHarnessWith(t *testing.T, cfg config, descriptors []byte) *harness {
 		}
 	}()
 	h.cc, err = grpc.NewClient(lis.Addr().String(),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec())))
 	if err != nil {
 		t.Fatal(err)

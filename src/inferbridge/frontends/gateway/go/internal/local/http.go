@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 )
 
 // HTTP (REST) termination: every request is read whole and forwarded as one HTTP frame;
@@ -141,6 +143,13 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 	if len(path) > 0xffff || len(rawPath) > 0xffff || len(r.URL.RawQuery) > 0xffff || len(r.Method) > 0xffff {
 		return writeError(w, http.StatusRequestURITooLong, errorBody("request target is over 65535 bytes"), false)
 	}
+	var principal string
+	if g.auth != nil { // before the body is read, and before its size is judged
+		var d *auth.Denial
+		if principal, d = g.checkHTTP(r); d != nil {
+			return g.writeDenial(w, d)
+		}
+	}
 	maxBody := int64(g.maxRecvBytes)
 	if r.ContentLength > maxBody {
 		g.metrics.reject(protoHTTP, g.inferState(r), reasonTooLarge)
@@ -163,10 +172,17 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 		count++
 	}
 	for name, values := range r.Header {
+		if isPrincipalHeader(name) { // only the gateway tells Python who is calling
+			continue
+		}
 		for _, v := range values {
 			b = appendHeader(b, name, v)
 			count++
 		}
+	}
+	if principal != "" {
+		b = appendHeader(b, principalKey, principal)
+		count++
 	}
 	if count > 0xffff {
 		*bp = b

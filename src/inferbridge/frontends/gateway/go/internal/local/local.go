@@ -8,9 +8,12 @@
 package local
 
 import (
+	"crypto/tls"
 	"net"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 )
 
 // Config is the single-server front end's configuration (the command's flags).
@@ -20,6 +23,13 @@ type Config struct {
 	MaxHTTPInflight   int // 0 = unlimited
 	// QueueFullCode answers a ModelInfer over its model's LIMITS bound (OK = RESOURCE_EXHAUSTED).
 	QueueFullCode codes.Code
+	// Auth checks every request before it is forwarded (nil, or one that is not
+	// Active: no checks, and no cost on the hot path).
+	Auth *auth.Authority
+	// DefaultModel is the model of POST /predict and AIService.Predict, for Auth.
+	DefaultModel string
+	// TLS, when set, makes both listeners speak TLS only (tlsconf.Server's config).
+	TLS *tls.Config
 }
 
 // Gateway is the front end of one Python server.
@@ -31,6 +41,7 @@ func New(backend net.Conn, c Config) (*Gateway, error) {
 	g, err := newGateway(backend, config{
 		maxRecvBytes: c.MaxRecvBytes, maxConcurrentRPCs: c.MaxConcurrentRPCs,
 		maxHTTPInflight: c.MaxHTTPInflight, queueFullCode: c.QueueFullCode,
+		auth: c.Auth, defaultModel: c.DefaultModel, tls: c.TLS,
 	})
 	if err != nil {
 		return nil, err

@@ -70,8 +70,10 @@ func incomingMetadata(ctx context.Context) metadata.MD {
 	return md
 }
 
-// forwardedPairs returns md's forwarded entries as name, value pairs (nil when none).
-func forwardedPairs(md metadata.MD) []string {
+// forwardedPairs returns md's forwarded entries as name, value pairs (nil when none),
+// with the authenticated principal (when not "") as x-inferbridge-principal in its
+// sorted place; a client's own x-inferbridge-principal is never forwarded.
+func forwardedPairs(md metadata.MD, principal string) []string {
 	var kv []string
 	for _, key := range forwardedMetadata {
 		for _, v := range md[key] {
@@ -81,12 +83,19 @@ func forwardedPairs(md metadata.MD) []string {
 	var names [8]string // room for the usual few x- keys without an allocation
 	extensions := names[:0]
 	for key := range md {
-		if isForwardedExtension(key) {
+		if isForwardedExtension(key) && key != principalKey {
 			extensions = append(extensions, key)
 		}
 	}
+	if principal != "" {
+		extensions = append(extensions, principalKey)
+	}
 	slices.Sort(extensions) // a map's order is random; the frame's is not
 	for _, key := range extensions {
+		if key == principalKey {
+			kv = append(kv, key, principal)
+			continue
+		}
 		for _, v := range md[key] {
 			kv = append(kv, key, v)
 		}
@@ -101,8 +110,8 @@ func isForwardedExtension(key string) bool {
 
 // callMetadata returns the forwarded metadata of a call as name, value pairs. It is
 // nil, and allocates nothing, when the call carries none of the keys.
-func callMetadata(ctx context.Context) ([]string, error) {
-	kv := forwardedPairs(incomingMetadata(ctx))
+func callMetadata(ctx context.Context, principal string) ([]string, error) {
+	kv := forwardedPairs(incomingMetadata(ctx), principal)
 	if len(kv)/2 > maxMetadataEntries {
 		return nil, errTooMuchMetadata
 	}

@@ -93,14 +93,14 @@ func TestIncomingKey(t *testing.T) {
 	if incomingMetadata(context.Background()) != nil {
 		t.Fatal("metadata without any")
 	}
-	if n := testing.AllocsPerRun(100, func() { callMetadata(ctx) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { callMetadata(ctx, "") }); n != 0 {
 		// x-a is forwarded: the pairs are the only allocation allowed, and only then.
 		if n > 1 {
 			t.Fatalf("%v allocations with one x- key", n)
 		}
 	}
 	none := metadata.NewIncomingContext(context.Background(), metadata.Pairs("user-agent", "u", "content-type", "c"))
-	if n := testing.AllocsPerRun(100, func() { callMetadata(none) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { callMetadata(none, "") }); n != 0 {
 		t.Fatalf("%v allocations for a call with nothing to forward", n)
 	}
 }
@@ -121,7 +121,7 @@ func BenchmarkCallMetadata(b *testing.B) {
 			ctx := metadata.NewIncomingContext(context.Background(), bc.md)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := callMetadata(ctx); err != nil {
+				if _, err := callMetadata(ctx, ""); err != nil {
 					b.Fatal(err)
 				}
 			}

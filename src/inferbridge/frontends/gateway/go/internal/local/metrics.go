@@ -39,6 +39,9 @@ const (
 	reasonInflightLimit                  // --max-http-inflight
 	reasonConcurrencyLimit               // --max-concurrent-rpcs
 	reasonTooLarge                       // over --max-recv-bytes
+	reasonUnauthenticated                // no valid credential: 401 / UNAUTHENTICATED
+	reasonPermissionDenied               // a principal without the scope: 403 / PERMISSION_DENIED
+	reasonRateLimit                      // a principal's or model's token bucket empty: 429 / RESOURCE_EXHAUSTED
 	numReasons
 )
 
@@ -47,6 +50,9 @@ var reasonNames = [numReasons]string{
 	reasonInflightLimit:    "inflight_limit",
 	reasonConcurrencyLimit: "concurrency_limit",
 	reasonTooLarge:         "too_large",
+	reasonUnauthenticated:  "unauthenticated",
+	reasonPermissionDenied: "permission_denied",
+	reasonRateLimit:        "rate_limit",
 }
 
 // grpcCodeNames are the canonical status code names (as in grpc/status.proto and

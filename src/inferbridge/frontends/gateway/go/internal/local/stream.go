@@ -105,7 +105,14 @@ func streamingMethods(set []byte) (map[string]bool, error) {
 // cancels or whose deadline passes ends the call at once and the backend gets CANCEL.
 func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 	ctx := ss.Context()
-	meta, err := callMetadata(ctx)
+	var principal string
+	if g.auth != nil {
+		var r *refusal
+		if principal, r = g.authenticateStream(ctx); r != nil {
+			return refuse(ss, r)
+		}
+	}
+	meta, err := callMetadata(ctx, principal)
 	if err != nil {
 		return err
 	}
@@ -125,7 +132,7 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	failed := make(chan error, 1)
-	go g.pumpRequests(ss, id, st, stop, failed)
+	go g.pumpRequests(ss, method, id, st, stop, failed)
 	answerBy, stopTimer := answerBefore(ctx)
 	defer stopTimer()
 
@@ -155,6 +162,9 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 			}
 		case err := <-failed:
 			g.cancelStream(id, st)
+			if r, ok := err.(*refusal); ok { // a message refused by auth
+				return refuse(ss, r)
+			}
 			if ctx.Err() != nil { // the receive failed because the call ended: say why
 				return status.FromContextError(ctx.Err()).Err()
 			}
@@ -173,8 +183,9 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 
 // pumpRequests forwards the client's messages while the window allows, then
 // STREAM-CLOSE at the client's half-close. A receive error (the client went away, or a
-// message over --max-recv-bytes) is handed to failed. It stops when stop is closed.
-func (g *gateway) pumpRequests(ss grpc.ServerStream, id uint64, st *stream, stop <-chan struct{}, failed chan<- error) {
+// message over --max-recv-bytes), or a message that auth refuses (each is checked on
+// its own model), is handed to failed. It stops when stop is closed.
+func (g *gateway) pumpRequests(ss grpc.ServerStream, method string, id uint64, st *stream, stop <-chan struct{}, failed chan<- error) {
 	pm := &g.metrics.proto[protoGRPC]
 	for {
 		var m rawMsg
@@ -191,6 +202,13 @@ func (g *gateway) pumpRequests(ss grpc.ServerStream, id uint64, st *stream, stop
 			return
 		}
 		pm.reqBytes.Add(float64(m.data.Len()))
+		if g.auth != nil {
+			if _, r := g.checkGRPC(ss.Context(), method, m.data); r != nil {
+				m.data.Free()
+				failed <- r
+				return
+			}
+		}
 		select {
 		case st.credit <- struct{}{}:
 		case <-stop:
