@@ -173,9 +173,13 @@ class TLSRelay:
             conn.close()
             return
         cert = tls.getpeercert() or {}
-        subject = dict(item for rdn in cert.get("subject", ()) for item in rdn)
+        common_name = ""
+        for rdn in cert.get("subject", ()):
+            for attribute in rdn:
+                if attribute[0] == "commonName":
+                    common_name = str(attribute[1])
         with self._lock:
-            self.peers.append(str(subject.get("commonName", "")))
+            self.peers.append(common_name)
         upstream = socket.create_connection(self.upstream)
 
         def pump(src: socket.socket, dst: socket.socket, record: bool) -> None:
