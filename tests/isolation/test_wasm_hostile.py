@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -122,3 +123,20 @@ def test_priority_idle_puts_the_sandboxs_workers_under_sched_idle(server: Server
         assert {os.sched_getscheduler(tid) for tid in threads} == {policy}, model
         assert os.getsid(pid) == os.getsid(server.process.pid)  # one autogroup (test_units)
     assert os.sched_getscheduler(server.process.pid) == os.SCHED_OTHER
+
+
+@pytest.mark.parametrize("timeout_ms", [30, 200])
+def test_the_wall_clock_limit_holds_whatever_the_tick(tmp_path: Path, timeout_ms: int) -> None:
+    from inferbridge.repository.config import load_config
+    from inferbridge.runtimes.wasm import WasmModelError, WasmRuntime
+
+    hostile_model(tmp_path, "loops", LOOP, f"{{fuel: 1000000000000000, timeout_ms: {timeout_ms}}}")
+    runtime = WasmRuntime()
+    runtime.load(tmp_path / "loops" / "1", load_config(tmp_path / "loops" / "config.yaml"), "cpu")
+    try:
+        began = time.monotonic()
+        with pytest.raises(WasmModelError, match=f"wall-clock limit of {timeout_ms} ms"):
+            runtime.infer({"input": np.ones((1, 4), np.float32)})
+        assert time.monotonic() - began >= timeout_ms / 1000
+    finally:
+        runtime.unload()

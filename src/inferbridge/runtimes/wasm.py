@@ -40,7 +40,11 @@ if TYPE_CHECKING:
 
 __all__ = ["WasmModelError", "WasmRuntime"]
 
-_TICK_S = 0.005
+# The epoch ticker wakes (and takes the GIL) once a tick: 20 ticks per wall-clock limit
+# bound a call within 5 % of its limit, and a 1 s limit costs 20 wake-ups a second, not 200.
+_TICKS_PER_LIMIT = 20
+_MIN_TICK_S = 0.001
+_MAX_TICK_S = 0.05
 _ALIGN = 16
 _MESSAGE_BYTES = 1024
 _INVALID_INPUT = 1
@@ -89,6 +93,7 @@ class WasmRuntime(Runtime):
         self._generation = 0
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._tick_s = _MAX_TICK_S
 
     def load(self, model_dir: Path, config: ModelConfig, device: str) -> None:
         import wasmtime
@@ -131,6 +136,8 @@ class WasmRuntime(Runtime):
         _check_module(path, module)
         self._engine, self._module, self._path = engine, module, path
         self._inputs, self._outputs = config.input_specs(), config.output_specs()
+        limit_s = self._timeout_ms / 1000
+        self._tick_s = min(_MAX_TICK_S, max(_MIN_TICK_S, limit_s / _TICKS_PER_LIMIT))
         self._stop.clear()
         self._ticker = threading.Thread(
             target=self._tick, name=f"wasm-epoch-{path.parent.parent.name}", daemon=True
@@ -165,7 +172,7 @@ class WasmRuntime(Runtime):
             total += _aligned(array.nbytes)
         store = instance.store
         store.set_fuel(self._fuel)
-        store.set_epoch_deadline(math.ceil(self._timeout_ms / 1000 / _TICK_S) + 1)
+        store.set_epoch_deadline(self._deadline_ticks())
         try:
             base = instance.alloc(store, total)
             if not isinstance(base, int) or base <= 0:
@@ -212,8 +219,12 @@ class WasmRuntime(Runtime):
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _deadline_ticks(self) -> int:
+        # +1: the call may start just before a tick
+        return math.ceil(self._timeout_ms / 1000 / self._tick_s) + 1
+
     def _tick(self) -> None:
-        while not self._stop.wait(_TICK_S):
+        while not self._stop.wait(self._tick_s):
             engine = self._engine
             if engine is not None:
                 engine.increment_epoch()
@@ -229,7 +240,7 @@ class WasmRuntime(Runtime):
         store = wasmtime.Store(self._engine)
         store.set_limits(memory_size=self._memory_limit)
         store.set_fuel(self._fuel)
-        store.set_epoch_deadline(math.ceil(self._timeout_ms / 1000 / _TICK_S) + 1)
+        store.set_epoch_deadline(self._deadline_ticks())
         try:
             instance = wasmtime.Linker(self._engine).instantiate(store, self._module)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
