@@ -180,6 +180,9 @@ func (a *Agent) request(ctx context.Context, client *http.Client, method, path s
 			a.warnOnce("no API key to send", err)
 		} else {
 			req.Header.Set("X-Api-Key", key)
+			a.mu.Lock()
+			a.lastWarning = "" // a problem that comes back is logged again
+			a.mu.Unlock()
 		}
 	} else if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
