@@ -20,12 +20,24 @@ import (
 // startPoolGateway runs `inferbridge gateway --config` (the gateway across servers) in
 // front of the live test server and returns its REST URL and gRPC address.
 func startPoolGateway(t *testing.T) (string, string) {
+	return startPoolGatewayWith(t, "", "")
+}
+
+// startPoolGatewayWith is startPoolGateway with more fields in its listen block (listenTLS,
+// such as "tls: {...}": the REST URL is then https://) and at the top level (extra).
+func startPoolGatewayWith(t *testing.T, listenTLS, extra string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	config := filepath.Join(dir, "gateway.yaml")
-	spec := fmt.Sprintf("listen: {http: 127.0.0.1:0, grpc: 127.0.0.1:0}\n"+
-		"upstreams:\n  - {name: live, rest: '%s', grpc: '%s'}\nhealth: {interval: 1s}\n",
-		restURL, grpcAddr)
+	listen := "{http: 127.0.0.1:0, grpc: 127.0.0.1:0}"
+	scheme := "http://"
+	if listenTLS != "" {
+		listen = "{http: 127.0.0.1:0, grpc: 127.0.0.1:0, " + listenTLS + "}"
+		scheme = "https://"
+	}
+	spec := fmt.Sprintf("listen: %s\n"+
+		"upstreams:\n  - {name: live, rest: '%s', grpc: '%s'}\nhealth: {interval: 1s}\n%s",
+		listen, restURL, grpcAddr, extra)
 	if err := os.WriteFile(config, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +72,7 @@ func startPoolGateway(t *testing.T) (string, string) {
 				t.Fatal("the gateway exited before listening")
 			}
 			if addr, found := strings.CutPrefix(line, "listening-http "); found {
-				rest = "http://" + addr
+				rest = scheme + addr
 			} else if addr, found := strings.CutPrefix(line, "listening "); found {
 				grpc = addr
 			}

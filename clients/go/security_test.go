@@ -5,17 +5,21 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +40,7 @@ import (
 // (CN "sdk-client"), written as PEM files.
 type testPKI struct {
 	caFile, clientCert, clientKey string
+	serverCert, serverKey         string // the server pair's files
 	server                        tls.Certificate
 	pool                          *x509.CertPool
 }
@@ -73,7 +78,8 @@ func newTestPKI(t *testing.T) *testPKI {
 			pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	}
 	p := &testPKI{caFile: filepath.Join(dir, "ca.pem"), clientCert: filepath.Join(dir, "client.pem"),
-		clientKey: filepath.Join(dir, "client.key"), pool: x509.NewCertPool()}
+		clientKey: filepath.Join(dir, "client.key"), serverCert: filepath.Join(dir, "server.pem"),
+		serverKey: filepath.Join(dir, "server.key"), pool: x509.NewCertPool()}
 	p.pool.AddCert(caCert)
 	write := func(path string, data []byte) {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -85,6 +91,8 @@ func newTestPKI(t *testing.T) *testPKI {
 	if p.server, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
 		t.Fatal(err)
 	}
+	write(p.serverCert, certPEM)
+	write(p.serverKey, keyPEM)
 	certPEM, keyPEM = issue(3, "sdk-client", x509.ExtKeyUsageClientAuth)
 	write(p.clientCert, certPEM)
 	write(p.clientKey, keyPEM)
@@ -328,5 +336,81 @@ func TestUnitGRPCClientOverMutualTLSSendsItsCredential(t *testing.T) {
 	defer noCert.Close()
 	if _, err := noCert.Live(ctx); !errors.Is(err, inferbridge.ErrUnavailable) {
 		t.Fatalf("without a client certificate: %v, want ErrUnavailable", err)
+	}
+}
+
+// The SDK through the pool gateway with TLS, mutual TLS and an auth: keys file, in front
+// of the live server: both clients get in with their certificate and key, and read the
+// gateway's refusals as ErrUnauthenticated and ErrPermissionDenied.
+func TestSDKThroughATLSPoolGatewayWithAuth(t *testing.T) {
+	pki := newTestPKI(t)
+	keys := filepath.Join(t.TempDir(), "keys.yaml")
+	digest := func(key string) string {
+		sum := sha256.Sum256([]byte(key))
+		return hex.EncodeToString(sum[:])
+	}
+	if err := os.WriteFile(keys, []byte(fmt.Sprintf("keys:\n"+
+		"  - {name: iris-team, sha256: %s, scopes: ['infer:iris*', read]}\n"+
+		"  - {name: fraud-team, sha256: %s, scopes: ['infer:fraud-*']}\n", digest("sk-iris"), digest("sk-fraud"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rest, grpcTarget := startPoolGatewayWith(t,
+		fmt.Sprintf("tls: {cert: '%s', key: '%s', client_ca: '%s', client_auth: request}", pki.serverCert, pki.serverKey, pki.caFile),
+		fmt.Sprintf("auth: {keys: '%s'}\n", keys))
+	files := func(o ...inferbridge.RESTOption) []inferbridge.RESTOption {
+		return append([]inferbridge.RESTOption{inferbridge.WithTLSFiles(pki.caFile, pki.clientCert, pki.clientKey)}, o...)
+	}
+	restIris, err := inferbridge.NewRESTClient(rest, files(inferbridge.WithAPIKey("sk-iris"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcIris, err := grpcclient.New(grpcTarget, grpcclient.WithTLSFiles(pki.caFile, pki.clientCert, pki.clientKey),
+		grpcclient.WithBearerToken("sk-iris"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restFraud, err := inferbridge.NewRESTClient(rest, files(inferbridge.WithBearerToken("sk-fraud"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcFraud, err := grpcclient.New(grpcTarget, grpcclient.WithTLSFiles(pki.caFile, "", ""), grpcclient.WithAPIKey("sk-fraud"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restNone, err := inferbridge.NewRESTClient(rest, files()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcNone, err := grpcclient.New(grpcTarget, grpcclient.WithTLSFiles(pki.caFile, "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := inferbridge.NewFP32("input", []int64{3, 4}, irisRows)
+	req := &inferbridge.InferRequest{Model: "iris_onnx", Inputs: []*inferbridge.Tensor{in}}
+	for name, c := range map[string][3]inferbridge.Client{"rest": {restIris, restFraud, restNone}, "grpc": {grpcIris, grpcFraud, grpcNone}} {
+		t.Run(name, func(t *testing.T) {
+			iris, fraud, none := c[0], c[1], c[2]
+			defer iris.Close()
+			defer fraud.Close()
+			defer none.Close()
+			ctx := ctxTimeout(t)
+			if ready, err := none.Ready(ctx); err != nil || !ready {
+				t.Fatalf("health is open: %v %v", ready, err)
+			}
+			resp, err := iris.Infer(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if labels, err := resp.Output("label").Int64s(); err != nil || !slices.Equal(labels, []int64{0, 1, 2}) {
+				t.Fatalf("labels %v %v", labels, err)
+			}
+			if _, err := none.Infer(ctx, req); !errors.Is(err, inferbridge.ErrUnauthenticated) {
+				t.Fatalf("no credential: %v, want ErrUnauthenticated", err)
+			}
+			_, err = fraud.Infer(ctx, req)
+			if !errors.Is(err, inferbridge.ErrPermissionDenied) || !strings.Contains(err.Error(), "principal 'fraud-team' may not infer on model 'iris_onnx'") {
+				t.Fatalf("without the scope: %v, want ErrPermissionDenied", err)
+			}
+		})
 	}
 }
