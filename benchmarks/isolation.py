@@ -12,8 +12,10 @@ do to the server's other models.
    another process keeps 100 hostile calls in flight (infinite loops to the wall-clock
    limit, memory bombs to the cap) on two other models of the same server, placed in the
    server, in worker processes at nice 19, or in worker processes under SCHED_IDLE
-   (`priority: idle`); the points interleaved over several rounds, with the load average
-   and the server's and the workers' CPU.
+   (`priority: idle`); and two controls: the attacking client under SCHED_IDLE (closer to
+   clients on other machines), and 100 calls in flight to a model that does not exist
+   (what the requests alone cost, no sandbox). The points interleaved over several
+   rounds, with the load average and the server's and the workers' CPU.
 
     .venv/bin/python -m benchmarks.isolation [--seconds 3] [--rounds 5] [--only-wasm] [--write]
 
@@ -50,12 +52,32 @@ SERVER_SERIES = {
     "thread": "isolation: inline\nexecution: thread",
     "process": "isolation: process",
 }
-#: Where the hostile WASM models run, side by side in one server: in the server (the
-#: default), in worker processes at nice 19, in worker processes under SCHED_IDLE.
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attacked point: where the hostile models run (their `isolation`; None: there
+    are none, the calls go to a model that does not exist), and how the attacking client
+    is scheduled on this machine (`nice`: nice 10; `idle`: SCHED_IDLE, closer to clients
+    on other machines, which take no CPU here)."""
+
+    isolation: str | None
+    client: str = "nice"
+
+    @property
+    def expected_status(self) -> int:
+        return 404 if self.isolation is None else 500
+
+
+#: The hostile WASM models in the server (the default), in worker processes at nice 19,
+#: in worker processes under SCHED_IDLE; and two controls that tell the server's and the
+#: load generator's shares apart.
 ATTACKS = {
-    "in the server": "",
-    "in worker processes, nice 19": "{mode: process, nice: 19}",
-    "in worker processes, priority: idle": "{priority: idle}",
+    "in the server": Attack(""),
+    "in worker processes, nice 19": Attack("{mode: process, nice: 19}"),
+    "in worker processes, priority: idle": Attack("{priority: idle}"),
+    "priority: idle, the attacking client under SCHED_IDLE": Attack("{priority: idle}", "idle"),
+    "control: to a model that does not exist (404, no sandbox)": Attack(None),
 }
 IDLE = "idle"
 
@@ -221,19 +243,24 @@ def through_server(examples: Path, seconds: float) -> dict[str, tuple[float, flo
     return results
 
 
-def _attack(base_url: str, suffix: str, stop: Any, counts: Any) -> None:
+def _attack(base_url: str, models: tuple[str, str], attack: Attack, stop: Any, counts: Any) -> None:
     """A separate process: keep HOSTILE_IN_FLIGHT hostile calls in flight until `stop`.
-    It stands for clients on other machines, so it yields the shared cores (nice 10)."""
-    os.nice(10)
+    It stands for clients on other machines, so it yields the shared cores: nice 10, or
+    SCHED_IDLE."""
+    if attack.client == "idle":
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(10)
     row = [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
 
     def worker(number: int) -> None:
-        model = ("loops" if number % 2 else "bombs") + suffix
+        model = models[number % 2]
         with httpx.Client(base_url=base_url, timeout=120) as client:
             while not stop.is_set():
                 status = client.post(f"/v2/models/{model}/infer", json={"inputs": row})
+                expected = status.status_code == attack.expected_status
                 with counts.get_lock():
-                    counts.value += 1 if status.status_code == 500 else 1_000_000
+                    counts.value += 1 if expected else 1_000_000
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(HOSTILE_IN_FLIGHT)]
     for thread in threads:
@@ -305,32 +332,48 @@ def _measure(call: Callable[[], None], seconds: float, server_pid: int) -> Attac
 
 
 def _attacked(
-    call: Callable[[], None], seconds: float, server_pid: int, base_url: str, suffix: str
+    call: Callable[[], None], seconds: float, server_pid: int, base_url: str, attack: Attack
 ) -> AttackPoint:
     context = multiprocessing.get_context("spawn")
     stop, counts = context.Event(), context.Value("q", 0)
-    attacker = context.Process(target=_attack, args=(base_url, suffix, stop, counts))
+    if attack.isolation is None:
+        models = ("absent", "absent")
+    else:
+        number = _placements().index(attack.isolation)
+        models = (f"bombs{number}", f"loops{number}")
+    attacker = context.Process(target=_attack, args=(base_url, models, attack, stop, counts))
     attacker.start()
-    ramp = time.monotonic() + 30
+    ramp = time.monotonic() + 15
     while counts.value < HOSTILE_IN_FLIGHT and time.monotonic() < ramp:  # under way
         time.sleep(0.05)
+    answered = counts.value
     point = _measure(call, seconds, server_pid)
+    answered = counts.value - answered
     stop.set()
     attacker.join(180)
-    point.hostile, point.unexpected = counts.value % 1_000_000, counts.value // 1_000_000
+    point.hostile, point.unexpected = answered % 1_000_000, answered // 1_000_000
     return point
 
 
+def _placements() -> list[str]:
+    """The hostile models' distinct `isolation` settings: models loops<n> and bombs<n>."""
+    found: list[str] = []
+    for attack in ATTACKS.values():
+        if attack.isolation is not None and attack.isolation not in found:
+            found.append(attack.isolation)
+    return found
+
+
 def wasm_under_attack(examples: Path, seconds: float, rounds: int) -> dict[str, list[AttackPoint]]:
-    """The iris model's latency idle and under each placement's attack, interleaved
-    (idle, A, B, C, idle, A, ...) so that the shared machine's load falls on all alike."""
+    """The iris model's latency idle and under each attack, interleaved (idle, A, B, C,
+    idle, A, ...) so that the shared machine's load falls on all alike."""
     from tests.isolation.test_wasm_hostile import hostile_model
     from tests.runtimes.test_wasm import GRAB, LOOP
     from tests.serverproc import start_server
 
     root = Path(tempfile.mkdtemp(prefix="inferbridge-bench-wasm-"))
     shutil.copytree(examples / "iris_wasm", root / "iris_wasm")
-    for number, isolation in enumerate(ATTACKS.values()):
+    for number, isolation in enumerate(_placements()):
         loops = "{fuel: 1000000000000000, timeout_ms: 100}"
         hostile_model(root, f"loops{number}", LOOP, loops, isolation)
         hostile_model(root, f"bombs{number}", GRAB, "{memory_limit_mb: 32}", isolation)
@@ -340,7 +383,7 @@ def wasm_under_attack(examples: Path, seconds: float, rounds: int) -> dict[str, 
             {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
         ]
     }
-    points: dict[str, list[AttackPoint]] = {IDLE: [], **{attack: [] for attack in ATTACKS}}
+    points: dict[str, list[AttackPoint]] = {IDLE: [], **{name: [] for name in ATTACKS}}
     pid = server.process.pid
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
@@ -352,11 +395,10 @@ def wasm_under_attack(examples: Path, seconds: float, rounds: int) -> dict[str, 
                 call()
             for round_number in range(rounds):
                 points[IDLE].append(_measure(call, seconds, pid))
-                for number, attack in enumerate(ATTACKS):
-                    point = _attacked(call, seconds, pid, server.base_url, str(number))
-                    points[attack].append(point)
-                summary = ", ".join(f"{name} {p[-1].p99:.2f}" for name, p in points.items())
-                print(f"  round {round_number + 1}/{rounds}: p99 ms {summary}")
+                for name, attack in ATTACKS.items():
+                    points[name].append(_attacked(call, seconds, pid, server.base_url, attack))
+                summary = ", ".join(f"{p[-1].p99:.2f}" for p in points.values())
+                print(f"  round {round_number + 1}/{rounds}: p99 ms {summary}", flush=True)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -378,7 +420,7 @@ def wasm_table(points: dict[str, list[AttackPoint]]) -> list[str]:
         "| iris WASM model (REST JSON), 100 hostile calls in flight ... | p50 ms | p99 ms "
         "| p50 / idle | p99 / idle (target ≤ 2x) | p99 / idle, each round | load average "
         "| server + front end CPU, cores | hostile workers' CPU, cores "
-        "| hostile calls answered 500 |",
+        "| hostile calls answered during the point |",
         "|---|--:|--:|--:|--:|---|--:|--:|--:|--:|",
     ]
     for name, series in points.items():
@@ -391,10 +433,11 @@ def wasm_table(points: dict[str, list[AttackPoint]]) -> list[str]:
             p99_ratio = f"**{_median(per_round):.2f}x**"
             each = " ".join(f"{r:.1f}" for r in per_round)
             answered = sum(p.hostile for p in series)
-            hostile = f"{answered:,} ({sum(p.unexpected for p in series)} not a 500)"
+            status = ATTACKS[name].expected_status
+            hostile = f"{answered:,} ({sum(p.unexpected for p in series)} not a {status})"
         workers = (
             "-"
-            if name in (IDLE, "in the server")
+            if name == IDLE or ATTACKS[name].isolation in ("", None)
             else (f"{_median([p.workers_cpu for p in series]):.2f}")
         )
         lines.append(
