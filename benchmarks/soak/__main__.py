@@ -290,7 +290,7 @@ def _markdown(
         "(onnxruntime, dynamic batching) and `iris` (the sklearn pickle, `isolation: process`). "
         f"{duration:g} s of open-loop load at {options.fraction:.0%} of the mix's capacity "
         f"({rate:,.0f} of {mix:,.0f} req/s: the best rate at which a closed-loop ramp of the "
-        "same mix was served in its shares, below), {len(results)} ibload streams (shares "
+        f"same mix was served in its shares, below), {len(results)} ibload streams (shares "
         + ", ".join(f"{r.stream.name} {r.stream.share:.0%}" for r in results)
         + f") plus {options.probes_per_second:g}/s hand-made probes, both models reloaded "
         f"every {options.reload_every:g} s, the server's processes sampled every "
@@ -299,7 +299,9 @@ def _markdown(
         "### Growth after warm-up\n",
         report.growth_table(growth),
         f"*≈ 0?*: last - first and slope x window ({growth[0].window_min:.1f} min) both within "
-        "max(4 MiB, 2 %) for RSS, 4 for fds, 2 for threads. *after the load*: "
+        "max(4 MiB, 2 %) for RSS, 4 for fds, 2 for threads; the isolation workers' growth "
+        "leaves out the samples taken while a reload's new worker ran beside the old one. "
+        "*after the load*: "
         f"{options.sample_every:g} s after the load stopped. "
         + report.go_connections_note(samples)
         + "\n",

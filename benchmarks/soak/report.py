@@ -38,13 +38,13 @@ _MIB = 1024 * 1024
 _METRICS = (("RSS MiB", "rss_bytes", _MIB), ("open fds", "fds", 1), ("threads", "threads", 1))
 #: The Go front end holds one fd per client connection, and ibload's open loop keeps every
 #: connection it ever needed (a pool that grows when latency spikes): what it holds beside
-#: them is the figure a leak would move.
+#: them (its fds that are not TCP sockets on the server's ports) is what a leak would move.
 _GO_OWN_FDS = "fds less client connections"
 
 
 def _value(sample: Sample, role: str, metric: str) -> float:
     if metric == _GO_OWN_FDS:
-        return sample.total(GO, "fds") - sample.connections
+        return sample.total(GO, "fds") - sample.total(GO, "client_sockets")
     _, field_name, scale = next(m for m in _METRICS if m[0] == metric)
     return sample.total(role, field_name) / scale
 
@@ -67,6 +67,8 @@ class Growth:
     slope_per_min: float  # least squares over the samples after warm-up
     after: float | None  # once the load stopped
     window_min: float
+    usual: int = 1  # the number of the role's processes the growth is taken over
+    left_out: int = 0  # samples after warm-up with another number (a reload's overlap)
 
     @property
     def delta(self) -> float:
@@ -94,9 +96,13 @@ def growth(samples: Sequence[Sample], warmup_s: float) -> list[Growth]:
         if not any(s.count(role) for s in samples):
             continue
         metrics = [m[0] for m in _METRICS] + ([_GO_OWN_FDS] if role == GO else [])
+        # A reload starts the isolated model's new worker beside the old one, which exits
+        # once drained: a sample in that overlap sees two, which is not growth.
+        usual = Counter(s.count(role) for s in steady).most_common(1)[0][0]
+        same = [s for s in steady if s.count(role) == usual]
         for metric in metrics:
-            values = np.array([_value(s, role, metric) for s in steady])
-            minutes = np.array([s.t / 60 for s in steady])
+            values = np.array([_value(s, role, metric) for s in same])
+            minutes = np.array([s.t / 60 for s in same])
             slope = float(np.polyfit(minutes, values, 1)[0]) if len(values) >= 2 else 0.0
             out.append(
                 Growth(
@@ -110,6 +116,8 @@ def growth(samples: Sequence[Sample], warmup_s: float) -> list[Growth]:
                     slope_per_min=slope,
                     after=_value(after, role, metric) if after else None,
                     window_min=float(minutes[-1] - minutes[0]) if len(minutes) else 0.0,
+                    usual=usual,
+                    left_out=len(steady) - len(same),
                 )
             )
     return out
@@ -122,7 +130,12 @@ def growth_table(rows: Sequence[Growth]) -> str:
     )
     lines = []
     for g in rows:
-        who = g.role + (f" ({g.processes} at most)" if g.processes > 1 else "")
+        who = g.role
+        if g.processes > 1:
+            who += f" ({g.processes} at most"
+            if g.left_out:
+                who += f"; growth over the samples with {g.usual}, {g.left_out} left out"
+            who += ")"
         digits = 1 if g.metric == "RSS MiB" else 0
         after = f"{g.after:,.{digits}f}" if g.after is not None else "-"
         lines.append(
@@ -381,7 +394,7 @@ def plot_answers(results: Sequence[StreamResult], path: Path) -> Path | None:
             row = slices.setdefault(float(s["start_s"]), [0.0, 0.0])
             answers = Counter(s.get("errors") or {})
             if s.get("ok"):
-                answers["OK" if "gRPC" in r.stream.name else "HTTP 200"] += s["ok"]
+                answers["OK" if r.stream.protocol == "grpc" else "HTTP 200"] += s["ok"]
             for answer, n in answers.items():
                 row[0 if answer in r.stream.expected else 1] += n
     if not slices or width <= 0:
@@ -418,7 +431,7 @@ def go_connections_note(samples: Sequence[Sample]) -> str:
     after = next((s for s in samples if s.phase == "after"), None)
     if not load:
         return ""
-    go_fds = [s.total(GO, "fds") - s.connections for s in load]
+    go_fds = [_value(s, GO, _GO_OWN_FDS) for s in load]
     connections = [s.connections for s in load]
     text = (
         "The Go front end's fds include one per client connection: "

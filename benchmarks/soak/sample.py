@@ -7,6 +7,7 @@ alone), so the process tree is walked by parent id, not by process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ PYTHON, GO, WORKER, OTHER = "Python server", "Go front end", "isolation workers"
 #: The roles in the order the report lists them.
 ROLES = (PYTHON, GO, WORKER, OTHER)
 #: /proc/net/tcp states (include/net/tcp_states.h).
-_ESTABLISHED, _CLOSE_WAIT = "01", "08"
+_ESTABLISHED, _CLOSE_WAIT, _LISTEN = "01", "08", "0A"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ProcessSample:
     fds: int
     threads: int
     cpu_s: float  # user + system seconds since the process started
+    client_sockets: int = 0  # of the fds: TCP connections on the server's ports
 
 
 @dataclass
@@ -109,7 +111,7 @@ def _role(pid: int, root: int) -> str:
     return OTHER
 
 
-def _process(pid: int, role: str) -> ProcessSample | None:
+def _process(pid: int, role: str, client_inodes: set[str]) -> ProcessSample | None:
     """None when the process ended while it was being read (a worker being replaced)."""
     try:
         rss = threads = 0
@@ -119,7 +121,13 @@ def _process(pid: int, role: str) -> ProcessSample | None:
                     rss = int(line.split()[1]) * 1024
                 elif line.startswith("Threads:"):
                     threads = int(line.split()[1])
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        fds = os.listdir(f"/proc/{pid}/fd")
+        client_sockets = 0
+        for fd in fds:
+            with contextlib.suppress(OSError):  # closed since the listing
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in client_inodes:
+                    client_sockets += 1
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except (OSError, ValueError):
@@ -130,27 +138,32 @@ def _process(pid: int, role: str) -> ProcessSample | None:
     # After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
     # cmajflt utime stime ...
     cpu = (int(fields[11]) + int(fields[12])) / _TICKS
-    return ProcessSample(pid, role, rss, fds, threads, cpu)
+    return ProcessSample(pid, role, rss, len(fds), threads, cpu, client_sockets)
 
 
-def _tcp_states(ports: Iterable[int]) -> tuple[int, int]:
+def _tcp_states(ports: Iterable[int]) -> tuple[int, int, set[str]]:
+    """ESTABLISHED and CLOSE_WAIT sockets on the server's ports, and the inodes of every
+    such socket but the listeners (the client connections, accepted or not yet)."""
     wanted = {f"{port:04X}" for port in ports}
     established = close_wait = 0
+    inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
+                    # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
                     parts = line.split()
-                    if parts[1].rsplit(":", 1)[1] not in wanted:
+                    if parts[1].rsplit(":", 1)[1] not in wanted or parts[3] == _LISTEN:
                         continue
+                    inodes.add(parts[9])
                     if parts[3] == _ESTABLISHED:
                         established += 1
                     elif parts[3] == _CLOSE_WAIT:
                         close_wait += 1
         except OSError:
             continue
-    return established, close_wait
+    return established, close_wait, inodes
 
 
 def machine_busy() -> float:
@@ -162,12 +175,12 @@ def machine_busy() -> float:
 
 
 def take_sample(root: int, ports: Iterable[int], t: float, phase: str = "load") -> Sample:
+    established, close_wait, inodes = _tcp_states(ports)
     processes = [
         sample
         for pid in _descendants(root)
-        if (sample := _process(pid, _role(pid, root))) is not None
+        if (sample := _process(pid, _role(pid, root), inodes)) is not None
     ]
-    established, close_wait = _tcp_states(ports)
     return Sample(
         t=t,
         processes=processes,
