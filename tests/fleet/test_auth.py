@@ -5,6 +5,8 @@ docs/security.md, a node bound to the principal that registered it, rate limits.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -237,3 +239,33 @@ async def test_a_principal_over_its_rate_is_429_with_retry_after(tmp_path: Path)
         assert (await client.get("/v1/fleet/nodes", headers=_key("viewer"))).status_code == 200
     await plane.stop()
     await plane.store.close()
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (None, r"auth_keys \(--auth-keys\): keys file .*missing\.yaml"),
+        (
+            f"keys:\n  - name: x\n    sha256: {'a' * 64}\n    scopes: [fly]\n",
+            r"--auth-keys.*keys\[0\].*scope.*'fly'",
+        ),
+    ],
+)
+def test_fleet_serve_refuses_a_keys_file_that_cannot_work(
+    tmp_path: Path, keys: str | None, expected: str
+) -> None:
+    path = tmp_path / "missing.yaml"
+    if keys is not None:
+        path.write_text(keys)
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "inferbridge", "fleet", "serve", "--port", "0"),
+            *("--store", f"sqlite:{tmp_path / 'fleet.db'}", "--auth-keys", str(path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert re.search(expected, result.stderr), result.stderr
