@@ -227,7 +227,7 @@ func unauthenticated(msg string, sent bool) *Denial {
 	return &Denial{Status: http.StatusUnauthorized, Message: msg, TokenSent: sent}
 }
 
-const noCredential = "authentication required: send 'Authorization: Bearer <credential>' or 'x-api-key: <key>'"
+const noCredential = "authentication required: send an API key (x-api-key: <key>) or a bearer credential (Authorization: Bearer <credential>)"
 
 // authenticate finds the principal of c: the Authorization header decides when
 // present, then x-api-key, then a verified client certificate's subject.
@@ -242,7 +242,7 @@ func (a *Authority) authenticate(c Credentials, now time.Time) (*identity, *Deni
 		if a.jwt != nil && looksLikeJWT(cred) {
 			sub, scopes, why := a.jwt.verify(cred, now)
 			if why != "" {
-				return nil, unauthenticated("invalid bearer token: "+why, true)
+				return nil, unauthenticated("the bearer token is not valid: "+why, true)
 			}
 			ss := newScopeSet(scopes)
 			return &identity{name: sub, scopes: &ss, rate: a.defaultRt, bucketKey: "jwt:" + sub}, nil
@@ -256,11 +256,12 @@ func (a *Authority) authenticate(c Credentials, now time.Time) (*identity, *Deni
 			e = a.keys.get(now).bySubject[c.CertSubject]
 		}
 		if e == nil {
+			// A certificate is not a token: its 401s carry no error="invalid_token".
 			return nil, unauthenticated(fmt.Sprintf(
-				"client certificate subject '%s' is not a principal of the keys file", c.CertSubject), true)
+				"the client certificate's subject '%s' is not a principal of the keys file", c.CertSubject), false)
 		}
 		if !e.expires.IsZero() && !now.Before(e.expires) {
-			return nil, unauthenticated(fmt.Sprintf("client certificate of '%s' expired at %s", e.name, e.expires.UTC().Format(time.RFC3339)), true)
+			return nil, unauthenticated(fmt.Sprintf("client certificate principal '%s' expired at %s", e.name, e.expires.UTC().Format(time.RFC3339)), false)
 		}
 		return a.entryIdentity(e), nil
 	}
@@ -273,7 +274,7 @@ func (a *Authority) byKey(key string, now time.Time) (*identity, *Denial) {
 		e = a.keys.get(now).byKey(key)
 	}
 	if e == nil {
-		return nil, unauthenticated("unknown API key", true)
+		return nil, unauthenticated("the API key is not valid", true)
 	}
 	if !e.expires.IsZero() && !now.Before(e.expires) {
 		return nil, unauthenticated(fmt.Sprintf("API key '%s' expired at %s", e.name, e.expires.UTC().Format(time.RFC3339)), true)

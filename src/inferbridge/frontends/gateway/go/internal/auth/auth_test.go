@@ -128,19 +128,19 @@ func TestAPIKeys(t *testing.T) {
 		{"key as bearer", Credentials{Authorization: "Bearer " + paymentsKey}, infer("fraud-v2"), "payments", 0, "", false},
 		{"bearer scheme is case-insensitive", Credentials{Authorization: "bearer " + readerKey}, Action{Kind: Read}, "reader", 0, "", false},
 		{"no credential", Credentials{}, infer("iris"), "", 401, noCredential, false},
-		{"unknown key", Credentials{APIKey: "nope"}, infer("iris"), "", 401, "unknown API key", true},
+		{"unknown key", Credentials{APIKey: "nope"}, infer("iris"), "", 401, "the API key is not valid", true},
 		{"not bearer", Credentials{Authorization: "Basic " + paymentsKey}, infer("iris"), "", 401, "the Authorization header must be 'Bearer <credential>'", true},
 		{"empty bearer", Credentials{Authorization: "Bearer "}, infer("iris"), "", 401, "the Authorization header must be 'Bearer <credential>'", true},
-		{"bad authorization decides over a good x-api-key", Credentials{Authorization: "Bearer nope", APIKey: paymentsKey}, infer("fraud-1"), "", 401, "unknown API key", true},
+		{"bad authorization decides over a good x-api-key", Credentials{Authorization: "Bearer nope", APIKey: paymentsKey}, infer("fraud-1"), "", 401, "the API key is not valid", true},
 		{"no scope for the model", Credentials{APIKey: paymentsKey}, infer("iris"), "", 403,
 			"principal 'payments' may not infer on model 'iris' (its scopes: infer:fraud-*, read)", false},
 		{"read may read", Credentials{APIKey: readerKey}, Action{Kind: Read}, "reader", 0, "", false},
 		{"read may not infer", Credentials{APIKey: readerKey}, infer("iris"), "", 403,
 			"principal 'reader' may not infer on model 'iris' (its scopes: read)", false},
 		{"read may not change", Credentials{APIKey: readerKey}, Action{Kind: Admin}, "", 403,
-			"principal 'reader' may not change the server (needs scope admin) (its scopes: read)", false},
+			"principal 'reader' may not change the server (it needs the admin scope) (its scopes: read)", false},
 		{"read may not use shared memory", Credentials{APIKey: readerKey}, Action{Kind: SharedMemory}, "", 403,
-			"principal 'reader' may not use shared memory (needs an infer: scope) (its scopes: read)", false},
+			"principal 'reader' may not use shared memory (it needs an infer: scope) (its scopes: read)", false},
 		{"any infer scope grants shared memory", Credentials{APIKey: paymentsKey}, Action{Kind: SharedMemory}, "payments", 0, "", false},
 		{"admin may do everything", Credentials{APIKey: adminKey}, infer("iris"), "ops", 0, "", false},
 		{"admin may change", Credentials{APIKey: adminKey}, Action{Kind: Admin}, "ops", 0, "", false},
@@ -151,7 +151,7 @@ func TestAPIKeys(t *testing.T) {
 		{"expired key", Credentials{APIKey: expiredKey}, infer("iris"), "", 401, "API key 'old' expired at 2020-01-01T00:00:00Z", true},
 		{"client certificate subject", Credentials{CertSubject: "batch.internal"}, infer("iris"), "batch", 0, "", false},
 		{"unknown certificate subject", Credentials{CertSubject: "stranger"}, infer("iris"), "", 401,
-			"client certificate subject 'stranger' is not a principal of the keys file", true},
+			"the client certificate's subject 'stranger' is not a principal of the keys file", false},
 		{"a key beats the certificate", Credentials{CertSubject: "batch.internal", APIKey: readerKey}, infer("iris"), "", 403,
 			"principal 'reader' may not infer on model 'iris' (its scopes: read)", false},
 	}
@@ -270,7 +270,7 @@ func TestNewRefusesBadFiles(t *testing.T) {
 		c    Config
 		want string
 	}{
-		{Config{KeysFile: filepath.Join(dir, "missing.yaml")}, "keys file " + dir + "/missing.yaml: open"},
+		{Config{KeysFile: filepath.Join(dir, "missing.yaml")}, "keys file " + dir + "/missing.yaml cannot be read (no such file or directory)"},
 		{Config{KeysFile: bad}, "keys file " + bad + ": keys[0]"},
 		{Config{JWTSecretFile: short}, "the HS256 secret has 9 bytes; it needs at least 32"},
 		{Config{JWKSFile: bad}, "JWKS file " + bad + ": not valid JSON"},
@@ -311,10 +311,10 @@ func TestKeysFileReload(t *testing.T) {
 			t.Fatalf("the last good file is not in force: %q %+v", p, d)
 		}
 	}
-	if n := strings.Count(logs.text(), "the last good version stays in force"); n != 1 {
+	if n := strings.Count(logs.text(), "the last good one stays in force"); n != 1 {
 		t.Fatalf("the bad file was logged %d times: %q", n, logs.text())
 	}
-	if !strings.Contains(logs.text(), "keys[0]") {
+	if !strings.Contains(logs.text(), "is not valid (keys[0]") {
 		t.Fatalf("the log does not say why: %q", logs.text())
 	}
 	// A removed file too.
@@ -380,7 +380,7 @@ func TestRates(t *testing.T) {
 	}
 	_, d := a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-1"))
 	if d == nil || d.Status != 429 || d.RetryAfter != time.Second ||
-		d.Message != "model 'fraud-1' is over its rate limit of 1 requests a second (burst 1); retry in 1 s" {
+		d.Message != "model 'fraud-1' is over its rate limit of 1 requests/s (burst 1); retry in 1 s" {
 		t.Fatalf("model bucket: %+v", d)
 	}
 	// The model refused it, so the principal's token was given back: fraud-2 (its own
@@ -389,7 +389,7 @@ func TestRates(t *testing.T) {
 		t.Fatalf("the principal's token was not given back: %+v", d)
 	}
 	_, d = a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-3"))
-	if d == nil || d.Status != 429 || !strings.HasPrefix(d.Message, "principal 'payments' is over its rate limit of 1 requests a second (burst 2); retry in 1 s") {
+	if d == nil || d.Status != 429 || !strings.HasPrefix(d.Message, "principal 'payments' is over its rate limit of 1 requests/s (burst 2); retry in 1 s") {
 		t.Fatalf("principal bucket: %+v", d)
 	}
 	// The default rate: 0.5/s, so the wait is 2 s.

@@ -33,7 +33,6 @@ type jwtVerifier struct {
 	parser   *jwt.Parser
 	allowed  map[string]bool
 	algNames string // the accepted algs, for messages
-	issuer   string
 	audience string
 }
 
@@ -56,7 +55,7 @@ func readSecret(path string) ([]byte, error) {
 }
 
 func newJWTVerifier(secret []byte, jwks *watchedFile[jwkSet], c Config, now func() time.Time) *jwtVerifier {
-	v := &jwtVerifier{secret: secret, jwks: jwks, allowed: map[string]bool{}, issuer: c.Issuer, audience: c.Audience}
+	v := &jwtVerifier{secret: secret, jwks: jwks, allowed: map[string]bool{}, audience: c.Audience}
 	var methods []string
 	if secret != nil {
 		methods = append(methods, "HS256")
@@ -113,17 +112,13 @@ func (v *jwtVerifier) verify(token string, now time.Time) (string, []string, str
 	if err != nil {
 		return "", nil, v.reason(t, err)
 	}
-	sub, present := claims["sub"]
-	if !present {
-		return "", nil, "the token has no 'sub' claim"
-	}
-	name, _ := sub.(string)
+	name, _ := claims["sub"].(string)
 	if name == "" {
-		return "", nil, "the token's 'sub' claim must be a non-empty string"
+		return "", nil, "it has no sub claim (the principal)"
 	}
 	// The principal goes into a frame header and the access log: no line breaks in it.
 	if len(name) > 256 || strings.IndexFunc(name, unicode.IsControl) >= 0 {
-		return "", nil, "the token's 'sub' claim has control characters or is over 256 bytes"
+		return "", nil, "its sub claim has control characters or is over 256 bytes"
 	}
 	return name, tokenScopes(claims), ""
 }
@@ -137,14 +132,11 @@ func (v *jwtVerifier) key(t *jwt.Token, now time.Time) (any, error) {
 	}
 	kid, _ := t.Header["kid"].(string)
 	if kid == "" {
-		return nil, keyError("the token has no 'kid' header; JWKS keys are matched by kid")
+		return nil, keyError("it has no kid, and no key of the JWKS file without a kid can verify it")
 	}
 	k, ok := v.jwks.get(now).byKid[kid]
-	if !ok {
-		return nil, keyError("the token's kid names no key of the JWKS file")
-	}
-	if k.alg != alg {
-		return nil, keyError(fmt.Sprintf("the token's algorithm %s does not match its key's (%s)", alg, k.alg))
+	if !ok || k.alg != alg {
+		return nil, keyError("no key of the JWKS file has its kid and algorithm")
 	}
 	return k.key, nil
 }
@@ -154,7 +146,7 @@ var algorithmName = regexp.MustCompile(`^[A-Za-z0-9+-]{1,16}$`)
 // reason turns a jwt error into a message naming the check that failed.
 func (v *jwtVerifier) reason(t *jwt.Token, err error) string {
 	if errors.Is(err, jwt.ErrTokenMalformed) {
-		return "the bearer token is not a well-formed JWT"
+		return "it is malformed (not three base64url parts of JSON)"
 	}
 	if t != nil {
 		if alg, present := t.Header["alg"]; !v.allowed[fmt.Sprint(alg)] {
@@ -164,16 +156,16 @@ func (v *jwtVerifier) reason(t *jwt.Token, err error) string {
 			} else if !present {
 				name = "(missing)"
 			}
-			return fmt.Sprintf("token algorithm %s is not accepted (accepted: %s)", name, v.algNames)
+			return fmt.Sprintf("its signing algorithm (alg) %s is not accepted here (accepted: %s)", name, v.algNames)
 		}
 	}
 	// jwt joins the failed checks; a missing claim is told by its name only.
-	for _, claim := range []string{"exp", "iss", "aud"} {
-		if errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(err.Error(), claim+" claim is required") {
-			return fmt.Sprintf("the token has no '%s' claim", claim)
-		}
+	missing := func(claim string) bool {
+		return errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(err.Error(), claim+" claim is required")
 	}
 	switch {
+	case missing("exp"):
+		return "it has no exp claim"
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		var ke keyError
 		if errors.As(err, &ke) {
@@ -181,19 +173,19 @@ func (v *jwtVerifier) reason(t *jwt.Token, err error) string {
 		}
 		return "no key can verify it"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		return "the token's signature does not verify"
+		return "its signature does not verify"
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return "the token has expired"
+		return "it has expired (exp)"
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return "the token is not valid yet (nbf)"
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return fmt.Sprintf("the token's issuer is not '%s'", v.issuer)
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return fmt.Sprintf("the token's audience is not '%s'", v.audience)
+		return "it is not valid yet (nbf)"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer), missing("iss"):
+		return "its issuer (iss) is not the one this server accepts"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience), missing("aud"):
+		return fmt.Sprintf("its audience (aud) does not include '%s'", v.audience)
 	case errors.Is(err, jwt.ErrTokenInvalidClaims):
-		return "the token is not valid (exp, nbf and iat must be numbers, iss a string, aud a string or a list)"
+		return "it cannot be verified (exp, nbf and iat must be numbers, iss a string, aud a string or a list)"
 	}
-	return "the token is not valid"
+	return "it cannot be verified"
 }
 
 // keyError is why the Keyfunc found no key; it quotes nothing of the token.

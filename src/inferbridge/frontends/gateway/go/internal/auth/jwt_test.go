@@ -137,27 +137,27 @@ func TestJWTAlgorithms(t *testing.T) {
 		{"HS256", sign(t, jwt.SigningMethodHS256, "", ok, []byte(testSecret)), ""},
 		{"RS256", sign(t, jwt.SigningMethodRS256, "rsa1", ok, f.rsa), ""},
 		{"ES256", sign(t, jwt.SigningMethodES256, "ec1", ok, f.ec), ""},
-		{"HS256 wrong secret", sign(t, jwt.SigningMethodHS256, "", ok, []byte(strings.Repeat("x", 32))), "the token's signature does not verify"},
-		{"none", noneToken, "token algorithm 'none' is not accepted (accepted: HS256, RS256, ES256)"},
-		{"HS512", sign(t, jwt.SigningMethodHS512, "", ok, []byte(testSecret)), "token algorithm 'HS512' is not accepted"},
-		{"RS512", sign(t, jwt.SigningMethodRS512, "rsa1", ok, f.rsa), "token algorithm 'RS512' is not accepted"},
-		{"HS256 keyed with the RSA public key", sign(t, jwt.SigningMethodHS256, "rsa1", ok, pubBytes), "the token's signature does not verify"},
-		{"RS256 unknown kid", sign(t, jwt.SigningMethodRS256, "rsa2", ok, f.rsa), "the token's kid names no key of the JWKS file"},
-		{"RS256 without kid", sign(t, jwt.SigningMethodRS256, "", ok, f.rsa), "the token has no 'kid' header; JWKS keys are matched by kid"},
-		{"ES256 under the RSA kid", sign(t, jwt.SigningMethodES256, "rsa1", ok, f.ec), "the token's algorithm ES256 does not match its key's (RS256)"},
+		{"HS256 wrong secret", sign(t, jwt.SigningMethodHS256, "", ok, []byte(strings.Repeat("x", 32))), "its signature does not verify"},
+		{"none", noneToken, "its signing algorithm (alg) 'none' is not accepted here (accepted: HS256, RS256, ES256)"},
+		{"HS512", sign(t, jwt.SigningMethodHS512, "", ok, []byte(testSecret)), "its signing algorithm (alg) 'HS512' is not accepted"},
+		{"RS512", sign(t, jwt.SigningMethodRS512, "rsa1", ok, f.rsa), "its signing algorithm (alg) 'RS512' is not accepted"},
+		{"HS256 keyed with the RSA public key", sign(t, jwt.SigningMethodHS256, "rsa1", ok, pubBytes), "its signature does not verify"},
+		{"RS256 unknown kid", sign(t, jwt.SigningMethodRS256, "rsa2", ok, f.rsa), "no key of the JWKS file has its kid and algorithm"},
+		{"RS256 without kid", sign(t, jwt.SigningMethodRS256, "", ok, f.rsa), "it has no kid, and no key of the JWKS file without a kid can verify it"},
+		{"ES256 under the RSA kid", sign(t, jwt.SigningMethodES256, "rsa1", ok, f.ec), "no key of the JWKS file has its kid and algorithm"},
 		{"RS256 signed by another key", func() string {
 			other, err := rsa.GenerateKey(rand.Reader, 2048)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return sign(t, jwt.SigningMethodRS256, "rsa1", ok, other)
-		}(), "the token's signature does not verify"},
+		}(), "its signature does not verify"},
 		{"tampered payload", func() string {
 			parts := strings.Split(sign(t, jwt.SigningMethodHS256, "", ok, []byte(testSecret)), ".")
 			evil, _ := json.Marshal(f.claims(map[string]any{"scope": "admin"}))
 			return parts[0] + "." + b64u(evil) + "." + parts[2]
-		}(), "the token's signature does not verify"},
-		{"malformed", "aaaa.bbbb.cccc", "the bearer token is not a well-formed JWT"},
+		}(), "its signature does not verify"},
+		{"malformed", "aaaa.bbbb.cccc", "it is malformed (not three base64url parts of JSON)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -171,8 +171,8 @@ func TestJWTAlgorithms(t *testing.T) {
 			if d == nil {
 				t.Fatalf("accepted as %q", p)
 			}
-			if d.Status != 401 || !d.TokenSent || d.Message != "invalid bearer token: "+tc.want &&
-				!strings.HasPrefix(d.Message, "invalid bearer token: "+tc.want) {
+			if d.Status != 401 || !d.TokenSent || d.Message != "the bearer token is not valid: "+tc.want &&
+				!strings.HasPrefix(d.Message, "the bearer token is not valid: "+tc.want) {
 				t.Fatalf("got %d %q, want 401 %q", d.Status, d.Message, tc.want)
 			}
 			for _, part := range strings.Split(tc.token, ".") {
@@ -206,26 +206,26 @@ func TestJWTClaims(t *testing.T) {
 	}{
 		{"valid", with(nil), infer("iris"), ""},
 		{"aud list containing ours", with(map[string]any{"aud": []string{"other", "inferbridge"}}), infer("iris"), ""},
-		{"aud list without ours", with(map[string]any{"aud": []string{"other"}}), infer("iris"), "the token's audience is not 'inferbridge'"},
-		{"wrong aud", with(map[string]any{"aud": "other"}), infer("iris"), "the token's audience is not 'inferbridge'"},
-		{"wrong iss", with(map[string]any{"iss": "https://evil.example"}), infer("iris"), "the token's issuer is not 'https://issuer.example'"},
-		{"no exp", with(map[string]any{"exp": nil}), infer("iris"), "the token has no 'exp' claim"},
-		{"expired", with(map[string]any{"exp": now.Add(-time.Minute).Unix()}), infer("iris"), "the token has expired"},
+		{"aud list without ours", with(map[string]any{"aud": []string{"other"}}), infer("iris"), "its audience (aud) does not include 'inferbridge'"},
+		{"wrong aud", with(map[string]any{"aud": "other"}), infer("iris"), "its audience (aud) does not include 'inferbridge'"},
+		{"wrong iss", with(map[string]any{"iss": "https://evil.example"}), infer("iris"), "its issuer (iss) is not the one this server accepts"},
+		{"no exp", with(map[string]any{"exp": nil}), infer("iris"), "it has no exp claim"},
+		{"expired", with(map[string]any{"exp": now.Add(-time.Minute).Unix()}), infer("iris"), "it has expired (exp)"},
 		{"expired within the leeway", with(map[string]any{"exp": now.Add(-20 * time.Second).Unix()}), infer("iris"), ""},
-		{"nbf in the future", with(map[string]any{"nbf": now.Add(time.Minute).Unix()}), infer("iris"), "the token is not valid yet (nbf)"},
+		{"nbf in the future", with(map[string]any{"nbf": now.Add(time.Minute).Unix()}), infer("iris"), "it is not valid yet (nbf)"},
 		{"nbf within the leeway", with(map[string]any{"nbf": now.Add(20 * time.Second).Unix()}), infer("iris"), ""},
 		{"nbf past", with(map[string]any{"nbf": now.Add(-time.Minute).Unix()}), infer("iris"), ""},
-		{"exp not a number", with(map[string]any{"exp": "tomorrow"}), infer("iris"), "the token is not valid"},
-		{"no sub", with(map[string]any{"sub": nil}), infer("iris"), "the token has no 'sub' claim"},
-		{"sub with a newline", with(map[string]any{"sub": "a\nb"}), infer("iris"), "the token's 'sub' claim has control characters"},
+		{"exp not a number", with(map[string]any{"exp": "tomorrow"}), infer("iris"), "it cannot be verified"},
+		{"no sub", with(map[string]any{"sub": nil}), infer("iris"), "it has no sub claim (the principal)"},
+		{"sub with a newline", with(map[string]any{"sub": "a\nb"}), infer("iris"), "its sub claim has control characters"},
 		{"scopes list", with(map[string]any{"scope": nil, "scopes": []string{"infer:ir*"}}), infer("iris"), ""},
 		{"scp list", with(map[string]any{"scope": nil, "scp": []string{"admin"}}), Action{Kind: Admin}, ""},
 		{"scope without the model", with(map[string]any{"scope": "infer:fraud-* read"}), infer("iris"),
 			"403 principal 'alice' may not infer on model 'iris' (its scopes: infer:fraud-*, read)"},
 		{"no scope at all", with(map[string]any{"scope": nil}), Action{Kind: Read},
-			"403 principal 'alice' may not read the server's state (needs scope read) (its scopes: none)"},
+			"403 principal 'alice' may not read server or model information (it needs the read scope) (its scopes: none)"},
 		{"scopes not strings are ignored", with(map[string]any{"scope": nil, "scopes": []any{1, "infer:iris"}}), infer("iris"), ""},
-		{"no aud", with(map[string]any{"aud": nil}), infer("iris"), "the token has no 'aud' claim"},
+		{"no aud", with(map[string]any{"aud": nil}), infer("iris"), "its audience (aud) does not include 'inferbridge'"},
 		{"unknown scopes grant nothing", with(map[string]any{"scope": "openid profile infer:iris"}), infer("iris"), ""},
 	}
 	for _, tc := range cases {
@@ -244,7 +244,7 @@ func TestJWTClaims(t *testing.T) {
 					t.Fatalf("got %+v, want %s", d, tc.want)
 				}
 			default:
-				if d == nil || d.Status != 401 || !strings.HasPrefix(d.Message, "invalid bearer token: "+tc.want) {
+				if d == nil || d.Status != 401 || !strings.HasPrefix(d.Message, "the bearer token is not valid: "+tc.want) {
 					t.Fatalf("got %+v, want 401 %q", d, tc.want)
 				}
 			}
@@ -279,7 +279,7 @@ func TestJWTWithKeysFile(t *testing.T) {
 	// Without a JWKS, RS256 is not accepted.
 	rs := sign(t, jwt.SigningMethodRS256, "rsa1", claims, testRSAKey(t))
 	if _, d := a.Check(Credentials{Authorization: "Bearer " + rs}, Action{Kind: Read}); d == nil ||
-		d.Message != "invalid bearer token: token algorithm 'RS256' is not accepted (accepted: HS256)" {
+		d.Message != "the bearer token is not valid: its signing algorithm (alg) 'RS256' is not accepted here (accepted: HS256)" {
 		t.Fatalf("RS256 without a JWKS: %+v", d)
 	}
 }

@@ -18,7 +18,7 @@ type Rate struct {
 }
 
 func (r Rate) String() string {
-	return fmt.Sprintf("%s requests a second (burst %d)", strconv.FormatFloat(r.PerSecond, 'g', -1, 64), r.Burst)
+	return fmt.Sprintf("%s requests/s (burst %d)", strconv.FormatFloat(r.PerSecond, 'g', -1, 64), r.Burst)
 }
 
 // ModelRate is one --rate-limit rule: the models whose name matches Glob share nothing,

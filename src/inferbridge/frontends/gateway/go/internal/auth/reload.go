@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -62,28 +63,40 @@ func newWatchedFile[T any](path, what string, parse func([]byte) (*T, error), lo
 	return w, nil
 }
 
+// load reads and parses the file. A read error is an *os.PathError (or names the size
+// limit); a parse error is the parser's; both are prefixed with what the file is.
 func (w *watchedFile[T]) load() (*T, fileStamp, error) {
+	v, stamp, unreadable, err := w.read()
+	if err != nil {
+		if unreadable {
+			return nil, fileStamp{}, fmt.Errorf("%s %s cannot be read (%w)", w.what, w.path, err)
+		}
+		return nil, fileStamp{}, fmt.Errorf("%s %s: %w", w.what, w.path, err)
+	}
+	return v, stamp, nil
+}
+
+func (w *watchedFile[T]) read() (v *T, stamp fileStamp, unreadable bool, err error) {
 	f, err := os.Open(w.path)
 	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("%s %s: %w", w.what, w.path, err)
+		return nil, stamp, true, reason(err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("%s %s: %w", w.what, w.path, err)
+		return nil, stamp, true, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
 	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("%s %s: %w", w.what, w.path, err)
+		return nil, stamp, true, err
 	}
 	if len(data) > maxFileBytes {
-		return nil, fileStamp{}, fmt.Errorf("%s %s: over %d bytes", w.what, w.path, maxFileBytes)
+		return nil, stamp, true, fmt.Errorf("over %d bytes", maxFileBytes)
 	}
-	v, err := w.parse(data)
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("%s %s: %w", w.what, w.path, err)
+	if v, err = w.parse(data); err != nil {
+		return nil, stamp, false, err
 	}
-	return v, stampOf(fi), nil
+	return v, stampOf(fi), false, nil
 }
 
 // get returns the file's current version, looking at the file first when the last look
@@ -96,22 +109,29 @@ func (w *watchedFile[T]) get(now time.Time) *T {
 	return w.cur.Load()
 }
 
-// check reloads the file when its stamp changed.
+// check reloads the file when its stamp changed. The reasons logged are worded as the
+// Python server's, which watches the same files.
 func (w *watchedFile[T]) check() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	fi, err := os.Stat(w.path)
 	if err != nil {
-		w.failed(fmt.Errorf("%s %s: %w", w.what, w.path, err))
+		w.stamp = fileStamp{} // read it again once it is back
+		w.complain(fmt.Sprintf("%s %s cannot be read (%v); the last good one stays in force", w.what, w.path, reason(err)))
 		return
 	}
-	if stampOf(fi) == w.stamp { // unchanged since the last load, good or bad
+	if stampOf(fi) == w.stamp { // unchanged since the last look, good or bad
 		return
 	}
-	v, stamp, err := w.load()
+	v, stamp, unreadable, err := w.read()
 	if err != nil {
 		w.stamp = stampOf(fi) // look again only when it changes again
-		w.failed(err)
+		if unreadable {
+			w.stamp = fileStamp{}
+			w.complain(fmt.Sprintf("%s %s cannot be read (%v); the last good one stays in force", w.what, w.path, err))
+		} else {
+			w.complain(fmt.Sprintf("%s %s is not valid (%v); the last good one stays in force", w.what, w.path, err))
+		}
 		return
 	}
 	w.cur.Store(v)
@@ -120,9 +140,19 @@ func (w *watchedFile[T]) check() {
 	w.logf("auth: %s %s reloaded", w.what, w.path)
 }
 
-func (w *watchedFile[T]) failed(err error) {
-	if msg := err.Error(); msg != w.lastErr {
+// complain logs msg unless it is the last one logged (a missing file is logged once).
+func (w *watchedFile[T]) complain(msg string) {
+	if msg != w.lastErr {
 		w.lastErr = msg
-		w.logf("auth: %v; the last good version stays in force", err)
+		w.logf("auth: %s", msg)
 	}
+}
+
+// reason is an OS error without the path, which the messages name already.
+func reason(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

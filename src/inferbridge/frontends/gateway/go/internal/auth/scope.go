@@ -76,19 +76,19 @@ func (ss *scopeSet) allows(act Action) bool {
 	return false // Admin
 }
 
-// refusal is the 403 message for a principal whose scopes do not grant act (the same
-// words as the Python front ends').
+// refusal is the 403 message for a principal whose scopes do not grant act (the Python
+// front ends use the same words).
 func (ss *scopeSet) refusal(principal string, act Action) string {
 	var what string
 	switch act.Kind {
 	case Infer:
 		what = fmt.Sprintf("infer on model '%s'", act.Model)
 	case SharedMemory:
-		what = "use shared memory (needs an infer: scope)"
-	case Admin:
-		what = "change the server (needs scope admin)"
+		what = "use shared memory (it needs an infer: scope)"
+	case Health, Read:
+		what = "read server or model information (it needs the read scope)"
 	default:
-		what = "read the server's state (needs scope read)"
+		what = "change the server (it needs the admin scope)"
 	}
 	have := "none"
 	if len(ss.names) > 0 {

@@ -132,12 +132,12 @@ func TestHTTPAuth(t *testing.T) {
 		wwwAuth, message   string
 	}{
 		{"no credential", "POST", "/v2/models/iris/infer", nil, 401, `Bearer realm="inferbridge"`,
-			"authentication required: send 'Authorization: Bearer <credential>' or 'x-api-key: <key>'"},
+			"authentication required: send an API key (x-api-key: <key>) or a bearer credential (Authorization: Bearer <credential>)"},
 		{"unknown key", "POST", "/v2/models/iris/infer", map[string]string{"X-Api-Key": "ib_wrong_key"}, 401,
-			`Bearer realm="inferbridge", error="invalid_token"`, "unknown API key"},
+			`Bearer realm="inferbridge", error="invalid_token"`, "the API key is not valid"},
 		{"bad bearer beats a good key", "POST", "/v2/models/fraud-1/infer",
 			map[string]string{"Authorization": "Bearer ib_wrong_key", "X-Api-Key": paymentsKey}, 401,
-			`Bearer realm="inferbridge", error="invalid_token"`, "unknown API key"},
+			`Bearer realm="inferbridge", error="invalid_token"`, "the API key is not valid"},
 		{"no scope", "POST", "/v2/models/iris/infer", map[string]string{"X-Api-Key": paymentsKey}, 403, "",
 			"principal 'payments' may not infer on model 'iris' (its scopes: infer:fraud-*, read)"},
 		{"predict is the default model", "POST", "/predict", map[string]string{"X-Api-Key": paymentsKey}, 403, "",
@@ -145,7 +145,7 @@ func TestHTTPAuth(t *testing.T) {
 		{"vision service default", "POST", "/v1/vision/faces", map[string]string{"X-Api-Key": paymentsKey}, 403, "",
 			"principal 'payments' may not infer on model 'face_detection' (its scopes: infer:fraud-*, read)"},
 		{"read may not load", "POST", "/v2/repository/models/iris/load", map[string]string{"X-Api-Key": readerKey}, 403, "",
-			"principal 'reader' may not change the server (needs scope admin) (its scopes: read)"},
+			"principal 'reader' may not change the server (it needs the admin scope) (its scopes: read)"},
 		{"unknown route needs a credential", "GET", "/nowhere", nil, 401, `Bearer realm="inferbridge"`, ""},
 	}
 	for _, tc := range refused {
@@ -211,7 +211,7 @@ func TestHTTPAuth(t *testing.T) {
 		}
 		r := waitHTTP(t, h.do(client, request("POST", "/v2/models/fraud-1/infer", map[string]string{"X-Api-Key": paymentsKey})))
 		if r.status != 429 || r.header.Get("Retry-After") != "1" ||
-			errorMessage(t, r.body) != "principal 'payments' is over its rate limit of 1 requests a second (burst 3); retry in 1 s" {
+			errorMessage(t, r.body) != "principal 'payments' is over its rate limit of 1 requests/s (burst 3); retry in 1 s" {
 			t.Fatalf("over the rate: %d %q %q", r.status, r.header.Get("Retry-After"), r.body)
 		}
 		h.noFrame()
@@ -279,7 +279,7 @@ func TestGRPCAuth(t *testing.T) {
 	bg := context.Background()
 
 	wantCode(t, wait(t, h.invoke(bg, inferMethod, inferRequest("fraud-1"))).err, codes.Unauthenticated, "authentication required")
-	wantCode(t, wait(t, h.invoke(withKey("ib_wrong_key"), inferMethod, inferRequest("fraud-1"))).err, codes.Unauthenticated, "unknown API key")
+	wantCode(t, wait(t, h.invoke(withKey("ib_wrong_key"), inferMethod, inferRequest("fraud-1"))).err, codes.Unauthenticated, "the API key is not valid")
 	wantCode(t, wait(t, h.invoke(withKey(paymentsKey), inferMethod, inferRequest("iris"))).err, codes.PermissionDenied,
 		"principal 'payments' may not infer on model 'iris' (its scopes: infer:fraud-*, read)")
 	// model_name twice: protobuf's parsers take the last, and so does the check.
@@ -287,7 +287,7 @@ func TestGRPCAuth(t *testing.T) {
 	wantCode(t, wait(t, h.invoke(withKey(paymentsKey), inferMethod, twice)).err, codes.PermissionDenied, "model 'iris'")
 	wantCode(t, wait(t, h.invoke(withKey(paymentsKey), auth.GRPCPredict, nil)).err, codes.PermissionDenied, "model 'iris'")
 	wantCode(t, wait(t, h.invoke(withKey(readerKey), "/inference.GRPCInferenceService/RepositoryModelLoad", nil)).err,
-		codes.PermissionDenied, "needs scope admin")
+		codes.PermissionDenied, "needs the admin scope")
 	// Reflection is the gateway's own; it needs a credential too.
 	rc, err := v1reflectiongrpc.NewServerReflectionClient(h.cc).ServerReflectionInfo(bg)
 	if err != nil {
@@ -345,7 +345,7 @@ func TestGRPCClosedHealth(t *testing.T) {
 		t.Fatalf("health with read: %v", err)
 	}
 	_, err = hc.Check(withKey(paymentsKey+"x"), &healthpb.HealthCheckRequest{})
-	wantCode(t, err, codes.Unauthenticated, "unknown API key")
+	wantCode(t, err, codes.Unauthenticated, "the API key is not valid")
 }
 
 func TestGRPCStreamAuth(t *testing.T) {
@@ -401,7 +401,7 @@ func TestModelRateWithoutAuthentication(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	wantCode(t, wait(t, h.invoke(context.Background(), inferMethod, inferRequest("m1"))).err,
-		codes.ResourceExhausted, "model 'm1' is over its rate limit of 1 requests a second (burst 1); retry in 1 s")
+		codes.ResourceExhausted, "model 'm1' is over its rate limit of 1 requests/s (burst 1); retry in 1 s")
 	r := waitHTTP(t, h.do(http.DefaultClient, mustRequest(t, "POST", h.httpURL+"/v2/models/m1/infer", strings.NewReader("{}"))))
 	if r.status != 429 || r.header.Get("Retry-After") != "1" {
 		t.Fatalf("REST over the model's rate: %d %q", r.status, r.body)
