@@ -299,9 +299,10 @@ def _markdown(
         "### Growth after warm-up\n",
         report.growth_table(growth),
         f"*≈ 0?*: last - first and slope x window ({growth[0].window_min:.1f} min) both within "
-        "max(4 MiB, 2 %) for RSS, 4 for fds, 2 for threads; the isolation workers' growth "
-        "leaves out the samples taken while a reload's new worker ran beside the old one. "
-        "*after the load*: "
+        "max(4 MiB, 2 %) for RSS, 4 for fds, 2 for threads. The growth leaves out the "
+        f"{growth[0].left_out} samples after warm-up taken while a reload's new isolation "
+        "worker ran beside the old one (two workers, and their channels in the Python "
+        "process). *after the load*: "
         f"{options.sample_every:g} s after the load stopped. "
         + report.go_connections_note(samples)
         + "\n",

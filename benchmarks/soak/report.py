@@ -16,7 +16,7 @@ import numpy as np
 from benchmarks.soak.load import RampPoint, StreamResult
 from benchmarks.soak.probes import Prober
 from benchmarks.soak.reloads import Reload
-from benchmarks.soak.sample import GO, ROLES, Sample
+from benchmarks.soak.sample import GO, ROLES, WORKER, Sample
 
 __all__ = [
     "BEGIN",
@@ -38,7 +38,8 @@ _MIB = 1024 * 1024
 _METRICS = (("RSS MiB", "rss_bytes", _MIB), ("open fds", "fds", 1), ("threads", "threads", 1))
 #: The Go front end holds one fd per client connection, and ibload's open loop keeps every
 #: connection it ever needed (a pool that grows when latency spikes): what it holds beside
-#: them (its fds that are not TCP sockets on the server's ports) is what a leak would move.
+#: them (its fds less the sockets that are neither listeners nor Unix sockets) is what a
+#: leak would move.
 _GO_OWN_FDS = "fds less client connections"
 
 
@@ -67,7 +68,7 @@ class Growth:
     slope_per_min: float  # least squares over the samples after warm-up
     after: float | None  # once the load stopped
     window_min: float
-    usual: int = 1  # the number of the role's processes the growth is taken over
+    usual: int = 1  # the number of isolation workers in the samples the growth is over
     left_out: int = 0  # samples after warm-up with another number (a reload's overlap)
 
     @property
@@ -97,9 +98,10 @@ def growth(samples: Sequence[Sample], warmup_s: float) -> list[Growth]:
             continue
         metrics = [m[0] for m in _METRICS] + ([_GO_OWN_FDS] if role == GO else [])
         # A reload starts the isolated model's new worker beside the old one, which exits
-        # once drained: a sample in that overlap sees two, which is not growth.
-        usual = Counter(s.count(role) for s in steady).most_common(1)[0][0]
-        same = [s for s in steady if s.count(role) == usual]
+        # once drained: a sample in that overlap sees two workers (and the Python process
+        # the fds of both channels), which is not growth.
+        usual = Counter(s.count(WORKER) for s in steady).most_common(1)[0][0]
+        same = [s for s in steady if s.count(WORKER) == usual]
         for metric in metrics:
             values = np.array([_value(s, role, metric) for s in same])
             minutes = np.array([s.t / 60 for s in same])
@@ -130,12 +132,7 @@ def growth_table(rows: Sequence[Growth]) -> str:
     )
     lines = []
     for g in rows:
-        who = g.role
-        if g.processes > 1:
-            who += f" ({g.processes} at most"
-            if g.left_out:
-                who += f"; growth over the samples with {g.usual}, {g.left_out} left out"
-            who += ")"
+        who = g.role + (f" ({g.processes} at most)" if g.processes > 1 else "")
         digits = 1 if g.metric == "RSS MiB" else 0
         after = f"{g.after:,.{digits}f}" if g.after is not None else "-"
         lines.append(

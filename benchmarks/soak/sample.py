@@ -15,7 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "GO",
+    "PYTHON",
     "ROLES",
+    "WORKER",
     "ProcessSample",
     "Sample",
     "Sampler",
@@ -38,7 +41,7 @@ class ProcessSample:
     fds: int
     threads: int
     cpu_s: float  # user + system seconds since the process started
-    client_sockets: int = 0  # of the fds: TCP connections on the server's ports
+    client_sockets: int = 0  # of the fds: sockets that are neither listeners nor Unix sockets
 
 
 @dataclass
@@ -111,7 +114,7 @@ def _role(pid: int, root: int) -> str:
     return OTHER
 
 
-def _process(pid: int, role: str, client_inodes: set[str]) -> ProcessSample | None:
+def _process(pid: int, role: str, not_clients: set[str]) -> ProcessSample | None:
     """None when the process ended while it was being read (a worker being replaced)."""
     try:
         rss = threads = 0
@@ -126,7 +129,7 @@ def _process(pid: int, role: str, client_inodes: set[str]) -> ProcessSample | No
         for fd in fds:
             with contextlib.suppress(OSError):  # closed since the listing
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:[") and target[8:-1] in client_inodes:
+                if target.startswith("socket:[") and target[8:-1] not in not_clients:
                     client_sockets += 1
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -142,11 +145,13 @@ def _process(pid: int, role: str, client_inodes: set[str]) -> ProcessSample | No
 
 
 def _tcp_states(ports: Iterable[int]) -> tuple[int, int, set[str]]:
-    """ESTABLISHED and CLOSE_WAIT sockets on the server's ports, and the inodes of every
-    such socket but the listeners (the client connections, accepted or not yet)."""
+    """ESTABLISHED and CLOSE_WAIT sockets on the server's ports, and the inodes of the
+    sockets that are not client connections: the listeners and every Unix socket (the Go
+    front end's channel to Python). Any other socket a process holds is a client's, even
+    one a reset already took out of the kernel's tables."""
     wanted = {f"{port:04X}" for port in ports}
     established = close_wait = 0
-    inodes: set[str] = set()
+    not_clients: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -154,16 +159,24 @@ def _tcp_states(ports: Iterable[int]) -> tuple[int, int, set[str]]:
                 for line in f:
                     # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
                     parts = line.split()
-                    if parts[1].rsplit(":", 1)[1] not in wanted or parts[3] == _LISTEN:
+                    if parts[3] == _LISTEN:
+                        not_clients.add(parts[9])
+                    elif parts[1].rsplit(":", 1)[1] not in wanted:
                         continue
-                    inodes.add(parts[9])
-                    if parts[3] == _ESTABLISHED:
+                    elif parts[3] == _ESTABLISHED:
                         established += 1
                     elif parts[3] == _CLOSE_WAIT:
                         close_wait += 1
         except OSError:
             continue
-    return established, close_wait, inodes
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            # Num RefCount Protocol Flags Type St Inode [Path]
+            not_clients.update(parts[6] for line in f if len(parts := line.split()) > 6)
+    except OSError:
+        pass
+    return established, close_wait, not_clients
 
 
 def machine_busy() -> float:
@@ -175,11 +188,11 @@ def machine_busy() -> float:
 
 
 def take_sample(root: int, ports: Iterable[int], t: float, phase: str = "load") -> Sample:
-    established, close_wait, inodes = _tcp_states(ports)
+    established, close_wait, not_clients = _tcp_states(ports)
     processes = [
         sample
         for pid in _descendants(root)
-        if (sample := _process(pid, _role(pid, root), inodes)) is not None
+        if (sample := _process(pid, _role(pid, root), not_clients)) is not None
     ]
     return Sample(
         t=t,
