@@ -104,7 +104,17 @@ _QUICK_RAMP_LEVELS = [16, 64]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = _parser().parse_args(argv)
+    parser = _parser()
+    options = parser.parse_args(argv)
+    for name in ("duration", "sample_every", "reload_every", "probes_per_second"):
+        if getattr(options, name) <= 0:
+            parser.error(
+                f"--{name.replace('_', '-')} must be positive (got {getattr(options, name):g})"
+            )
+    if not 0 < options.fraction <= 1.5:
+        parser.error(f"--fraction {options.fraction:g}: expected a share of capacity in (0, 1.5]")
+    if options.warmup is not None and options.warmup < 0:
+        parser.error("--warmup must be 0 or more seconds")
     duration = 60.0 if options.quick and options.duration == _FULL_S else options.duration
     warmup = options.warmup if options.warmup is not None else (20.0 if options.quick else 60.0)
     publish = options.publish
