@@ -25,6 +25,28 @@
 //	inferbridge-gateway --config gateway.yaml [--check]
 //	inferbridge-gateway --listen HOST:PORT --backend-fd 3 --max-recv-bytes N --max-concurrent-rpcs M
 //	    [--http-listen HOST:PORT --max-http-inflight K]
+//	    [--auth-keys FILE] [--auth-jwt-hs256-secret-file FILE] [--auth-jwt-jwks FILE]
+//	    [--auth-jwt-issuer ISS] [--auth-jwt-audience AUD] [--auth-jwt-leeway-s S]
+//	    [--auth-open-health=false] [--auth-default-rate RPS[:BURST]] [--rate-limit GLOB=RPS[:BURST]]...
+//	    [--default-model NAME] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE [--tls-client-auth require|request]]]
+//
+// # Security
+//
+// The flags of docs/security.md (package auth): with a keys file or a JWT verifier every
+// request needs a credential (Authorization: Bearer, x-api-key, or a verified client
+// certificate's common name), except health while --auth-open-health; each is
+// classified as the Python app routes it, authorized by scope, and taken from its
+// principal's and model's token buckets, in that order, before anything is forwarded
+// (REST: before the body is read). Refusals: 401 with WWW-Authenticate, 403, 429 with
+// Retry-After and a {"error": ...} body (gRPC: UNAUTHENTICATED, PERMISSION_DENIED,
+// RESOURCE_EXHAUSTED with trailing metadata retry-after); ModelStreamInfer is
+// authenticated when it opens and every message is checked. The principal reaches the
+// backend as the header (HTTP frame) or metadata entry (CALL, STREAM-OPEN)
+// x-inferbridge-principal; whatever a client sends under that name is dropped.
+// --rate-limit works with authentication off. With --tls-cert and --tls-key both
+// listeners speak TLS only (REST HTTP/1.1, gRPC h2; the pair re-read when it changes);
+// --tls-client-ca verifies client certificates (require by default, or request). A bad
+// value of any of these flags (a rate, a keys file, a certificate) exits 2 naming it.
 //
 // At startup the gateway reads one DESCRIPTORS frame from the backend, listens on
 // --listen and then on --http-listen when given (port 0 picks a free port; on failure
@@ -51,6 +73,7 @@
 //	              order), then those whose key starts with "x-" and does not end in
 //	              "-bin" (sorted by key; a rollout's route_key header:<name> reads
 //	              them), one entry per value, meta_count 0 when none; no other key.
+//	              x-inferbridge-principal is the gateway's own (see Security).
 //	2 CANCEL      gateway->backend, id of a call the client cancelled or whose deadline
 //	              passed before its REPLY; empty body. A REPLY may still follow and is ignored.
 //	3 REPLY       backend->gateway, id of a call. body = u8 gRPC code | response message
@@ -68,7 +91,8 @@
 //	              u16 rawpath_len | raw (escaped) path | u16 query_len | raw query |
 //	              u16 header_count | header_count × (u16 name_len | name, lower-case |
 //	              u32 value_len | value) | i64 arrival_unix_ns | request body (rest).
-//	              Headers are forwarded as received, one entry per value, plus "host";
+//	              Headers are forwarded as received, one entry per value, plus "host"
+//	              (and x-inferbridge-principal: the gateway's own, see Security);
 //	              a chunked body arrives de-chunked (no transfer-encoding header).
 //	              CANCEL follows when the client goes away before the REPLY-HTTP.
 //	8 REPLY-HTTP  backend->gateway, id of an HTTP request. body = u16 status |
@@ -172,7 +196,10 @@
 // 100ms, 250ms, 500ms, 1s, 2.5s, 5s, 10s. rejected_total's reason is queue_full (a
 // model at its LIMITS bound: 429 / RESOURCE_EXHAUSTED), inflight_limit
 // (--max-http-inflight: 429), concurrency_limit (--max-concurrent-rpcs:
-// RESOURCE_EXHAUSTED) or too_large (over --max-recv-bytes: 413 / RESOURCE_EXHAUSTED);
+// RESOURCE_EXHAUSTED), too_large (over --max-recv-bytes: 413 / RESOURCE_EXHAUSTED),
+// unauthenticated (401 / UNAUTHENTICATED), permission_denied (403 /
+// PERMISSION_DENIED) or rate_limit (a principal's or model's bucket: 429 /
+// RESOURCE_EXHAUSTED);
 // its model is the name from LIMITS for queue_full and for a too-large HTTP infer
 // request to a model named in LIMITS, and "" otherwise. Series appear once they count
 // something (the per-protocol ones at once).
@@ -224,6 +251,7 @@ func main() {
 		os.Exit(2)
 	}
 
+	authority, tlsConfig := sec.build() // before the backend: a bad flag exits 2 at once
 	f := os.NewFile(uintptr(*backendFD), "backend")
 	if f == nil {
 		fatal(2, "invalid --backend-fd %d", *backendFD)
@@ -234,7 +262,6 @@ func main() {
 	}
 	f.Close() // FileConn holds its own duplicate of the descriptor
 
-	authority, tlsConfig := sec.build()
 	g, err := local.New(backend, local.Config{
 		MaxRecvBytes: *maxRecv, MaxConcurrentRPCs: *maxRPCs, MaxHTTPInflight: *maxHTTP, QueueFullCode: fullCode,
 		Auth: authority, DefaultModel: sec.defaultModel, TLS: tlsConfig,

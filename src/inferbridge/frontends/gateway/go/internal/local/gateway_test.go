@@ -759,6 +759,45 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("bad security flags exit 2 naming the flag", func(t *testing.T) {
+		dir := t.TempDir()
+		short := filepath.Join(dir, "short-secret")
+		badKeys := filepath.Join(dir, "keys.yaml")
+		if os.WriteFile(short, []byte("too short\n"), 0o600) != nil || os.WriteFile(badKeys, []byte("keys:\n  - name: a\n"), 0o600) != nil {
+			t.Fatal("writing the files")
+		}
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--auth-keys", filepath.Join(dir, "missing.yaml")}, "--auth-keys: keys file"},
+			{[]string{"--auth-keys", badKeys}, "--auth-keys: keys file " + badKeys + ": keys[0]"},
+			{[]string{"--auth-jwt-hs256-secret-file", short}, "--auth-jwt-hs256-secret-file: JWT secret file"},
+			{[]string{"--auth-jwt-jwks", badKeys}, "--auth-jwt-jwks: JWKS file"},
+			{[]string{"--auth-jwt-issuer", "x"}, "--auth-jwt-issuer:"},
+			{[]string{"--auth-jwt-leeway-s", "400"}, "--auth-jwt-leeway-s 400: expected 0 to 300 seconds"},
+			{[]string{"--auth-default-rate", "fast"}, "--auth-default-rate: rate \"fast\""},
+			{[]string{"--rate-limit", "iris"}, "-rate-limit: rate limit \"iris\": expected GLOB=RPS[:BURST]"},
+			{[]string{"--tls-cert", short}, "--tls-cert and --tls-key"},
+			{[]string{"--tls-cert", short, "--tls-key", short}, "--tls-cert / --tls-key:"},
+			{[]string{"--tls-cert", short, "--tls-key", short, "--tls-client-auth", "maybe"}, "--tls-client-auth \"maybe\""},
+			{[]string{"--tls-cert", short, "--tls-key", short, "--tls-client-auth", "require"}, "needs --tls-client-ca"},
+		} {
+			// No backend is needed: the flags are checked before it is read.
+			out, _ := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--backend-fd", "3"}, tc.args...)...).CombinedOutput()
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("%q: output %q, want it to contain %q", tc.args, out, tc.want)
+			}
+		}
+		for _, args := range [][]string{{"--auth-keys", badKeys}, {"--rate-limit", "iris"}} {
+			cmd := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--backend-fd", "3"}, args...)...)
+			cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("%q: exit code %d, want 2", args, code)
+			}
+		}
+	})
+
 	t.Run("listen failure", func(t *testing.T) {
 		gwFile, beFile := socketpair(t)
 		defer beFile.Close()
