@@ -12,10 +12,9 @@ do to the server's other models.
    another process keeps 100 hostile calls in flight (infinite loops to the wall-clock
    limit, memory bombs to the cap) on two other models of the same server, placed in the
    server, in worker processes at nice 19, or in worker processes under SCHED_IDLE
-   (`priority: idle`); and two controls: the attacking client under SCHED_IDLE (closer to
-   clients on other machines), and 100 calls in flight to a model that does not exist
-   (what the requests alone cost, no sandbox). The points interleaved over several
-   rounds, with the load average and the server's and the workers' CPU.
+   (`priority: idle`), the calls kept in flight by wrk (and, for priority: idle, by the
+   heavier Python client too); the points interleaved over several rounds, with the load
+   average and the server's and the workers' CPU.
 
     .venv/bin/python -m benchmarks.isolation [--seconds 3] [--rounds 5] [--only-wasm] [--write]
 
@@ -27,10 +26,13 @@ Compare the ratios within one run, not absolute numbers across machines.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -56,28 +58,24 @@ SERVER_SERIES = {
 
 @dataclass(frozen=True)
 class Attack:
-    """One attacked point: where the hostile models run (their `isolation`; None: there
-    are none, the calls go to a model that does not exist), and how the attacking client
-    is scheduled on this machine (`nice`: nice 10; `idle`: SCHED_IDLE, closer to clients
-    on other machines, which take no CPU here)."""
+    """One attacked point: where the hostile models run (their `isolation`), and which
+    client keeps the
+    calls in flight on this machine's cores, at nice 10 (it stands for clients on other
+    machines): `wrk` (two wrk processes, 50 connections each: little CPU per call) or
+    `python` (100 httpx threads in one process, this benchmark's client until December
+    2026: about a millisecond of CPU per call)."""
 
-    isolation: str | None
-    client: str = "nice"
-
-    @property
-    def expected_status(self) -> int:
-        return 404 if self.isolation is None else 500
+    isolation: str
+    client: str = "wrk"
 
 
 #: The hostile WASM models in the server (the default), in worker processes at nice 19,
-#: in worker processes under SCHED_IDLE; and two controls that tell the server's and the
-#: load generator's shares apart.
+#: in worker processes under SCHED_IDLE; the last also with the heavier client.
 ATTACKS = {
     "in the server": Attack(""),
     "in worker processes, nice 19": Attack("{mode: process, nice: 19}"),
     "in worker processes, priority: idle": Attack("{priority: idle}"),
-    "priority: idle, the attacking client under SCHED_IDLE": Attack("{priority: idle}", "idle"),
-    "control: to a model that does not exist (404, no sandbox)": Attack(None),
+    "priority: idle, the Python client": Attack("{priority: idle}", "python"),
 }
 IDLE = "idle"
 
@@ -243,14 +241,10 @@ def through_server(examples: Path, seconds: float) -> dict[str, tuple[float, flo
     return results
 
 
-def _attack(base_url: str, models: tuple[str, str], attack: Attack, stop: Any, counts: Any) -> None:
+def _attack(base_url: str, models: tuple[str, str], stop: Any, counts: Any) -> None:
     """A separate process: keep HOSTILE_IN_FLIGHT hostile calls in flight until `stop`.
-    It stands for clients on other machines, so it yields the shared cores: nice 10, or
-    SCHED_IDLE."""
-    if attack.client == "idle":
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    else:
-        os.nice(10)
+    It stands for clients on other machines, so it yields the shared cores (nice 10)."""
+    os.nice(10)
     row = [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
 
     def worker(number: int) -> None:
@@ -258,7 +252,7 @@ def _attack(base_url: str, models: tuple[str, str], attack: Attack, stop: Any, c
         with httpx.Client(base_url=base_url, timeout=120) as client:
             while not stop.is_set():
                 status = client.post(f"/v2/models/{model}/infer", json={"inputs": row})
-                expected = status.status_code == attack.expected_status
+                expected = status.status_code == 500
                 with counts.get_lock():
                     counts.value += 1 if expected else 1_000_000
 
@@ -278,7 +272,7 @@ class AttackPoint:
     load: float  # 1-minute load average at the end of the point
     server_cpu: float  # the server's and its front end's CPU, in cores, over the point
     workers_cpu: float  # its worker processes' CPU, in cores
-    hostile: int = 0  # hostile calls answered 500
+    hostile_per_s: float = 0.0  # hostile calls answered with the expected status, a second
     unexpected: int = 0  # hostile calls answered anything else
 
 
@@ -334,32 +328,108 @@ def _measure(call: Callable[[], None], seconds: float, server_pid: int) -> Attac
 def _attacked(
     call: Callable[[], None], seconds: float, server_pid: int, base_url: str, attack: Attack
 ) -> AttackPoint:
+    number = _placements().index(attack.isolation)
+    models = (f"bombs{number}", f"loops{number}")
+    if attack.client == "wrk":
+        point = _attacked_by_wrk(call, seconds, server_pid, base_url, models)
+    else:
+        point = _attacked_by_python(call, seconds, server_pid, base_url, models)
+    _drained(base_url, models)
+    return point
+
+
+def _attacked_by_python(
+    call: Callable[[], None],
+    seconds: float,
+    server_pid: int,
+    base_url: str,
+    models: tuple[str, str],
+) -> AttackPoint:
     context = multiprocessing.get_context("spawn")
     stop, counts = context.Event(), context.Value("q", 0)
-    if attack.isolation is None:
-        models = ("absent", "absent")
-    else:
-        number = _placements().index(attack.isolation)
-        models = (f"bombs{number}", f"loops{number}")
-    attacker = context.Process(target=_attack, args=(base_url, models, attack, stop, counts))
+    attacker = context.Process(target=_attack, args=(base_url, models, stop, counts))
     attacker.start()
     ramp = time.monotonic() + 15
     while counts.value < HOSTILE_IN_FLIGHT and time.monotonic() < ramp:  # under way
         time.sleep(0.05)
-    answered = counts.value
+    answered, began = counts.value, time.monotonic()
     point = _measure(call, seconds, server_pid)
-    answered = counts.value - answered
+    answered, took = counts.value - answered, time.monotonic() - began
     stop.set()
     attacker.join(180)
-    point.hostile, point.unexpected = answered % 1_000_000, answered // 1_000_000
+    point.hostile_per_s, point.unexpected = answered % 1_000_000 / took, answered // 1_000_000
     return point
+
+
+_RAMP_S = 2.0
+
+
+def _attacked_by_wrk(
+    call: Callable[[], None],
+    seconds: float,
+    server_pid: int,
+    base_url: str,
+    models: tuple[str, str],
+) -> AttackPoint:
+    """Two wrk processes (one per hostile model, HOSTILE_IN_FLIGHT / 2 connections each)
+    run for the ramp, the point and a margin; their rate is over all of that time."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("the hostile WASM part needs wrk (apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="inferbridge-bench-wrk-"))
+    body = work / "body.json"
+    row = [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
+    body.write_text(json.dumps({"inputs": row}))
+    duration = math.ceil(_RAMP_S + seconds * 1.5 + 1)
+    command = ["nice", "-n", "10", wrk, "-t1", f"-c{HOSTILE_IN_FLIGHT // 2}", f"-d{duration}s"]
+    command += ["--timeout", "60s", "-s", str(_HERE / "lua" / "oip.lua"), base_url, "--"]
+    attackers = [
+        subprocess.Popen(
+            [*command, f"/v2/models/{model}/infer", str(body)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model in models
+    ]
+    time.sleep(_RAMP_S)
+    point = _measure(call, seconds, server_pid)
+    for attacker in attackers:
+        out, err = attacker.communicate(timeout=duration + 120)
+        line = next((x for x in out.splitlines() if x.startswith("BENCHJSON ")), None)
+        if line is None:
+            raise SystemExit(f"wrk printed no result: {out[-400:]} {err[-400:]}")
+        result = json.loads(line.removeprefix("BENCHJSON "))
+        statuses: dict[str, int] = result["statuses"]
+        expected = statuses.pop("500", 0)
+        point.hostile_per_s += expected / (result["duration_us"] / 1e6)
+        point.unexpected += sum(statuses.values())
+    shutil.rmtree(work, ignore_errors=True)
+    return point
+
+
+def _drained(base_url: str, models: tuple[str, str]) -> None:
+    """Wait until the server has no request to `models` left (a client that went away
+    may leave queued calls behind), so that none runs into the next point."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base_url}/metrics", timeout=30).text
+        inflight = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("inferbridge_inflight_requests{")
+            and any(f'model="{model}"' in line for model in models)
+        ]
+        if not any(inflight):
+            return
+        time.sleep(0.1)
 
 
 def _placements() -> list[str]:
     """The hostile models' distinct `isolation` settings: models loops<n> and bombs<n>."""
     found: list[str] = []
     for attack in ATTACKS.values():
-        if attack.isolation is not None and attack.isolation not in found:
+        if attack.isolation not in found:
             found.append(attack.isolation)
     return found
 
@@ -420,7 +490,7 @@ def wasm_table(points: dict[str, list[AttackPoint]]) -> list[str]:
         "| iris WASM model (REST JSON), 100 hostile calls in flight ... | p50 ms | p99 ms "
         "| p50 / idle | p99 / idle (target ≤ 2x) | p99 / idle, each round | load average "
         "| server + front end CPU, cores | hostile workers' CPU, cores "
-        "| hostile calls answered during the point |",
+        "| hostile calls answered a second (any not a 500, all rounds) |",
         "|---|--:|--:|--:|--:|---|--:|--:|--:|--:|",
     ]
     for name, series in points.items():
@@ -432,12 +502,11 @@ def wasm_table(points: dict[str, list[AttackPoint]]) -> list[str]:
             per_round = _ratios(points, name, "p99")
             p99_ratio = f"**{_median(per_round):.2f}x**"
             each = " ".join(f"{r:.1f}" for r in per_round)
-            answered = sum(p.hostile for p in series)
-            status = ATTACKS[name].expected_status
-            hostile = f"{answered:,} ({sum(p.unexpected for p in series)} not a {status})"
+            rate = _median([p.hostile_per_s for p in series])
+            hostile = f"{rate:,.0f} ({sum(p.unexpected for p in series)} not a 500)"
         workers = (
             "-"
-            if name == IDLE or ATTACKS[name].isolation in ("", None)
+            if name == IDLE or not ATTACKS[name].isolation
             else (f"{_median([p.workers_cpu for p in series]):.2f}")
         )
         lines.append(
@@ -497,7 +566,8 @@ def markdown(
         "a 32 MiB cap, two models with two instances each, so that the sandbox keeps up to "
         "four threads busy on this machine's two cores. Every one is answered 500 by its own "
         "limit. The attacking client runs on the same two cores at nice 10 (it stands for "
-        "clients on other machines).",
+        "clients on other machines): wrk, 50 connections per hostile model, unless the row "
+        "says the Python client (100 httpx threads in one process).",
         "",
         "![10. Fault isolation](plots/isolation.png)",
         "",

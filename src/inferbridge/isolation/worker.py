@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inferbridge.errors import InferBridgeError
+from inferbridge.errors import InferBridgeError, ModelLoadError
 from inferbridge.isolation.transport import (
     ChannelClosed,
     Message,
@@ -51,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--priority", choices=("normal", "idle"), default="normal")
     options = parser.parse_args(argv)
     faulthandler.enable()  # a crash prints the Python stack to the server's log first
+    refused: Exception | None = None
     if options.priority == "idle":
-        _idle_priority()
+        try:
+            _idle_priority()
+        except OSError as exc:  # a seccomp profile may forbid it: the load says so
+            refused = ModelLoadError(f"isolation: priority: idle: cannot set SCHED_IDLE: {exc}")
     if options.nice:
         os.nice(options.nice)
     threading.Thread(target=_exit_with_server, args=(options.life_fd,), daemon=True).start()
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         cap = int(options.memory_limit_mb * (1 << 20))
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     channels = [_open(text) for text in options.channel]
-    runtime = _load(*channels[0])
+    runtime = _load(*channels[0], refused)
     if runtime is None:
         return 1
     for sock, region in channels[1:]:
@@ -100,12 +104,14 @@ def _open(text: str) -> tuple[socket.socket, Region]:
     return sock, Region(memfd, os.fstat(memfd).st_size)
 
 
-def _load(sock: socket.socket, region: Region) -> Runtime | None:
+def _load(sock: socket.socket, region: Region, refused: Exception | None) -> Runtime | None:
     try:
         _, config_json, model_dir, device = recv_message(sock)
     except ChannelClosed:
         os._exit(0)
     try:
+        if refused is not None:
+            raise refused
         config = ModelConfig.model_validate_json(config_json)
         runtime = runtime_class(config.runtime)()
         runtime.load(Path(model_dir), config, device)
