@@ -56,8 +56,8 @@ def _entries(*, with_later: bool = False) -> list[dict[str, Any]]:
         key_entry("reader", KEYS["reader"], ["read"]),
         key_entry("admin", KEYS["admin"], ["admin"]),
         key_entry("old", KEYS["old"], ["read"], expires="2020-01-01T00:00:00Z"),
-        key_entry("slow-http", KEYS["slow-http"], ["infer"], rate={"per_second": 0.5, "burst": 2}),
-        key_entry("slow-grpc", KEYS["slow-grpc"], ["infer"], rate={"per_second": 0.5, "burst": 2}),
+        key_entry("slow-http", KEYS["slow-http"], ["infer"], rate={"per_second": 0.1, "burst": 2}),
+        key_entry("slow-grpc", KEYS["slow-grpc"], ["infer"], rate={"per_second": 0.1, "burst": 2}),
     ]
     if with_later:
         entries.append(key_entry("later", KEYS["later"], ["read"]))
@@ -89,14 +89,7 @@ def _frontend_args(frontend: str) -> list[str]:
     return ["--grpc-frontend", "grpcio", "--rest-frontend", "uvicorn"]
 
 
-GATEWAY = pytest.param(
-    "gateway",
-    marks=pytest.mark.xfail(
-        reason="the Go front-end process's authentication (engineer G1) has not landed",
-        strict=False,
-    ),
-)
-FRONTENDS = [GATEWAY, "python"]
+FRONTENDS = ["gateway", "python"]
 
 
 def _start(root: Path, examples_dir: Path, frontend: str, *extra: str) -> Secured:
@@ -123,7 +116,7 @@ def _start(root: Path, examples_dir: Path, frontend: str, *extra: str) -> Secure
         "--auth-jwt-issuer",
         ISSUER,
         "--rate-limit",
-        "metered-*=0.5:2",
+        "metered-*=0.1:2",
         "--access-log",
         "--log-format",
         "json",
@@ -568,25 +561,26 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def test_principal_rate_limit(secured: Secured) -> None:
-    """slow-* keys: 0.5 requests/s, burst 2: the third request at once is refused."""
+    """slow-* keys: 0.1 requests/s, burst 2: the third request in a row is refused (a
+    token comes back only after 10 s)."""
     server = secured.server
     for _ in range(2):
         assert _rest(server, "POST", "/v2/models/iris/infer", key("slow-http")).status == 200
     refused = _rest(server, "POST", "/v2/models/iris/infer", key("slow-http"))
     assert refused.status == 429
-    assert refused.message.startswith("principal 'slow-http' is over its rate limit of 0.5")
-    assert 1 <= int(refused.headers["retry-after"]) <= 2
+    assert refused.message.startswith("principal 'slow-http' is over its rate limit of 0.1")
+    assert 1 <= int(refused.headers["retry-after"]) <= 10
 
     for _ in range(2):
         assert _grpc(server, "ModelInfer", "iris", key("slow-grpc")).status == OK
     refused = _grpc(server, "ModelInfer", "iris", key("slow-grpc"))
     assert refused.status == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refused.message.startswith("principal 'slow-grpc' is over its rate limit")
-    assert 1 <= int(refused.headers["retry-after"]) <= 2
+    assert 1 <= int(refused.headers["retry-after"]) <= 10
 
 
 def test_model_rate_limit(secured: Secured) -> None:
-    """--rate-limit metered-*=0.5:2: one bucket per model, whoever calls."""
+    """--rate-limit metered-*=0.1:2: one bucket per model, whoever calls."""
     server = secured.server
     assert _rest(server, "POST", "/v2/models/metered-http/infer", key("admin")).status == 200
     assert _rest(server, "POST", "/v2/models/metered-http/infer", key("iris-user")).status == 403
@@ -599,15 +593,15 @@ def test_model_rate_limit(secured: Secured) -> None:
     )
     refused = _rest(server, "POST", "/v2/models/metered-http/infer", key("admin"))
     assert refused.status == 429, refused
-    assert refused.message.startswith("model 'metered-http' is over its rate limit of 0.5")
-    assert 1 <= int(refused.headers["retry-after"]) <= 2
+    assert refused.message.startswith("model 'metered-http' is over its rate limit of 0.1")
+    assert 1 <= int(refused.headers["retry-after"]) <= 10
     # Another model's bucket is its own.
     assert _grpc(server, "ModelInfer", "metered-grpc", key("admin")).status == OK
     assert _grpc(server, "ModelInfer", "metered-grpc", key("admin")).status == OK
     refused = _grpc(server, "ModelInfer", "metered-grpc", key("admin"))
     assert refused.status == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refused.message.startswith("model 'metered-grpc' is over its rate limit")
-    assert 1 <= int(refused.headers["retry-after"]) <= 2
+    assert 1 <= int(refused.headers["retry-after"]) <= 10
 
 
 def test_principal_in_the_access_log_never_the_key(secured: Secured) -> None:
@@ -647,7 +641,10 @@ def test_principal_in_the_access_log_never_the_key(secured: Secured) -> None:
         raise AssertionError(f"no access-log line for {route} {status}")
 
     assert line_of("/v2/models/iris", "200")["principal"] == "reader"
-    assert line_of("/v2/models/fraud-v1/ready", "401")["principal"] == ""
+    if secured.frontend == "python":
+        # The Go front end answers its refusals itself: they never reach this process's
+        # access log (its metrics count them).
+        assert line_of("/v2/models/fraud-v1/ready", "401")["principal"] == ""
     infer = "/inference.GRPCInferenceService/ModelInfer"
     assert any(
         json.loads(line).get("principal") == "payments"
