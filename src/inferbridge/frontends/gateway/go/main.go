@@ -142,6 +142,16 @@
 //	              u8 flag | the last part (possibly empty). flag 0: the body is whole;
 //	              1: the app failed mid-body, the connection is closed without ending
 //	              the chunked body (the client sees it cut short, not whole).
+//	20 ACCESS     gateway->backend, id 0, only with --access-log-frames: a request the
+//	              gateway refused itself for authentication, authorization or a rate
+//	              limit (see Security), which the backend never saw, for its access log.
+//	              body = u16 len | protocol ("http" or "grpc") | u16 len | method (HTTP
+//	              method; gRPC full method) | u16 len | route (HTTP: the decoded path;
+//	              gRPC: the full method) | u16 len | model ("" when not known) |
+//	              u16 len | status (HTTP: decimal; gRPC: the code name, as
+//	              UNAUTHENTICATED) | i64 duration_ns | u64 request_bytes |
+//	              u64 response_bytes | u16 len | traceparent ("" when none) | u16 len |
+//	              principal ("" for a 401).
 //
 // Flow control of a streamed REST reply is the stream window's: the backend sends no
 // REPLY-HTTP-START or -CHUNK while 32 of them are unacknowledged (END needs no credit),
@@ -235,6 +245,7 @@ func main() {
 	maxRPCs := flag.Int("max-concurrent-rpcs", 0, "most forwarded calls in flight (0 = unlimited)")
 	httpListen := flag.String("http-listen", "", "HTTP/1.1 listen address HOST:PORT (empty: no HTTP listener)")
 	maxHTTP := flag.Int("max-http-inflight", 0, "most forwarded HTTP requests in flight (0 = unlimited)")
+	accessFrames := flag.Bool("access-log-frames", false, "send the backend an ACCESS frame for each request refused by authentication, authorization or a rate limit")
 	queueFull := flag.String("queue-full-code", "resource_exhausted",
 		"gRPC code of a ModelInfer refused at its model's LIMITS bound: resource_exhausted or unavailable")
 	configPath := flag.String("config", "", "pool mode: the gateway configuration file (YAML); the other flags are ignored")
@@ -264,7 +275,7 @@ func main() {
 
 	g, err := local.New(backend, local.Config{
 		MaxRecvBytes: *maxRecv, MaxConcurrentRPCs: *maxRPCs, MaxHTTPInflight: *maxHTTP, QueueFullCode: fullCode,
-		Auth: authority, DefaultModel: sec.defaultModel, TLS: tlsConfig,
+		Auth: authority, DefaultModel: sec.defaultModel, TLS: tlsConfig, AccessFrames: *accessFrames,
 	})
 	if err != nil {
 		fatal(1, "%v", err)

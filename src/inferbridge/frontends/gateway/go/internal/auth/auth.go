@@ -41,11 +41,14 @@ type Credentials struct {
 // Denial is a refused request: Status 401, 403 or 429, a message that quotes no part of
 // a credential, and for 429 the wait in whole seconds (at least 1). TokenSent says a
 // credential was sent with a 401 (WWW-Authenticate then carries error="invalid_token").
+// Principal is who was refused when known (403, and 429 when authenticated), for the
+// access log.
 type Denial struct {
 	Status     int
 	Message    string
 	RetryAfter time.Duration
 	TokenSent  bool
+	Principal  string
 }
 
 // Authority checks requests. A nil *Authority allows everything.
@@ -172,13 +175,13 @@ func (a *Authority) Check(c Credentials, act Action) (principal string, d *Denia
 			return "", d
 		}
 		if !id.scopes.allows(act) {
-			return "", &Denial{Status: http.StatusForbidden, Message: id.scopes.refusal(id.name, act)}
+			return "", &Denial{Status: http.StatusForbidden, Message: id.scopes.refusal(id.name, act), Principal: id.name}
 		}
 		principal = id.name
 		if r := id.rate; r != nil {
 			res, wait := a.principals.take(id.bucketKey, *r, now)
 			if wait > 0 {
-				return "", rateDenial(fmt.Sprintf("principal '%s' is over its rate limit of %v", id.name, *r), wait)
+				return "", rateDenial(fmt.Sprintf("principal '%s' is over its rate limit of %v", id.name, *r), wait, id.name)
 			}
 			taken = res
 		}
@@ -192,7 +195,7 @@ func (a *Authority) Check(c Credentials, act Action) (principal string, d *Denia
 				if taken != nil {
 					taken.CancelAt(now)
 				}
-				return "", rateDenial(fmt.Sprintf("model '%s' is over its rate limit of %v", act.Model, mr.Rate), wait)
+				return "", rateDenial(fmt.Sprintf("model '%s' is over its rate limit of %v", act.Model, mr.Rate), wait, principal)
 			}
 			break
 		}
@@ -214,12 +217,13 @@ func (a *Authority) Authenticate(c Credentials) (string, *Denial) {
 	return id.name, nil
 }
 
-func rateDenial(what string, wait time.Duration) *Denial {
+func rateDenial(what string, wait time.Duration, principal string) *Denial {
 	wait = retryAfter(wait)
 	return &Denial{
 		Status:     http.StatusTooManyRequests,
 		Message:    fmt.Sprintf("%s; retry in %d s", what, int(wait/time.Second)),
 		RetryAfter: wait,
+		Principal:  principal,
 	}
 }
 

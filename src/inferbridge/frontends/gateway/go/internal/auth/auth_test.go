@@ -503,3 +503,19 @@ func TestGlobMatch(t *testing.T) {
 		}
 	}
 }
+
+func TestDenialNamesThePrincipal(t *testing.T) {
+	a, _, _, _ := newKeysAuthority(t, Config{})
+	if _, d := a.Check(Credentials{APIKey: paymentsKey}, infer("iris")); d == nil || d.Principal != "payments" {
+		t.Fatalf("403: %+v", d)
+	}
+	if _, d := a.Check(Credentials{APIKey: "nope"}, infer("iris")); d == nil || d.Principal != "" {
+		t.Fatalf("401: %+v", d)
+	}
+	for i := 0; i < 2; i++ {
+		a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-1"))
+	}
+	if _, d := a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-1")); d == nil || d.Status != 429 || d.Principal != "payments" {
+		t.Fatalf("429: %+v", d)
+	}
+}

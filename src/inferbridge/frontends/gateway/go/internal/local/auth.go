@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/binary"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,14 +44,15 @@ func duplicateCredential(name string) *auth.Denial {
 		Message: "the request carries more than one " + name + "; send one credential"}
 }
 
-// checkHTTP classifies and checks a REST request; nil when it may go on.
-func (g *gateway) checkHTTP(r *http.Request) (string, *auth.Denial) {
+// checkHTTP classifies and checks a REST request; the denial is nil when it may go on.
+func (g *gateway) checkHTTP(r *http.Request) (string, auth.Action, *auth.Denial) {
+	act := auth.ClassifyHTTP(r.Method, r.URL.Path, auth.ParseQuery(r.URL.RawQuery), g.defaultModel)
 	authz, keys := r.Header["Authorization"], r.Header["X-Api-Key"]
 	switch {
 	case len(authz) > 1:
-		return "", duplicateCredential("Authorization header")
+		return "", act, duplicateCredential("Authorization header")
 	case len(keys) > 1:
-		return "", duplicateCredential("x-api-key header")
+		return "", act, duplicateCredential("x-api-key header")
 	}
 	c := auth.Credentials{CertSubject: tlsconf.PeerName(r.TLS)}
 	if len(authz) == 1 {
@@ -59,8 +61,8 @@ func (g *gateway) checkHTTP(r *http.Request) (string, *auth.Denial) {
 	if len(keys) == 1 {
 		c.APIKey = keys[0]
 	}
-	act := auth.ClassifyHTTP(r.Method, r.URL.Path, auth.ParseQuery(r.URL.RawQuery), g.defaultModel)
-	return g.auth.Check(c, act)
+	principal, d := g.auth.Check(c, act)
+	return principal, act, d
 }
 
 // writeDenial answers a refused REST request: 401 with WWW-Authenticate, 403, or 429
@@ -108,7 +110,9 @@ type refusal struct {
 func (r *refusal) Error() string              { return r.err.Error() }
 func (r *refusal) GRPCStatus() *status.Status { return status.Convert(r.err) }
 
-func (g *gateway) grpcRefusal(d *auth.Denial) *refusal {
+// grpcRefusal turns d into the refusal of a call of method on model (its request of
+// reqBytes, checked from start), and sends its ACCESS frame when asked to.
+func (g *gateway) grpcRefusal(ctx context.Context, method, model string, reqBytes int, start time.Time, d *auth.Denial) *refusal {
 	g.metrics.reject(protoGRPC, nil, denialReason(d))
 	code := codes.ResourceExhausted
 	switch d.Status {
@@ -121,7 +125,54 @@ func (g *gateway) grpcRefusal(d *auth.Denial) *refusal {
 	if d.Status == http.StatusTooManyRequests {
 		r.trailer = metadata.Pairs("retry-after", strconv.Itoa(retrySeconds(d)))
 	}
+	if g.accessFrames {
+		var trace string
+		if v := incomingMetadata(ctx)["traceparent"]; len(v) > 0 {
+			trace = v[0]
+		}
+		g.sendAccess(accessRecord{protocol: "grpc", method: method, route: method, model: model,
+			status: grpcCodeName(code), start: start, reqBytes: reqBytes, trace: trace, principal: d.Principal})
+	}
 	return r
+}
+
+// accessRecord is the body of an ACCESS frame: u16 len | protocol ("http", "grpc") |
+// u16 len | method | u16 len | route (HTTP: the decoded path; gRPC: the method) |
+// u16 len | model ("" when unknown) | u16 len | status (HTTP: decimal; gRPC: the code
+// name) | i64 duration_ns | u64 request_bytes | u64 response_bytes | u16 len |
+// traceparent | u16 len | principal ("" when none).
+type accessRecord struct {
+	protocol, method, route, model, status string
+	start                                  time.Time
+	reqBytes, respBytes                    int
+	trace, principal                       string
+}
+
+// sendAccess queues an ACCESS frame (strings cut at 65535 bytes).
+func (g *gateway) sendAccess(a accessRecord) {
+	bp := getBuf()
+	b := (*bp)[:0]
+	for _, s := range []string{a.protocol, a.method, a.route, a.model, a.status} {
+		b = appendStr16(b, cut16(s))
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(time.Since(a.start)))
+	b = binary.LittleEndian.AppendUint64(b, uint64(a.reqBytes))
+	b = binary.LittleEndian.AppendUint64(b, uint64(a.respBytes))
+	b = appendStr16(b, cut16(a.trace))
+	b = appendStr16(b, cut16(a.principal))
+	*bp = b
+	select {
+	case g.out <- frame{kind: kindAccess, raw: bp}:
+	case <-g.dead:
+		putBuf(bp)
+	}
+}
+
+func cut16(s string) string {
+	if len(s) > 0xffff {
+		return s[:0xffff]
+	}
+	return s
 }
 
 // refuse ends a call with r: its trailer set, its status returned.
@@ -160,10 +211,7 @@ func grpcCredentials(ctx context.Context) (auth.Credentials, *auth.Denial) {
 // checkGRPC checks a call of method whose request message is body (nil for a method
 // served by the gateway itself: health, reflection).
 func (g *gateway) checkGRPC(ctx context.Context, method string, body mem.BufferSlice) (string, *refusal) {
-	c, d := grpcCredentials(ctx)
-	if d != nil {
-		return "", g.grpcRefusal(d)
-	}
+	start := time.Now()
 	var model string
 	switch method {
 	case auth.GRPCModelInfer, auth.GRPCModelStreamInfer:
@@ -173,15 +221,19 @@ func (g *gateway) checkGRPC(ctx context.Context, method string, body mem.BufferS
 	case auth.GRPCPredict:
 		model = g.defaultModel
 	}
-	principal, d := g.auth.Check(c, auth.ClassifyGRPC(method, model))
-	if d != nil {
-		return "", g.grpcRefusal(d)
+	c, d := grpcCredentials(ctx)
+	if d == nil {
+		var principal string
+		if principal, d = g.auth.Check(c, auth.ClassifyGRPC(method, model)); d == nil {
+			return principal, nil
+		}
 	}
-	return principal, nil
+	return "", g.grpcRefusal(ctx, method, model, body.Len(), start, d)
 }
 
-// authenticateStream authenticates a streaming call once, when it opens.
-func (g *gateway) authenticateStream(ctx context.Context) (string, *refusal) {
+// authenticateStream authenticates a streaming call of method once, when it opens.
+func (g *gateway) authenticateStream(ctx context.Context, method string) (string, *refusal) {
+	start := time.Now()
 	c, d := grpcCredentials(ctx)
 	if d == nil {
 		var principal string
@@ -189,5 +241,5 @@ func (g *gateway) authenticateStream(ctx context.Context) (string, *refusal) {
 			return principal, nil
 		}
 	}
-	return "", g.grpcRefusal(d)
+	return "", g.grpcRefusal(ctx, method, "", 0, start, d)
 }

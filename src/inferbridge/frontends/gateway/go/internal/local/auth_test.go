@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -502,3 +503,62 @@ func TestPrincipalMetadataAllocatesNothing(t *testing.T) {
 }
 
 func rawBody(b []byte) mem.BufferSlice { return mem.BufferSlice{mem.SliceBuffer(b)} }
+
+// accessFrame decodes an ACCESS body: protocol, method, route, model, status, then
+// trace and principal (the duration and byte counts in nums).
+func accessFrame(t *testing.T, f backendFrame) (fields []string, nums [3]uint64) {
+	t.Helper()
+	if f.kind != kindAccess || f.id != 0 {
+		t.Fatalf("frame kind %d id %d, want ACCESS (%d) with id 0", f.kind, f.id, kindAccess)
+	}
+	b := f.body
+	str := func() string {
+		n := int(binary.LittleEndian.Uint16(b))
+		s := string(b[2 : 2+n])
+		b = b[2+n:]
+		return s
+	}
+	for range 5 {
+		fields = append(fields, str())
+	}
+	for i := range nums {
+		nums[i] = binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	}
+	fields = append(fields, str(), str())
+	if len(b) != 0 {
+		t.Fatalf("%d bytes after the ACCESS body", len(b))
+	}
+	return fields, nums
+}
+
+func TestAccessFrames(t *testing.T) {
+	a, _ := testAuthority(t, true)
+	h := newHarnessWith(t, config{maxRecvBytes: 1 << 20, auth: a, defaultModel: "iris", accessFrames: true}, authDescriptors(t))
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+	req := mustRequest(t, "POST", h.httpURL+"/v2/models/iris/infer", strings.NewReader("{}"))
+	req.Header.Set("Traceparent", tp)
+	r := waitHTTP(t, h.do(http.DefaultClient, req))
+	if r.status != 401 {
+		t.Fatalf("%+v", r)
+	}
+	fields, nums := accessFrame(t, h.next())
+	if want := []string{"http", "POST", "/v2/models/iris/infer", "iris", "401", tp, ""}; fmt.Sprint(fields) != fmt.Sprint(want) {
+		t.Fatalf("ACCESS %q, want %q", fields, want)
+	}
+	if nums[1] != 0 || nums[2] != uint64(len(r.body)) || nums[0] == 0 || nums[0] > uint64(10*time.Second) {
+		t.Fatalf("duration, request and response bytes %v (body %d bytes)", nums, len(r.body))
+	}
+
+	ctx := metadata.AppendToOutgoingContext(withKey(paymentsKey), "traceparent", tp)
+	wantCode(t, wait(t, h.invoke(ctx, inferMethod, inferRequest("iris"))).err, codes.PermissionDenied, "model 'iris'")
+	fields, nums = accessFrame(t, h.next())
+	if want := []string{"grpc", inferMethod, inferMethod, "iris", "PERMISSION_DENIED", tp, "payments"}; fmt.Sprint(fields) != fmt.Sprint(want) {
+		t.Fatalf("ACCESS %q, want %q", fields, want)
+	}
+	if nums[1] != uint64(len(inferRequest("iris"))) || nums[2] != 0 {
+		t.Fatalf("request and response bytes %v", nums)
+	}
+	h.noFrame()
+}

@@ -39,6 +39,8 @@ const (
 	kindReplyHTTPStart = 17
 	kindReplyHTTPChunk = 18
 	kindReplyHTTPEnd   = 19
+
+	kindAccess = 20 // a request refused here, for the backend's access log (auth.go)
 )
 
 // frameHeader is u32 length | u8 kind | u64 id; the length counts kind and id.

@@ -34,6 +34,7 @@ type config struct {
 	auth          *auth.Authority // nil or not Active: no checks
 	defaultModel  string          // of /predict and AIService.Predict, for auth
 	tls           *tls.Config     // nil: plain TCP
+	accessFrames  bool            // ACCESS frames for auth's refusals
 }
 
 // call is the per-call state, pooled so that the hot path does not allocate it.
@@ -82,6 +83,7 @@ type gateway struct {
 	defaultModel string
 	ownMethods   map[string]bool // served here (health, reflection), not forwarded
 	tls          *tls.Config
+	accessFrames bool
 
 	failOnce     sync.Once
 	shutdownOnce sync.Once
@@ -111,6 +113,7 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 			"server is overloaded: %d requests in flight; retry later", cfg.maxHTTPInflight)),
 		defaultModel: cfg.defaultModel,
 		tls:          cfg.tls,
+		accessFrames: cfg.accessFrames,
 	}
 	if cfg.auth.Active() {
 		g.auth = cfg.auth

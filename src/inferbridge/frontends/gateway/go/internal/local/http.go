@@ -146,8 +146,15 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 	var principal string
 	if g.auth != nil { // before the body is read, and before its size is judged
 		var d *auth.Denial
-		if principal, d = g.checkHTTP(r); d != nil {
-			return g.writeDenial(w, d)
+		var act auth.Action
+		if principal, act, d = g.checkHTTP(r); d != nil {
+			status, n := g.writeDenial(w, d)
+			if g.accessFrames {
+				g.sendAccess(accessRecord{protocol: "http", method: r.Method, route: path, model: act.Model,
+					status: strconv.Itoa(status), start: start, respBytes: n,
+					trace: r.Header.Get("Traceparent"), principal: d.Principal})
+			}
+			return status, n
 		}
 	}
 	maxBody := int64(g.maxRecvBytes)

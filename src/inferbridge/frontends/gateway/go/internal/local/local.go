@@ -30,6 +30,9 @@ type Config struct {
 	DefaultModel string
 	// TLS, when set, makes both listeners speak TLS only (tlsconf.Server's config).
 	TLS *tls.Config
+	// AccessFrames sends an ACCESS frame for each request Auth refuses, so that the
+	// backend's access log has a line for it (the backend asks for them: --access-log-frames).
+	AccessFrames bool
 }
 
 // Gateway is the front end of one Python server.
@@ -41,7 +44,7 @@ func New(backend net.Conn, c Config) (*Gateway, error) {
 	g, err := newGateway(backend, config{
 		maxRecvBytes: c.MaxRecvBytes, maxConcurrentRPCs: c.MaxConcurrentRPCs,
 		maxHTTPInflight: c.MaxHTTPInflight, queueFullCode: c.QueueFullCode,
-		auth: c.Auth, defaultModel: c.DefaultModel, tls: c.TLS,
+		auth: c.Auth, defaultModel: c.DefaultModel, tls: c.TLS, accessFrames: c.AccessFrames,
 	})
 	if err != nil {
 		return nil, err

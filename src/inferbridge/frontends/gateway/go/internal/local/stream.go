@@ -108,7 +108,7 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 	var principal string
 	if g.auth != nil {
 		var r *refusal
-		if principal, r = g.authenticateStream(ctx); r != nil {
+		if principal, r = g.authenticateStream(ctx, method); r != nil {
 			return refuse(ss, r)
 		}
 	}
