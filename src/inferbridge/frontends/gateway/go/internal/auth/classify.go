@@ -136,9 +136,10 @@ func classifyV2(method string, parts []string) Action {
 	return Action{Kind: Any}
 }
 
-// readOrAdmin is a settings resource: reading it needs read, changing it admin.
+// readOrAdmin is a settings resource: reading it (GET, the app's only reading method)
+// needs read, anything else admin.
 func readOrAdmin(method string) Action {
-	if method == "GET" || method == "HEAD" {
+	if method == "GET" {
 		return Action{Kind: Read}
 	}
 	return Action{Kind: Admin}

@@ -53,6 +53,7 @@ func TestClassifyHTTP(t *testing.T) {
 		{"POST", "/v2/repository/models/iris/other", Action{Kind: Any}},
 		{"GET", "/v2/logging", Action{Kind: Read}},
 		{"POST", "/v2/logging", Action{Kind: Admin}},
+		{"HEAD", "/v2/logging", Action{Kind: Admin}},
 		{"GET", "/v2/trace/setting", Action{Kind: Read}},
 		{"POST", "/v2/trace/setting", Action{Kind: Admin}},
 		{"GET", "/v2/models/iris/trace/setting", Action{Kind: Read}},
