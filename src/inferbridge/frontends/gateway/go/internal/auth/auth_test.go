@@ -272,7 +272,7 @@ func TestNewRefusesBadFiles(t *testing.T) {
 	}{
 		{Config{KeysFile: filepath.Join(dir, "missing.yaml")}, "keys file " + dir + "/missing.yaml cannot be read (no such file or directory)"},
 		{Config{KeysFile: bad}, "keys file " + bad + ": keys[0]"},
-		{Config{JWTSecretFile: short}, "the HS256 secret has 9 bytes; it needs at least 32"},
+		{Config{JWTSecretFile: short}, "the HS256 secret has 9 bytes; at least 32 are needed"},
 		{Config{JWKSFile: bad}, "JWKS file " + bad + ": not valid JSON"},
 		{Config{JWTSecretFile: filepath.Join(dir, "nope")}, "JWT secret file"},
 		{Config{Issuer: "x"}, "without a JWT verifier"},

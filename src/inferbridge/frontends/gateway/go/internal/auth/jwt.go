@@ -42,14 +42,12 @@ func readSecret(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only "\n": the Python front ends read the same file, and both must sign alike.
 	if n := len(b); n > 0 && b[n-1] == '\n' {
 		b = b[:n-1]
-		if n := len(b); n > 0 && b[n-1] == '\r' {
-			b = b[:n-1]
-		}
 	}
 	if len(b) < minSecretBytes {
-		return nil, fmt.Errorf("the HS256 secret has %d bytes; it needs at least %d", len(b), minSecretBytes)
+		return nil, fmt.Errorf("the HS256 secret has %d bytes; at least %d are needed (e.g. `head -c 48 /dev/urandom | base64 > FILE`)", len(b), minSecretBytes)
 	}
 	return b, nil
 }
