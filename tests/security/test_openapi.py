@@ -43,7 +43,7 @@ ROUTING_MODULES = [
     ROOT / "src/inferbridge/release/api.py",
 ]
 #: Examples per operation in the fuzz run: ~55 operations x 2 front ends, kept to ~30 s.
-EXAMPLES = int(os.environ.get("INFERBRIDGE_OPENAPI_EXAMPLES", "16"))
+EXAMPLES = int(os.environ.get("INFERBRIDGE_OPENAPI_EXAMPLES", "12"))
 #: Path parameters of what the live server serves, so that fuzzed bodies reach a model.
 SERVED = {"model_name": "iris", "model_version": "1"}
 CHECKS = [
