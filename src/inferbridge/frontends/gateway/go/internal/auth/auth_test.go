@@ -216,8 +216,9 @@ func TestKeysFileErrors(t *testing.T) {
 		{"upper-case digest", "keys:\n  - name: a\n    sha256: " + strings.ToUpper(good) + "\n    scopes: [read]\n", "64 lower-case hex digits"},
 		{"agent scope is allowed, unknown ones are not", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [agent, write]\n", `scope "write" is not one of`},
 		{"scopes missing", "keys:\n  - name: a\n    sha256: " + good + "\n", "field 'scopes' is missing"},
-		{"bad date", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    expires: tomorrow\n", `field 'expires': "tomorrow" is not an RFC 3339 time`},
+		{"bad date", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    expires: tomorrow\n", `field 'expires': "tomorrow" is not an RFC 3339 date-time`},
 		{"date without time", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    expires: 2027-06-30\n", "field 'expires'"},
+		{"time without zone", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    expires: 2027-06-30T00:00:00\n", "with a time zone"},
 		{"bad rate", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    rate: {per_second: 0}\n", "field 'rate': per_second must be a positive number"},
 		{"unknown rate field", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n    rate: {per_second: 1, bursts: 2}\n", "field 'rate': unknown field 'bursts'"},
 		{"duplicate name", "keys:\n  - name: a\n    sha256: " + good + "\n    scopes: [read]\n  - name: a\n    sha256: " + digest("k2") + "\n    scopes: [read]\n", "keys[1] (line 5): field 'name': 'a' is also the name of keys[0]"},
@@ -517,5 +518,14 @@ func TestDenialNamesThePrincipal(t *testing.T) {
 	}
 	if _, d := a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-1")); d == nil || d.Status != 429 || d.Principal != "payments" {
 		t.Fatalf("429: %+v", d)
+	}
+}
+
+func TestExpiryLayouts(t *testing.T) {
+	want := time.Date(2027, 6, 30, 0, 0, 0, 0, time.UTC)
+	for _, s := range []string{"2027-06-30T00:00:00Z", "2027-06-30 00:00:00Z", "2027-06-30T00:00Z", "2027-06-30T02:00:00+02:00", "2027-06-30T00:00:00.000Z"} {
+		if got, err := parseExpiry(s); err != nil || !got.Equal(want) {
+			t.Errorf("parseExpiry(%q) = %v, %v", s, got, err)
+		}
 	}
 }

@@ -152,8 +152,8 @@ func parseEntry(node *yaml.Node) (e *keyEntry, digest [sha256.Size]byte, subject
 			if err != nil {
 				return nil, digest, "", err
 			}
-			if e.expires, err = time.Parse(time.RFC3339, s); err != nil {
-				return nil, digest, "", fmt.Errorf("field 'expires': %q is not an RFC 3339 time (as 2027-06-30T00:00:00Z)", s)
+			if e.expires, err = parseExpiry(s); err != nil {
+				return nil, digest, "", fmt.Errorf("field 'expires': %q is not an RFC 3339 date-time with a time zone (as 2027-06-30T00:00:00Z)", s)
 			}
 		case "rate":
 			if e.rate, err = parseEntryRate(value); err != nil {
@@ -219,4 +219,22 @@ func parseEntryRate(n *yaml.Node) (*Rate, error) {
 		r.Burst = int(math.Ceil(r.PerSecond))
 	}
 	return r, nil
+}
+
+// expiryLayouts are the date-times with a zone that Python's datetime.fromisoformat also
+// reads (the Python server checks the same file): RFC 3339, a space for the T, minutes
+// without seconds.
+var expiryLayouts = []string{
+	time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02T15:04Z07:00", "2006-01-02 15:04Z07:00",
+}
+
+func parseExpiry(s string) (time.Time, error) {
+	var err error
+	for _, layout := range expiryLayouts {
+		var t time.Time
+		if t, err = time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, err
 }
