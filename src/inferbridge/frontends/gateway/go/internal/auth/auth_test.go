@@ -529,3 +529,36 @@ func TestExpiryLayouts(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentChecksDuringReloads: checks from many goroutines while the keys file
+// changes and the clock moves (run with -race).
+func TestConcurrentChecksDuringReloads(t *testing.T) {
+	a, fake, path, _ := newKeysAuthority(t, Config{ModelRates: []ModelRate{{Glob: "*", Rate: Rate{PerSecond: 1e6, Burst: 1000}}}})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if p, d := a.Check(Credentials{APIKey: readerKey}, Action{Kind: Read}); d != nil || p != "reader" {
+					t.Errorf("reader refused: %+v", d)
+					return
+				}
+				a.Check(Credentials{APIKey: paymentsKey}, infer("fraud-1"))
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		writeFile(t, path, keysYAML(fmt.Sprintf("  - name: extra%d\n    subject: s%d\n    scopes: [read]\n", i, i)))
+		fake.Advance(reloadEvery)
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+}
