@@ -269,3 +269,49 @@ def test_fleet_serve_refuses_a_keys_file_that_cannot_work(
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert re.search(expected, result.stderr), result.stderr
+
+
+async def test_jwt_flags_reach_the_control_plane(tmp_path: Path) -> None:
+    """fleet serve's --auth-jwt-* flags, parsed as the CLI parses them, let a JWT's scopes
+    decide (sub is the principal)."""
+    import argparse
+    import time
+
+    import jwt
+
+    from inferbridge.fleet.cli import register
+
+    secret = "s" * 40
+    (tmp_path / "secret").write_text(secret + "\n")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    options = parser.parse_args(
+        [
+            *("fleet", "serve", "--auth-jwt-hs256-secret-file", str(tmp_path / "secret")),
+            *("--auth-jwt-audience", "fleet", "--no-auth-open-health"),
+        ]
+    )
+    config = AuthConfig.from_settings(options)
+    assert config.authenticates and config.jwt_audience == "fleet" and not config.open_health
+    plane, client = await _app(tmp_path, Authority(config))
+
+    def bearer(scope: str, audience: str = "fleet") -> dict[str, str]:
+        claims = {"sub": "alice", "scope": scope, "aud": audience, "exp": time.time() + 60}
+        return {"authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
+
+    async with client:
+        assert (await client.get("/v1/fleet/health")).status_code == 401  # health closed
+        assert (await client.get("/v1/fleet/health", headers=bearer("read"))).status_code == 200
+        assert (await client.get("/v1/fleet/nodes", headers=bearer("read"))).status_code == 200
+        other = await client.get("/v1/fleet/nodes", headers=bearer("read", "elsewhere"))
+        assert other.status_code == 401
+        refused = await client.put(
+            "/v1/fleet/deployments/iris", json={"version": 1}, headers=bearer("read")
+        )
+        assert refused.status_code == 403 and "principal 'alice'" in refused.text
+        agent = await client.post(
+            "/v1/fleet/agent/register", json=_registration(), headers=bearer("agent")
+        )
+        assert agent.status_code == 200 and plane.nodes["n1"]["principal"] == "alice"
+    await plane.stop()
+    await plane.store.close()
