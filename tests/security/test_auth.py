@@ -8,7 +8,11 @@ Each server gets its own keys file, JWT secret and JWKS, written here."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -595,6 +599,11 @@ def test_model_rate_limit(secured: Secured) -> None:
     assert refused.status == 429, refused
     assert refused.message.startswith("model 'metered-http' is over its rate limit of 0.1")
     assert 1 <= int(refused.headers["retry-after"]) <= 10
+    metrics = httpx.get(server.base_url + "/metrics", headers={"x-api-key": KEYS["reader"]})
+    assert re.search(
+        r'inferbridge_frontend_rejected_total\{[^}]*reason="rate_limit"\} [1-9]',
+        metrics.text,
+    ), "the refusal is counted as a rate limit, not a full queue"
     # Another model's bucket is its own.
     assert _grpc(server, "ModelInfer", "metered-grpc", key("admin")).status == OK
     assert _grpc(server, "ModelInfer", "metered-grpc", key("admin")).status == OK
@@ -655,3 +664,52 @@ def test_principal_in_the_access_log_never_the_key(secured: Secured) -> None:
     everything = "\n".join(server.output)
     for secret in (*KEYS.values(), bearer, *bearer.split(".")):
         assert secret not in everything
+
+
+def test_the_rollout_cli_sends_inferbridge_api_key(secured: Secured) -> None:
+    def status(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "inferbridge", "rollout", "--url"]
+        command += [secured.server.base_url, "--json", "status"]
+        environment = {k: v for k, v in os.environ.items() if k != "INFERBRIDGE_API_KEY"}
+        return subprocess.run(
+            command, env={**environment, **env}, capture_output=True, text=True, timeout=60
+        )
+
+    refused = status({})
+    assert refused.returncode != 0
+    assert "authentication required" in refused.stdout + refused.stderr
+    answered = status({"INFERBRIDGE_API_KEY": KEYS["reader"]})
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+    assert KEYS["reader"] not in answered.stdout + answered.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "content", "message"),
+    [
+        ("--auth-keys", "keys: [{name: a, sha256: nothex, scopes: []}]", "auth_keys (--auth-keys)"),
+        ("--auth-jwt-hs256-secret-file", "too short\n", "has 9 bytes; at least 32"),
+        ("--auth-jwt-jwks", '{"keys": [{"kty": "RSA"}]}', "auth_jwt_jwks (--auth-jwt-jwks)"),
+        ("--tls-cert", "not a certificate", "tls_cert / tls_key (--tls-cert, --tls-key)"),
+    ],
+)
+def test_a_bad_security_file_stops_the_server_before_it_serves(
+    tmp_path: Path, examples_dir: Path, flag: str, content: str, message: str
+) -> None:
+    bad = tmp_path / "bad"
+    bad.write_text(content)
+    args = [flag, str(bad)]
+    if flag == "--tls-cert":
+        args += ["--tls-key", str(bad)]
+    command = [
+        sys.executable,
+        "-m",
+        "inferbridge",
+        "serve",
+        str(_repository(tmp_path, examples_dir)),
+    ]
+    command += ["--http-port", "0", "--grpc-port", "0", *_frontend_args("python"), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "inferbridge: invalid settings: " in done.stderr
+    assert message in done.stderr
+    assert "listening" not in done.stdout

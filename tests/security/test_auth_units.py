@@ -908,3 +908,38 @@ def test_hash_reads_the_key_from_stdin(
     monkeypatch.setattr("sys.stdin", io.StringIO("password\n"))
     assert main(["auth", "hash"]) == 0
     assert capsys.readouterr().out.strip() == DIGEST
+
+
+# --- the open-server warning ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "warned"),
+    [
+        ("0.0.0.0", False, True),
+        ("::", False, True),
+        ("10.1.2.3", False, True),
+        ("inference.example", False, True),
+        ("0.0.0.0", True, False),
+        ("127.0.0.1", False, False),
+        ("::1", False, False),
+        ("localhost", False, False),
+    ],
+)
+def test_one_loud_line_when_listening_beyond_loopback_with_auth_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, auth: bool, warned: bool
+) -> None:
+    from inferbridge.server import _warn_if_open
+    from inferbridge.settings import Settings
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("keys: []")
+    settings = Settings(host=host, auth_keys=keys if auth else None)
+    _warn_if_open(settings)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if warned:
+        assert len(lines) == 1
+        assert f"listening on {host} with authentication OFF" in lines[0]
+        assert "--auth-keys" in lines[0] and "--auth-jwt-" in lines[0]
+    else:
+        assert lines == []

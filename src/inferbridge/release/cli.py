@@ -22,7 +22,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     rollout.add_argument(
         "--url",
         default=os.environ.get("INFERBRIDGE_URL", _DEFAULT_URL),
-        help=f"the server's REST address (default $INFERBRIDGE_URL or {_DEFAULT_URL})",
+        help=f"the server's REST address (default $INFERBRIDGE_URL or {_DEFAULT_URL}); "
+        "$INFERBRIDGE_API_KEY, when set, is sent as the bearer credential",
     )
     rollout.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who acts")
     rollout.add_argument("--json", action="store_true", help="print the API's JSON as is")
@@ -61,13 +62,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     clear.add_argument("model")
 
 
+def _credentials() -> dict[str, str]:
+    """$INFERBRIDGE_API_KEY (an API key or a JWT) as a bearer credential, for a server
+    with authentication on (rollout changes need the admin scope, status read)."""
+    credential = os.environ.get("INFERBRIDGE_API_KEY", "").strip()
+    return {"authorization": f"Bearer {credential}"} if credential else {}
+
+
 def run(options: argparse.Namespace) -> int:
     import httpx
 
     base = options.url.rstrip("/") + "/v1/rollouts"
     action = options.action
     try:
-        with httpx.Client(timeout=60.0) as client:
+        with httpx.Client(timeout=60.0, headers=_credentials()) as client:
             if action == "start":
                 response = client.post(base, json=_start_body(options))
             elif action == "status":

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from inferbridge.observability.logs import PRINCIPAL
-from inferbridge.security.authority import Authority, Credentials, Denial
+from inferbridge.observability.logs import PRINCIPAL_HEADER as LOGGED_PRINCIPAL_HEADER
+from inferbridge.security.authority import REFUSAL, Authority, Credentials, Denial
 from inferbridge.security.classify import classify_http
 from inferbridge.security.tls import scope_peer_common_name
 
@@ -23,7 +24,7 @@ __all__ = ["PRINCIPAL_HEADER", "AuthMiddleware", "denial_response"]
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[..., Awaitable[None]]
 
-PRINCIPAL_HEADER = b"x-inferbridge-principal"
+PRINCIPAL_HEADER = LOGGED_PRINCIPAL_HEADER.encode()
 
 
 def denial_response(denial: Denial) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -73,6 +74,7 @@ class AuthMiddleware:
         )
         if isinstance(answer, Denial):
             PRINCIPAL.set(answer.principal)
+            REFUSAL.set(answer.reason)
             status, response_headers, body = denial_response(answer)
             await send(
                 {"type": "http.response.start", "status": status, "headers": response_headers}

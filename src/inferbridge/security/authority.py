@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANONYMOUS",
     "AuthConfig",
+    "REFUSAL",
     "AuthConfigError",
     "Authority",
     "Credentials",
@@ -52,6 +54,12 @@ __all__ = [
 ]
 
 MAX_LEEWAY_S = 300.0
+
+#: Set by the Python front ends, in the task serving a request they refused: the
+#: `reason` label of inferbridge_frontend_rejected_total (as the Go front end's), so a
+#: 429 of a bucket is not counted as a full queue.
+REFUSAL: ContextVar[str] = ContextVar("inferbridge_refusal", default="")
+_REASONS = {401: "unauthenticated", 403: "permission_denied", 429: "rate_limit"}
 REALM = 'Bearer realm="inferbridge"'
 
 
@@ -93,6 +101,11 @@ class Denial:
     retry_after: int | None = None
     token_sent: bool = False
     principal: str = ""
+
+    @property
+    def reason(self) -> str:
+        """The metrics reason: unauthenticated, permission_denied or rate_limit."""
+        return _REASONS[self.status]
 
     @property
     def www_authenticate(self) -> str | None:

@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 
 from inferbridge.observability.logs import PRINCIPAL
-from inferbridge.security.authority import Authority, Credentials, Denial, Principal
+from inferbridge.security.authority import REFUSAL, Authority, Credentials, Denial, Principal
 from inferbridge.security.classify import classify_grpc
 from inferbridge.security.scopes import Kind
 from inferbridge.security.tls import grpc_peer_common_name
@@ -41,6 +41,7 @@ def _credentials(metadata: Iterable[tuple[str, Any]] | None, context: _Context) 
 
 async def _refuse(context: _Context, denial: Denial) -> NoReturn:
     PRINCIPAL.set(denial.principal)
+    REFUSAL.set(denial.reason)
     if denial.retry_after is not None:
         context.set_trailing_metadata((("retry-after", str(denial.retry_after)),))
     await context.abort(denial.grpc_code, denial.message)

@@ -21,6 +21,7 @@ from inferbridge.frontends.grpc.streaming import StreamTable, stream_deadline, s
 from inferbridge.observability.frontend import ProtocolCounters
 from inferbridge.observability.logs import AccessLog
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
+from inferbridge.security.authority import REFUSAL
 
 if TYPE_CHECKING:
     from inferbridge.security.authority import Authority
@@ -271,8 +272,9 @@ class _ObservedCalls(_Interceptor):
         if counters is not None:
             counters.inflight -= 1
             counters.done(method, code, time.perf_counter() - start)
-            if code == "RESOURCE_EXHAUSTED":
-                counters.reject(getattr(request, "model_name", ""), "queue_full")
+            reason = REFUSAL.get() or ("queue_full" if code == "RESOURCE_EXHAUSTED" else "")
+            if reason:
+                counters.reject(getattr(request, "model_name", ""), reason)
         if self._access is not None:
             self._access.grpc(
                 method,

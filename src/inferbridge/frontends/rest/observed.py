@@ -18,6 +18,7 @@ from inferbridge.observability.frontend import (
     infer_model,
 )
 from inferbridge.observability.logs import AccessLog
+from inferbridge.security.authority import REFUSAL
 
 __all__ = ["ObservedApp", "counting_http_protocol"]
 
@@ -92,7 +93,7 @@ class ObservedApp:
         counters.request_bytes += exchange.request_bytes
         counters.response_bytes += exchange.response_bytes
         counters.done(http_route(path), str(status), time.perf_counter() - start)
-        reason = _REFUSALS.get(status)
+        reason = REFUSAL.get() or _REFUSALS.get(status)
         if reason is not None:
             counters.reject(infer_model(path), reason)
 
