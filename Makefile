@@ -22,6 +22,7 @@ serve: install
 lint:
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python scripts/gen_proto.py --check
+	$(BIN)/python scripts/openapi.py --check
 
 typecheck:
 	$(BIN)/mypy
