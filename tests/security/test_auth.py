@@ -529,12 +529,48 @@ def test_closed_health_needs_read(closed_health: Secured, protocol: str) -> None
         refused = _rest(server, "GET", "/v2/health/ready", key("iris-user"))
         assert refused.status == 403 and "may not read" in refused.message
     else:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            with pytest.raises(grpc.RpcError) as refused_check:
+                health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert refused_check.value.code() == UNAUTH  # type: ignore[attr-defined]
+            answer = health.Check(
+                health_pb2.HealthCheckRequest(),
+                metadata=(("x-api-key", KEYS["reader"]),),
+                timeout=10,
+            )
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
         assert _grpc(server, "ServerReady", "", None).status == UNAUTH
         assert _grpc(server, "ServerReady", "", key("reader")).status == OK
         assert _grpc(server, "ServerReady", "", key("iris-user")).status == DENIED
 
 
 # --- what a row cannot show ---------------------------------------------------------------------
+
+
+def test_every_stream_message_is_checked(secured: Secured) -> None:
+    """A stream whose second message names a model outside the principal's scopes ends
+    with PERMISSION_DENIED once the first has been answered."""
+
+    def requests() -> Iterator[triton_pb.ModelInferRequest]:
+        yield _infer_request("fraud-v1")
+        time.sleep(0.5)  # the first is answered before the second arrives
+        yield _infer_request("iris")
+
+    answered = []
+    with grpc.insecure_channel(secured.server.grpc_url) as channel:
+        stub = triton_grpc.GRPCInferenceServiceStub(channel)
+        responses = stub.ModelStreamInfer(
+            requests(), metadata=(("x-api-key", KEYS["payments"]),), timeout=30
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            for response in responses:
+                answered.append(response.infer_response.model_name)
+    assert refused.value.code() == DENIED  # type: ignore[attr-defined]
+    assert SCOPE_MESSAGE in refused.value.details()  # type: ignore[attr-defined]
+    assert answered == ["fraud-v1"]
 
 
 def test_keys_file_reload(secured: Secured) -> None:
