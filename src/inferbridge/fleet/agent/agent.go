@@ -44,6 +44,7 @@ type Agent struct {
 	etag     string
 	online   bool
 	metrics  map[string]float64
+	stats    []VersionStats // nil: the server's statistics could not be read
 	disk     DiskUsage
 	capacity Capacity
 	// lastWarning is the last problem warnOnce logged.
@@ -406,7 +407,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		}
 		a.mu.Lock()
 		token := a.token
-		metrics, disk := a.metrics, a.disk
+		metrics, stats, disk := a.metrics, a.stats, a.disk
 		a.mu.Unlock()
 		if token == "" && a.apiKey == nil {
 			continue // not registered yet: channelLoop is on it
@@ -419,6 +420,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			"metrics": metrics,
 			"disk":    disk,
 			"events":  events,
+		}
+		if stats != nil {
+			body["version_stats"] = stats
 		}
 		var answer struct {
 			Etag string `json:"etag"`
@@ -435,8 +439,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// figuresLoop refreshes the slower figures (server metrics, disk usage) off the
-// heartbeat's path.
+// figuresLoop refreshes the slower figures (server metrics, per-version request
+// statistics, disk usage) off the heartbeat's path.
 func (a *Agent) figuresLoop(ctx context.Context) {
 	for {
 		metrics, err := a.server.Metrics(ctx)
@@ -445,9 +449,13 @@ func (a *Agent) figuresLoop(ctx context.Context) {
 		} else {
 			metrics["agent_rss_bytes"] = float64(selfRSS())
 		}
+		stats, err := a.server.Stats(ctx)
+		if err != nil {
+			stats = nil // left out of the heartbeat rather than reported as zeros
+		}
 		disk := diskUsage(a.cfg.Repository, VersionsDir(a.cfg.Repository))
 		a.mu.Lock()
-		a.metrics, a.disk = metrics, disk
+		a.metrics, a.stats, a.disk = metrics, stats, disk
 		a.mu.Unlock()
 		if !sleep(ctx, a.cfg.FiguresEvery) {
 			return
