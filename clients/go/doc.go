@@ -81,7 +81,8 @@
 // principal whose scopes do not allow the call ErrPermissionDenied (gRPC
 // PERMISSION_DENIED, and REST 403 with the server's "principal '...' may not ..."
 // message: other REST 403s are Triton's ErrFailedPrecondition); over a rate limit
-// ErrResourceExhausted, with Error.RetryAfter over REST.
+// ErrResourceExhausted, with the server's hint in Error.RetryAfter (REST Retry-After, gRPC
+// retry-after trailer).
 //
 // # Trace propagation
 //

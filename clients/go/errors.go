@@ -114,7 +114,8 @@ type Error struct {
 	GRPCCode uint32
 	// Message is the server's error message, or a description of a client-side failure.
 	Message string
-	// RetryAfter is the server's Retry-After hint on a 429 response, else 0.
+	// RetryAfter is the server's hint on a 429 (its Retry-After header) or a gRPC
+	// RESOURCE_EXHAUSTED (its retry-after trailer), else 0.
 	RetryAfter time.Duration
 	// Err is the underlying error (transport, context or gRPC status error), if any.
 	Err error

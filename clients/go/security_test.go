@@ -266,6 +266,9 @@ func (s liveServer) ServerReady(ctx context.Context, _ *inferencepb.ServerReadyR
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("refuse"); len(v) > 0 && v[0] == "unauthenticated" {
 		return nil, status.Error(codes.Unauthenticated, "authentication required")
+	} else if len(v) > 0 && v[0] == "exhausted" {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("retry-after", "3"))
+		return nil, status.Error(codes.ResourceExhausted, "model 'm' is over its rate limit; retry in 3 s")
 	}
 	return nil, status.Error(codes.PermissionDenied, "principal 'payments' may not read server or model information (its scopes: infer:fraud-*)")
 }
@@ -302,6 +305,12 @@ func TestUnitGRPCClientOverMutualTLSSendsItsCredential(t *testing.T) {
 	}
 	if _, err = client.Ready(ctx); !errors.Is(err, inferbridge.ErrPermissionDenied) {
 		t.Fatalf("PERMISSION_DENIED: %v", err)
+	}
+	_, err = client.Ready(metadata.AppendToOutgoingContext(ctx, "refuse", "exhausted"))
+	var e *inferbridge.Error
+	if !errors.Is(err, inferbridge.ErrResourceExhausted) || !errors.As(err, &e) || e.RetryAfter != 3*time.Second ||
+		status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("RESOURCE_EXHAUSTED with retry-after 3: %v (RetryAfter %v)", err, e)
 	}
 
 	cfg, err := inferbridge.LoadTLSConfig(pki.caFile, pki.clientCert, pki.clientKey)

@@ -48,6 +48,7 @@ func New(target string, opts ...grpc.DialOption) (*Client, error) {
 			grpc.MaxCallRecvMsgSize(maxMessageBytes),
 			grpc.MaxCallSendMsgSize(maxMessageBytes),
 		),
+		grpc.WithChainUnaryInterceptor(retryAfterInterceptor),
 	}, opts...)
 	conn, err := grpc.NewClient(target, all...)
 	if err != nil {
@@ -362,6 +363,10 @@ var codeMap = map[codes.Code]inferbridge.Code{
 func wrap(ctx context.Context, op string, err error) error {
 	st, _ := status.FromError(err)
 	e := &inferbridge.Error{Op: op, Code: codeMap[st.Code()], GRPCCode: uint32(st.Code()), Message: st.Message(), Err: err}
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		e.RetryAfter = ra.after
+	}
 	if cerr := ctx.Err(); cerr != nil {
 		e.Err = errors.Join(err, cerr)
 	}

@@ -4,10 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"strconv"
+	"time"
 
 	inferbridge "github.com/inferbridge/inferbridge/clients/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // WithTLS makes New's connection speak TLS with cfg (an inferbridge server started with
@@ -71,3 +76,31 @@ func optionsError(opts []grpc.DialOption) error {
 	}
 	return nil
 }
+
+// retryAfterInterceptor reads the retry-after trailer (whole seconds) a server sends with
+// RESOURCE_EXHAUSTED, so that the call's *inferbridge.Error carries it as RetryAfter, as
+// the REST client's does from the Retry-After header.
+func retryAfterInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var trailer metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Trailer(&trailer))...)
+	if err == nil || status.Code(err) != codes.ResourceExhausted {
+		return err
+	}
+	if v := trailer.Get("retry-after"); len(v) > 0 {
+		if secs, perr := strconv.Atoi(v[0]); perr == nil && secs >= 0 {
+			return &retryAfterError{err: err, after: time.Duration(secs) * time.Second}
+		}
+	}
+	return err
+}
+
+// retryAfterError is a gRPC status error with the server's retry-after hint.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryAfterError) Error() string              { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error              { return e.err }
+func (e *retryAfterError) GRPCStatus() *status.Status { return status.Convert(e.err) }
