@@ -718,6 +718,30 @@ def test_jwks_reload_takes_a_rotated_key(files: dict[str, Path], signers: Signer
     assert _status(authority.check(bearer(signers.token("RS256")), READ)) == 401
 
 
+def test_a_verified_token_is_remembered_until_it_expires(
+    files: dict[str, Path], signers: Signers
+) -> None:
+    authority = Authority(AuthConfig(jwt_hs256_secret_file=files["secret"], jwt_leeway_s=0))
+    token = signers.token(exp_in=2)
+    for _ in range(3):  # verified once, then remembered
+        assert _name(authority.check(bearer(token), READ)) == "alice"
+    time.sleep(2.1)
+    denial = authority.check(bearer(token), READ)
+    assert isinstance(denial, Denial) and "it has expired (exp)" in denial.message
+
+
+def test_a_key_taken_out_of_the_jwks_stops_its_remembered_tokens(
+    files: dict[str, Path], signers: Signers
+) -> None:
+    clock = SteppedClock()
+    authority = Authority(AuthConfig(jwt_jwks=files["jwks"]), clock=clock)
+    token = signers.token("ES256")
+    assert _name(authority.check(bearer(token), READ)) == "alice"
+    write_atomically(files["jwks"], Signers.make().jwks())  # new keys, the same kids
+    clock.step(1.5)
+    assert _status(authority.check(bearer(token), READ)) == 401
+
+
 def test_principal_and_model_buckets(files: dict[str, Path]) -> None:
     clock = SteppedClock()
     authority = Authority(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ __all__ = [
 MIN_SECRET_BYTES = 32
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*$")
 # The same reasons as the Go front-end process's (internal/auth/jwt.go).
+#: Verified tokens remembered (then the memory starts again).
+_CACHED_TOKENS = 4096
 _NO_KEY = "no key of the JWKS file has its kid and algorithm"
 _NO_SUBJECT = "it has no sub claim (the principal)"
 _ISSUER = "its issuer (iss) is not the one this server accepts"
@@ -151,9 +154,33 @@ class JwtVerifier:
             ["RS256", "ES256"] if jwks is not None else []
         )
         self._accepted = ", ".join(accepted)
+        # Verified tokens until their exp: a signature check costs ~100 us a request.
+        self._verified: dict[str, tuple[str, ScopeSet, float]] = {}
+        self._cache_version = 0
 
     def verify(self, token: str) -> tuple[str, ScopeSet]:
         """The token's subject and scopes; TokenRefused says why it does not verify."""
+        # A JWKS file that changed empties the cache (a key taken out stops its tokens).
+        version = 0
+        if self._jwks is not None:
+            self._jwks.current()  # looks at the file, at most once a second
+            version = self._jwks.version
+        if version != self._cache_version:
+            self._verified.clear()
+            self._cache_version = version
+        cached = self._verified.get(token)
+        if cached is not None:
+            subject, scopes, expires = cached
+            if time.time() < expires + self._leeway_s:  # as PyJWT's exp check
+                return subject, scopes
+            del self._verified[token]
+        subject, scopes, expires = self._verify(token)
+        if len(self._verified) >= _CACHED_TOKENS:
+            self._verified.clear()  # simpler than an LRU, and as safe: it only forgets
+        self._verified[token] = (subject, scopes, expires)
+        return subject, scopes
+
+    def _verify(self, token: str) -> tuple[str, ScopeSet, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -183,7 +210,7 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise TokenRefused(_NO_SUBJECT)
-        return subject, ScopeSet.lenient(_scopes(claims))
+        return subject, ScopeSet.lenient(_scopes(claims)), float(claims["exp"])
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
         try:
