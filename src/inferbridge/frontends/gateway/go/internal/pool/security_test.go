@@ -540,3 +540,21 @@ func TestWarningWhenExposedWithoutAuth(t *testing.T) {
 		t.Fatalf("with authentication: %q", w)
 	}
 }
+
+func TestClosedHealthNeedsRead(t *testing.T) {
+	keys := writeKeys(t, t.TempDir())
+	up := newFake(t, "a", "iris:1")
+	_, srv := newTestPool(t, "auth: {keys: "+keys+", open_health: false}\n", up)
+	c := srv.Client()
+	for _, path := range []string{"/v2/health/live", "/v2/health/ready"} {
+		if a := call(t, c, "GET", srv.URL+path, ""); a.code != 401 {
+			t.Fatalf("%s without a credential: %d", path, a.code)
+		}
+		if a := call(t, c, "GET", srv.URL+path, "", "X-Api-Key", "sk-ops"); a.code != 200 {
+			t.Fatalf("%s with read: %d", path, a.code)
+		}
+	}
+	if a := call(t, c, "GET", srv.URL+"/v2/health/live", "", "X-Api-Key", "sk-bad"); a.code != 401 {
+		t.Fatalf("a bad key: %d", a.code)
+	}
+}
