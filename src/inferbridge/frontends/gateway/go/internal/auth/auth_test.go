@@ -49,7 +49,7 @@ func keysYAML(extra string) string {
 %s`, digest(paymentsKey), digest(readerKey), digest(adminKey), digest(expiredKey), extra)
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func (l *logRecorder) text() string {
 	return strings.Join(l.lines, "\n")
 }
 
-func newKeysAuthority(t *testing.T, c Config) (*Authority, *clock.Fake, string, *logRecorder) {
+func newKeysAuthority(t testing.TB, c Config) (*Authority, *clock.Fake, string, *logRecorder) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keys.yaml")
 	writeFile(t, path, keysYAML(""))

@@ -27,7 +27,7 @@ var (
 )
 
 // testRSAKey is generated once: 2048-bit generation is slow under -race.
-func testRSAKey(t *testing.T) *rsa.PrivateKey {
+func testRSAKey(t testing.TB) *rsa.PrivateKey {
 	rsaOnce.Do(func() {
 		var err error
 		if rsaPriv, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
@@ -43,7 +43,7 @@ func rsaJWK(kid string, pub *rsa.PublicKey) map[string]any {
 	return map[string]any{"kty": "RSA", "kid": kid, "use": "sig", "n": b64u(pub.N.Bytes()), "e": b64u(big.NewInt(int64(pub.E)).Bytes())}
 }
 
-func ecJWK(t *testing.T, kid string, pub *ecdsa.PublicKey) map[string]any {
+func ecJWK(t testing.TB, kid string, pub *ecdsa.PublicKey) map[string]any {
 	raw, err := pub.Bytes()
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func ecJWK(t *testing.T, kid string, pub *ecdsa.PublicKey) map[string]any {
 	return map[string]any{"kty": "EC", "crv": "P-256", "kid": kid, "x": b64u(raw[1:33]), "y": b64u(raw[33:65])}
 }
 
-func writeJWKS(t *testing.T, path string, keys ...map[string]any) {
+func writeJWKS(t testing.TB, path string, keys ...map[string]any) {
 	t.Helper()
 	b, err := json.Marshal(map[string]any{"keys": keys})
 	if err != nil {
@@ -68,7 +68,7 @@ type jwtFixture struct {
 	jwks  string
 }
 
-func newJWTFixture(t *testing.T, c Config) *jwtFixture {
+func newJWTFixture(t testing.TB, c Config) *jwtFixture {
 	t.Helper()
 	dir := t.TempDir()
 	secretPath := filepath.Join(dir, "secret")
@@ -108,7 +108,7 @@ func (f *jwtFixture) claims(over map[string]any) jwt.MapClaims {
 	return c
 }
 
-func sign(t *testing.T, method jwt.SigningMethod, kid string, claims jwt.MapClaims, key any) string {
+func sign(t testing.TB, method jwt.SigningMethod, kid string, claims jwt.MapClaims, key any) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(method, claims)
 	if kid != "" {
