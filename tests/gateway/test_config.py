@@ -37,6 +37,18 @@ def _gateway(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ("upstreams: [{name: a}]\n", ":1: upstreams[0]: expected rest and/or grpc"),
         ("upstream: []\n", ":1: upstream: unknown field (expected one of admission,"),
         ("listen: {http: ':0'}\n", ": upstreams: expected a list of upstreams, or upstreams_file"),
+        (
+            "upstreams: [{rest: 'http://127.0.0.1:1'}]\nlisten: {tls: {}}\n",
+            ":2: listen.tls: expected both cert and key",
+        ),
+        (
+            "upstreams: [{rest: 'http://127.0.0.1:1'}]\nauth: {keys: missing.yaml}\n",
+            ":2: auth.keys: stat ",
+        ),
+        (
+            "upstreams: [{rest: 'https://127.0.0.1:1'}]\n",
+            ": upstreams[0].tls: expected a tls block",
+        ),
     ],
 )
 def test_a_config_error_refuses_to_start(tmp_path: Path, text: str, expected: str) -> None:
@@ -46,6 +58,24 @@ def test_a_config_error_refuses_to_start(tmp_path: Path, text: str, expected: st
     assert result.returncode == 2
     assert f"{config}{expected}" in result.stderr, result.stderr
     assert "listening" not in result.stdout
+
+
+def test_check_loads_the_security_files(tmp_path: Path) -> None:
+    """--check reads the keys file and the TLS pair, naming the entry that is wrong."""
+    (tmp_path / "keys.yaml").write_text("keys:\n  - {name: a, scopes: [read]}\n")
+    (tmp_path / "c.pem").write_text("not a certificate\n")
+    (tmp_path / "k.pem").write_text("not a key\n")
+    config = tmp_path / "gw.yaml"
+    config.write_text("upstreams: [{grpc: '127.0.0.1:1'}]\nauth: {keys: keys.yaml}\n")
+    result = _gateway(config, "--check")
+    assert result.returncode == 2
+    assert f"{config}: auth: keys file {tmp_path / 'keys.yaml'}: keys[0]" in result.stderr
+    config.write_text(
+        "upstreams: [{grpc: '127.0.0.1:1'}]\nlisten: {tls: {cert: c.pem, key: k.pem}}\n"
+    )
+    result = _gateway(config, "--check")
+    assert result.returncode == 2
+    assert f"{config}:2: listen.tls: TLS certificate {tmp_path / 'c.pem'}" in result.stderr
 
 
 def test_check_validates(tmp_path: Path) -> None:
