@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 import grpc.aio
 
-from inferbridge.observability.logs import PRINCIPAL
+from inferbridge.observability.logs import PRINCIPAL, PRINCIPAL_HEADER
 from inferbridge.security.authority import REFUSAL, Authority, Credentials, Denial, Principal
 from inferbridge.security.classify import classify_grpc
 from inferbridge.security.scopes import Kind
@@ -37,6 +37,34 @@ def _credentials(metadata: Iterable[tuple[str, Any]] | None, context: _Context) 
         elif key == "x-api-key" and not api_key:
             api_key = value if isinstance(value, str) else ""
     return Credentials(authorization, api_key, grpc_peer_common_name(context))
+
+
+class _PrincipalContext:
+    """The call's context, whose invocation metadata says who the principal is as the Go
+    front end's does (x-inferbridge-principal, a client's own removed), so that what reads
+    it (a rollout routing by header) sees the same on both front ends."""
+
+    __slots__ = ("_context", "_metadata")
+
+    def __init__(self, context: _Context, metadata: tuple[tuple[str, Any], ...]) -> None:
+        self._context = context
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
+        return self._metadata
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def _told(context: _Context, principal: str) -> _Context:
+    metadata = tuple(context.invocation_metadata() or ())
+    if not principal and all(key != PRINCIPAL_HEADER for key, _ in metadata):
+        return context  # nothing to add or remove
+    kept = tuple((key, value) for key, value in metadata if key != PRINCIPAL_HEADER)
+    if principal:
+        kept += ((PRINCIPAL_HEADER, principal),)
+    return _PrincipalContext(context, kept)
 
 
 async def _refuse(context: _Context, denial: Denial) -> NoReturn:
@@ -109,7 +137,7 @@ class AuthInterceptor(_Interceptor):
             if isinstance(answer, Denial):
                 await _refuse(context, answer)
             PRINCIPAL.set(answer.name)
-            return await behavior(request, context)
+            return await behavior(request, _told(context, answer.name))
 
         return checked
 
@@ -120,7 +148,7 @@ class AuthInterceptor(_Interceptor):
             if isinstance(answer, Denial):
                 await _refuse(context, answer)
             PRINCIPAL.set(answer.name)
-            async for response in behavior(request, context):
+            async for response in behavior(request, _told(context, answer.name)):
                 yield response
 
         return checked
@@ -159,12 +187,14 @@ class AuthInterceptor(_Interceptor):
             async def checked_stream(
                 requests: AsyncIterator[Any], context: _Context
             ) -> AsyncIterator[Any]:
-                async for response in behavior(await opened(requests, context), context):
+                checked = await opened(requests, context)
+                async for response in behavior(checked, _told(context, PRINCIPAL.get())):
                     yield response
 
             return checked_stream
 
         async def checked_unary(requests: AsyncIterator[Any], context: _Context) -> Any:
-            return await behavior(await opened(requests, context), context)
+            checked = await opened(requests, context)
+            return await behavior(checked, _told(context, PRINCIPAL.get()))
 
         return checked_unary
