@@ -718,6 +718,15 @@ def test_jwks_reload_takes_a_rotated_key(files: dict[str, Path], signers: Signer
     assert _status(authority.check(bearer(signers.token("RS256")), READ)) == 401
 
 
+def test_a_short_rsa_key_in_the_jwks_is_refused() -> None:
+    from inferbridge.security.tokens import JWKSError, parse_jwks
+
+    small = rsa.generate_private_key(65537, 1024).public_key()
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(small)), "kid": "small"}
+    with pytest.raises(JWKSError, match="the RSA modulus has 1024 bits; at least 2048"):
+        parse_jwks(json.dumps({"keys": [jwk]}).encode())
+
+
 def test_a_verified_token_is_remembered_until_it_expires(
     files: dict[str, Path], signers: Signers
 ) -> None:

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 MIN_SECRET_BYTES = 32
+MIN_RSA_BITS = 2048  # as the Go front end's (internal/auth/jwt.go)
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]+\.[A-Za-z0-9_=-]*$")
 # The same reasons as the Go front-end process's (internal/auth/jwt.go).
 #: Verified tokens remembered (then the memory starts again).
@@ -124,6 +125,12 @@ def parse_jwks(data: bytes) -> dict[str, JwksKey]:
             public = jwt.PyJWK(jwk, algorithm).key
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
             raise JWKSError(f"{where}: not a valid {kind} key ({exc})") from None
+        bits = getattr(public, "key_size", MIN_RSA_BITS) if kind == "RSA" else MIN_RSA_BITS
+        if bits < MIN_RSA_BITS:
+            raise JWKSError(
+                f"{where}: not a valid RSA key (the RSA modulus has {bits} bits; at least "
+                f"{MIN_RSA_BITS} are needed)"
+            )
         keys[kid] = JwksKey(algorithm, public)
     return keys
 
