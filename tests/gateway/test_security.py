@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -281,7 +282,23 @@ def test_the_listener_refuses_plaintext_and_unknown_cas(setup: Setup) -> None:
         httpx.get(f"{setup.base}/v2/health/live", verify=client_context(other), timeout=10)
 
 
-def test_require_mode_refuses_a_client_without_certificate(setup: Setup, tmp_path: Path) -> None:
+def _served_name(setup: Setup, address: str) -> str:
+    """The common name of the certificate a new TLS connection to address is served."""
+    host, _, port = address.rpartition(":")
+    context = client_context(setup.ca, setup.stranger)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        cert = tls.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for attribute in rdn:
+            if attribute[0] == "commonName":
+                return str(attribute[1])
+    return ""
+
+
+def test_require_mode_and_a_rotated_certificate(setup: Setup, tmp_path: Path) -> None:
     listener = setup.ca.issue("gateway.require", server=True)
     config = f"""
 listen:
@@ -297,10 +314,24 @@ upstreams: [{{name: a, rest: '{setup.server.base_url}'}}]
             c.get(f"{base}/v2/health/live")
         with setup.client(setup.stranger) as c:
             assert c.get(f"{base}/v2/health/live").status_code == 200
+
+        # The pair is re-read when it changes: a new connection gets the new certificate.
+        assert _served_name(setup, gateway.http) == "gateway.require"
+        rotated = setup.ca.issue("gateway.rotated", server=True)
+        listener.key.write_bytes(rotated.key.read_bytes())
+        listener.cert.write_bytes(rotated.cert.read_bytes())
+        wait_for(
+            lambda: _served_name(setup, gateway.http) == "gateway.rotated",
+            30,
+            "the listener to serve the rotated certificate",
+        )
+        with setup.client(setup.stranger) as c:
+            assert c.get(f"{base}/v2/health/live").status_code == 200
     finally:
         gateway.stop()
-    # Loopback only: no warning about authentication being off.
+    # Loopback only: no warning about authentication being off; the reload is logged.
     assert not any("warning:" in line for line in gateway.lines), gateway.lines
+    assert any("TLS: reloaded certificate" in line for line in gateway.lines), gateway.lines
 
 
 @dataclass
