@@ -640,6 +640,8 @@ def test_jwts(authority: Authority, signers: Signers) -> None:
         (lambda s: s.token(exp_in=-60, **JWT_CLAIMS), "it has expired (exp)"),
         (lambda s: s.token(exp_in=None, **JWT_CLAIMS), "it has no exp claim"),
         (lambda s: s.token(sub=None, **JWT_CLAIMS), "it has no sub claim (the principal)"),
+        (lambda s: s.token(sub="a\nb", **JWT_CLAIMS), "its sub claim has control characters"),
+        (lambda s: s.token(sub="a" * 257, **JWT_CLAIMS), "or is over 256 bytes"),
         (lambda s: s.token(nbf=int(time.time()) + 600, **JWT_CLAIMS), "not valid yet"),
         (
             lambda s: s.token(aud="other", iss="https://issuer.test"),

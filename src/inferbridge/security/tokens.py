@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,9 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise TokenRefused(_NO_SUBJECT)
+        # It becomes a log field and a header value: no control characters, a sane length.
+        if len(subject.encode()) > 256 or any(unicodedata.category(c) == "Cc" for c in subject):
+            raise TokenRefused("its sub claim has control characters or is over 256 bytes")
         return subject, ScopeSet.lenient(_scopes(claims)), float(claims["exp"])
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
