@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -978,3 +979,34 @@ def test_one_loud_line_when_listening_beyond_loopback_with_auth_off(
         assert "--auth-keys" in lines[0] and "--auth-jwt-" in lines[0]
     else:
         assert lines == []
+
+
+def test_security_settings_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from inferbridge.settings import Settings
+
+    monkeypatch.setenv("INFERBRIDGE_RATE_LIMIT", "fraud-*=100:200, iris=5")
+    monkeypatch.setenv("INFERBRIDGE_AUTH_DEFAULT_RATE", "10")
+    monkeypatch.setenv("INFERBRIDGE_AUTH_OPEN_HEALTH", "false")
+    monkeypatch.setenv("INFERBRIDGE_AUTH_KEYS", str(tmp_path / "keys.yaml"))
+    settings = Settings()
+    assert settings.rate_limit == ["fraud-*=100:200", "iris=5"]
+    assert settings.authenticates and not settings.auth_open_health
+    config = AuthConfig.from_settings(settings)
+    assert config.default_rate == Rate(10, 10)
+    assert [(r.glob, r.rate) for r in config.model_rates] == [
+        ("fraud-*", Rate(100, 200)),
+        ("iris", Rate(5, 5)),
+    ]
+    for bad, named in (
+        ({"rate_limit": ["fraud"]}, "rate_limit"),
+        ({"auth_default_rate": "fast"}, "auth_default_rate"),
+        ({"auth_jwt_leeway_s": 301}, "auth_jwt_leeway_s"),
+        ({"tls_cert": tmp_path / "c.pem"}, "tls_key (--tls-key) is missing"),
+        ({"tls_client_auth": "request"}, "need the server's own certificate"),
+    ):
+        with pytest.raises(ValidationError, match=re.escape(named)):
+            Settings(**bad)
