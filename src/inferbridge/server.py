@@ -278,6 +278,14 @@ class InferBridgeServer:
         server = await serve_metrics(self.metrics, s.host, s.metrics_port)
         port = server.sockets[0].getsockname()[1]
         print(f"inferbridge: metrics listening on http://{s.host}:{port}", flush=True)
+        if s.authenticates or self.tls is not None:
+            # That listener is plain HTTP without credentials (a scraper's port); the REST
+            # port's /metrics is the one that needs `read`.
+            logger.warning(
+                "--metrics-port %d serves /metrics over plain HTTP without authentication; "
+                "keep it off untrusted networks, or scrape the REST port's /metrics (scope read)",
+                port,
+            )
         return server
 
     def _frontend_failed(self, reason: str) -> None:
