@@ -4,9 +4,10 @@ target: 8 MB), against real MinIO, a control plane and an inferbridge server on 
     .venv/bin/python -m benchmarks.fleet_agent_rss [--models 20] [--seconds 10]
 
 Prints a table (VmRSS, anonymous and file-backed parts, min/median/max over the sampling
-window, which starts once every model is READY and a download has just finished) for the
-agent as it runs by default (it drops its binary's clean pages from its resident set every
-10 s) and with that turned off.
+window, which starts once every model is READY and a download has just finished), one row
+per memory setting of the agent (VARIANTS: how it ran before, then each change alone on
+top of the previous one, then the new default with its trimming turned off), each on a
+fresh MinIO, control plane and server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import time
 from pathlib import Path
 
 from inferbridge.examples.build import example_repository
-from inferbridge.fleet.agent_build import build_agent
+from inferbridge.fleet.agent_build import AgentBuildError, build_agent
+from inferbridge.frontends.gateway.build import build_go_program
 from tests.fleet.procs import (
     ADMIN_TOKEN,
     iris_model,
@@ -44,7 +46,12 @@ def _rss(pid: int) -> dict[str, int]:
 
 
 def measure(
-    models: int, seconds: float, env: dict[str, str], label: str, agent_args: list[str]
+    models: int,
+    seconds: float,
+    env: dict[str, str],
+    label: str,
+    agent_args: list[str],
+    agent: Path | None = None,
 ) -> dict[str, object]:
     binary = minio_binary()
     if binary is None:
@@ -54,7 +61,12 @@ def measure(
     minio.client().create_bucket(Bucket="models")
     plane = start_control_plane(root / "fleet.db")
     node = start_node(
-        "rss-node", root / "node", build_agent(), plane.url, {**minio.env, **env}, agent_args
+        "rss-node",
+        root / "node",
+        agent or build_agent(),
+        plane.url,
+        {**minio.env, **env},
+        agent_args,
     )
     cli_env = {
         **os.environ,
@@ -115,17 +127,70 @@ def measure(
         minio.stop()
 
 
+#: Each change's effect, one row each, in the order they were made (on top of the agent
+#: at --before, when given): the collection before the trim and MADV_RANDOM, then the
+#: page-cache eviction, one P, the GC target; then the new default without its trimming.
+VARIANTS: tuple[tuple[str, list[str]], ...] = (
+    (
+        "+ GC before the trim, MADV_RANDOM (GOMAXPROCS=CPUs, GOGC 100, no eviction)",
+        ["--trim-evict", "0", "--gomaxprocs", "0", "--gc-percent", "100"],
+    ),
+    (
+        "+ page-cache eviction at the first 3 trims",
+        ["--gomaxprocs", "0", "--gc-percent", "100"],
+    ),
+    ("+ GOMAXPROCS 1", ["--gc-percent", "100"]),
+    ("+ GC target 50 % (the new default)", []),
+    ("new default, --trim-every 5s", ["--trim-every", "5s"]),
+    ("new default, --trim-every 0 (never)", ["--trim-every", "0"]),
+)
+
+
+def build_revision(revision: str, work: Path) -> Path:
+    """The agent as it was at a git revision (its source from `git archive`), built the
+    way build_agent builds the current one."""
+    root = Path(__file__).resolve().parents[1]
+    source = work / "agent-src"
+    source.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", revision, "src/inferbridge/fleet/agent"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"--before {revision}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    built: Path = build_go_program(
+        source / "src" / "inferbridge" / "fleet" / "agent",
+        work / "agent-bin" / "inferbridge-agent",
+        what=f"agent at {revision}",
+        error=AgentBuildError,
+        ldflags="-s -w",
+    )
+    return built
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--before", metavar="REV", help="first row: the agent at this git revision, its defaults"
+    )
     options = parser.parse_args()
-    rows = [
-        measure(options.models, options.seconds, {}, "default (--trim-every 10s)", []),
-        measure(
-            options.models, options.seconds, {}, "--trim-every 0 (never)", ["--trim-every", "0"]
-        ),
-    ]
+    if options.models < 1 or options.seconds <= 0:
+        parser.error("--models must be at least 1 and --seconds positive")
+    rows = []
+    if options.before:
+        old = build_revision(options.before, Path(tempfile.mkdtemp(prefix="ib-rss-before-")))
+        label = f"before: the agent at {options.before} (--trim-every 10s)"
+        rows.append(measure(options.models, options.seconds, {}, label, [], old))
+        print(f"measured: {label}", file=sys.stderr, flush=True)
+    for label, args in VARIANTS:
+        rows.append(measure(options.models, options.seconds, {}, label, args))
+        print(f"measured: {label}", file=sys.stderr, flush=True)
+    binary = build_agent()
+    print(f"agent binary: {binary.stat().st_size / 1e6:.1f} MB (stripped, -trimpath)")
     print(
         f"| agent, {options.models} models READY, {options.seconds:g} s | VmRSS KiB min / median"
         " / max | anon KiB (median) | file-backed KiB (median) |"
@@ -134,8 +199,8 @@ def main() -> int:
     for row in rows:
         rss, anon, file = row["VmRSS"], row["RssAnon"], row["RssFile"]
         print(
-            f"| {row['label']} | {rss[0]} / {rss[1]:.0f} / {rss[2]} | {anon[1]:.0f} "  # type: ignore[index]
-            f"| {file[1]:.0f} |"  # type: ignore[index]
+            f"| {row['label']} | {rss[0]:,} / {rss[1]:,.0f} / {rss[2]:,} | {anon[1]:,.0f} "  # type: ignore[index]
+            f"| {file[1]:,.0f} |"  # type: ignore[index]
         )
     return 0
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -39,6 +40,9 @@ type Config struct {
 	RetryAfter     time.Duration     `json:"-"`
 	FiguresEvery   time.Duration     `json:"-"`
 	TrimEvery      time.Duration     `json:"-"`
+	// TrimEvict is how many of the first trims also evict the binary's unmapped pages from
+	// the page cache (see trimFilePages).
+	TrimEvict int `json:"-"`
 }
 
 type listFlag []string
@@ -66,7 +70,10 @@ func parseConfig(args []string) (Config, error) {
 	retry := fs.Duration("retry-after", 30*time.Second, "backoff before a failed artefact is tried again")
 	figures := fs.Duration("figures-every", 10*time.Second, "how often server metrics and disk usage are read")
 	trim := fs.Duration("trim-every", 10*time.Second, "drop the binary's pages from the resident set this often (0 = never)")
+	evict := fs.Int("trim-evict", 3, "at the first N trims, also evict the binary's unmapped pages from the page cache, so that they come back one 4 KiB page at a time instead of in large folios (0 = never)")
 	memLimit := fs.String("memory-limit", "6Mi", "Go soft memory limit (GOMEMLIMIT), keeps the agent small")
+	gcPercent := fs.Int("gc-percent", 50, "Go GC target percentage (GOGC, which overrides it); lower collects more often and holds a smaller heap")
+	procs := fs.Int("gomaxprocs", 1, "threads running Go code at once (GOMAXPROCS, which overrides it; 0 = one per CPU)")
 	var accelerators listFlag
 	fs.Var(&accelerators, "accelerator", "type=T4,count=1,memory=16Gi (repeatable; replaces nvidia-smi's list)")
 	if err := fs.Parse(args); err != nil {
@@ -125,7 +132,7 @@ func parseConfig(args []string) (Config, error) {
 		cfg.Memory = n
 	}
 	cfg.Heartbeat, cfg.Resync, cfg.RetryAfter, cfg.FiguresEvery = *heartbeat, *resync, *retry, *figures
-	cfg.TrimEvery = *trim
+	cfg.TrimEvery, cfg.TrimEvict = *trim, *evict
 	if cfg.Server == "" {
 		cfg.Server = "http://127.0.0.1:8000"
 	}
@@ -145,6 +152,9 @@ func parseConfig(args []string) (Config, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = strings.TrimRight(cfg.Repository, "/") + "/../.inferbridge-agent-" + cfg.Name
 	}
+	if cfg.TrimEvery < 0 || cfg.TrimEvict < 0 {
+		return cfg, fmt.Errorf("--trim-every and --trim-evict must not be negative")
+	}
 	if cfg.Heartbeat <= 0 || cfg.Resync <= 0 {
 		return cfg, fmt.Errorf("--heartbeat and --resync must be positive")
 	}
@@ -154,6 +164,14 @@ func parseConfig(args []string) (Config, error) {
 			return cfg, fmt.Errorf("--memory-limit: %w", err)
 		}
 		debug.SetMemoryLimit(n)
+	}
+	// The agent's work is I/O and one download at a time: one P is enough, and each
+	// further P costs its own caches and an extra thread.
+	if os.Getenv("GOMAXPROCS") == "" && *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
+	if os.Getenv("GOGC") == "" && *gcPercent > 0 {
+		debug.SetGCPercent(*gcPercent)
 	}
 	return cfg, nil
 }
