@@ -319,27 +319,11 @@ def run(settings: Settings, repository: Path) -> int:
 
 
 def _warn_if_open(settings: Settings) -> None:
-    """One loud line when the server can be reached from elsewhere and asks nobody who
-    they are."""
-    if settings.authenticates or _is_loopback(settings.host):
-        return
-    logger.warning(
-        "listening on %s with authentication OFF: anyone who can reach this address may "
-        "infer, load and unload models; turn it on with --auth-keys FILE or "
-        "--auth-jwt-hs256-secret-file / --auth-jwt-jwks",
-        settings.host,
-    )
+    from inferbridge.security.exposure import open_server_warning
 
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may well resolve to an outside address
+    warning = open_server_warning(settings.host, authenticates=settings.authenticates)
+    if warning is not None:
+        logger.warning("%s", warning)
 
 
 def _model_summary(dataplane: DataPlane) -> Iterator[str]:
