@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 #: A section another harness publishes into RESULTS.md between its own markers (placement,
 #: gateway, fleet, isolation): kept as it is when this runner rewrites the file.
 _KEPT = re.compile(
-    r"<!-- (\w+) benchmarks: (?:begin|start)\b.*?<!-- \1 benchmarks: end -->\n?", re.S
+    r"<!-- (\w+(?: \w+)*) benchmarks: (?:begin|start)\b.*?<!-- \1 benchmarks: end -->\n?", re.S
 )
 
 
