@@ -68,6 +68,65 @@ def test_failover_when_an_upstream_is_killed(server_b: ServerProcess, tmp_path: 
         victim.stop(signal.SIGKILL)
 
 
+def test_no_failures_when_an_upstream_is_killed_under_concurrent_load(
+    server_a: ServerProcess, server_b: ServerProcess, tmp_path: Path
+) -> None:
+    # The victim's model sleeps, and round-robin keeps sending to it, so that when it is
+    # killed many requests are on it at once: more resets in one burst than the retry
+    # budget's floor of 3 concurrent retries. Those retries wait for a slot instead of
+    # failing.
+    victim = start_server(
+        echo_repository(tmp_path / "repo", {"echo": "parameters: {sleep_s: 0.05}\n"})
+    )
+    gw = start_gateway(
+        gateway_config(
+            [upstream("victim", victim), upstream("a", server_a), upstream("b", server_b)],
+            "health: {interval: 1h}\nbalancer: round-robin\n",
+        ),
+        tmp_path,
+    )
+    statuses: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=gw.base, timeout=60) as http:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    r = http.post("/v2/models/echo/infer", json=infer_body(value=n * 1000 + i))
+                except httpx.HTTPError as exc:
+                    with lock:
+                        errors.append(repr(exc))
+                    continue
+                with lock:
+                    statuses.append(r.status_code)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(statuses) >= 200, what="200 answers before the kill")
+        victim.stop(signal.SIGKILL)
+        before = len(statuses)
+        wait_for(lambda: len(statuses) >= before + 400, what="400 answers after the kill")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        try:
+            assert errors == []
+            assert set(statuses) == {200}
+            assert gw.metric("inferbridge_gateway_retries_total") > 0
+        finally:
+            gw.stop()
+            victim.stop(signal.SIGKILL)
+
+
 def test_breaker_opens_and_recovers_half_open(server_a: ServerProcess, tmp_path: Path) -> None:
     proxy = start_faults(server_a.http_url)
     gw = start_gateway(
@@ -119,7 +178,7 @@ def test_retries_go_elsewhere_within_the_budget(
     (tmp_path / "nobudget").mkdir()
     proxy.set(error_rate=0.0)
     gw = start_gateway(
-        gateway_config(ups, common + "retries: {budget_percent: 0, min_retries: 0}\n"),
+        gateway_config(ups, common + "retries: {budget_percent: 0, min_retries: 0, budget_wait: 100ms}\n"),
         tmp_path / "nobudget",
     )
     proxy.set(error_rate=1.0)

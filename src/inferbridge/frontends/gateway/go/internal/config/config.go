@@ -33,12 +33,34 @@ type Upstream struct {
 	// APIKey is sent as x-api-key instead of the client's credentials ("" = the client's
 	// authorization and x-api-key are forwarded as they are). APIKeyFile is where it was read.
 	APIKey, APIKeyFile string
+	// Models: the models and versions it serves as its source says (the fleet's routing
+	// table); nil = learnt by discovery from its repository index.
+	Models map[string][]string
 }
 
 // Same tells whether u and o reach the same server the same way (a rename keeps the state).
 func (u Upstream) Same(o Upstream) bool {
 	sameTLS := (u.TLS == nil) == (o.TLS == nil) && (u.TLS == nil || *u.TLS == *o.TLS)
-	return u.REST == o.REST && u.GRPC == o.GRPC && sameTLS && u.APIKey == o.APIKey
+	return u.REST == o.REST && u.GRPC == o.GRPC && sameTLS && u.APIKey == o.APIKey &&
+		(u.Models == nil) == (o.Models == nil)
+}
+
+// FleetUpstream is the upstream of a node of the fleet's routing table: its server's
+// REST address, the models it serves there, and the pool's upstream_tls and
+// upstream_api_key_file.
+func (c *Config) FleetUpstream(node, rest string, models map[string][]string) (Upstream, error) {
+	parsed, err := url.Parse(rest)
+	if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" ||
+		(parsed.Path != "" && parsed.Path != "/") {
+		return Upstream{}, fmt.Errorf("node %s: url %q is not an http://HOST:PORT or https://HOST:PORT base URL", node, rest)
+	}
+	u := Upstream{Name: node, REST: parsed.Scheme + "://" + parsed.Host, Models: models, TLS: c.UpstreamTLS,
+		APIKey: c.UpstreamAPIKey, APIKeyFile: c.UpstreamAPIKeyFile}
+	if https := parsed.Scheme == "https"; https != (u.TLS != nil) {
+		return Upstream{}, fmt.Errorf("node %s: url %s needs %s", node, rest,
+			map[bool]string{true: "upstream_tls in the configuration (https://)", false: "https:// (upstream_tls is set)"}[https])
+	}
+	return u, nil
 }
 
 // Config is the whole gateway configuration, defaults filled in.
@@ -61,6 +83,8 @@ type Config struct {
 		Interval time.Duration
 		Timeout  time.Duration
 	}
+	// Fleet: upstreams from the fleet control plane's routing table (nil = none).
+	Fleet    *Fleet
 	Balancer struct {
 		Policy       balancer.Policy
 		HashKey      string // consistent-hash: the header / metadata name (lower-case)
@@ -71,8 +95,11 @@ type Config struct {
 		Attempts      int // tries of one request in all, the first included
 		BudgetPercent float64
 		MinRetries    int
-		Backoff       retry.Backoff
-		On            retry.On
+		// BudgetWait: the longest a retry that finds the budget spent waits for a slot
+		// (0: refused at once), never past the request's deadline
+		BudgetWait time.Duration
+		Backoff    retry.Backoff
+		On         retry.On
 	}
 	Breaker   breaker.Settings
 	Health    HealthChecks
@@ -88,6 +115,19 @@ type Config struct {
 	MaxRequestBytes int
 	// Batching: per model, merge concurrent infer requests into one upstream request.
 	Batching map[string]Batching
+}
+
+// Fleet is where the fleet control plane's routing table is read, and how often.
+type Fleet struct {
+	// ControlPlanes: base URLs, tried in turn (replicas: a follower answers 503)
+	ControlPlanes []string
+	Interval      time.Duration
+	Timeout       time.Duration
+	// APIKeyFile: a key with scope read, sent as x-api-key (a control plane with
+	// --auth-keys); TokenFile: its admin token, sent as Authorization: Bearer (one
+	// without). Both are re-read at every round; APIKey and Token are the first reading.
+	APIKeyFile, APIKey string
+	TokenFile, Token   string
 }
 
 // Batching configures one model's batch aggregation at the gateway.
@@ -115,6 +155,7 @@ func Default() *Config {
 	c.Balancer.Policy = balancer.PeakEWMA
 	c.Balancer.Decay, c.Balancer.ErrorPenalty = 10*time.Second, 250*time.Millisecond
 	c.Retries.Attempts, c.Retries.BudgetPercent, c.Retries.MinRetries = 3, 20, 3
+	c.Retries.BudgetWait = time.Second
 	c.Retries.Backoff = retry.Backoff{Base: 25 * time.Millisecond, Max: 250 * time.Millisecond}
 	c.Retries.On = retry.On(0).Add(retry.ConnectFailure).Add(retry.Reset).Add(retry.Unavailable).Add(retry.Status503)
 	c.Breaker = breaker.Settings{ConsecutiveFailures: 5, FailureRate: 0.5, Window: 10 * time.Second,
@@ -190,12 +231,17 @@ func Parse(path string, data []byte) (*Config, error) {
 				"timeout":  p.positiveDuration(&c.Discovery.Timeout),
 			})
 		},
+		"fleet": func(n *yaml.Node, f string) (err error) {
+			c.Fleet, err = p.fleet(n, f)
+			return err
+		},
 		"balancer": func(n *yaml.Node, f string) error { return p.balancer(n, f, c) },
 		"retries": func(n *yaml.Node, f string) error {
 			return p.mapping(n, f, map[string]func(*yaml.Node, string) error{
 				"attempts":       p.intAtLeast(1, &c.Retries.Attempts),
 				"budget_percent": p.floatIn(0, 100, &c.Retries.BudgetPercent),
 				"min_retries":    p.intAtLeast(0, &c.Retries.MinRetries),
+				"budget_wait":    p.nonNegativeDuration(&c.Retries.BudgetWait),
 				"backoff_base":   p.positiveDuration(&c.Retries.Backoff.Base),
 				"backoff_max":    p.positiveDuration(&c.Retries.Backoff.Max),
 				"on":             func(n *yaml.Node, f string) error { return p.retryOn(n, f, &c.Retries.On) },
@@ -254,8 +300,8 @@ func Parse(path string, data []byte) (*Config, error) {
 	switch {
 	case c.Listen.HTTP == "" && c.Listen.GRPC == "":
 		return nil, p.missing("listen", "at least one of listen.http and listen.grpc")
-	case len(c.Upstreams) == 0 && c.UpstreamsFile == "":
-		return nil, p.missing("upstreams", "a list of upstreams, or upstreams_file")
+	case len(c.Upstreams) == 0 && c.UpstreamsFile == "" && c.Fleet == nil:
+		return nil, p.missing("upstreams", "a list of upstreams, upstreams_file or fleet")
 	case c.Retries.Backoff.Max < c.Retries.Backoff.Base:
 		return nil, p.missing("retries.backoff_max", fmt.Sprintf("at least backoff_base (%v)", c.Retries.Backoff.Base))
 	}
@@ -443,6 +489,17 @@ func (p *parser) positiveDuration(dst *time.Duration) func(*yaml.Node, string) e
 	}
 }
 
+func (p *parser) nonNegativeDuration(dst *time.Duration) func(*yaml.Node, string) error {
+	return func(n *yaml.Node, field string) error {
+		d, err := time.ParseDuration(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil || d < 0 {
+			return p.errorf(n, field, "a duration of 0 or more such as 0, 500ms or 2s")
+		}
+		*dst = d
+		return nil
+	}
+}
+
 func (p *parser) boolean(dst *bool) func(*yaml.Node, string) error {
 	return func(n *yaml.Node, field string) error {
 		var v bool
@@ -549,6 +606,48 @@ func (p *parser) balancer(n *yaml.Node, field string, c *Config) error {
 		"decay":         p.positiveDuration(&c.Balancer.Decay),
 		"error_penalty": p.positiveDuration(&c.Balancer.ErrorPenalty),
 	})
+}
+
+func (p *parser) fleet(n *yaml.Node, field string) (*Fleet, error) {
+	if isNull(n) {
+		return nil, nil
+	}
+	f := &Fleet{Interval: 5 * time.Second, Timeout: 2 * time.Second}
+	err := p.mapping(n, field, map[string]func(*yaml.Node, string) error{
+		"control_plane": func(n *yaml.Node, field string) error {
+			items := []*yaml.Node{n}
+			if n.Kind == yaml.SequenceNode {
+				items = n.Content
+			}
+			for i, item := range items {
+				var s string
+				itemField := field
+				if n.Kind == yaml.SequenceNode {
+					itemField = fmt.Sprintf("%s[%d]", field, i)
+				}
+				if err := p.str(item, itemField, &s); err != nil {
+					return err
+				}
+				parsed, err := url.Parse(s)
+				if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
+					return p.errorf(item, itemField, "the control plane's http://HOST:PORT or https://HOST:PORT URL")
+				}
+				f.ControlPlanes = append(f.ControlPlanes, strings.TrimSuffix(s, "/"))
+			}
+			return nil
+		},
+		"interval":     p.positiveDuration(&f.Interval),
+		"timeout":      p.positiveDuration(&f.Timeout),
+		"api_key_file": p.apiKeyFile(&f.APIKeyFile, &f.APIKey),
+		"token_file":   p.apiKeyFile(&f.TokenFile, &f.Token),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(f.ControlPlanes) == 0 {
+		return nil, p.missing(field+".control_plane", "the control plane's URL (or a list of its replicas' URLs)")
+	}
+	return f, nil
 }
 
 func (p *parser) upstreams(n *yaml.Node, field string) ([]Upstream, error) {

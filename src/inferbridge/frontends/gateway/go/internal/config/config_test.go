@@ -57,6 +57,60 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestRetriesBudgetWait(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration
+	}{
+		{"", time.Second},
+		{"retries: {budget_wait: 0}\n", 0},
+		{"retries: {budget_wait: 250ms}\n", 250 * time.Millisecond},
+	} {
+		c, err := Parse("g.yaml", []byte("upstreams: [{rest: 'http://h:1'}]\n"+tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Retries.BudgetWait != tc.want {
+			t.Errorf("%q: budget_wait %v, want %v", tc.yaml, c.Retries.BudgetWait, tc.want)
+		}
+	}
+}
+
+func TestFleet(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "fleet.key")
+	if err := os.WriteFile(key, []byte("ib_reader\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(filepath.Join(dir, "g.yaml"), []byte(
+		"fleet: {control_plane: ['http://cp-a:9000/', 'https://cp-b:9000'], interval: 1s, api_key_file: fleet.key}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Fleet
+	if f == nil || len(f.ControlPlanes) != 2 || f.ControlPlanes[0] != "http://cp-a:9000" || f.Interval != time.Second ||
+		f.Timeout != 2*time.Second || f.APIKey != "ib_reader" || f.APIKeyFile != key || f.Token != "" {
+		t.Fatalf("fleet %+v", f)
+	}
+	u, err := c.FleetUpstream("node-a", "http://10.0.0.5:8000/", map[string][]string{"iris": {"2"}})
+	if err != nil || u.REST != "http://10.0.0.5:8000" || u.Name != "node-a" || u.Models["iris"][0] != "2" || u.TLS != nil {
+		t.Fatalf("upstream %+v, %v", u, err)
+	}
+	if _, err := c.FleetUpstream("node-b", "https://10.0.0.6:8443", nil); err == nil ||
+		!strings.Contains(err.Error(), "node node-b: url https://10.0.0.6:8443 needs upstream_tls") {
+		t.Fatalf("an https node without upstream_tls: %v", err)
+	}
+	if _, err := c.FleetUpstream("node-c", "10.0.0.7:8000", nil); err == nil || !strings.Contains(err.Error(), "node node-c: url") {
+		t.Fatalf("a url without a scheme: %v", err)
+	}
+	static := Upstream{Name: "n", REST: "http://h:1"}
+	fleet := static
+	fleet.Models = map[string][]string{}
+	if static.Same(fleet) {
+		t.Fatalf("an upstream from the fleet and one that discovers its models are the same")
+	}
+}
+
 func TestBalancerForms(t *testing.T) {
 	c, err := Parse("g.yaml", []byte("upstreams: [{grpc: 'h:1'}]\nbalancer: {policy: 'consistent-hash:X-Session', decay: 5s}\n"))
 	if err != nil {
@@ -82,9 +136,16 @@ func TestErrorsNameFileLineFieldAndExpectation(t *testing.T) {
 		{"upstreams: [{name: a, grpc: 'h:1'}, {name: a, grpc: 'h:2'}]\n", `upstreams[1].name: expected a name no other upstream has`},
 		{"upstreams: [{rest: 'http://h:1'}]\nretry: {}\n", `g.yaml:2: retry: unknown field (expected one of admission, auth, balancer`},
 		{"upstreams: [{rest: 'http://h:1'}]\nretries: {on: [500]}\n", `retries.on[0]: expected one of connect-failure`},
-		{"listen: {http: ':8000'}\n", `upstreams: expected a list of upstreams, or upstreams_file`},
+		{"listen: {http: ':8000'}\n", `upstreams: expected a list of upstreams, upstreams_file or fleet`},
 		{"upstreams: [{rest: 'http://h:1'}]\nlisten: {http: null, grpc: null}\n", `listen: expected at least one of listen.http and listen.grpc`},
 		{"upstreams: {a: 1}\n", `g.yaml:1: upstreams: expected a list of upstreams`},
+		{"upstreams: [{rest: 'http://h:1'}]\nretries: {budget_wait: -1s}\n",
+			`g.yaml:2: retries.budget_wait: expected a duration of 0 or more`},
+		{"fleet: {interval: 1s}\n", `g.yaml: fleet.control_plane: expected the control plane's URL`},
+		{"fleet: {control_plane: 'cp:9000'}\n", `g.yaml:1: fleet.control_plane: expected the control plane's http://HOST:PORT`},
+		{"fleet: {control_plane: ['http://cp:1', 'x']}\n", `g.yaml:1: fleet.control_plane[1]: expected the control plane's`},
+		{"fleet: {control_plane: 'http://cp:1', api_key_file: /nonexistent/key}\n", `g.yaml:1: fleet.api_key_file:`},
+		{"fleet: {control_plane: 'http://cp:1', every: 1s}\n", `g.yaml:1: fleet.every: unknown field (expected one of api_key_file, control_plane, interval, timeout, token_file)`},
 		{"", `g.yaml: the file is empty`},
 		{"upstreams: [\n", `g.yaml: not valid YAML`},
 	} {

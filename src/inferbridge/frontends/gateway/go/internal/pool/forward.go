@@ -105,12 +105,21 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 		}
 		// The budget bounds retry attempts in flight (the extra load on the upstreams),
 		// so a retry takes its slot after the back-off and gives it back when its
-		// attempt ends.
-		if !p.budget.Acquire() {
-			p.metrics.retriesRefused.WithLabelValues("budget").Inc()
-			return v, 0
+		// attempt ends. One whose first attempt reached no upstream adds no load and
+		// takes none; one that finds the budget spent waits a little for a slot.
+		if retry.Charged(res.reason) {
+			ok, waits := p.budgetWait.Acquire(ctx, &p.budget, deadline, time.Millisecond)
+			if waits > 0 {
+				p.metrics.retryBudgetWaits.Inc()
+			}
+			if !ok {
+				if ctx.Err() == nil {
+					p.metrics.retriesRefused.WithLabelValues("budget").Inc()
+				}
+				return v, 0
+			}
+			retrying = true
 		}
-		retrying = true
 		discard(v)
 		p.metrics.retries.WithLabelValues(res.reason.String()).Inc()
 	}

@@ -41,8 +41,10 @@ type metrics struct {
 	rejected       *prometheus.CounterVec // protocol, model, reason
 	retries        *prometheus.CounterVec // reason
 	retriesRefused *prometheus.CounterVec // why: budget, deadline
-	routable       prometheus.Gauge
-	batchSize      *prometheus.HistogramVec // model
+	// retryBudgetWaits: retries that found the budget spent and waited for a slot
+	retryBudgetWaits prometheus.Counter
+	routable         prometheus.Gauge
+	batchSize        *prometheus.HistogramVec // model
 
 	upRequests   *prometheus.CounterVec // upstream, outcome
 	upFailures   *prometheus.CounterVec // upstream, reason
@@ -88,6 +90,8 @@ func newMetrics() *metrics {
 			Help: "Retries made, by the failure retried."}, []string{"reason"}),
 		retriesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_retries_refused_total",
 			Help: "Retriable failures not retried: the retry budget was spent, or the deadline too close."}, []string{"why"}),
+		retryBudgetWaits: prometheus.NewCounter(prometheus.CounterOpts{Name: "inferbridge_gateway_retry_budget_waits_total",
+			Help: "Retries that found the retry budget spent and waited for a slot (retries_refused_total{why=\"budget\"} counts those that got none)."}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inferbridge_gateway_batch_size",
 			Help:    "Requests merged into each upstream request by the gateway's batching.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}}, []string{"model"}),
@@ -116,7 +120,7 @@ func newMetrics() *metrics {
 	for p, name := range protocolNames {
 		m.durations[p] = m.duration.WithLabelValues(name)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.routable, m.batchSize,
+	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.retryBudgetWaits, m.routable, m.batchSize,
 		m.upRequests, m.upFailures, m.upDuration, m.upInflight, m.upBreaker, m.upHealthy, m.upEjected,
 		m.upEjections, m.upDiscovery, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

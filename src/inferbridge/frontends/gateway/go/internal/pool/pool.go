@@ -35,7 +35,9 @@ type Pool struct {
 	metrics *metrics
 	ejector *health.Ejector
 	budget  retry.Budget
-	logger  *log.Logger
+	// budgetWait: how a retry waits for a slot of budget
+	budgetWait retry.Wait
+	logger     *log.Logger
 
 	mu  sync.Mutex // guards ups and rebuilds
 	ups []*upstream
@@ -79,6 +81,7 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	p := &Pool{cfg: cfg, clock: c, metrics: newMetrics(), logger: logger, stop: make(chan struct{})}
 	p.ejector = health.NewEjector(cfg.Outlier, c)
 	p.budget = retry.Budget{Percent: cfg.Retries.BudgetPercent, Min: int64(cfg.Retries.MinRetries)}
+	p.budgetWait = retry.Wait{MaxWait: cfg.Retries.BudgetWait, Backoff: cfg.Retries.Backoff, Clock: c}
 	p.limits = newAdmission(cfg)
 	var err error
 	if p.auth, err = newAuthority(cfg, p.logf); err != nil {

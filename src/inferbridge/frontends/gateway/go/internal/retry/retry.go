@@ -4,10 +4,13 @@
 package retry
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/clock"
 )
 
 // Reason classifies a failed attempt.
@@ -76,6 +79,73 @@ func (b *Budget) Acquire() bool {
 		return false
 	}
 	return true
+}
+
+// Charged reports whether a retry after a failure for reason r needs a budget slot. A
+// connection that could not be made carried no request: the retry is the request's
+// first real attempt, so it adds no load on any upstream and is bounded by the
+// attempts alone.
+func Charged(r Reason) bool { return r != ConnectFailure }
+
+// Sleeper waits d, or less when ctx ends first (then it returns false).
+type Sleeper func(ctx context.Context, d time.Duration) bool
+
+// Sleep is the real Sleeper.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Wait is how a retry that finds the budget spent waits for a slot: it tries again
+// after jittered back-off, for at most MaxWait and never past the request's deadline.
+// The budget still bounds the retries in flight (the extra load on the upstreams); a
+// burst of failures larger than the budget (an upstream killed with many requests on
+// it) is spread over the next milliseconds instead of failing.
+type Wait struct {
+	MaxWait time.Duration // 0: a spent budget refuses at once
+	Backoff Backoff
+	Clock   clock.Clock
+	Sleep   Sleeper        // nil: Sleep
+	Rand    func() float64 // nil: math/rand
+}
+
+// Acquire takes a slot of b, waiting as w allows; deadline (zero = none) less minLeft
+// is the latest a slot is still worth having. It reports whether a slot was taken and
+// how many times it had to wait.
+func (w Wait) Acquire(ctx context.Context, b *Budget, deadline time.Time, minLeft time.Duration) (bool, int) {
+	if b.Acquire() {
+		return true, 0
+	}
+	if w.MaxWait <= 0 {
+		return false, 0
+	}
+	sleep := w.Sleep
+	if sleep == nil {
+		sleep = Sleep
+	}
+	start := w.Clock.Now()
+	giveUp := start.Add(w.MaxWait)
+	if !deadline.IsZero() && deadline.Add(-minLeft).Before(giveUp) {
+		giveUp = deadline.Add(-minLeft)
+	}
+	for n := 1; ; n++ {
+		d := w.Backoff.Delay(n, w.Rand)
+		if w.Clock.Now().Add(d).After(giveUp) {
+			return false, n - 1
+		}
+		if !sleep(ctx, d) {
+			return false, n
+		}
+		if b.Acquire() {
+			return true, n
+		}
+	}
 }
 
 // Release gives back a retry taken by Acquire.
