@@ -38,6 +38,7 @@ from inferbridge.fleet.reconciler import (
     DeploymentStatus,
     ModelObservation,
     NodeState,
+    Outcome,
     reconcile,
     rollout_wave_nodes,
 )
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 _EVENTS_KEPT = 50
 _LAG_PROBE_S = 0.05
+#: Nodes handled between two yields to the event loop in passes over the whole fleet.
+_CHUNK = 200
 _MODEL_STATES = {"DOWNLOADING", "VERIFYING", "LOADING", "READY", "FAILED", "UNLOADING"}
 
 
@@ -708,34 +711,46 @@ class ControlPlane:
             capacity = self._capacity[name] = Capacity.model_validate(doc.get("capacity", {}))
         return capacity
 
-    async def reconcile_once(self) -> None:
-        async with self._lock:
-            nodes = {
-                name: NodeState(
-                    name=name,
-                    labels=doc.get("labels", {}),
-                    capacity=self._node_capacity(name, doc),
-                    ready=self.observed[name].ready,
-                    server_ready=bool(self.observed[name].server.get("ready")),
-                    models=self.observed[name].models,
-                    ready_since=self.observed[name].ready_since,
-                )
-                for name, doc in self.nodes.items()
-            }
-            outcome = reconcile(
-                self.deployments, self.rollouts, nodes, self.assignments, self.policy, self._now()
+    async def _node_states(self) -> dict[str, NodeState]:
+        """A snapshot of every node for the reconciler, built a chunk at a time."""
+        states: dict[str, NodeState] = {}
+        for index, (name, doc) in enumerate(list(self.nodes.items())):
+            if index and index % _CHUNK == 0:
+                await asyncio.sleep(0)  # let heartbeats in between chunks
+            observed = self.observed.get(name)
+            if observed is None:
+                continue
+            states[name] = NodeState(
+                name=name,
+                labels=doc.get("labels", {}),
+                capacity=self._node_capacity(name, doc),
+                ready=observed.ready,
+                server_ready=bool(observed.server.get("ready")),
+                models=observed.models,
+                ready_since=observed.ready_since,
             )
-            changes: list[Change] = []
-            changed_nodes = []
-            for name, models in outcome.assignments.items():
-                before = self.assignments.get(name, {})
-                if models != before:
-                    changes.append(("assignments", name, {"models": models}))
-                    changed_nodes.append(name)
-                    _log_assignment(name, before, models)
+        return states
+
+    async def reconcile_once(self) -> None:
+        """One pass: a snapshot is taken on the loop a chunk at a time, the pure pass and
+        the comparison with the current assignments run on a worker thread (a thousand
+        nodes take 5-30 ms, which would otherwise hold every heartbeat queued behind
+        them), and the store writes off the loop too."""
+        async with self._lock:
+            nodes = await self._node_states()
+            deployments, rollouts = dict(self.deployments), dict(self.rollouts)
+            current = self.assignments
+            plan = await asyncio.to_thread(
+                _plan, deployments, rollouts, nodes, current, self.policy, self._now()
+            )
+            outcome = plan.outcome
+            changes: list[Change] = [
+                ("assignments", name, {"models": outcome.assignments[name]})
+                for name in plan.changed_nodes
+            ]
             for model, rollout in outcome.rollouts.items():
                 changes.append(("rollouts", model, rollout))
-                if rollout["state"] != self.rollouts[model].get("state"):
+                if rollout["state"] != rollouts[model].get("state"):
                     logger.warning(
                         "rollout %s to version %s: %s %s",
                         model,
@@ -743,13 +758,13 @@ class ControlPlane:
                         rollout["state"],
                         rollout.get("reason", ""),
                     )
-                elif rollout["wave"] != self.rollouts[model]["wave"]:
+                elif rollout["wave"] != rollouts[model]["wave"]:
                     logger.info("rollout %s: wave %d starts", model, rollout["wave"] + 1)
             for model, spec in outcome.promoted.items():
                 changes.append(("deployments", model, spec.model_dump()))
             await self.store.apply(changes)
             self.assignments = outcome.assignments
-            for name in changed_nodes:
+            for name in plan.changed_nodes:
                 self._etags.pop(name, None)
             self.rollouts.update(outcome.rollouts)
             self.deployments.update(outcome.promoted)
@@ -757,8 +772,37 @@ class ControlPlane:
             for model, status in outcome.status.items():
                 if status.pending_reason:
                     logger.debug("deployment %s pending: %s", model, status.pending_reason)
-        for name in changed_nodes:
+        for index, name in enumerate(plan.changed_nodes):
+            if index and index % _CHUNK == 0:
+                await asyncio.sleep(0)
             self._wake(name)
+
+
+@dataclass
+class _Plan:
+    outcome: Outcome
+    #: Nodes whose assignments the pass changed.
+    changed_nodes: list[str]
+
+
+def _plan(
+    deployments: dict[str, DeploymentSpec],
+    rollouts: dict[str, dict[str, Any]],
+    nodes: dict[str, NodeState],
+    current: dict[str, dict[str, int]],
+    policy: PlacementPolicy,
+    now: float,
+) -> _Plan:
+    """The reconciliation pass and what it changes (pure; runs on a worker thread, on
+    copies the loop does not change meanwhile)."""
+    outcome = reconcile(deployments, rollouts, nodes, current, policy, now)
+    changed = []
+    for name, models in outcome.assignments.items():
+        before = current.get(name, {})
+        if models != before:
+            changed.append(name)
+            _log_assignment(name, before, models)
+    return _Plan(outcome, changed)
 
 
 def _log_assignment(node: str, before: dict[str, int], after: dict[str, int]) -> None:

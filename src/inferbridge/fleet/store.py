@@ -8,8 +8,10 @@ process); an etcd store implements the same interface for several control-plane 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,9 +39,12 @@ class Store(Protocol):
 
 
 class SqliteStore:
-    """Documents in one SQLite table, written in WAL mode."""
+    """Documents in one SQLite table, written in WAL mode. Every statement runs on one
+    worker thread of its own: a reconciliation pass writing a thousand assignments does
+    not hold the event loop (the heartbeats) while SQLite commits."""
 
     def __init__(self, path: Path | str) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-sqlite")
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -49,21 +54,32 @@ class SqliteStore:
             " PRIMARY KEY (kind, key))"
         )
 
+    async def _run(self, work: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return await self._run(lambda: self._get(kind, key))  # type: ignore[no-any-return]
+
+    def _get(self, kind: str, key: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT body FROM documents WHERE kind = ? AND key = ?", (kind, key)
         ).fetchone()
         return None if row is None else dict(orjson.loads(row[0]))
 
     async def list(self, kind: str) -> dict[str, dict[str, Any]]:
+        return await self._run(lambda: self._list(kind))  # type: ignore[no-any-return]
+
+    def _list(self, kind: str) -> dict[str, dict[str, Any]]:
         rows = self._db.execute(
             "SELECT key, body FROM documents WHERE kind = ? ORDER BY key", (kind,)
         ).fetchall()
         return {key: dict(orjson.loads(body)) for key, body in rows}
 
     async def apply(self, changes: Sequence[Change]) -> None:
-        if not changes:
-            return
+        if changes:
+            await self._run(lambda: self._apply(tuple(changes)))
+
+    def _apply(self, changes: Sequence[Change]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for kind, key, body in changes:
@@ -82,7 +98,8 @@ class SqliteStore:
         self._db.execute("COMMIT")
 
     async def close(self) -> None:
-        self._db.close()
+        await self._run(self._db.close)
+        self._worker.shutdown(wait=False)
 
 
 def open_store(url: str) -> Store:
