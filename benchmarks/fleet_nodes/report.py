@@ -1,0 +1,133 @@
+"""The real-nodes run as text (a timeline and a table), a PNG timeline and RESULTS.md's
+block."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from benchmarks.fleet_nodes.scenario import Outcome
+
+__all__ = ["markdown", "plot", "publish"]
+
+BEGIN = "<!-- fleet nodes benchmarks: begin -->"
+END = "<!-- fleet nodes benchmarks: end -->"
+#: The block goes right after the fleet block when it is not in RESULTS.md yet.
+AFTER = "<!-- fleet benchmarks: end -->"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def markdown(outcome: Outcome, when: str, plot_name: str) -> str:
+    s = outcome.settings
+    lines = [
+        BEGIN,
+        "## Fleet: real nodes (three agents, three servers, MinIO, the control plane, the gateway)",
+        "",
+        f"Measured {when} on this 2-core machine, shared with other work. Reproduce with",
+        "`.venv/bin/python -m benchmarks.fleet_nodes` (benchmarks/fleet_nodes/README.md).",
+        "",
+        "Three nodes (an `inferbridge serve` in explicit mode and its agent each, 1 s",
+        f"heartbeats, NotReady after {s.missed_heartbeats} missed), MinIO, `fleet serve` on"
+        " SQLite, and `inferbridge gateway --config` over the three servers (discovery and",
+        "health checks every second), all on loopback. iris_onnx is deployed with"
+        f" {s.replicas} replicas; ibload sends REST infer requests through the gateway"
+        f" (closed loop, {s.concurrency} clients) for the whole timeline. Times are seconds"
+        " from the step's action; failed requests are those whose one-second slice of the"
+        " load overlaps the step.",
+        "",
+        "| step | what was done | figure | seconds |",
+        "|---|---|---|--:|",
+    ]
+    for event in outcome.pre_load:
+        for i, (name, value) in enumerate(event.figures.items()):
+            lines.append(
+                f"| {event.name if i == 0 else ''} | {event.action if i == 0 else ''} "
+                f"| {name} | {_seconds(value)} |"
+            )
+    for event in outcome.events:
+        figures = list(event.figures.items()) or [("(no figure)", float("nan"))]
+        for i, (name, value) in enumerate(figures):
+            action = event.action + (f" ({event.note})" if event.note else "")
+            lines.append(
+                f"| {event.name if i == 0 else ''} | {action if i == 0 else ''} "
+                f"| {name} | {_seconds(value)} |"
+            )
+    lines += [
+        "",
+        "| step | on the load's clock, s | requests through the gateway | failed | failed % |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for event in outcome.events:
+        requests, failed = event.requests or 0, event.failed or 0
+        share = 100.0 * failed / requests if requests else 0.0
+        lines.append(
+            f"| {event.name} | {event.start_s:.0f}-{event.end_s:.0f} | {requests:,} "
+            f"| {failed:,} | {share:.2f} |"
+        )
+    run = outcome.run
+    if run is not None:
+        lines += [
+            "",
+            f"Whole run: {run.requests:,} requests, {run.failed:,} failed"
+            f" ({run.errors_text()}), {run.rps:,.0f} requests/s on average.",
+        ]
+    lines += ["", f"![Fleet real nodes: the gateway's requests/s and failures](plots/{plot_name})"]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def plot(outcome: Outcome, path: Path) -> Path | None:
+    """Requests/s and failures/s through the gateway, second by second, steps shaded."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    run = outcome.run
+    if run is None or not run.timeline:
+        return None
+    t = [float(s["start_s"]) for s in run.timeline]
+    ok = [int(s["ok"]) for s in run.timeline]
+    failed = [int(s["requests"]) - int(s["ok"]) for s in run.timeline]
+    figure, axis = plt.subplots(figsize=(12, 4.5))
+    axis.plot(t, ok, color="tab:blue", label="succeeded requests/s")
+    axis.bar(t, failed, width=1.0, align="edge", color="tab:red", label="failed requests/s")
+    top = max(ok + failed + [1]) * 1.15
+    colours = ["#e0ecf8", "#fde9d9", "#e5f5e0", "#f2e5f5", "#fff5cc"]
+    for i, event in enumerate(outcome.events):
+        axis.axvspan(event.start_s, event.end_s, color=colours[i % len(colours)], zorder=0)
+        axis.text(event.start_s, top * 0.97, event.name, fontsize=8, va="top", rotation=0)
+    axis.set_ylim(0, top)
+    axis.set_xlabel("seconds (the load's clock)")
+    axis.set_ylabel("requests per second")
+    axis.set_title(
+        "Three real nodes behind the gateway: rollout, a dead server, a dead agent, "
+        "the control plane away, everything restarted"
+    )
+    axis.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def publish(results: Path, block: str) -> None:
+    """Replace this benchmark's block in RESULTS.md, or put it right after the fleet block
+    (at the end when that block is missing)."""
+    text = results.read_text() if results.exists() else ""
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    elif AFTER in text:
+        head, _, tail = text.partition(AFTER)
+        rest = tail.lstrip("\n")
+        text = head + AFTER + "\n\n" + block + ("\n" + rest if rest else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    results.write_text(text)
