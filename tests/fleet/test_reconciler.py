@@ -156,3 +156,27 @@ def test_the_placement_engine_stands_behind_the_same_seam() -> None:
     full = reconcile(specs, {}, nodes, {}, engine, 0)
     assert sum(s.placed for s in full.status.values()) == 4
     assert full.status["m4"].placed == 0 and full.status["m4"].pending_reason
+
+
+def test_reconcile_steps_pauses_over_a_large_fleet_and_ends_as_one_pass_does() -> None:
+    from inferbridge.fleet.reconciler import CHUNK, reconcile_steps
+
+    nodes = {f"n{i:04d}": _node(f"n{i:04d}") for i in range(1000)}
+    deployments = {"iris": _spec(replicas="all"), "ten": _spec(model="ten", replicas=10)}
+    whole = reconcile(deployments, {}, nodes, {}, SpreadPolicy(), 0)
+    steps = reconcile_steps(deployments, {}, nodes, {}, SpreadPolicy(), 0)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            outcome = done.value
+            break
+        pauses += 1
+    assert outcome.assignments == whole.assignments
+    assert {m: s.as_dict() for m, s in outcome.status.items()} == {
+        m: s.as_dict() for m, s in whole.status.items()
+    }
+    # A model of 1,000 replicas is walked in chunks, not in one go.
+    assert pauses >= 2 * 1000 // CHUNK
+    assert sum(1 for models in outcome.assignments.values() if "ten" in models) == 10

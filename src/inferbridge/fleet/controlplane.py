@@ -39,7 +39,7 @@ from inferbridge.fleet.reconciler import (
     ModelObservation,
     NodeState,
     Outcome,
-    reconcile,
+    reconcile_steps,
     rollout_wave_nodes,
 )
 from inferbridge.fleet.spec import (
@@ -732,21 +732,34 @@ class ControlPlane:
         return states
 
     async def reconcile_once(self) -> None:
-        """One pass: a snapshot is taken on the loop a chunk at a time, the pure pass and
-        the comparison with the current assignments run on a worker thread (a thousand
-        nodes take 5-30 ms, which would otherwise hold every heartbeat queued behind
-        them), and the store writes off the loop too."""
+        """One pass, in chunks: the snapshot, the pure pass (`reconcile_steps`) and the
+        comparison with the current assignments each yield to the loop every `_CHUNK`
+        nodes (a thousand nodes take 5-30 ms, which would otherwise hold every heartbeat
+        queued behind them); SQLite writes on its own thread. Not a worker thread for the
+        pass: a CPU-bound thread makes the loop wait for the GIL at every socket call."""
         async with self._lock:
             nodes = await self._node_states()
             deployments, rollouts = dict(self.deployments), dict(self.rollouts)
             current = self.assignments
-            plan = await asyncio.to_thread(
-                _plan, deployments, rollouts, nodes, current, self.policy, self._now()
-            )
-            outcome = plan.outcome
+            steps = reconcile_steps(deployments, rollouts, nodes, current, self.policy, self._now())
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    outcome: Outcome = done.value
+                    break
+                await asyncio.sleep(0)
+            changed_nodes = []
+            for index, (name, models) in enumerate(outcome.assignments.items()):
+                if index and index % _CHUNK == 0:
+                    await asyncio.sleep(0)
+                before = current.get(name, {})
+                if models != before:
+                    changed_nodes.append(name)
+                    _log_assignment(name, before, models)
             changes: list[Change] = [
                 ("assignments", name, {"models": outcome.assignments[name]})
-                for name in plan.changed_nodes
+                for name in changed_nodes
             ]
             for model, rollout in outcome.rollouts.items():
                 changes.append(("rollouts", model, rollout))
@@ -764,7 +777,7 @@ class ControlPlane:
                 changes.append(("deployments", model, spec.model_dump()))
             await self.store.apply(changes)
             self.assignments = outcome.assignments
-            for name in plan.changed_nodes:
+            for name in changed_nodes:
                 self._etags.pop(name, None)
             self.rollouts.update(outcome.rollouts)
             self.deployments.update(outcome.promoted)
@@ -772,37 +785,10 @@ class ControlPlane:
             for model, status in outcome.status.items():
                 if status.pending_reason:
                     logger.debug("deployment %s pending: %s", model, status.pending_reason)
-        for index, name in enumerate(plan.changed_nodes):
+        for index, name in enumerate(changed_nodes):
             if index and index % _CHUNK == 0:
                 await asyncio.sleep(0)
             self._wake(name)
-
-
-@dataclass
-class _Plan:
-    outcome: Outcome
-    #: Nodes whose assignments the pass changed.
-    changed_nodes: list[str]
-
-
-def _plan(
-    deployments: dict[str, DeploymentSpec],
-    rollouts: dict[str, dict[str, Any]],
-    nodes: dict[str, NodeState],
-    current: dict[str, dict[str, int]],
-    policy: PlacementPolicy,
-    now: float,
-) -> _Plan:
-    """The reconciliation pass and what it changes (pure; runs on a worker thread, on
-    copies the loop does not change meanwhile)."""
-    outcome = reconcile(deployments, rollouts, nodes, current, policy, now)
-    changed = []
-    for name, models in outcome.assignments.items():
-        before = current.get(name, {})
-        if models != before:
-            changed.append(name)
-            _log_assignment(name, before, models)
-    return _Plan(outcome, changed)
 
 
 def _log_assignment(node: str, before: dict[str, int], after: dict[str, int]) -> None:

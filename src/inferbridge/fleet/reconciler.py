@@ -12,7 +12,7 @@ node keeps its assignments (and is not counted) until it is back or deselected.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +25,12 @@ __all__ = [
     "NodeState",
     "Outcome",
     "reconcile",
+    "reconcile_steps",
     "rollout_wave_nodes",
 ]
+
+#: Nodes handled between two pauses of `reconcile_steps`.
+CHUNK = 200
 
 #: {node: {model: version}}
 Assignments = dict[str, dict[str, int]]
@@ -202,12 +206,34 @@ def reconcile(
     policy: PlacementPolicy,
     now: float,
 ) -> Outcome:
-    """One reconciliation pass (see the module's docstring)."""
+    """One reconciliation pass (see the module's docstring), start to end."""
+    steps = reconcile_steps(deployments, rollouts, nodes, current, policy, now)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            outcome: Outcome = done.value
+            return outcome
+
+
+def reconcile_steps(
+    deployments: Mapping[str, DeploymentSpec],
+    rollouts: Mapping[str, dict[str, Any]],
+    nodes: Mapping[str, NodeState],
+    current: Mapping[str, Mapping[str, int]],
+    policy: PlacementPolicy,
+    now: float,
+) -> Generator[None, None, Outcome]:
+    """The same pass, pausing (a bare `yield`) after every `CHUNK` nodes or so of work,
+    so that an event loop can run other callbacks in between: over a thousand nodes a
+    pass takes 5-30 ms, which would hold every heartbeat queued behind it. The inputs must
+    not change while it runs; the `Outcome` is the generator's return value."""
     hosts: dict[str, list[str]] = {model: [] for model in deployments}
     for node_name, models in sorted(current.items()):
         for model in models:
             if model in hosts:
                 hosts[model].append(node_name)
+    yield
 
     # Step the rollouts first: their state decides which version each node gets.
     changed_rollouts: dict[str, dict[str, Any]] = {}
@@ -228,6 +254,7 @@ def reconcile(
     held: dict[str, list[str]] = {}
     wanted: dict[str, int] = {}
     for model, spec in sorted(effective.items()):
+        yield
         selected = {n for n in nodes if _selected(nodes[n], spec.selector)}
         eligible = {n for n in selected if nodes[n].ready}
         wanted[model] = len(eligible) if spec.replicas == "all" else int(spec.replicas)
@@ -240,12 +267,15 @@ def reconcile(
         # A NotReady node keeps what it has: it is never told to unload because it was
         # unreachable. Its replicas do not count, so they are placed elsewhere meanwhile.
         held[model] = [n for n in hosts[model] if n in selected and not nodes[n].ready]
-        for name in kept[model] + held[model]:
+        for index, name in enumerate(kept[model] + held[model]):
+            if index and index % CHUNK == 0:
+                yield
             allocation.take(name, spec.resources)
 
     status: dict[str, DeploymentStatus] = {}
     placed: dict[str, list[str]] = {}
     for model, spec in sorted(effective.items()):
+        yield
         chosen = list(kept[model])
         reason = ""
         missing = wanted[model] - len(chosen)
@@ -268,6 +298,7 @@ def reconcile(
 
     assignments: Assignments = {name: {} for name in nodes}
     for model, chosen in placed.items():
+        yield
         spec = effective[model]
         rollout = active.get(model)
         upgraded: set[str] = set()
@@ -276,7 +307,9 @@ def reconcile(
         for name in held[model]:
             previous = current.get(name, {}).get(model, spec.version)
             assignments[name][model] = previous
-        for name in chosen:
+        for index, name in enumerate(chosen):
+            if index and index % CHUNK == 0:
+                yield
             version = int(rollout["version"]) if rollout and name in upgraded else spec.version
             assignments[name][model] = version
             seen = nodes[name].models.get(model)
