@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="before the ramp, wait up to this long for other work to use < 0.3 cores "
-        "(the capacity, and so the soak's rate, is only as good as that moment)",
+        help="before the ramp, wait up to this long for other work to use < 0.3 cores over "
+        "10 s (the capacity, and so the soak's rate, is only as good as that moment)",
     )
     parser.add_argument(
         "--probes-per-second", type=float, default=12.0, help="hand-made requests a second (12)"
@@ -149,7 +149,8 @@ def _soak(
 ) -> int:
     ports = (server.http_port, server.grpc_port or 0)
     if options.wait_quiet > 0:
-        cores = wait_quiet(options.wait_quiet, window=2.0)
+        # A long window: a two-second lull would measure a capacity the next minute lacks.
+        cores = wait_quiet(options.wait_quiet, window=10.0)
         print(f"soak: other work on the machine before the ramp: {cores:.2f} cores", flush=True)
     ramp_s = 2.0 if options.quick else 3.0
     ramp = load.capacity_ramp(
