@@ -686,11 +686,17 @@ def test_principal_in_the_access_log_never_the_key(secured: Secured) -> None:
         raise AssertionError(f"no access-log line for {route} {status}")
 
     assert line_of("/v2/models/iris", "200")["principal"] == "reader"
-    if secured.frontend == "python":
-        # The Go front end answers its refusals itself: they never reach this process's
-        # access log (its metrics count them).
-        assert line_of("/v2/models/fraud-v1/ready", "401")["principal"] == ""
+    # A refusal is logged too, with no principal (the Go front end answers it itself and
+    # sends the line to this process's access log in an ACCESS frame).
+    assert line_of("/v2/models/fraud-v1/ready", "401")["principal"] == ""
     infer = "/inference.GRPCInferenceService/ModelInfer"
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = triton_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused_call:
+            stub.ModelInfer(_infer_request("fraud-v1"), metadata=spoof.items())
+        assert refused_call.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    unauthenticated = line_of(infer, "UNAUTHENTICATED")
+    assert (unauthenticated["principal"], unauthenticated["model"]) == ("", "fraud-v1")
     assert any(
         json.loads(line).get("principal") == "payments"
         for line in server.output

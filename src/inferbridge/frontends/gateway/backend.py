@@ -91,6 +91,8 @@ _ID_AND_KIND = 9  # bytes of the header counted by `length`
 _CALL, _CANCEL, _REPLY, _HEALTH, _SHUTDOWN, _DESCRIPTORS, _HTTP, _HTTP_REPLY, _LIMITS = range(1, 10)
 _METRICS_PULL, _METRICS = 10, 11
 _HTTP_START, _HTTP_CHUNK, _HTTP_END = 17, 18, 19  # a REST reply streamed in parts
+_ACCESS = 20  # a request the gateway refused itself, for the access log
+_ACCESS_FIGURES = struct.Struct("<qQQ")  # duration_ns, request_bytes, response_bytes
 _WHOLE, _BROKEN = b"\x00", b"\x01"  # REPLY-HTTP-END's flag
 _SERVING, _NOT_SERVING = 1, 2
 _U16 = struct.Struct("<H")
@@ -223,6 +225,9 @@ class BackendProtocol(asyncio.Protocol):
                 task = self._calls.get(call_id)
                 if task is not None:
                     task.cancel()
+            elif kind == _ACCESS:
+                if self._access is not None:
+                    self._log_refusal(self._access, bytes(buffer[body:offset]))
             elif kind == _METRICS:
                 pull = self._pulls.pop(call_id, None)
                 if pull is not None and not pull.done():
@@ -231,6 +236,47 @@ class BackendProtocol(asyncio.Protocol):
                 logger.warning("the gateway sent an unknown frame kind %d", kind)
         if offset:
             del buffer[:offset]
+
+    def _log_refusal(self, access: AccessLog, record: bytes) -> None:
+        """An ACCESS frame: a request the gateway refused itself (authentication,
+        authorization, a rate limit) and the app never saw; logged like any other."""
+        try:
+            fields: list[str] = []
+            offset = 0
+            for _ in range(5):
+                (size,) = _U16.unpack_from(record, offset)
+                offset += _U16.size
+                fields.append(record[offset : offset + size].decode("utf-8", "replace"))
+                offset += size
+            duration_ns, request_bytes, response_bytes = _ACCESS_FIGURES.unpack_from(
+                record, offset
+            )
+            offset += _ACCESS_FIGURES.size
+            for _ in range(2):
+                (size,) = _U16.unpack_from(record, offset)
+                offset += _U16.size
+                fields.append(record[offset : offset + size].decode("utf-8", "replace"))
+                offset += size
+        except struct.error:
+            logger.warning("the gateway sent a truncated ACCESS frame (%d bytes)", len(record))
+            return
+        protocol, method, route, model, status, traceparent, principal = fields
+        from inferbridge.observability.frontend import path_model
+
+        version = path_model(route)[1] if protocol == "http" else ""
+        access.request(
+            protocol=protocol,
+            method=method,
+            route=route,
+            model=model,
+            version=version,
+            status=status,
+            duration_s=duration_ns / 1e9,
+            request_bytes=request_bytes,
+            response_bytes=response_bytes,
+            trace=traceparent or None,
+            principal=principal,
+        )
 
     # --- calls --------------------------------------------------------------------------
     def _start_call(self, call_id: int, buffer: bytearray, start: int, end: int) -> None:

@@ -140,6 +140,8 @@ class GatewayFrontend:
             self._queue_full_code,
             *self._flags,
         ]
+        if self._access is not None:
+            command.append("--access-log-frames")  # its own refusals, for this access log
         if self._rest_app is not None:
             command += [
                 "--http-listen",
