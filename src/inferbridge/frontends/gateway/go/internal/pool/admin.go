@@ -22,11 +22,13 @@ type UpstreamStatus struct {
 	Outstanding    int64               `json:"outstanding"`
 	Models         map[string][]string `json:"models"`
 	DiscoveryError string              `json:"discovery_error,omitempty"`
+	// Source: "fleet" when the fleet routing table named it (and says what it serves)
+	Source string `json:"source,omitempty"`
 }
 
 // Status lists the upstreams as the admin endpoint shows them.
 func (p *Pool) Status() []UpstreamStatus {
-	var out []UpstreamStatus
+	out := []UpstreamStatus{} // an empty pool is [] in the JSON, not null
 	for _, u := range p.upstreams() {
 		st := UpstreamStatus{
 			Name: u.cfg.Name, REST: u.cfg.REST, GRPC: u.cfg.GRPC,
@@ -46,6 +48,9 @@ func (p *Pool) Status() []UpstreamStatus {
 		}
 		if e := u.discoveryErr.Load(); e != nil {
 			st.DiscoveryError = *e
+		}
+		if u.fromFleet {
+			st.Source = "fleet"
 		}
 		out = append(out, st)
 	}

@@ -43,6 +43,9 @@ func (p *Pool) discoverAll() {
 }
 
 func (p *Pool) discover(u *upstream) {
+	if u.fromFleet {
+		return // the routing table says what it serves
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Discovery.Timeout)
 	defer cancel()
 	var entries []indexEntry

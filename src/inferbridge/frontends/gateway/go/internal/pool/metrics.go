@@ -43,6 +43,7 @@ type metrics struct {
 	retriesRefused *prometheus.CounterVec // why: budget, deadline
 	// retryBudgetWaits: retries that found the budget spent and waited for a slot
 	retryBudgetWaits prometheus.Counter
+	fleetReads       *prometheus.CounterVec // result: ok, error
 	routable         prometheus.Gauge
 	batchSize        *prometheus.HistogramVec // model
 
@@ -92,6 +93,8 @@ func newMetrics() *metrics {
 			Help: "Retriable failures not retried: the retry budget was spent, or the deadline too close."}, []string{"why"}),
 		retryBudgetWaits: prometheus.NewCounter(prometheus.CounterOpts{Name: "inferbridge_gateway_retry_budget_waits_total",
 			Help: "Retries that found the retry budget spent and waited for a slot (retries_refused_total{why=\"budget\"} counts those that got none)."}),
+		fleetReads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inferbridge_gateway_fleet_table_reads_total",
+			Help: "Reads of the fleet control plane's routing table, by result (error: the last table stays)."}, []string{"result"}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "inferbridge_gateway_batch_size",
 			Help:    "Requests merged into each upstream request by the gateway's batching.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}}, []string{"model"}),
@@ -120,7 +123,7 @@ func newMetrics() *metrics {
 	for p, name := range protocolNames {
 		m.durations[p] = m.duration.WithLabelValues(name)
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.retryBudgetWaits, m.routable, m.batchSize,
+	m.reg.MustRegister(m.requests, m.duration, m.rejected, m.retries, m.retriesRefused, m.retryBudgetWaits, m.fleetReads, m.routable, m.batchSize,
 		m.upRequests, m.upFailures, m.upDuration, m.upInflight, m.upBreaker, m.upHealthy, m.upEjected,
 		m.upEjections, m.upDiscovery, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

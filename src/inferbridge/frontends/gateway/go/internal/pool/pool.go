@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log"
+	"net/http"
 	"os"
 	"sort"
 	"sync"
@@ -53,6 +54,15 @@ type Pool struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	fileStat os.FileInfo // last seen upstreams file (reload loop only)
+
+	// The upstreams come from three sources: the configuration's, the upstreams file's
+	// and the fleet routing table's; each change re-applies the three together.
+	sourcesMu    sync.Mutex
+	fileUps      []config.Upstream
+	fleetUps     []config.Upstream // the last routing table applied, by node name
+	fleetApplied bool              // a routing table was applied once (an empty one too)
+	fleetErr     string            // the last failure to read the table, logged once
+	fleetClient  *http.Client
 }
 
 // snapshot is the immutable routing view.
@@ -94,19 +104,28 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	for model, b := range cfg.Batching {
 		p.batchers[model] = p.newBatcher(model, b.MaxBatchSize, b.MaxQueueDelay, b.IdleDispatch)
 	}
-	ups := cfg.Upstreams
 	if cfg.UpstreamsFile != "" {
-		fileUps, err := cfg.LoadUpstreams()
-		if err != nil {
+		if p.fileUps, err = cfg.LoadUpstreams(); err != nil {
 			return nil, err
 		}
-		ups = append(append([]config.Upstream(nil), ups...), fileUps...)
 		p.fileStat, _ = os.Stat(cfg.UpstreamsFile)
 	}
-	if err := p.setUpstreams(ups); err != nil {
+	if cfg.Fleet != nil {
+		p.fleetClient = &http.Client{Timeout: cfg.Fleet.Timeout}
+	}
+	p.sourcesMu.Lock()
+	defer p.sourcesMu.Unlock()
+	if err := p.applySourcesLocked(); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// applySourcesLocked sets the upstreams of every source (sourcesMu held).
+func (p *Pool) applySourcesLocked() error {
+	ups := make([]config.Upstream, 0, len(p.cfg.Upstreams)+len(p.fileUps)+len(p.fleetUps))
+	ups = append(append(append(ups, p.cfg.Upstreams...), p.fileUps...), p.fleetUps...)
+	return p.setUpstreams(ups)
 }
 
 func (p *Pool) logf(format string, args ...any) {
@@ -132,6 +151,10 @@ func (p *Pool) setUpstreams(cfgs []config.Upstream) error {
 		}
 		seen[c.Name] = true
 		if u := old[c.Name]; u != nil && u.sameAddresses(c) {
+			if c.Models != nil && !sameModels(*u.models.Load(), c.Models) {
+				models := c.Models
+				u.models.Store(&models)
+			}
 			next = append(next, u)
 			delete(old, c.Name)
 			continue
@@ -260,9 +283,14 @@ func (s *snapshot) modelNames() []string {
 	return names
 }
 
-// Start runs the discovery, health, ejection and upstreams-file loops. It runs one
-// discovery round first, so that the first requests route by model.
+// Start runs the discovery, health, ejection, upstreams-file and fleet loops. It reads
+// the fleet's routing table and runs one discovery round first, so that the first
+// requests route by model.
 func (p *Pool) Start() {
+	if p.cfg.Fleet != nil {
+		p.refreshFleet()
+		go p.every(p.cfg.Fleet.Interval, p.refreshFleet)
+	}
 	p.discoverAll()
 	go p.every(p.cfg.Discovery.Interval, p.discoverAll)
 	go p.every(p.cfg.Health.Interval, p.checkAll)
@@ -336,7 +364,15 @@ func (p *Pool) reloadUpstreamsFile() {
 		p.logf("upstreams file not applied: %v", err)
 		return
 	}
-	if err := p.setUpstreams(append(append([]config.Upstream(nil), p.cfg.Upstreams...), ups...)); err != nil {
+	p.sourcesMu.Lock()
+	prev := p.fileUps
+	p.fileUps = ups
+	err = p.applySourcesLocked()
+	if err != nil {
+		p.fileUps = prev
+	}
+	p.sourcesMu.Unlock()
+	if err != nil {
 		p.logf("upstreams file not applied: %v", err)
 		return
 	}

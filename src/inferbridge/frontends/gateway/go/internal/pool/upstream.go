@@ -28,6 +28,9 @@ type upstream struct {
 	breaker *breaker.Breaker
 	passive health.Host
 	healthy atomic.Bool // the active checks' verdict
+	// fromFleet: its models are the fleet routing table's (set by setUpstreams), not
+	// discovered
+	fromFleet bool
 
 	http      *http.Client     // nil without a REST address (discovery, health, repository control)
 	transport *http.Transport  // the client's: forwarded requests skip the client layer
@@ -52,6 +55,11 @@ func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
 	u.m.healthy.Set(1)
 	empty := map[string][]string{}
 	u.models.Store(&empty)
+	if cfg.Models != nil {
+		u.fromFleet = true
+		models := cfg.Models
+		u.models.Store(&models)
+	}
 	var tlsCfg *tls.Config
 	if cfg.TLS != nil {
 		var err error
