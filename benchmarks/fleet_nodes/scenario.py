@@ -57,7 +57,7 @@ class Settings:
     settle_s: float = 5.0  # quiet load between steps
     plane_down_s: float = 10.0  # how long the control plane stays stopped
     server_down_s: float = 5.0  # how long the killed server stays dead
-    duration_s: float = 240.0  # the load's length: longer than every step together
+    duration_s: float = 180.0  # the load's length: longer than every step together (~105 s)
     timeout_s: float = 120.0  # the longest any one wait may take
 
 
@@ -72,6 +72,7 @@ class Event:
     figures: dict[str, float] = field(default_factory=dict)  # seconds after start_s
     failed: int | None = None  # requests failed through the gateway within the window
     requests: int | None = None
+    failing_s: int | None = None  # one-second slices of the window with a failure
     note: str = ""
 
 
@@ -81,6 +82,7 @@ class Outcome:
     run: Run | None
     settings: Settings
     pre_load: list[Event]  # push and deploy: before the load (nothing is served yet)
+    steps_end_s: float = 0.0  # when the last step (and its settling) ended, load's clock
 
 
 class Bench:
@@ -212,11 +214,13 @@ class Bench:
         }
 
 
-def _window(run: Run, start: float, end: float) -> tuple[int, int]:
-    """Requests and failures in the timeline's one-second slices overlapping [start, end)."""
+def _window(run: Run, start: float, end: float) -> tuple[int, int, int]:
+    """Requests, failures and seconds with a failure in the timeline's one-second slices
+    overlapping [start, end)."""
     slices = [s for s in run.timeline if s["start_s"] + 1 > start and s["start_s"] < end]
     requests = sum(int(s["requests"]) for s in slices)
-    return requests, requests - sum(int(s["ok"]) for s in slices)
+    failing = sum(1 for s in slices if int(s["ok"]) < int(s["requests"]))
+    return requests, requests - sum(int(s["ok"]) for s in slices), failing
 
 
 def _steps(bench: Bench, events: list[Event], origin: list[float]) -> None:
@@ -387,8 +391,10 @@ def run(settings: Settings, ibload: str) -> Outcome:
                 flush=True,
             )
         for event in events:
-            event.requests, event.failed = _window(load, event.start_s, event.end_s)
-        return Outcome(events, load, settings, pre)
+            event.requests, event.failed, event.failing_s = _window(
+                load, event.start_s, event.end_s
+            )
+        return Outcome(events, load, settings, pre, ended)
     finally:
         bench.stop()
         shutil.rmtree(work, ignore_errors=True)
