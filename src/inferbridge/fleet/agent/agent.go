@@ -15,7 +15,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -108,14 +107,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.capacity = DetectCapacity(ctx, a.cfg.Accelerators, a.cfg.CPU, a.cfg.Memory)
 	if a.cfg.TrimEvery > 0 {
-		// No readahead for the binary: a page read again from disk comes back alone.
-		adviseFilePages(syscall.MADV_RANDOM)
 		go func() {
-			for trims := 0; sleep(ctx, a.cfg.TrimEvery); trims++ {
+			for sleep(ctx, a.cfg.TrimEvery) {
 				// The collection first: it walks every stack and much of the binary's
 				// read-only data, pages that the trim then drops.
 				debug.FreeOSMemory()
-				trimFilePages(trims < a.cfg.TrimEvict)
+				trimFilePages()
 			}
 		}()
 	}

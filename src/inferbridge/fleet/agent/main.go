@@ -40,9 +40,6 @@ type Config struct {
 	RetryAfter     time.Duration     `json:"-"`
 	FiguresEvery   time.Duration     `json:"-"`
 	TrimEvery      time.Duration     `json:"-"`
-	// TrimEvict is how many of the first trims also evict the binary's unmapped pages from
-	// the page cache (see trimFilePages).
-	TrimEvict int `json:"-"`
 }
 
 type listFlag []string
@@ -70,7 +67,6 @@ func parseConfig(args []string) (Config, error) {
 	retry := fs.Duration("retry-after", 30*time.Second, "backoff before a failed artefact is tried again")
 	figures := fs.Duration("figures-every", 10*time.Second, "how often server metrics and disk usage are read")
 	trim := fs.Duration("trim-every", 10*time.Second, "drop the binary's pages from the resident set this often (0 = never)")
-	evict := fs.Int("trim-evict", 3, "at the first N trims, also evict the binary's unmapped pages from the page cache, so that they come back one 4 KiB page at a time instead of in large folios (0 = never)")
 	memLimit := fs.String("memory-limit", "6Mi", "Go soft memory limit (GOMEMLIMIT), keeps the agent small")
 	gcPercent := fs.Int("gc-percent", 50, "Go GC target percentage (GOGC, which overrides it); lower collects more often and holds a smaller heap")
 	procs := fs.Int("gomaxprocs", 1, "threads running Go code at once (GOMAXPROCS, which overrides it; 0 = one per CPU)")
@@ -132,7 +128,7 @@ func parseConfig(args []string) (Config, error) {
 		cfg.Memory = n
 	}
 	cfg.Heartbeat, cfg.Resync, cfg.RetryAfter, cfg.FiguresEvery = *heartbeat, *resync, *retry, *figures
-	cfg.TrimEvery, cfg.TrimEvict = *trim, *evict
+	cfg.TrimEvery = *trim
 	if cfg.Server == "" {
 		cfg.Server = "http://127.0.0.1:8000"
 	}
@@ -152,8 +148,8 @@ func parseConfig(args []string) (Config, error) {
 	if cfg.StateDir == "" {
 		cfg.StateDir = strings.TrimRight(cfg.Repository, "/") + "/../.inferbridge-agent-" + cfg.Name
 	}
-	if cfg.TrimEvery < 0 || cfg.TrimEvict < 0 {
-		return cfg, fmt.Errorf("--trim-every and --trim-evict must not be negative")
+	if cfg.TrimEvery < 0 {
+		return cfg, fmt.Errorf("--trim-every must not be negative")
 	}
 	if cfg.Heartbeat <= 0 || cfg.Resync <= 0 {
 		return cfg, fmt.Errorf("--heartbeat and --resync must be positive")

@@ -31,7 +31,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 	if _, err := parseConfig([]string{"--control-plane", "x", "--repository", "/m", "--labels", "nope"}); err == nil {
 		t.Fatal("bad labels were accepted")
 	}
-	for _, bad := range [][]string{{"--trim-evict", "-1"}, {"--trim-every", "-1s"}} {
+	for _, bad := range [][]string{{"--trim-every", "-1s"}} {
 		args := append([]string{"--control-plane", "x", "--repository", "/m", "--memory-limit", ""}, bad...)
 		if _, err := parseConfig(args); err == nil || !strings.Contains(err.Error(), "must not be negative") {
 			t.Fatalf("%v: err = %v", bad, err)

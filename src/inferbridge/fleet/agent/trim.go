@@ -11,36 +11,12 @@ import (
 // trimFilePages drops this process's clean, file-backed pages (the executable's code and
 // read-only data) from its resident set with MADV_DONTNEED. Start-up touches most of the
 // binary once (package initialisation); afterwards only the steady-state path faults its
-// pages back in. The pages stay in the page cache: nothing is read from disk again unless
-// the kernel reclaimed them, or `evict` asked for it.
-//
-// Why evict: the page cache holds a freshly built or copied binary in large folios (up to
-// megabytes), and a fault maps the whole folio, so touching one function made ~2.9 MiB of
-// read-only data resident again within a second of a trim. With `evict`, the pages no
-// process maps are dropped from the page cache (POSIX_FADV_DONTNEED); read again under
-// MADV_RANDOM (no readahead) they come back as single 4 KiB pages and stay cached that
-// way, so later faults map only what the agent runs. A few evictions suffice; evicting at
-// every trim would read the binary from disk again each time. Returns the bytes advised.
-func trimFilePages(evict bool) int {
-	n := adviseFilePages(syscall.MADV_DONTNEED)
-	if evict {
-		evictExecutable()
-	}
-	return n
-}
-
-func evictExecutable() {
-	exe, err := os.Executable()
-	if err != nil {
-		return
-	}
-	f, err := os.Open(exe)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	const posixFadvDontneed = 4
-	syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), 0, 0, posixFadvDontneed, 0, 0)
+// pages back in, from the page cache (nothing is read from disk again unless the kernel
+// reclaimed them). What comes back is the steady path's pages at the kernel's fault-around
+// granularity (64 KiB blocks of code): measured, 33 of the 34 code blocks the agent
+// touches at steady state are wholly resident. Returns the bytes advised.
+func trimFilePages() int {
+	return adviseFilePages(syscall.MADV_DONTNEED)
 }
 
 // adviseFilePages applies madvise(advice) to the executable's read-only mappings and
