@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -167,3 +168,13 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def assert_a_group_of_its_own_at_the_lowest_weight(pid: int) -> None:
+    """An idle worker leads a session of its own; where the kernel has autogroup, that
+    session's group is at nice 19, so its CPU is not taken from the server's group."""
+    assert os.getsid(pid) == pid
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():
+        assert autogroup.read_text().split()[-1] == "19", autogroup.read_text()
+        assert autogroup.read_text() != Path("/proc/self/autogroup").read_text()

@@ -20,6 +20,7 @@ from inferbridge.isolation.transport import Region
 from inferbridge.repository.config import ModelConfig, load_config
 from inferbridge.runtimes.deadline import CallDeadline, current_deadline
 from inferbridge.runtimes.native import NativeRuntime
+from tests.isolation.support import assert_a_group_of_its_own_at_the_lowest_weight
 
 ECHO = "tests.isolation.runtimes:Echo"
 
@@ -212,6 +213,7 @@ def test_priority_idle_runs_every_thread_of_the_worker_under_sched_idle(tmp_path
         assert len(threads) >= 3  # the channels' threads, which inherit the main thread's
         assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_IDLE}
         assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the server's own is unchanged
+        assert_a_group_of_its_own_at_the_lowest_weight(pid)
         x = np.ones((2, 2), np.float32)
         np.testing.assert_array_equal(runtime.infer({"x": x})["out"], x)
     finally:
@@ -222,7 +224,7 @@ def test_a_worker_shares_the_servers_session_but_not_its_process_group(
     echo: IsolatedRuntime,
 ) -> None:
     # Linux's autogroup gives each session an equal CPU share: a worker in a session of its
-    # own would void nice and priority. Its own process group keeps a terminal's Ctrl-C off it.
+    # own would void nice. Its own process group keeps a terminal's Ctrl-C off it.
     assert echo.supervisor is not None and echo.supervisor.pid is not None
     pid = echo.supervisor.pid
     assert os.getsid(pid) == os.getsid(0)

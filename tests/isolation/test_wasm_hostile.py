@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from inferbridge.examples.build import iris_split
-from tests.isolation.support import worker_pids
+from tests.isolation.support import assert_a_group_of_its_own_at_the_lowest_weight, worker_pids
 from tests.runtimes.common import infer_http
 from tests.runtimes.test_wasm import GRAB, IO, LOOP, in_process
 from tests.serverproc import ServerProcess, start_server
@@ -121,7 +121,10 @@ def test_priority_idle_puts_the_sandboxs_workers_under_sched_idle(server: Server
         # Every thread: the two channels' and the wasm epoch ticker among them.
         assert len(threads) >= 3
         assert {os.sched_getscheduler(tid) for tid in threads} == {policy}, model
-        assert os.getsid(pid) == os.getsid(server.process.pid)  # one autogroup (test_units)
+        if policy == os.SCHED_IDLE:
+            assert_a_group_of_its_own_at_the_lowest_weight(pid)
+        else:  # nice only ranks it against the server within one session (autogroup)
+            assert os.getsid(pid) == os.getsid(server.process.pid)
     assert os.sched_getscheduler(server.process.pid) == os.SCHED_OTHER
 
 

@@ -196,14 +196,19 @@ class Supervisor:
                 command += ["--nice", str(spec.options.nice)]
             if spec.options.priority != "normal":
                 command += ["--priority", spec.options.priority]
+            idle = spec.options.priority == "idle"
             passed = (life_read, *(s.fileno() for s in theirs), *(c.region.fd for c in channels))
             process = subprocess.Popen(
                 command,
                 pass_fds=passed,
-                # A process group of its own, so a terminal's Ctrl-C reaches the server
-                # alone; not a session of its own: Linux's autogroup gives each session an
-                # equal CPU share whatever its niceness, which would void nice and idle.
-                process_group=0,
+                # A terminal's Ctrl-C must reach the server alone: a process group of its
+                # own at least. Linux's autogroup makes each session a group with an equal
+                # CPU share whatever the niceness inside it: a `nice` worker stays in the
+                # server's session, to yield to the server; an idle one leaves it, to be
+                # a group of its own at the lowest weight (worker.py), so that the CPU it
+                # uses is not taken from the server's group's share.
+                process_group=None if idle else 0,
+                start_new_session=idle,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
             )

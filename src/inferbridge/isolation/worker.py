@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _idle_priority()
         except OSError as exc:  # a seccomp profile may forbid it: the load says so
-            refused = ModelLoadError(f"isolation: priority: idle: cannot set SCHED_IDLE: {exc}")
+            refused = ModelLoadError(f"isolation: priority: idle could not be set: {exc}")
     if options.nice:
         os.nice(options.nice)
     threading.Thread(target=_exit_with_server, args=(options.life_fd,), daemon=True).start()
@@ -84,10 +84,16 @@ def error_reply(exc: BaseException) -> Message:
 def _idle_priority() -> None:
     """SCHED_IDLE for every thread: those already running (numpy's BLAS pool starts at
     import) one by one; those started later (the channels', a runtime's own such as the
-    wasm epoch ticker) inherit it from the thread that starts them."""
+    wasm epoch ticker) inherit it from the thread that starts them. Where the kernel's
+    autogroup is on, the worker's session (its own: the supervisor starts it so) is also a
+    scheduling group, competing with the server's and every other session's: it gets the
+    lowest weight (autogroup nice 19), since SCHED_IDLE only ranks threads within a group."""
     for task in Path("/proc/self/task").iterdir():
         with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
             os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
+    autogroup = Path("/proc/self/autogroup")
+    if autogroup.exists():  # a kernel built with it; inert when off or inside a cgroup
+        autogroup.write_text("19")
 
 
 def _exit_with_server(fd: int) -> None:
