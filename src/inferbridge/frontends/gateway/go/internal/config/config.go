@@ -84,7 +84,9 @@ type Config struct {
 		Timeout  time.Duration
 	}
 	// Fleet: upstreams from the fleet control plane's routing table (nil = none).
-	Fleet    *Fleet
+	Fleet *Fleet
+	// Tracing: OpenTelemetry spans of requests and their attempts (nil = off).
+	Tracing  *Tracing
 	Balancer struct {
 		Policy       balancer.Policy
 		HashKey      string // consistent-hash: the header / metadata name (lower-case)
@@ -128,6 +130,13 @@ type Fleet struct {
 	// without). Both are re-read at every round; APIKey and Token are the first reading.
 	APIKeyFile, APIKey string
 	TokenFile, Token   string
+}
+
+// Tracing is where spans are exported (OTLP) and how many new traces are sampled.
+type Tracing struct {
+	Endpoint string  // host:port, or a URL (http:// = plaintext, https:// = TLS)
+	Protocol string  // "grpc" or "http/protobuf"
+	Rate     float64 // fraction of new traces sampled, 0 to 1; a sampled caller is followed
 }
 
 // Batching configures one model's batch aggregation at the gateway.
@@ -233,6 +242,10 @@ func Parse(path string, data []byte) (*Config, error) {
 		},
 		"fleet": func(n *yaml.Node, f string) (err error) {
 			c.Fleet, err = p.fleet(n, f)
+			return err
+		},
+		"tracing": func(n *yaml.Node, f string) (err error) {
+			c.Tracing, err = p.tracing(n, f)
 			return err
 		},
 		"balancer": func(n *yaml.Node, f string) error { return p.balancer(n, f, c) },
@@ -606,6 +619,49 @@ func (p *parser) balancer(n *yaml.Node, field string, c *Config) error {
 		"decay":         p.positiveDuration(&c.Balancer.Decay),
 		"error_penalty": p.positiveDuration(&c.Balancer.ErrorPenalty),
 	})
+}
+
+func (p *parser) tracing(n *yaml.Node, field string) (*Tracing, error) {
+	if isNull(n) {
+		return nil, nil
+	}
+	t := &Tracing{Protocol: "grpc", Rate: 1}
+	err := p.mapping(n, field, map[string]func(*yaml.Node, string) error{
+		"endpoint": func(n *yaml.Node, f string) error {
+			if err := p.str(n, f, &t.Endpoint); err != nil {
+				return err
+			}
+			hostPort := t.Endpoint
+			if strings.Contains(t.Endpoint, "://") {
+				parsed, err := url.Parse(t.Endpoint)
+				if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
+					return p.errorf(n, f, "an OTLP collector's HOST:PORT, or an http:// or https:// URL")
+				}
+				hostPort = parsed.Host
+			}
+			if _, port, err := net.SplitHostPort(hostPort); err != nil || port == "" {
+				return p.errorf(n, f, "an OTLP collector's HOST:PORT, or an http:// or https:// URL")
+			}
+			return nil
+		},
+		"protocol": func(n *yaml.Node, f string) error {
+			if err := p.str(n, f, &t.Protocol); err != nil {
+				return err
+			}
+			if t.Protocol != "grpc" && t.Protocol != "http/protobuf" {
+				return p.errorf(n, f, "grpc or http/protobuf")
+			}
+			return nil
+		},
+		"rate": p.floatIn(0, 1, &t.Rate),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if t.Endpoint == "" {
+		return nil, p.missing(field+".endpoint", "the OTLP collector's HOST:PORT or URL (leave tracing out to turn it off)")
+	}
+	return t, nil
 }
 
 func (p *parser) fleet(n *yaml.Node, field string) (*Fleet, error) {

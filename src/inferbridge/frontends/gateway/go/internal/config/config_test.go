@@ -76,6 +76,17 @@ func TestRetriesBudgetWait(t *testing.T) {
 	}
 }
 
+func TestTracing(t *testing.T) {
+	c, err := Parse("g.yaml", []byte("upstreams: [{rest: 'http://h:1'}]\n"))
+	if err != nil || c.Tracing != nil {
+		t.Fatalf("tracing on by default: %+v, %v", c.Tracing, err)
+	}
+	c, err = Parse("g.yaml", []byte("upstreams: [{rest: 'http://h:1'}]\ntracing: {endpoint: 'http://otel:4318', protocol: http/protobuf}\n"))
+	if err != nil || *c.Tracing != (Tracing{Endpoint: "http://otel:4318", Protocol: "http/protobuf", Rate: 1}) {
+		t.Fatalf("tracing %+v, %v", c.Tracing, err)
+	}
+}
+
 func TestFleet(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "fleet.key")
@@ -146,6 +157,10 @@ func TestErrorsNameFileLineFieldAndExpectation(t *testing.T) {
 		{"fleet: {control_plane: ['http://cp:1', 'x']}\n", `g.yaml:1: fleet.control_plane[1]: expected the control plane's`},
 		{"fleet: {control_plane: 'http://cp:1', api_key_file: /nonexistent/key}\n", `g.yaml:1: fleet.api_key_file:`},
 		{"fleet: {control_plane: 'http://cp:1', every: 1s}\n", `g.yaml:1: fleet.every: unknown field (expected one of api_key_file, control_plane, interval, timeout, token_file)`},
+		{"upstreams: [{rest: 'http://h:1'}]\ntracing: {rate: 1}\n", `g.yaml: tracing.endpoint: expected the OTLP collector's HOST:PORT or URL`},
+		{"upstreams: [{rest: 'http://h:1'}]\ntracing: {endpoint: collector}\n", `g.yaml:2: tracing.endpoint: expected an OTLP collector's HOST:PORT`},
+		{"upstreams: [{rest: 'http://h:1'}]\ntracing: {endpoint: 'h:4317', protocol: http}\n", `g.yaml:2: tracing.protocol: expected grpc or http/protobuf`},
+		{"upstreams: [{rest: 'http://h:1'}]\ntracing: {endpoint: 'h:4317', rate: 2}\n", `g.yaml:2: tracing.rate: expected a number from 0 to 1`},
 		{"", `g.yaml: the file is empty`},
 		{"upstreams: [\n", `g.yaml: not valid YAML`},
 	} {

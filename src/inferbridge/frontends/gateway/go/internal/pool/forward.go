@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/inferbridge/inferbridge/gateway/internal/retry"
 )
 
@@ -14,6 +16,10 @@ type attemptResult struct {
 	fast    bool         // an error answered fast (429/503): charge the EWMA penalty
 	neutral bool         // the client went away or its deadline passed: says nothing of the upstream
 	label   string       // the outcome label of the upstream metrics
+	status  int          // the HTTP status answered (0: none, or a gRPC attempt)
+	// isGRPC: a gRPC attempt, whose status code is grpcCode (0 = OK)
+	isGRPC   bool
+	grpcCode int
 }
 
 // errNoRoute is why forward chose no upstream.
@@ -29,8 +35,23 @@ const (
 // back-off, before the deadline) when the failure is a retriable one. It returns the
 // last attempt's value, or a routing refusal when no attempt could be made. discard
 // releases the value of an attempt that is retried.
-func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, errNoRoute), key string, deadline time.Time,
+// op names the request in its trace spans.
+func forward[T any](ctx context.Context, p *Pool, op string, grp func(*snapshot) (*group, errNoRoute), key string, deadline time.Time,
 	attempt func(ctx context.Context, u *upstream, try int) (T, attemptResult), discard func(T)) (T, errNoRoute) {
+	if p.tracing == nil {
+		v, refusal, _ := forwardTries(ctx, p, op, grp, key, deadline, attempt, discard)
+		return v, refusal
+	}
+	ctx, span := p.startRequest(ctx, op)
+	v, refusal, tries := forwardTries(ctx, p, op, grp, key, deadline, attempt, discard)
+	endRequest(span, tries, refusal)
+	return v, refusal
+}
+
+// forwardTries is forward's loop; it also returns the number of attempts made.
+func forwardTries[T any](ctx context.Context, p *Pool, op string, grp func(*snapshot) (*group, errNoRoute), key string,
+	deadline time.Time, attempt func(ctx context.Context, u *upstream, try int) (T, attemptResult),
+	discard func(T)) (T, errNoRoute, int) {
 	var zero T
 	var triedBuf [4]*upstream
 	tried := triedBuf[:0]
@@ -43,18 +64,26 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 			if retrying {
 				p.budget.Release()
 			}
-			return zero, refusal
+			return zero, refusal, try - 1
 		}
 		u, probe := p.choose(g, key, tried)
 		if u == nil { // none routable, or every breaker open
 			if retrying {
 				p.budget.Release()
 			}
-			return zero, routeUnavailable
+			return zero, routeUnavailable, try - 1
 		}
 		start := u.load.Start()
 		u.m.inflight.Inc()
-		v, res := attempt(ctx, u, try)
+		actx := ctx
+		var span trace.Span
+		if p.tracing != nil {
+			actx, span = p.startAttempt(ctx, op, u, try)
+		}
+		v, res := attempt(actx, u, try)
+		if span != nil {
+			endAttempt(span, res)
+		}
 		if retrying {
 			p.budget.Release()
 			retrying = false
@@ -78,11 +107,11 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 			u.m.failure(res.label)
 		}
 		if res.reason == retry.None || !p.cfg.Retries.On.Has(res.reason) || try >= p.cfg.Retries.Attempts || ctx.Err() != nil {
-			return v, 0
+			return v, 0, try
 		}
 		tried = append(tried, u)
 		if !p.hasOther(g, tried) {
-			return v, 0
+			return v, 0, try
 		}
 		// A refused connection never reached anyone and the retry goes elsewhere: no
 		// reason to wait.
@@ -92,7 +121,7 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 		}
 		if !retry.Fits(time.Now(), deadline, delay, time.Millisecond) {
 			p.metrics.retriesRefused.WithLabelValues("deadline").Inc()
-			return v, 0
+			return v, 0, try
 		}
 		if delay > 0 {
 			timer := time.NewTimer(delay)
@@ -100,7 +129,7 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 			case <-timer.C:
 			case <-ctx.Done():
 				timer.Stop()
-				return v, 0
+				return v, 0, try
 			}
 		}
 		// The budget bounds retry attempts in flight (the extra load on the upstreams),
@@ -116,7 +145,7 @@ func forward[T any](ctx context.Context, p *Pool, grp func(*snapshot) (*group, e
 				if ctx.Err() == nil {
 					p.metrics.retriesRefused.WithLabelValues("budget").Inc()
 				}
-				return v, 0
+				return v, 0, try
 			}
 			retrying = true
 		}

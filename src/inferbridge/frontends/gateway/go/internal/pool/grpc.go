@@ -212,6 +212,7 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 	deadline, _ := ctx.Deadline()
 	md, _ := metadata.FromIncomingContext(ctx)
 	ctx = metadata.NewOutgoingContext(ctx, userMetadata(md))
+	ctx = p.traceFromGRPC(ctx, md)
 	var key string
 	if p.cfg.Balancer.HashKey != "" {
 		if v := md.Get(p.cfg.Balancer.HashKey); len(v) > 0 {
@@ -239,7 +240,7 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 		header, trailer metadata.MD
 		err             error
 	}
-	res, refusal := forward(ctx, p, pickGroup, key, deadline,
+	res, refusal := forward(ctx, p, method, pickGroup, key, deadline,
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			r := &result{}
 			req := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}
@@ -315,6 +316,12 @@ func (p *Pool) broadcastGRPC(ss grpc.ServerStream, method string, body []byte) e
 }
 
 func classifyGRPC(ctx context.Context, err error) attemptResult {
+	res := classifyGRPCError(ctx, err)
+	res.isGRPC, res.grpcCode = true, int(status.Code(err))
+	return res
+}
+
+func classifyGRPCError(ctx context.Context, err error) attemptResult {
 	if err == nil {
 		return attemptResult{label: "ok"}
 	}

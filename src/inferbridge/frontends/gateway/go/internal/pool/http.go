@@ -191,6 +191,7 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
+	ctx = p.traceFromHTTP(ctx, r.Header)
 
 	var key string
 	if p.cfg.Balancer.HashKey != "" {
@@ -215,9 +216,13 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 		}
 		return &rt.rest, 0
 	}
-	resp, refusal := forward(ctx, p, pickGroup, key, deadline,
+	resp, refusal := forward(ctx, p, r.Method+" "+r.URL.Path, pickGroup, key, deadline,
 		func(ctx context.Context, u *upstream, try int) (*http.Response, attemptResult) {
-			return p.attemptHTTP(ctx, u, r, uri, body, jsonPart, binaryHeader, infer, deadline)
+			resp, res := p.attemptHTTP(ctx, u, r, uri, body, jsonPart, binaryHeader, infer, deadline)
+			if resp != nil {
+				res.status = resp.StatusCode
+			}
+			return resp, res
 		},
 		func(resp *http.Response) {
 			if resp != nil {
@@ -286,6 +291,7 @@ func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, ur
 		}
 	}
 	u.setHTTPCredentials(req.Header)
+	p.traceToHTTP(ctx, req.Header)
 	if headerLen != "" {
 		req.Header["Inference-Header-Content-Length"] = []string{headerLen}
 	}

@@ -49,6 +49,7 @@ type Pool struct {
 	batchers map[string]*batching.Batcher // by model; read-only after New
 
 	auth      *auth.Authority // nil: nothing to check (no authentication, no rate limits)
+	tracing   *tracing        // nil: no spans (no tracing block)
 	serverTLS *tls.Config     // the listeners' (nil: plaintext)
 
 	stop     chan struct{}
@@ -99,6 +100,11 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	}
 	if p.serverTLS, err = newServerTLS(cfg, p.logf); err != nil {
 		return nil, err
+	}
+	if cfg.Tracing != nil {
+		if p.tracing, err = newTracing(cfg.Tracing); err != nil {
+			return nil, err
+		}
 	}
 	p.batchers = map[string]*batching.Batcher{}
 	for model, b := range cfg.Batching {
@@ -320,6 +326,9 @@ func (p *Pool) Stop() {
 			u.close()
 		}
 		p.mu.Unlock()
+		if p.tracing != nil {
+			p.tracing.shutdown()
+		}
 	})
 }
 
