@@ -398,7 +398,11 @@ func (p *Pool) runBatch(model string, items []*parsedInfer, deadline time.Time) 
 		resp rawMsg
 		err  error
 	}
-	res, refusal := forward(ctx, p, inferencePrefix+"ModelInfer (batch of "+model+")", pickGroup, "", deadline,
+	var op string
+	if p.tracing != nil {
+		op = inferencePrefix + "ModelInfer (batch of " + model + ")"
+	}
+	res, refusal := forward(ctx, p, op, pickGroup, "", deadline,
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			msg := mergeInfer(items, max(int64(time.Until(deadline)/time.Microsecond), 1))
 			r := &result{}

@@ -53,8 +53,7 @@ func forwardTries[T any](ctx context.Context, p *Pool, op string, grp func(*snap
 	deadline time.Time, attempt func(ctx context.Context, u *upstream, try int) (T, attemptResult),
 	discard func(T)) (T, errNoRoute, int) {
 	var zero T
-	var triedBuf [4]*upstream
-	tried := triedBuf[:0]
+	var tried []*upstream // allocated on the first retry only: the first attempt costs no allocation
 	p.budget.Begin()
 	defer p.budget.End()
 	retrying := false // this attempt is a retry holding a budget slot
@@ -156,8 +155,30 @@ func forwardTries[T any](ctx context.Context, p *Pool, op string, grp func(*snap
 
 // choose picks an upstream of g not yet tried whose breaker lets a request through.
 func (p *Pool) choose(g *group, key string, tried []*upstream) (*upstream, bool) {
+	if len(tried) == 0 {
+		// The common case, a first attempt: pick without a skip function (a closure
+		// would be allocated for every request) and go further only if its breaker refuses.
+		i := g.picker.Pick(key, nil)
+		if i < 0 {
+			return nil, false
+		}
+		u := g.ups[i]
+		if ok, probe := u.breaker.Allow(); ok {
+			return u, probe
+		}
+		return p.chooseSkipping(g, key, nil, u)
+	}
+	return p.chooseSkipping(g, key, tried, nil)
+}
+
+// chooseSkipping picks as choose does, skipping tried and refused (when not nil: an
+// upstream whose breaker already refused).
+func (p *Pool) chooseSkipping(g *group, key string, tried []*upstream, refusedFirst *upstream) (*upstream, bool) {
 	var refusedBuf [4]*upstream
 	refused := refusedBuf[:0]
+	if refusedFirst != nil {
+		refused = append(refused, refusedFirst)
+	}
 	skip := func(i int) bool {
 		u := g.ups[i]
 		for _, t := range tried {

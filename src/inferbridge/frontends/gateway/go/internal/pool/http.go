@@ -197,10 +197,6 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 	if p.cfg.Balancer.HashKey != "" {
 		key = r.Header.Get(p.cfg.Balancer.HashKey)
 	}
-	uri := r.URL.EscapedPath()
-	if r.URL.RawQuery != "" {
-		uri += "?" + r.URL.RawQuery
-	}
 
 	if infer {
 		rt := snap.lookup(model, version)
@@ -216,9 +212,9 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 		}
 		return &rt.rest, 0
 	}
-	resp, refusal := forward(ctx, p, r.Method+" "+r.URL.Path, pickGroup, key, deadline,
+	resp, refusal := forward(ctx, p, p.spanName(r), pickGroup, key, deadline,
 		func(ctx context.Context, u *upstream, try int) (*http.Response, attemptResult) {
-			resp, res := p.attemptHTTP(ctx, u, r, uri, body, jsonPart, binaryHeader, infer, deadline)
+			resp, res := p.attemptHTTP(ctx, u, r, body, jsonPart, binaryHeader, infer, deadline)
 			if resp != nil {
 				res.status = resp.StatusCode
 			}
@@ -263,7 +259,7 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 
 // attemptHTTP sends one attempt to u. A response is returned for every status (the
 // caller writes it or, when retried, discards it); nil when no response came.
-func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, uri string, body, jsonPart []byte,
+func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, body, jsonPart []byte,
 	binaryHeader, infer bool, deadline time.Time) (*http.Response, attemptResult) {
 	out := body
 	var headerLen string
@@ -281,10 +277,7 @@ func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, ur
 			out = newJSON
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, u.cfg.REST+uri, bytes.NewReader(out))
-	if err != nil {
-		return nil, attemptResult{label: "bad_request"}
-	}
+	req := u.outgoingRequest(ctx, r, out)
 	for name, values := range r.Header {
 		if !hopHeaders[name] {
 			req.Header[name] = values

@@ -151,13 +151,16 @@ func timeoutParam(b []byte) int64 {
 // withTimeout returns b with its `timeout` parameter set to us (a new slice), or b
 // itself when b is not a JSON object (or its parameters are not an object).
 func withTimeout(b []byte, us int64) []byte {
-	value := strconv.AppendInt(nil, us, 10)
+	// The pieces inserted are built in stack buffers: only the result is allocated.
+	var valueBuf [20]byte
+	var insBuf [48]byte
+	value := strconv.AppendInt(valueBuf[:0], us, 10)
 	open, start, end, ok := paramsSpan(b)
 	if !ok {
 		return b
 	}
 	if start < 0 { // no parameters: insert them first
-		ins := append([]byte(`"parameters":{"timeout":`), value...)
+		ins := append(append(insBuf[:0], `"parameters":{"timeout":`...), value...)
 		ins = append(ins, '}')
 		if j := skipSpace(b, open); j < len(b) && b[j] != '}' {
 			ins = append(ins, ',')
@@ -181,7 +184,7 @@ func withTimeout(b []byte, us int64) []byte {
 	if tStart >= 0 {
 		return splice(b, start+tStart, start+tEnd, value)
 	}
-	ins := append([]byte(`"timeout":`), value...)
+	ins := append(append(insBuf[:0], `"timeout":`...), value...)
 	if j := skipSpace(b, start+pOpen); j < len(b) && b[j] != '}' {
 		ins = append(ins, ',')
 	}

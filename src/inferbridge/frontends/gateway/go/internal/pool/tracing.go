@@ -106,6 +106,14 @@ func (p *Pool) traceFromGRPC(ctx context.Context, md metadata.MD) context.Contex
 	return p.tracing.prop.Extract(ctx, mdCarrier(md))
 }
 
+// spanName names the span of REST request r ("" when not tracing: no string is built).
+func (p *Pool) spanName(r *http.Request) string {
+	if p.tracing == nil {
+		return ""
+	}
+	return r.Method + " " + r.URL.Path
+}
+
 // traceToHTTP sets the attempt's span (in ctx) as h's traceparent.
 func (p *Pool) traceToHTTP(ctx context.Context, h http.Header) {
 	if p.tracing != nil {

@@ -52,7 +52,7 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 		tr   *translation
 		err  error
 	}
-	res, refusal := forward(ctx, p, r.Method+" "+r.URL.Path, pickGroup, key, deadline,
+	res, refusal := forward(ctx, p, p.spanName(r), pickGroup, key, deadline,
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			left := time.Until(deadline)
 			msg, tr, _ := encodeInferRequest(model, version, body, jsonLen, max(int64(left/time.Microsecond), 1))
