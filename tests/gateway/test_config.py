@@ -36,7 +36,7 @@ def _gateway(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ),
         ("upstreams: [{name: a}]\n", ":1: upstreams[0]: expected rest and/or grpc"),
         ("upstream: []\n", ":1: upstream: unknown field (expected one of admission,"),
-        ("listen: {http: ':0'}\n", ": upstreams: expected a list of upstreams, upstreams_file or fleet"),
+        ("listen: {http: ':0'}\n", ": upstreams: expected a list of upstreams, upstreams_file or"),
         (
             "upstreams: [{rest: 'http://127.0.0.1:1'}]\nlisten: {tls: {}}\n",
             ":2: listen.tls: expected both cert and key",

@@ -178,7 +178,9 @@ def test_retries_go_elsewhere_within_the_budget(
     (tmp_path / "nobudget").mkdir()
     proxy.set(error_rate=0.0)
     gw = start_gateway(
-        gateway_config(ups, common + "retries: {budget_percent: 0, min_retries: 0, budget_wait: 100ms}\n"),
+        gateway_config(
+            ups, common + "retries: {budget_percent: 0, min_retries: 0, budget_wait: 100ms}\n"
+        ),
         tmp_path / "nobudget",
     )
     proxy.set(error_rate=1.0)

@@ -129,19 +129,19 @@ func (w Wait) Acquire(ctx context.Context, b *Budget, deadline time.Time, minLef
 	if sleep == nil {
 		sleep = Sleep
 	}
-	start := w.Clock.Now()
-	giveUp := start.Add(w.MaxWait)
-	if !deadline.IsZero() && deadline.Add(-minLeft).Before(giveUp) {
-		giveUp = deadline.Add(-minLeft)
-	}
+	// The time waited is the sum of the waits (not a clock reading), so that MaxWait
+	// bounds the loop whatever the clock does; the deadline is checked on the clock.
+	var waited time.Duration
+	latest := deadline.Add(-minLeft)
 	for n := 1; ; n++ {
 		d := w.Backoff.Delay(n, w.Rand)
-		if w.Clock.Now().Add(d).After(giveUp) {
+		if waited+d > w.MaxWait || (!deadline.IsZero() && w.Clock.Now().Add(d).After(latest)) {
 			return false, n - 1
 		}
 		if !sleep(ctx, d) {
 			return false, n
 		}
+		waited += d
 		if b.Acquire() {
 			return true, n
 		}

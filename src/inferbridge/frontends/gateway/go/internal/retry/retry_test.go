@@ -206,3 +206,14 @@ func TestChargedExemptsOnlyConnectFailures(t *testing.T) {
 		}
 	}
 }
+
+func TestWaitIsBoundedByMaxWaitEvenWhenTheClockStands(t *testing.T) {
+	clk := clock.NewFake() // never advanced: only the sum of the waits can end the loop
+	b := spent(t)
+	var slept []time.Duration
+	w := Wait{MaxWait: 100 * time.Millisecond, Backoff: Backoff{Base: 10 * time.Millisecond, Max: 10 * time.Millisecond},
+		Clock: clk, Sleep: func(_ context.Context, d time.Duration) bool { slept = append(slept, d); return true }}
+	if ok, waits := w.Acquire(context.Background(), b, clk.Now().Add(time.Hour), time.Millisecond); ok || waits != 10 {
+		t.Fatalf("acquired %v after %d waits, want a refusal after 10 waits of 10ms", ok, waits)
+	}
+}
