@@ -14,6 +14,11 @@ BEGIN = "<!-- fleet nodes benchmarks: begin -->"
 END = "<!-- fleet nodes benchmarks: end -->"
 #: The block goes right after the fleet block when it is not in RESULTS.md yet.
 AFTER = "<!-- fleet benchmarks: end -->"
+#: A part of the block written by hand from benchmarks/fleet_agent_rss.py (the agent's
+#: memory, change by change): kept when this benchmark rewrites the block.
+MEMORY = re.compile(
+    r"<!-- fleet agent memory: begin -->.*?<!-- fleet agent memory: end -->\n?", re.S
+)
 
 
 def _seconds(value: float) -> str:
@@ -75,7 +80,25 @@ def markdown(outcome: Outcome, when: str, plot_name: str) -> str:
             f"Whole run: {run.requests:,} requests, {run.failed:,} failed"
             f" ({run.errors_text()}), {run.rps:,.0f} requests/s on average.",
         ]
-    lines += ["", f"![Fleet real nodes: the gateway's requests/s and failures](plots/{plot_name})"]
+    lines += [
+        "",
+        "What the figures mean:",
+        "- *ready* figures are what the control plane reports from the agents' heartbeats:"
+        " the assignment came over the long poll, the artefact was downloaded from MinIO,"
+        " verified, unpacked, the server loaded it, and a heartbeat (every second) said so.",
+        "- *re-placed* is detection (missed heartbeats) plus placement plus the other node's"
+        " time to ready; *NotReady* alone is the detection.",
+        "- *failed* counts what a client of the gateway saw: the gateway retries a refused"
+        " connection on another upstream, so a dead server costs latency, not errors, while"
+        " one replica is left; a dead agent or an absent control plane leaves the servers"
+        " serving (offline autonomy); with everything restarted, every request fails (503"
+        " while no upstream answers, 404 while the servers are up but have not loaded the"
+        " model) until a server is back with the model.",
+        "- The control plane's and the servers' start-up times are Python processes starting"
+        " on a loaded 2-core machine; they dominate the restart figures.",
+        "",
+        f"![Fleet real nodes: the gateway's requests/s and failures](plots/{plot_name})",
+    ]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -132,7 +155,9 @@ def publish(results: Path, block: str) -> None:
     (at the end when that block is missing)."""
     text = results.read_text() if results.exists() else ""
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(text):
+    if (old := pattern.search(text)) is not None:
+        if (memory := MEMORY.search(old.group(0))) is not None:
+            block = block.replace(END, "\n" + memory.group(0) + END)
         text = pattern.sub(lambda _: block, text, count=1)
     elif AFTER in text:
         head, _, tail = text.partition(AFTER)
