@@ -102,7 +102,7 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 		return nil, err
 	}
 	if cfg.Tracing != nil {
-		if p.tracing, err = newTracing(cfg.Tracing); err != nil {
+		if p.tracing, err = newTracing(cfg.Tracing, p.logf); err != nil {
 			return nil, err
 		}
 	}

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -33,11 +35,23 @@ type tracing struct {
 	prop     propagation.TextMapPropagator
 }
 
-func newTracing(cfg *config.Tracing) (*tracing, error) {
+func newTracing(cfg *config.Tracing, logf func(string, ...any)) (*tracing, error) {
 	exporter, err := newExporter(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
+	// Export failures (a collector down) are said once per distinct message, not at
+	// every batch.
+	var mu sync.Mutex
+	var last string
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if msg := err.Error(); msg != last {
+			last = msg
+			logf("tracing: %v", err)
+		}
+	}))
 	return newTracingTo(sdktrace.NewBatchSpanProcessor(exporter, sdktrace.WithBatchTimeout(time.Second)), cfg.Rate), nil
 }
 
