@@ -170,9 +170,10 @@ class Isolation(_Strict):
     )
     priority: Literal["normal", "idle"] = Field(
         default="normal",
-        description="`idle`: the worker runs under SCHED_IDLE, only on CPU time nothing "
-        "else wants (an untrusted or runaway model beside important ones); implies "
-        "mode: process",
+        description="`idle`: the worker runs only on CPU time nothing else wants "
+        "(SCHED_IDLE; where the kernel has autogroup, also a session of its own at the "
+        "lowest weight), for an untrusted or runaway model beside important ones; "
+        "implies mode: process",
     )
 
     @model_validator(mode="after")
