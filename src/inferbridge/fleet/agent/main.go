@@ -68,7 +68,7 @@ func parseConfig(args []string) (Config, error) {
 	figures := fs.Duration("figures-every", 10*time.Second, "how often server metrics and disk usage are read")
 	trim := fs.Duration("trim-every", 10*time.Second, "drop the binary's pages from the resident set this often (0 = never)")
 	memLimit := fs.String("memory-limit", "6Mi", "Go soft memory limit (GOMEMLIMIT), keeps the agent small")
-	gcPercent := fs.Int("gc-percent", 50, "Go GC target percentage (GOGC, which overrides it); lower collects more often and holds a smaller heap")
+	gcPercent := fs.Int("gc-percent", 50, "Go GC target percentage (GOGC, which overrides it; 0 = Go's default, 100); lower collects more often and holds a smaller heap")
 	procs := fs.Int("gomaxprocs", 1, "threads running Go code at once (GOMAXPROCS, which overrides it; 0 = one per CPU)")
 	var accelerators listFlag
 	fs.Var(&accelerators, "accelerator", "type=T4,count=1,memory=16Gi (repeatable; replaces nvidia-smi's list)")

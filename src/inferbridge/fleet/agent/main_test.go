@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +14,8 @@ func TestConfigFileAndFlags(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "agent.json")
 	os.WriteFile(file, []byte(`{"control_plane": "http://cp:9000", "repository": "/models",
 		"labels": {"zone": "a"}, "accelerators": [{"type": "NPU-X", "count": 2, "memory": 1024}]}`), 0o600)
-	cfg, err := parseConfig([]string{"--config", file, "--name", "n1", "--heartbeat", "2s", "--memory-limit", ""})
+	cfg, err := parseConfig([]string{"--config", file, "--name", "n1", "--heartbeat", "2s", "--memory-limit", "",
+		"--gomaxprocs", "0", "--gc-percent", "0"}) // leave this test process's runtime as it is
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +35,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 		t.Fatal("bad labels were accepted")
 	}
 	for _, bad := range [][]string{{"--trim-every", "-1s"}} {
-		args := append([]string{"--control-plane", "x", "--repository", "/m", "--memory-limit", ""}, bad...)
+		args := append([]string{"--control-plane", "x", "--repository", "/m", "--memory-limit", "", "--gomaxprocs", "0", "--gc-percent", "0"}, bad...)
 		if _, err := parseConfig(args); err == nil || !strings.Contains(err.Error(), "must not be negative") {
 			t.Fatalf("%v: err = %v", bad, err)
 		}
@@ -40,5 +43,29 @@ func TestConfigFileAndFlags(t *testing.T) {
 	declared := DetectCapacity(t.Context(), cfg.Accelerators, 0, 0)
 	if declared.CPU <= 0 || declared.Memory <= 0 || len(declared.Accelerators) != 1 {
 		t.Fatalf("capacity = %+v", declared)
+	}
+}
+
+// --gomaxprocs and --gc-percent set the runtime unless GOMAXPROCS / GOGC are in the
+// environment (which the Go runtime applied already).
+func TestRuntimeFlags(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("GOGC") != "" {
+		t.Skip("GOMAXPROCS or GOGC is set for this test process")
+	}
+	procs := runtime.GOMAXPROCS(0)
+	gc := debug.SetGCPercent(100)
+	defer func() {
+		runtime.GOMAXPROCS(procs)
+		debug.SetGCPercent(gc)
+	}()
+	base := []string{"--control-plane", "x", "--repository", "/m", "--memory-limit", ""}
+	if _, err := parseConfig(append(base, "--gomaxprocs", "1", "--gc-percent", "40")); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("GOMAXPROCS = %d, want 1", got)
+	}
+	if got := debug.SetGCPercent(100); got != 40 {
+		t.Fatalf("GC percent = %d, want 40", got)
 	}
 }
