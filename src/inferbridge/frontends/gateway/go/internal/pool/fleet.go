@@ -174,8 +174,8 @@ func (p *Pool) refreshFleet() {
 		p.logf("fleet: routing table read again")
 		p.fleetErr = ""
 	}
-	if p.fleetApplied && sameUpstreams(p.fleetUps, ups) {
-		return
+	if (p.fleetApplied && sameUpstreams(p.fleetUps, ups)) || (p.fleetRejected != nil && sameUpstreams(*p.fleetRejected, ups)) {
+		return // nothing new (or the table refused last time, said then)
 	}
 	for _, n := range notes {
 		p.logf("fleet: routing table: %s", n)
@@ -184,10 +184,11 @@ func (p *Pool) refreshFleet() {
 	p.fleetUps = ups
 	if err := p.applySourcesLocked(); err != nil {
 		p.fleetUps = prev
-		p.logf("fleet: routing table not applied: %v", err)
+		p.fleetRejected = &ups
+		p.logf("fleet: routing table not applied, keeping the last one: %v", err)
 		return
 	}
-	p.fleetApplied = true
+	p.fleetApplied, p.fleetRejected = true, nil
 	names := make([]string, len(ups))
 	for i, u := range ups {
 		names[i] = u.Name

@@ -158,6 +158,35 @@ func TestFleetTableDrivesTheUpstreams(t *testing.T) {
 	}
 }
 
+func TestFleetNodeNamedLikeAConfiguredUpstreamIsRefusedOnce(t *testing.T) {
+	a := newFake(t, "a", "m:1")
+	cp := newFakeControlPlane(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cp.key"), []byte("k\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(filepath.Join(dir, "g.yaml"), []byte(fmt.Sprintf(
+		"upstreams: [{name: na, rest: '%s'}]\nfleet: {control_plane: '%s', api_key_file: cp.key}\n", a.srv.URL, cp.srv.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	p, err := New(cfg, clock.Real{}, log.New(&logs, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	cp.set(200, fmt.Sprintf(`{"models": {"m": [{"node": "na", "version": 1, "url": %q}]}}`, a.srv.URL))
+	p.refreshFleet()
+	p.refreshFleet()
+	if n := strings.Count(logs.String(), "routing table not applied"); n != 1 || !strings.Contains(logs.String(), `"na" is named twice`) {
+		t.Fatalf("the clash logged %d times, want once naming na: %s", n, logs.String())
+	}
+	if got := upstreamNames(p); got != "na" {
+		t.Fatalf("upstreams %q, want the configured na alone", got)
+	}
+}
+
 func TestFleetVersions(t *testing.T) {
 	for raw, want := range map[string]string{`2`: "2", `"3"`: "3", `null`: "", ``: "", `2.5`: "2.5"} {
 		if got := versionString([]byte(raw)); got != want {

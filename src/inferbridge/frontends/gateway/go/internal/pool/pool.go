@@ -63,7 +63,9 @@ type Pool struct {
 	fleetUps     []config.Upstream // the last routing table applied, by node name
 	fleetApplied bool              // a routing table was applied once (an empty one too)
 	fleetErr     string            // the last failure to read the table, logged once
-	fleetClient  *http.Client
+	// fleetRejected: the last table whose upstreams could not be set (a name taken)
+	fleetRejected *[]config.Upstream
+	fleetClient   *http.Client
 }
 
 // snapshot is the immutable routing view.
