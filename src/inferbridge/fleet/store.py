@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,13 +37,18 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+#: Rows a SQLite transaction writes between two yields to the event loop.
+_ROWS_PER_YIELD = 100
+
+
 class SqliteStore:
-    """Documents in one SQLite table, written in WAL mode. Every statement runs on one
-    worker thread of its own: a reconciliation pass writing a thousand assignments does
-    not hold the event loop (the heartbeats) while SQLite commits."""
+    """Documents in one SQLite table, written in WAL mode, on the event loop's thread: a
+    worker thread would hold the GIL whenever the OS preempts it (a loaded machine), and
+    the loop would wait. A large transaction (a thousand assignments) yields to the loop
+    every `_ROWS_PER_YIELD` rows instead; transactions wait for each other."""
 
     def __init__(self, path: Path | str) -> None:
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-sqlite")
+        self._lock: asyncio.Lock | None = None  # made in the running loop
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -54,35 +58,32 @@ class SqliteStore:
             " PRIMARY KEY (kind, key))"
         )
 
-    async def _run(self, work: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
-
     async def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        return await self._run(lambda: self._get(kind, key))  # type: ignore[no-any-return]
-
-    def _get(self, kind: str, key: str) -> dict[str, Any] | None:
         row = self._db.execute(
             "SELECT body FROM documents WHERE kind = ? AND key = ?", (kind, key)
         ).fetchone()
         return None if row is None else dict(orjson.loads(row[0]))
 
     async def list(self, kind: str) -> dict[str, dict[str, Any]]:
-        return await self._run(lambda: self._list(kind))  # type: ignore[no-any-return]
-
-    def _list(self, kind: str) -> dict[str, dict[str, Any]]:
         rows = self._db.execute(
             "SELECT key, body FROM documents WHERE kind = ? ORDER BY key", (kind,)
         ).fetchall()
         return {key: dict(orjson.loads(body)) for key, body in rows}
 
     async def apply(self, changes: Sequence[Change]) -> None:
-        if changes:
-            await self._run(lambda: self._apply(tuple(changes)))
+        if not changes:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            await self._apply(changes)
 
-    def _apply(self, changes: Sequence[Change]) -> None:
+    async def _apply(self, changes: Sequence[Change]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for kind, key, body in changes:
+            for index, (kind, key, body) in enumerate(changes):
+                if index and index % _ROWS_PER_YIELD == 0:
+                    await asyncio.sleep(0)
                 if body is None:
                     self._db.execute(
                         "DELETE FROM documents WHERE kind = ? AND key = ?", (kind, key)
@@ -98,8 +99,7 @@ class SqliteStore:
         self._db.execute("COMMIT")
 
     async def close(self) -> None:
-        await self._run(self._db.close)
-        self._worker.shutdown(wait=False)
+        self._db.close()
 
 
 def open_store(url: str) -> Store:
