@@ -204,7 +204,7 @@ class FleetApp:
                     return decided
                 principal = decided
             try:
-                if not self.plane.serving and path != "/v1/fleet/health":
+                if not self.plane.serving and _leader_only(method, path):
                     leader = self.plane.leader
                     return 503, {
                         "error": "this control plane is a follower; "
@@ -359,6 +359,14 @@ class FleetApp:
 
 def _ok(payload: Any) -> tuple[int, Any]:
     return 200, payload
+
+
+def _leader_only(method: str, path: str) -> bool:
+    """The admin API's changes go to the leader; a follower serves reads, diagnostics
+    and the agents from its copy of the store."""
+    return not (
+        method == "GET" or path.startswith("/v1/fleet/agent/") or path.endswith("/diagnose")
+    )
 
 
 def _kind(method: str, template: str) -> Kind:

@@ -18,9 +18,9 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -51,12 +51,17 @@ from inferbridge.fleet.spec import (
 )
 from inferbridge.fleet.store import Change, Store
 
+if TYPE_CHECKING:
+    from inferbridge.fleet.etcd import Event
+
 __all__ = ["AgentCaller", "ControlPlane"]
 
 logger = logging.getLogger(__name__)
 
 _EVENTS_KEPT = 50
 _LAG_PROBE_S = 0.05
+#: How often a replica republishes an unchanged node's record (its figures), seconds.
+_REPUBLISH_S = 5.0
 #: Nodes handled between two yields to the event loop in passes over the whole fleet.
 _CHUNK = 200
 _MODEL_STATES = {"DOWNLOADING", "VERIFYING", "LOADING", "READY", "FAILED", "UNLOADING"}
@@ -91,6 +96,18 @@ class _Observed:
     events: list[dict[str, Any]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    #: Its agent heartbeats to this replica (with several replicas on etcd).
+    direct: bool = False
+    #: Else the replica whose published record this copy follows ("" when none does).
+    relayed_by: str = ""
+    published_at: float = 0.0
+
+
+class Replicator(Protocol):
+    """What keeps a replica in step with the others (etcd.Replication): applies their
+    changes with `apply_events` and publishes `take_published` records."""
+
+    async def run(self, plane: ControlPlane) -> None: ...
 
 
 class ControlPlane:
@@ -108,8 +125,14 @@ class ControlPlane:
         long_poll_s: float = 25.0,
         wall_clock: Callable[[], float] = time.time,
         leadership: Leadership | None = None,
+        replicator: Replicator | None = None,
     ) -> None:
         self.leadership = leadership
+        self.replicator = replicator
+        #: This replica's name among several (its advertised URL); "" alone.
+        self.identity = leadership.identity if leadership is not None else ""
+        #: Nodes whose observed state this replica must publish for the others.
+        self._publish: set[str] = set()
         #: Set when the server begins to shut down: long polls answer at once.
         self.closing = False
         self.store = store
@@ -165,7 +188,7 @@ class ControlPlane:
                 self.observed[name] = _Observed(
                     started, float(doc.get("heartbeat_interval_s", 1.0))
                 )
-            else:
+            elif not observed.relayed_by:  # a relayed one follows its record
                 observed.last_seen, observed.ready = started, True
 
     @property
@@ -185,6 +208,10 @@ class ControlPlane:
         ]
         if self.leadership is not None:
             self._tasks.append(asyncio.create_task(self.leadership.run(), name="fleet-election"))
+        if self.replicator is not None:
+            self._tasks.append(
+                asyncio.create_task(self.replicator.run(self), name="fleet-replication")
+            )
         self._dirty.set()
 
     def close_polls(self) -> None:
@@ -282,6 +309,7 @@ class ControlPlane:
             )
         observed.last_seen = time.monotonic()
         observed.interval_s = registration.heartbeat_interval_s
+        self._heard_directly(registration.name, observed, True)
         logger.info(
             "node %s registered (%s, labels %s%s)",
             registration.name,
@@ -328,9 +356,20 @@ class ControlPlane:
                 observed.events.append(event)
         del observed.events[:-_EVENTS_KEPT]
         self._set_ready(name, observed, True)
+        self._heard_directly(name, observed, changed)
         if changed:
             self._dirty.set()
         return {"etag": self._etag(name)}
+
+    def _heard_directly(self, name: str, observed: _Observed, changed: bool) -> None:
+        """The node's agent talks to this replica: publish its state for the others when
+        it changed, when it just moved here, and every `_REPUBLISH_S` (fresh figures)."""
+        if self.replicator is None:
+            return
+        moved = not observed.direct
+        observed.direct, observed.relayed_by = True, ""
+        if changed or moved or time.monotonic() - observed.published_at >= _REPUBLISH_S:
+            self._publish.add(name)
 
     async def assignments_for(
         self,
@@ -518,6 +557,12 @@ class ControlPlane:
         """A diagnostic request answered by the node's agent over its channel."""
         if name not in self.nodes:
             raise NotFound(f"unknown node {name!r}")
+        relayed_by = self.observed[name].relayed_by
+        if relayed_by:
+            # Its long poll is held by another replica: only that one can reach it.
+            raise Unavailable(
+                f"node {name}'s agent talks to the control plane at {relayed_by}: ask there"
+            )
         request_id = f"r{next(self._ids)}-{secrets.token_hex(4)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[request_id] = future
@@ -558,6 +603,142 @@ class ControlPlane:
 
         return {"heartbeat": summary(self._heartbeat_s), "loop_lag": summary(self._loop_lag_s)}
 
+    # -- replication (several replicas on etcd) --------------------------------------
+
+    def take_published(self) -> list[tuple[str, dict[str, Any]]]:
+        """The records of the nodes heard here whose state the others have not seen yet
+        (`mark_unpublished` puts them back when writing them failed)."""
+        now = time.monotonic()
+        records = []
+        for name in sorted(self._publish):
+            observed = self.observed.get(name)
+            if observed is None or not observed.direct:
+                continue
+            observed.published_at = now
+            records.append(
+                (
+                    name,
+                    {
+                        "by": self.identity,
+                        "ready": observed.ready,
+                        "interval_s": observed.interval_s,
+                        "server": observed.server,
+                        "models": [
+                            {"model": m, **o.as_record()}
+                            for m, o in sorted(observed.models.items())
+                        ],
+                        "metrics": observed.metrics,
+                        "disk": observed.disk,
+                        "events": observed.events[-10:],
+                        "published_at": self._now(),
+                    },
+                )
+            )
+        self._publish.clear()
+        return records
+
+    def mark_unpublished(self, names: list[str] | None = None) -> None:
+        """Publish these nodes (all heard here when None) again at the next round."""
+        if names is None:
+            names = [n for n, o in self.observed.items() if o.direct]
+        self._publish.update(names)
+
+    def apply_events(self, events: Sequence[Event], snapshot: bool = False) -> None:
+        """Changes another replica made in the store (or all of it, `snapshot`). Nodes and
+        the records of what their agents report are taken from anyone; a leader takes
+        nothing else (it wrote the rest itself and keeps it in memory)."""
+        leading = self.serving
+        assignments: dict[str, dict[str, int]] | None = None
+        changed_nodes: set[str] = set()
+        recorded: set[str] = set()
+        for event in events:
+            if event.kind == "observed":
+                recorded.add(event.key)
+                self._apply_record(event.key, event.doc)
+            elif event.kind == "nodes":
+                if event.doc is not None:
+                    self._apply_node(event.key, event.doc)
+            elif leading:
+                continue
+            elif event.kind == "assignments":
+                if assignments is None:
+                    assignments = dict(self.assignments)  # copied once a batch, not swapped
+                if event.doc is None:
+                    assignments.pop(event.key, None)
+                else:
+                    raw = event.doc.get("models", {})
+                    assignments[event.key] = {m: int(v) for m, v in raw.items()}
+                changed_nodes.add(event.key)
+            elif event.kind == "artifacts":
+                if event.doc is None:
+                    self.artifacts.pop(event.key, None)
+                else:
+                    self.artifacts[event.key] = Manifest.model_validate(event.doc)
+                changed_nodes.update(self.observed)
+            elif event.kind == "deployments":
+                if event.doc is None:
+                    self.deployments.pop(event.key, None)
+                else:
+                    self.deployments[event.key] = DeploymentSpec.model_validate(event.doc)
+            elif event.kind == "rollouts":
+                if event.doc is None:
+                    self.rollouts.pop(event.key, None)
+                else:
+                    self.rollouts[event.key] = event.doc
+        if snapshot:  # records gone while this replica did not watch
+            for name, observed in self.observed.items():
+                if observed.relayed_by and name not in recorded:
+                    self._apply_record(name, None)
+        if assignments is not None:
+            self.assignments = assignments
+        for name in changed_nodes:
+            if self._etags.pop(name, None) is not None or name in self.observed:
+                self._wake(name)
+        self._dirty.set()
+
+    def _apply_node(self, name: str, doc: dict[str, Any]) -> None:
+        self.nodes[name] = doc
+        self._capacity.pop(name, None)
+        if name not in self.observed:
+            # Registered through another replica: its record tells how it is.
+            self.observed[name] = _Observed(
+                time.monotonic(), float(doc.get("heartbeat_interval_s", 1.0))
+            )
+
+    def _apply_record(self, name: str, record: dict[str, Any] | None) -> None:
+        observed = self.observed.get(name)
+        if record is None:
+            # The relaying replica is gone (its lease expired) or the agent moved: the
+            # node gets one liveness window to show up somewhere.
+            if observed is not None and observed.relayed_by:
+                observed.relayed_by = ""
+                observed.last_seen = time.monotonic()
+            return
+        by = str(record.get("by", ""))
+        if by == self.identity:
+            return  # its own record, read back
+        if observed is None:
+            observed = self.observed[name] = _Observed(
+                time.monotonic(), float(record.get("interval_s", 1.0))
+            )
+        try:
+            models = _parse_models(record.get("models", []))
+        except InvalidSpec as exc:
+            logger.warning("node %s: a malformed record from %s: %s", name, by, exc.message)
+            return
+        before = (observed.models, bool(observed.server.get("ready")))
+        observed.direct, observed.relayed_by = False, by
+        observed.last_seen = time.monotonic()
+        observed.interval_s = float(record.get("interval_s", observed.interval_s))
+        observed.server = dict(record.get("server") or {})
+        observed.models = models
+        observed.metrics = dict(record.get("metrics") or {})
+        observed.disk = dict(record.get("disk") or {})
+        observed.events = list(record.get("events") or [])
+        self._set_ready(name, observed, bool(record.get("ready")))
+        if before != (observed.models, bool(observed.server.get("ready"))):
+            self._dirty.set()
+
     # -- views -----------------------------------------------------------------------
 
     def node_view(self, name: str) -> dict[str, Any]:
@@ -583,6 +764,7 @@ class ControlPlane:
             "metrics": observed.metrics,
             "disk": observed.disk,
             "events": observed.events[-10:],
+            **({"control_plane": observed.relayed_by or self.identity} if self.identity else {}),
         }
 
     def status_view(self) -> dict[str, Any]:
@@ -662,13 +844,16 @@ class ControlPlane:
             logger.warning(
                 "node %s is %s", name, "Ready again" if ready else "NotReady (missed heartbeats)"
             )
+            if observed.direct and self.replicator is not None:
+                self._publish.add(name)
             self._dirty.set()
 
     def _check_liveness(self) -> None:
         now = time.monotonic()
         for name, observed in self.observed.items():
             if (
-                observed.ready
+                not observed.relayed_by  # the relaying replica judges it
+                and observed.ready
                 and now - observed.last_seen > self.missed_heartbeats * observed.interval_s
             ):
                 self._set_ready(name, observed, False)
@@ -679,11 +864,14 @@ class ControlPlane:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), 0.2)
-            if not self.serving:
-                # A follower keeps no loop of its own; it takes over from the store.
+            leading = self.serving
+            if not leading:
                 was_serving = False
-                continue
-            if not was_serving:
+                if self.replicator is None:
+                    continue  # a hot standby: it takes over from the store
+                # A follower judges the liveness of the nodes that talk to it and works out
+                # the status from its copy of the store, but changes nothing.
+            elif not was_serving:
                 logger.warning("taking over as the leader: reloading the fleet from the store")
                 await self._load()
                 was_serving = True
@@ -701,7 +889,7 @@ class ControlPlane:
                 self._dirty.clear()
                 last = time.monotonic()
                 try:
-                    await self.reconcile_once()
+                    await self.reconcile_once(dry_run=not leading)
                 except Exception:
                     logger.exception("reconciliation failed; retrying")
 
@@ -731,12 +919,13 @@ class ControlPlane:
             )
         return states
 
-    async def reconcile_once(self) -> None:
+    async def reconcile_once(self, dry_run: bool = False) -> None:
         """One pass, in chunks: the snapshot, the pure pass (`reconcile_steps`) and the
         comparison with the current assignments each yield to the loop every `_CHUNK`
         nodes (a thousand nodes take 5-30 ms, which would otherwise hold every heartbeat
         queued behind them); SQLite writes on its own thread. Not a worker thread for the
-        pass: a CPU-bound thread makes the loop wait for the GIL at every socket call."""
+        pass: a CPU-bound thread makes the loop wait for the GIL at every socket call.
+        `dry_run` (a follower) keeps only the deployments' status."""
         async with self._lock:
             nodes = await self._node_states()
             deployments, rollouts = dict(self.deployments), dict(self.rollouts)
@@ -749,6 +938,9 @@ class ControlPlane:
                     outcome: Outcome = done.value
                     break
                 await asyncio.sleep(0)
+            if dry_run:
+                self.status = outcome.status
+                return
             changed_nodes = []
             for index, (name, models) in enumerate(outcome.assignments.items()):
                 if index and index % _CHUNK == 0:

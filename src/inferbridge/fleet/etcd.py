@@ -15,7 +15,8 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ import orjson
 from inferbridge.fleet.errors import InvalidSpec, Unavailable
 from inferbridge.fleet.store import Change
 
-__all__ = ["EtcdStore", "Leadership", "parse_endpoints"]
+__all__ = ["Compacted", "EtcdStore", "Event", "Leadership", "parse_endpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,29 @@ def parse_endpoints(text: str) -> list[str]:
     return endpoints
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One document written (`doc`) or deleted (`doc` None) at etcd revision `revision`."""
+
+    kind: str
+    key: str
+    doc: dict[str, Any] | None
+    revision: int
+
+
+class Compacted(Exception):
+    """The revision a watch asked for is compacted away: take a new snapshot."""
+
+
+def _event(kv: dict[str, Any], deleted: bool) -> Event | None:
+    path = base64.b64decode(kv["key"]).decode()
+    kind, _, key = path[len(_PREFIX) :].partition("/")
+    if not key:
+        return None
+    doc = None if deleted else dict(orjson.loads(base64.b64decode(kv.get("value", ""))))
+    return Event(kind, key, doc, int(kv.get("mod_revision", 0)))
+
+
 class _Client:
     """POSTs to whichever etcd member answers, starting with the last one that did."""
 
@@ -58,6 +82,8 @@ class _Client:
         self.endpoints = endpoints
         self._current = 0
         self._http = httpx.AsyncClient(timeout=5.0)
+        # A watch stays open for as long as etcd has nothing to say.
+        self._stream_http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=None))
 
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         last: Exception | None = None
@@ -78,8 +104,33 @@ class _Client:
             return dict(answer)
         raise Unavailable(f"no etcd member answered ({last})")
 
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The JSON messages of a streaming call (a watch), from the first member that
+        accepts it; ends when the member closes the stream."""
+        last: Exception | None = None
+        for attempt in range(len(self.endpoints)):
+            index = (self._current + attempt) % len(self.endpoints)
+            try:
+                async with self._stream_http.stream(
+                    "POST", self.endpoints[index] + path, json=body
+                ) as response:
+                    if response.status_code >= 400:
+                        last = RuntimeError(
+                            f"etcd {self.endpoints[index]}: HTTP {response.status_code}"
+                        )
+                        continue
+                    async for line in response.aiter_lines():
+                        if line.strip():
+                            yield dict(orjson.loads(line))
+                    return
+            except httpx.HTTPError as exc:
+                last = exc
+                continue
+        raise Unavailable(f"no etcd member accepted the watch ({last})")
+
     async def close(self) -> None:
         await self._http.aclose()
+        await self._stream_http.aclose()
 
 
 class EtcdStore:
@@ -104,7 +155,9 @@ class EtcdStore:
             out[key] = dict(orjson.loads(base64.b64decode(kv["value"])))
         return dict(sorted(out.items()))
 
-    async def apply(self, changes: Sequence[Change]) -> None:
+    async def apply(self, changes: Sequence[Change], lease: str = "") -> None:
+        """Write the changes; with `lease`, the documents written are attached to it (they
+        vanish when it expires)."""
         if not changes:
             return
         operations = []
@@ -113,13 +166,56 @@ class EtcdStore:
             if body is None:
                 operations.append({"request_delete_range": {"key": name}})
             else:
-                operations.append({"request_put": {"key": name, "value": _b64(orjson.dumps(body))}})
+                put: dict[str, Any] = {"key": name, "value": _b64(orjson.dumps(body))}
+                if lease:
+                    put["lease"] = lease
+                operations.append({"request_put": put})
         # etcd refuses transactions of more than 128 operations (--max-txn-ops): larger
         # change sets (a thousand nodes' assignments) go in several. Only the reconciler
         # writes that many, and it converges: a pass that failed half-way is redone whole.
         for start in range(0, len(operations), _MAX_TXN_OPS):
             chunk = operations[start : start + _MAX_TXN_OPS]
             await self.client.call("/v3/kv/txn", {"success": chunk})
+
+    async def snapshot(self) -> tuple[int, Sequence[Event]]:
+        """Every document of the fleet and the revision they are at."""
+        answer = await self.client.call(
+            "/v3/kv/range", {"key": _b64(_PREFIX), "range_end": _prefix_end(_PREFIX)}
+        )
+        revision = int(answer.get("header", {}).get("revision", 0))
+        events = [e for kv in answer.get("kvs", []) if (e := _event(kv, False)) is not None]
+        return revision, events
+
+    async def watch(self, start_revision: int) -> AsyncIterator[Sequence[Event]]:
+        """The fleet's changes from `start_revision` on, one list per etcd message; ends
+        (the caller watches again from the last revision + 1) when the member goes away,
+        raises `Compacted` when etcd no longer has that revision."""
+        request = {
+            "create_request": {
+                "key": _b64(_PREFIX),
+                "range_end": _prefix_end(_PREFIX),
+                "start_revision": start_revision,
+            }
+        }
+        async for message in self.client.stream("/v3/watch", request):
+            result = message.get("result", {})
+            if int(result.get("compact_revision", 0) or 0) > 0:
+                raise Compacted(f"revision {start_revision} is compacted")
+            events = []
+            for raw in result.get("events", []):
+                event = _event(raw["kv"], raw.get("type") == "DELETE")
+                if event is not None:
+                    events.append(event)
+            if events:
+                yield events
+
+    async def grant(self, ttl_s: int) -> str:
+        return str((await self.client.call("/v3/lease/grant", {"TTL": ttl_s}))["ID"])
+
+    async def keepalive(self, lease: str) -> bool:
+        """Whether the lease is still alive (renewed)."""
+        answer = await self.client.call("/v3/lease/keepalive", {"ID": lease})
+        return int(answer.get("result", {}).get("TTL", 0)) > 0
 
     async def close(self) -> None:
         await self.client.close()

@@ -44,6 +44,10 @@ class ModelObservation:
     state: str  # DOWNLOADING, LOADING, READY, FAILED, UNLOADING
     reason: str = ""
 
+    def as_record(self) -> dict[str, Any]:
+        """As an agent's heartbeat lists it (without the model's name)."""
+        return {"version": self.version, "state": self.state, "reason": self.reason}
+
 
 @dataclass(frozen=True)
 class NodeState:

@@ -84,16 +84,19 @@ def serve(
 
     async def main() -> None:
         from inferbridge.fleet.etcd import EtcdStore, Leadership
+        from inferbridge.fleet.replication import Replication
 
-        leadership = None
+        leadership = replication = None
         if isinstance(store, EtcdStore):
             leadership = Leadership(store, advertise_url or f"http://{host}:{port}")
+            replication = Replication(store)
         plane = ControlPlane(
             store,
             admin_token=admin_token,
             bootstrap_token=bootstrap_token,
             missed_heartbeats=missed_heartbeats,
             leadership=leadership,
+            replicator=replication,
             policy=policy,
         )
         config = uvicorn.Config(
