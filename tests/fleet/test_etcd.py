@@ -1,5 +1,7 @@
-"""Two control-plane replicas on a real 3-member etcd cluster: the etcd leader is killed,
-then the control-plane leader; the fleet goes on through the survivors."""
+"""Two control-plane replicas on a real 3-member etcd cluster. The node's agent talks only
+to the follower, which serves it and the read API from its copy of etcd (its reads match
+the leader's); then the etcd leader is killed, then the control-plane leader; the fleet
+goes on through the survivors."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,6 +55,21 @@ def _leader(replicas: list[ControlPlaneProc]) -> ControlPlaneProc | None:
     return None
 
 
+def _reads(plane: ControlPlaneProc) -> dict[str, Any]:
+    """What the read API says, without what differs by when it is asked."""
+    nodes = [
+        {k: n[k] for k in ("name", "state", "assigned", "models", "server", "control_plane")}
+        for n in plane.get("/v1/fleet/nodes")["nodes"]
+    ]
+    return {
+        "nodes": nodes,
+        "status": plane.get("/v1/fleet/status"),
+        "routing": plane.get("/v1/fleet/routing"),
+        "deployments": plane.get("/v1/fleet/deployments"),
+        "artifacts": plane.get("/v1/fleet/artifacts"),
+    }
+
+
 def test_replicas_on_etcd_survive_losing_the_etcd_and_the_fleet_leader(
     etcd: list[EtcdMember], minio: MinIO, agent_binary: Path, examples_dir: Path
 ) -> None:
@@ -62,10 +80,18 @@ def test_replicas_on_etcd_survive_losing_the_etcd_and_the_fleet_leader(
     try:
         leader = wait_for("a control-plane leader", lambda: _leader(replicas))
         follower = next(r for r in replicas if r is not leader)
-        refused = follower.call("GET", "/v1/fleet/nodes")
+        # The admin API's changes go to the leader; the follower names it.
+        refused = follower.call("PUT", "/v1/fleet/deployments/iris_etcd_1", {"version": 1})
         assert refused.status_code == 503 and refused.json()["leader"] == leader.url
-        urls = ",".join(r.url for r in (follower, leader))  # the agent tries the follower first
-        node = start_node("etcd-node", root / "node", agent_binary, urls, minio.env)
+        assert follower.get("/v1/fleet/nodes") == {"nodes": []}
+        # The agent knows only the follower: registration, heartbeats, long poll there.
+        node = start_node("etcd-node", root / "node", agent_binary, follower.url, minio.env)
+        for plane in (follower, leader):
+            wait_for(
+                f"the node Ready on {plane.url}",
+                lambda p=plane: p.node("etcd-node")["state"] == "Ready",
+            )
+        assert leader.node("etcd-node")["control_plane"] == follower.url
 
         def deploy(plane: ControlPlaneProc, name: str) -> None:
             model = iris_model(root / "models", name, examples_dir / "iris_onnx", {1: None})
@@ -84,6 +110,21 @@ def test_replicas_on_etcd_survive_losing_the_etcd_and_the_fleet_leader(
             wait_for(f"{name} READY", lambda: ready_on(plane, "etcd-node", name, 1))
 
         deploy(leader, "iris_etcd_1")
+        wait_for(
+            "iris_etcd_1 READY on the follower",
+            lambda: ready_on(follower, "etcd-node", "iris_etcd_1", 1),
+        )
+        assert node.infer("iris_etcd_1").status_code == 200
+        wait_for(
+            "the follower's reads to match the leader's", lambda: _reads(follower) == _reads(leader)
+        )
+        routing = follower.get("/v1/fleet/routing")["models"]["iris_etcd_1"]
+        assert [r["node"] for r in routing] == ["etcd-node"]
+        # Diagnostics travel over the agent's long poll, which the follower holds.
+        assert follower.call("POST", "/v1/fleet/nodes/etcd-node/diagnose").status_code == 200
+        elsewhere = leader.call("POST", "/v1/fleet/nodes/etcd-node/diagnose")
+        assert elsewhere.status_code == 503 and follower.url in elsewhere.json()["error"]
+
         etcd_leader(etcd).proc.stop(signal.SIGKILL)
         deploy(leader, "iris_etcd_2")  # two of three members are a quorum
 
