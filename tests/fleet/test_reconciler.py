@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferbridge.fleet.policy import SpreadPolicy
-from inferbridge.fleet.reconciler import ModelObservation, NodeState, reconcile
+from inferbridge.fleet.reconciler import ModelObservation, NodeState, VersionFigures, reconcile
 from inferbridge.fleet.spec import Accelerator, Capacity, DeploymentSpec
 
 _CAP = Capacity(cpu=4, memory=8 * 1024**3)
@@ -180,3 +180,87 @@ def test_reconcile_steps_pauses_over_a_large_fleet_and_ends_as_one_pass_does() -
     # A model of 1,000 replicas is walked in chunks, not in one go.
     assert pauses >= 2 * 1000 // CHUNK
     assert sum(1 for models in outcome.assignments.values() if "ten" in models) == 10
+
+
+def _analysed_rollout(**kw: Any) -> dict[str, Any]:
+    return _rollout(
+        waves=[100.0],
+        analysis={"min_requests": 20, "error_rate": {"max": 0.05}, "latency_mean": None},
+        **kw,
+    )
+
+
+def _serving(version: int, success: int, fail: int, mean_ms: float = 2.0) -> NodeState:
+    figures = VersionFigures(version, success, int(success * mean_ms * 1e6), fail)
+    models = {"iris": ModelObservation(version, "READY")}
+    return _node("a", models=models, figures={"iris": figures})
+
+
+def _step(rollout: dict[str, Any], node: NodeState, now: float) -> dict[str, Any]:
+    out = reconcile(
+        {"iris": _spec(replicas=1)},
+        {"iris": rollout},
+        {"a": node},
+        {"a": {"iris": 2}},
+        SpreadPolicy(),
+        now,
+    )
+    return out.rollouts.get("iris", rollout)
+
+
+def test_wave_analysis_rolls_back_a_version_that_fails_too_many_requests() -> None:
+    rollout = _analysed_rollout(nodes=["a"])
+    # The gate starts from the counters the node reports when it becomes healthy.
+    rollout = _step(rollout, _serving(2, success=100, fail=0), 1)
+    assert rollout["gate_start"]["a"] == {"success": 100, "success_ns": 200_000_000, "fail": 0}
+    waiting = _step(rollout, _serving(2, success=110, fail=2), 2)
+    assert waiting["state"] == "Running"
+    assert waiting["analysis_result"]["verdict"] == "inconclusive"
+    failed = _step(waiting, _serving(2, success=115, fail=10), 3)
+    assert failed["state"] == "RolledBack"
+    assert (
+        "analysis failed: error rate 0.400 > 0.05 over 25 request(s) of version 2"
+        in (failed["reason"])
+    )
+    assert failed["failed_nodes"] == {"a": "analysis: 10/25 failed"}
+
+
+def test_wave_analysis_passes_a_healthy_version_and_waits_for_enough_requests() -> None:
+    rollout = _step(_analysed_rollout(nodes=["a"]), _serving(2, 0, 0), 1)
+    # The gate (5 s) is over, but 5 requests are too few to judge: the wave waits.
+    rollout = _step(rollout, _serving(2, success=5, fail=0), 7)
+    assert rollout["state"] == "Running"
+    assert rollout["analysis_result"]["why"] == "5 of 20 requests so far"
+    done = _step(rollout, _serving(2, success=60, fail=1), 8)
+    assert done["state"] == "Succeeded"
+    assert done["analysis_result"]["verdict"] == "pass"
+
+
+def test_wave_analysis_latency_ratio_against_the_old_version_on_the_same_node() -> None:
+    rollout = _rollout(
+        waves=[100.0],
+        nodes=["a"],
+        analysis={
+            "min_requests": 10,
+            "error_rate": None,
+            "latency_mean": {"max_ratio_to_baseline": 1.5},
+        },
+    )
+    old = _node(
+        "a",
+        models={"iris": ModelObservation(1, "READY")},
+        figures={"iris": VersionFigures(1, 100, int(100 * 2e6), 0)},
+    )
+    rollout = _step(rollout, old, 0.5)
+    assert rollout["baseline_ms"] == {"a": 2.0}
+    rollout = _step(rollout, _serving(2, 0, 0), 1)
+    slow = _step(rollout, _serving(2, success=20, fail=0, mean_ms=8.0), 2)
+    assert slow["state"] == "RolledBack"
+    assert "is 4.00x version 1's 2.0 ms (at most 1.5x)" in slow["reason"]
+
+
+def test_a_too_quiet_wave_is_rolled_back_at_its_timeout_saying_why() -> None:
+    rollout = _step(_analysed_rollout(nodes=["a"], wave_timeout_s=10.0), _serving(2, 0, 0), 1)
+    late = _step(rollout, _serving(2, success=3, fail=0), 20)
+    assert late["state"] == "RolledBack"
+    assert late["reason"] == "wave 1: analysis: 3 of 20 requests so far within 10 s"

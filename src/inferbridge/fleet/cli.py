@@ -94,6 +94,27 @@ def register(commands: Any) -> None:
     rollout.add_argument(
         "--wave-timeout", default="10m", help="how long a wave may take to get ready"
     )
+    rollout.add_argument(
+        "--max-error-rate",
+        type=float,
+        help="in-server analysis: the most of the new version's requests that may fail "
+        "during a wave's gate (e.g. 0.01); judged from the nodes' per-version statistics",
+    )
+    rollout.add_argument(
+        "--max-latency-ratio",
+        type=float,
+        help="in-server analysis: the new version's mean latency at most this many times "
+        "the old version's on the same nodes",
+    )
+    rollout.add_argument(
+        "--max-latency-ms", type=float, help="in-server analysis: a bound on the mean latency"
+    )
+    rollout.add_argument(
+        "--min-requests",
+        type=int,
+        default=20,
+        help="in-server analysis: requests a wave needs before it is judged (default 20)",
+    )
     rollout.add_argument("--wait", action="store_true", help="wait for the rollout to finish")
     _client_options(rollout)
 
@@ -401,6 +422,22 @@ def _rollout(options: argparse.Namespace) -> int:
         "health_gate_s": _duration(options.health_gate),
         "wave_timeout_s": _duration(options.wave_timeout),
     }
+    latency = {
+        k: v
+        for k, v in (
+            ("max_ratio_to_baseline", options.max_latency_ratio),
+            ("max_ms", options.max_latency_ms),
+        )
+        if v is not None
+    }
+    if options.max_error_rate is not None or latency:
+        body["analysis"] = {
+            "min_requests": options.min_requests,
+            "error_rate": (
+                {"max": options.max_error_rate} if options.max_error_rate is not None else None
+            ),
+            "latency_mean": latency or None,
+        }
     answer = _call(options, "POST", "/v1/fleet/rollouts", body)
     print(
         f"rollout {options.model}: version {answer['from_version']} -> {answer['version']} "
@@ -461,6 +498,9 @@ def _status(options: argparse.Namespace) -> int:
                 f"{r['wave']}/{len(r['waves'])}, done {len(r['done'])}, pending "
                 f"{len(r['pending'])}, failed {len(r['failed'])} {r['reason']}"
             )
+            if "analysis" in r:
+                a = r["analysis"]
+                print(f"  analysis: {a.get('verdict', '')}: {a.get('why', '')}")
     return 0
 
 

@@ -39,6 +39,7 @@ from inferbridge.fleet.reconciler import (
     ModelObservation,
     NodeState,
     Outcome,
+    VersionFigures,
     reconcile_steps,
     rollout_wave_nodes,
 )
@@ -91,6 +92,8 @@ class _Observed:
     heartbeats: int = 0
     server: dict[str, Any] = field(default_factory=dict)
     models: dict[str, ModelObservation] = field(default_factory=dict)
+    #: Per model, the reported version's request counters (when the agent sends them).
+    figures: dict[str, VersionFigures] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     disk: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -339,6 +342,7 @@ class ControlPlane:
     ) -> dict[str, Any]:
         observed = self._check_node(name, token, caller)
         models = _parse_models(body.get("models", []))
+        figures = _parse_figures(body.get("models", []))
         server = body.get("server") or {}
         if not isinstance(server, dict):
             raise InvalidSpec("heartbeat: 'server' must be an object")
@@ -349,6 +353,7 @@ class ControlPlane:
         observed.heartbeats += 1
         observed.server = server
         observed.models = models
+        observed.figures = figures
         observed.metrics = body.get("metrics") or {}
         observed.disk = body.get("disk") or {}
         for event in body.get("events") or []:
@@ -624,7 +629,7 @@ class ControlPlane:
                         "interval_s": observed.interval_s,
                         "server": observed.server,
                         "models": [
-                            {"model": m, **o.as_record()}
+                            {"model": m, **o.as_record(), **_stats_record(observed.figures, m)}
                             for m, o in sorted(observed.models.items())
                         ],
                         "metrics": observed.metrics,
@@ -723,6 +728,7 @@ class ControlPlane:
             )
         try:
             models = _parse_models(record.get("models", []))
+            figures = _parse_figures(record.get("models", []))
         except InvalidSpec as exc:
             logger.warning("node %s: a malformed record from %s: %s", name, by, exc.message)
             return
@@ -732,6 +738,7 @@ class ControlPlane:
         observed.interval_s = float(record.get("interval_s", observed.interval_s))
         observed.server = dict(record.get("server") or {})
         observed.models = models
+        observed.figures = figures
         observed.metrics = dict(record.get("metrics") or {})
         observed.disk = dict(record.get("disk") or {})
         observed.events = list(record.get("events") or [])
@@ -819,6 +826,7 @@ class ControlPlane:
             "done": done,
             "pending": pending,
             "failed": failed,
+            **({"analysis": rollout["analysis_result"]} if "analysis_result" in rollout else {}),
         }
 
     def routing_view(self) -> dict[str, Any]:
@@ -916,6 +924,7 @@ class ControlPlane:
                 server_ready=bool(observed.server.get("ready")),
                 models=observed.models,
                 ready_since=observed.ready_since,
+                figures=observed.figures,
             )
         return states
 
@@ -994,6 +1003,44 @@ def _log_assignment(node: str, before: dict[str, int], after: dict[str, int]) ->
             logger.info("node %s: remove %s (was version %s)", node, model, old)
         else:
             logger.info("node %s: %s version %s -> %s", node, model, old, new)
+
+
+def _parse_figures(raw: Any) -> dict[str, VersionFigures]:
+    """The optional `stats` of each model entry: the `inference_stats` of Triton's
+    statistics document for the reported version, `{"success": {"count", "ns"}, "fail":
+    {"count", ...}}` (what a wave's in-server analysis judges)."""
+    figures = {}
+    for item in raw:
+        stats = item.get("stats")
+        if stats is None:
+            continue
+        try:
+            success, fail = stats["success"], stats["fail"]
+            figures[item["model"]] = VersionFigures(
+                int(item.get("version", 0)),
+                int(success["count"]),
+                int(success["ns"]),
+                int(fail["count"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InvalidSpec(
+                f"heartbeat: model {item['model']!r}: 'stats' must be "
+                '{"success": {"count": N, "ns": N}, "fail": {"count": N, ...}} '
+                "(the inference_stats of /v2/models/{m}/versions/{v}/stats)"
+            ) from None
+    return figures
+
+
+def _stats_record(figures: dict[str, VersionFigures], model: str) -> dict[str, Any]:
+    seen = figures.get(model)
+    if seen is None:
+        return {}
+    return {
+        "stats": {
+            "success": {"count": seen.success, "ns": seen.success_ns},
+            "fail": {"count": seen.fail},
+        }
+    }
 
 
 def _parse_models(raw: Any) -> dict[str, ModelObservation]:

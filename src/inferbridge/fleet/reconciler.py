@@ -23,6 +23,7 @@ __all__ = [
     "DeploymentStatus",
     "ModelObservation",
     "NodeState",
+    "VersionFigures",
     "Outcome",
     "reconcile",
     "reconcile_steps",
@@ -50,6 +51,20 @@ class ModelObservation:
 
 
 @dataclass(frozen=True)
+class VersionFigures:
+    """A model version's request counters on one node since its server loaded it (the
+    `inference_stats` of /v2/models/{m}/versions/{v}/stats, which the agent reports)."""
+
+    version: int
+    success: int
+    success_ns: int
+    fail: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"success": self.success, "success_ns": self.success_ns, "fail": self.fail}
+
+
+@dataclass(frozen=True)
 class NodeState:
     """A node as the reconciler sees it."""
 
@@ -61,6 +76,8 @@ class NodeState:
     models: Mapping[str, ModelObservation] = field(default_factory=dict)
     #: When the node last became Ready (any clock; only the order matters).
     ready_since: float = 0.0
+    #: Per model: the reported version's request counters, when the agent sends them.
+    figures: Mapping[str, VersionFigures] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,6 +194,15 @@ def _step_rollout(
             healthy.pop(name, None)
     updated = {**rollout, "healthy_since": healthy}
     gate = float(rollout["health_gate_s"])
+    gate_passed = all(name in healthy and now - healthy[name] >= gate for name in wave_nodes)
+    analysis = rollout.get("analysis")
+    if analysis and not failure:
+        verdict = _judge_wave(rollout, analysis, nodes, wave_nodes, healthy)
+        updated = {**updated, **verdict.document}
+        if verdict.failure:
+            failure, failed_nodes = verdict.failure, verdict.failed_nodes
+        elif not verdict.enough:
+            gate_passed = False  # too few requests yet: the wave waits (up to its timeout)
     if failure:
         return {
             **updated,
@@ -185,12 +211,22 @@ def _step_rollout(
             "failed_nodes": failed_nodes,
             "finished": now,
         }
-    if all(name in healthy and now - healthy[name] >= gate for name in wave_nodes):
+    if gate_passed:
         if wave + 1 >= len(rollout["waves"]):
             return {**updated, "state": "Succeeded", "reason": "", "finished": now}
         return {**updated, "wave": wave + 1, "wave_started": now}
     if now - float(rollout["wave_started"]) > gate + float(rollout["wave_timeout_s"]):
         late = sorted(n for n in wave_nodes if n not in healthy)
+        if not late and analysis:
+            judged = updated.get("analysis_result", {})
+            return {
+                **updated,
+                "state": "RolledBack",
+                "reason": f"wave {wave + 1}: analysis: {judged.get('why', 'no figures')} "
+                f"within {rollout['wave_timeout_s']:g} s",
+                "failed_nodes": {n: "too few requests to judge" for n in wave_nodes},
+                "finished": now,
+            }
         return {
             **updated,
             "state": "RolledBack",
@@ -200,6 +236,99 @@ def _step_rollout(
             "finished": now,
         }
     return updated
+
+
+@dataclass
+class _Verdict:
+    document: dict[str, Any]
+    enough: bool
+    failure: str = ""
+    failed_nodes: dict[str, str] = field(default_factory=dict)
+
+
+def _judge_wave(
+    rollout: Mapping[str, Any],
+    analysis: Mapping[str, Any],
+    nodes: Mapping[str, NodeState],
+    wave_nodes: list[str],
+    healthy: Mapping[str, float],
+) -> _Verdict:
+    """The wave's in-server analysis: each node's new-version counters since it became
+    healthy, summed over the wave, against the rollout's thresholds. The counters at that
+    moment (`gate_start`) and the old version's mean latency per node (`baseline_ms`,
+    taken while the node still ran it) live in the rollout document."""
+    model, target = rollout["model"], int(rollout["version"])
+    source = int(rollout["from_version"])
+    starts: dict[str, dict[str, int]] = dict(rollout.get("gate_start", {}))
+    baseline: dict[str, float] = dict(rollout.get("baseline_ms", {}))
+    for name in rollout["nodes"]:
+        node = nodes.get(name)
+        figures = node.figures.get(model) if node is not None else None
+        if figures is not None and figures.version == source and figures.success:
+            baseline[name] = figures.success_ns / figures.success / 1e6
+    requests = fails = success = success_ns = 0
+    per_node: dict[str, str] = {}
+    for name in wave_nodes:
+        node = nodes.get(name)
+        figures = node.figures.get(model) if node is not None else None
+        if name not in healthy or figures is None or figures.version != target:
+            starts.pop(name, None)
+            continue
+        start = starts.get(name)
+        if start is None or figures.success < start["success"] or figures.fail < start["fail"]:
+            start = starts[name] = figures.to_json()  # the gate starts (or the server restarted)
+        d_success = figures.success - start["success"]
+        d_fail = figures.fail - start["fail"]
+        requests += d_success + d_fail
+        fails += d_fail
+        success += d_success
+        success_ns += figures.success_ns - start["success_ns"]
+        per_node[name] = f"{d_fail}/{d_success + d_fail} failed"
+    spec_min = int(analysis.get("min_requests", 20))
+    result: dict[str, Any] = {"requests": requests, "failed": fails, "min_requests": spec_min}
+    document: dict[str, Any] = {"gate_start": starts, "baseline_ms": baseline}
+    if requests < spec_min:
+        result |= {"verdict": "inconclusive", "why": f"{requests} of {spec_min} requests so far"}
+        return _Verdict({**document, "analysis_result": result}, enough=False)
+    problems = []
+    error_rate = fails / requests
+    result["error_rate"] = round(error_rate, 4)
+    limit = (analysis.get("error_rate") or {}).get("max")
+    if limit is not None and error_rate > float(limit):
+        problems.append(
+            f"error rate {error_rate:.3f} > {float(limit):g} over {requests} request(s) of "
+            f"version {target}"
+        )
+    latency = analysis.get("latency_mean") or {}
+    if latency and success:
+        mean_ms = success_ns / success / 1e6
+        result["latency_mean_ms"] = round(mean_ms, 3)
+        known = [baseline[n] for n in per_node if n in baseline]
+        if latency.get("max_ms") is not None and mean_ms > float(latency["max_ms"]):
+            problems.append(f"mean latency {mean_ms:.1f} ms > {float(latency['max_ms']):g} ms")
+        ratio_limit = latency.get("max_ratio_to_baseline")
+        if ratio_limit is not None and known:
+            reference = sum(known) / len(known)
+            ratio = mean_ms / reference if reference > 0 else 0.0
+            result["latency_ratio"] = round(ratio, 3)
+            if ratio > float(ratio_limit):
+                problems.append(
+                    f"mean latency {mean_ms:.1f} ms is {ratio:.2f}x version {source}'s "
+                    f"{reference:.1f} ms (at most {float(ratio_limit):g}x)"
+                )
+    if problems:
+        why = "; ".join(problems)
+        result |= {"verdict": "fail", "why": why}
+        wave = int(rollout["wave"]) + 1
+        nodes_said = ", ".join(f"{n}: {v}" for n, v in sorted(per_node.items()))
+        return _Verdict(
+            {**document, "analysis_result": result},
+            enough=True,
+            failure=f"wave {wave}: analysis failed: {why} ({nodes_said})",
+            failed_nodes={n: f"analysis: {v}" for n, v in per_node.items()},
+        )
+    result |= {"verdict": "pass", "why": f"{requests} request(s), checks passed"}
+    return _Verdict({**document, "analysis_result": result}, enough=True)
 
 
 def reconcile(

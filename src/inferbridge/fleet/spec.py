@@ -12,7 +12,14 @@ import math
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inferbridge.fleet.errors import InvalidSpec
 
@@ -288,6 +295,36 @@ class DeploymentSpec(_Strict):
         return value
 
 
+class GateErrorRate(_Strict):
+    """A wave's failed share of the new version's requests (as a rollout's error_rate)."""
+
+    max: Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class GateLatency(_Strict):
+    """The new version's mean latency of successful requests over the gate (Triton's
+    statistics give a mean, not quantiles): a bound, and/or a ratio to the old version's
+    mean on the same nodes."""
+
+    max_ms: Annotated[float, Field(gt=0.0)] | None = None
+    max_ratio_to_baseline: Annotated[float, Field(gt=0.0)] | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> GateLatency:
+        if self.max_ms is None and self.max_ratio_to_baseline is None:
+            raise ValueError("latency_mean needs 'max_ms' and/or 'max_ratio_to_baseline'")
+        return self
+
+
+class WaveAnalysis(_Strict):
+    """What a wave's health gate judges besides readiness: the figures each of its nodes
+    reports for the new version (the agent's per-model `stats`) over the gate."""
+
+    min_requests: Annotated[int, Field(ge=1)] = 20
+    error_rate: GateErrorRate | None = GateErrorRate(max=0.01)
+    latency_mean: GateLatency | None = None
+
+
 class RolloutSpec(_Strict):
     """A new version in waves: each a cumulative percentage of the deployment's nodes."""
 
@@ -296,6 +333,8 @@ class RolloutSpec(_Strict):
     waves: list[float] = [100.0]
     health_gate_s: Annotated[float, Field(ge=0)] = 60.0
     wave_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    #: None: the gate looks at readiness only.
+    analysis: WaveAnalysis | None = None
 
     @field_validator("waves")
     @classmethod
