@@ -207,6 +207,12 @@ def main() -> int:
         f"| its event loop's lag p50 / p99 / max ms (20 probes a second) | {lag['p50_ms']} / "
         f"{lag['p99_ms']} / {lag.get('max_ms', '-')} |"
     )
+    busy = inside.get("loop_cpu_per_window", {})
+    print(
+        f"| CPU ms its loop thread used in one 50 ms probe window p50 / p99 / max (not "
+        f"load-dependent) | {busy.get('p50_ms', '-')} / {busy.get('p99_ms', '-')} / "
+        f"{busy.get('max_ms', '-')} |"
+    )
     print(f"| control plane CPU (cores, steady state with deploys) | {cores:.2f} |")
     print(f"| control plane RSS MiB (max) | {max(rss):.0f} |")
     print(f"| machine load average (1 min) at start / end | {load_before:.1f} / {load_after:.1f} |")
