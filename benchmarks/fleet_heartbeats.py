@@ -207,6 +207,12 @@ def main() -> int:
         f"| its event loop's lag p50 / p99 / max ms (20 probes a second) | {lag['p50_ms']} / "
         f"{lag['p99_ms']} / {lag.get('max_ms', '-')} |"
     )
+    hold = inside.get("reconcile_hold", {})
+    print(
+        f"| longest CPU ms a reconciliation pass held the loop without yielding, p50 / p99 / "
+        f"max (not load-dependent) | {hold.get('p50_ms', '-')} / {hold.get('p99_ms', '-')} / "
+        f"{hold.get('max_ms', '-')} |"
+    )
     busy = inside.get("loop_cpu_per_window", {})
     print(
         f"| CPU ms its loop thread used in one 50 ms probe window p50 / p99 / max (not "

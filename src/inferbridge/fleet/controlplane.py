@@ -164,6 +164,9 @@ class ControlPlane:
         self._heartbeat_s: collections.deque[float] = collections.deque(maxlen=20000)
         self._loop_lag_s: collections.deque[float] = collections.deque(maxlen=4000)
         self._loop_cpu_s: collections.deque[float] = collections.deque(maxlen=4000)
+        #: Per reconciliation pass, the longest CPU time it held the loop without yielding.
+        self._pass_hold_s: collections.deque[float] = collections.deque(maxlen=4000)
+        self._segment_began = self._segment_max = 0.0
         self._capacity: dict[str, Capacity] = {}
 
     # -- life cycle ------------------------------------------------------------------
@@ -615,6 +618,7 @@ class ControlPlane:
             "loop_lag": summary(self._loop_lag_s),
             # CPU time the loop's thread used in one probe window (50 ms plus its lag).
             "loop_cpu_per_window": summary(self._loop_cpu_s),
+            "reconcile_hold": summary(self._pass_hold_s),
         }
 
     # -- replication (several replicas on etcd) --------------------------------------
@@ -916,12 +920,20 @@ class ControlPlane:
             capacity = self._capacity[name] = Capacity.model_validate(doc.get("capacity", {}))
         return capacity
 
+    async def _pause(self) -> None:
+        """Yield to the loop between two chunks of a pass (and note how long the chunk
+        held it, in CPU time: the figure does not depend on the machine's load)."""
+        held = time.thread_time() - self._segment_began
+        self._segment_max = max(self._segment_max, held)
+        await asyncio.sleep(0)
+        self._segment_began = time.thread_time()
+
     async def _node_states(self) -> dict[str, NodeState]:
         """A snapshot of every node for the reconciler, built a chunk at a time."""
         states: dict[str, NodeState] = {}
         for index, (name, doc) in enumerate(list(self.nodes.items())):
             if index and index % _CHUNK == 0:
-                await asyncio.sleep(0)  # let heartbeats in between chunks
+                await self._pause()  # let heartbeats in between chunks
             observed = self.observed.get(name)
             if observed is None:
                 continue
@@ -941,64 +953,72 @@ class ControlPlane:
         """One pass, in chunks: the snapshot, the pure pass (`reconcile_steps`) and the
         comparison with the current assignments each yield to the loop every `_CHUNK`
         nodes (a thousand nodes take 5-30 ms, which would otherwise hold every heartbeat
-        queued behind them); SQLite writes on its own thread. Not a worker thread for the
-        pass: a CPU-bound thread makes the loop wait for the GIL at every socket call.
-        `dry_run` (a follower) keeps only the deployments' status."""
+        queued behind them); SQLite transactions yield every 100 rows. Not a worker thread
+        for the pass: a CPU-bound thread makes the loop wait for the GIL at every socket
+        call. `dry_run` (a follower) keeps only the deployments' status."""
         async with self._lock:
-            nodes = await self._node_states()
-            deployments, rollouts = dict(self.deployments), dict(self.rollouts)
-            current = self.assignments
-            steps = reconcile_steps(deployments, rollouts, nodes, current, self.policy, self._now())
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    outcome: Outcome = done.value
-                    break
-                await asyncio.sleep(0)
-            if dry_run:
-                self.status = outcome.status
-                return
-            changed_nodes = []
-            for index, (name, models) in enumerate(outcome.assignments.items()):
-                if index and index % _CHUNK == 0:
-                    await asyncio.sleep(0)
-                before = current.get(name, {})
-                if models != before:
-                    changed_nodes.append(name)
-                    _log_assignment(name, before, models)
-            changes: list[Change] = [
-                ("assignments", name, {"models": outcome.assignments[name]})
-                for name in changed_nodes
-            ]
-            for model, rollout in outcome.rollouts.items():
-                changes.append(("rollouts", model, rollout))
-                if rollout["state"] != rollouts[model].get("state"):
-                    logger.warning(
-                        "rollout %s to version %s: %s %s",
-                        model,
-                        rollout["version"],
-                        rollout["state"],
-                        rollout.get("reason", ""),
-                    )
-                elif rollout["wave"] != rollouts[model]["wave"]:
-                    logger.info("rollout %s: wave %d starts", model, rollout["wave"] + 1)
-            for model, spec in outcome.promoted.items():
-                changes.append(("deployments", model, spec.model_dump()))
-            await self.store.apply(changes)
-            self.assignments = outcome.assignments
-            for name in changed_nodes:
-                self._etags.pop(name, None)
-            self.rollouts.update(outcome.rollouts)
-            self.deployments.update(outcome.promoted)
-            self.status = outcome.status
-            for model, status in outcome.status.items():
-                if status.pending_reason:
-                    logger.debug("deployment %s pending: %s", model, status.pending_reason)
+            self._segment_began, self._segment_max = time.thread_time(), 0.0
+            try:
+                changed_nodes = await self._reconcile_locked(dry_run)
+            finally:
+                held = time.thread_time() - self._segment_began
+                self._pass_hold_s.append(max(self._segment_max, held))
         for index, name in enumerate(changed_nodes):
             if index and index % _CHUNK == 0:
                 await asyncio.sleep(0)
             self._wake(name)
+
+    async def _reconcile_locked(self, dry_run: bool) -> list[str]:
+        nodes = await self._node_states()
+        deployments, rollouts = dict(self.deployments), dict(self.rollouts)
+        current = self.assignments
+        steps = reconcile_steps(deployments, rollouts, nodes, current, self.policy, self._now())
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                outcome: Outcome = done.value
+                break
+            await self._pause()
+        if dry_run:
+            self.status = outcome.status
+            return []
+        changed_nodes = []
+        for index, (name, models) in enumerate(outcome.assignments.items()):
+            if index and index % _CHUNK == 0:
+                await self._pause()
+            before = current.get(name, {})
+            if models != before:
+                changed_nodes.append(name)
+                _log_assignment(name, before, models)
+        changes: list[Change] = [
+            ("assignments", name, {"models": outcome.assignments[name]}) for name in changed_nodes
+        ]
+        for model, rollout in outcome.rollouts.items():
+            changes.append(("rollouts", model, rollout))
+            if rollout["state"] != rollouts[model].get("state"):
+                logger.warning(
+                    "rollout %s to version %s: %s %s",
+                    model,
+                    rollout["version"],
+                    rollout["state"],
+                    rollout.get("reason", ""),
+                )
+            elif rollout["wave"] != rollouts[model]["wave"]:
+                logger.info("rollout %s: wave %d starts", model, rollout["wave"] + 1)
+        for model, spec in outcome.promoted.items():
+            changes.append(("deployments", model, spec.model_dump()))
+        await self.store.apply(changes)
+        self.assignments = outcome.assignments
+        for name in changed_nodes:
+            self._etags.pop(name, None)
+        self.rollouts.update(outcome.rollouts)
+        self.deployments.update(outcome.promoted)
+        self.status = outcome.status
+        for model, status in outcome.status.items():
+            if status.pending_reason:
+                logger.debug("deployment %s pending: %s", model, status.pending_reason)
+        return changed_nodes
 
 
 def _log_assignment(node: str, before: dict[str, int], after: dict[str, int]) -> None:
