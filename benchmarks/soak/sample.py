@@ -124,11 +124,14 @@ def _process(pid: int, role: str, not_clients: set[str]) -> ProcessSample | None
                     rss = int(line.split()[1]) * 1024
                 elif line.startswith("Threads:"):
                     threads = int(line.split()[1])
-        fds = os.listdir(f"/proc/{pid}/fd")
-        client_sockets = 0
-        for fd in fds:
-            with contextlib.suppress(OSError):  # closed since the listing
+        # Only the fds still open once read: with thousands of connections coming and
+        # going, one closed between the listing and its readlink would count as the
+        # process's own (neither a client socket nor gone).
+        fds = client_sockets = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                fds += 1
                 if target.startswith("socket:[") and target[8:-1] not in not_clients:
                     client_sockets += 1
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -141,7 +144,7 @@ def _process(pid: int, role: str, not_clients: set[str]) -> ProcessSample | None
     # After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
     # cmajflt utime stime ...
     cpu = (int(fields[11]) + int(fields[12])) / _TICKS
-    return ProcessSample(pid, role, rss, len(fds), threads, cpu, client_sockets)
+    return ProcessSample(pid, role, rss, fds, threads, cpu, client_sockets)
 
 
 def _tcp_states(ports: Iterable[int]) -> tuple[int, int, set[str]]:
