@@ -923,10 +923,13 @@ class ControlPlane:
     async def _pause(self) -> None:
         """Yield to the loop between two chunks of a pass (and note how long the chunk
         held it, in CPU time: the figure does not depend on the machine's load)."""
-        held = time.thread_time() - self._segment_began
-        self._segment_max = max(self._segment_max, held)
+        self._lap()
         await asyncio.sleep(0)
         self._segment_began = time.thread_time()
+
+    def _lap(self) -> None:
+        held = time.thread_time() - self._segment_began
+        self._segment_max = max(self._segment_max, held)
 
     async def _node_states(self) -> dict[str, NodeState]:
         """A snapshot of every node for the reconciler, built a chunk at a time."""
@@ -1008,7 +1011,9 @@ class ControlPlane:
                 logger.info("rollout %s: wave %d starts", model, rollout["wave"] + 1)
         for model, spec in outcome.promoted.items():
             changes.append(("deployments", model, spec.model_dump()))
-        await self.store.apply(changes)
+        self._lap()
+        await self.store.apply(changes)  # it yields on its own; not counted as the pass's
+        self._segment_began = time.thread_time()
         self.assignments = outcome.assignments
         for name in changed_nodes:
             self._etags.pop(name, None)
