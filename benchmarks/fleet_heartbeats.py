@@ -213,6 +213,11 @@ def main() -> int:
         f"max (not load-dependent) | {hold.get('p50_ms', '-')} / {hold.get('p99_ms', '-')} / "
         f"{hold.get('max_ms', '-')} |"
     )
+    pauses = inside.get("gc_full_collection", {})
+    print(
+        f"| Python's full garbage collections: count, p50 / max ms | {pauses.get('count', '-')}, "
+        f"{pauses.get('p50_ms', '-')} / {pauses.get('max_ms', '-')} |"
+    )
     busy = inside.get("loop_cpu_per_window", {})
     print(
         f"| CPU ms its loop thread used in one 50 ms probe window p50 / p99 / max (not "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import hashlib
 import hmac
 import itertools
@@ -167,6 +168,9 @@ class ControlPlane:
         #: Per reconciliation pass, the longest CPU time it held the loop without yielding.
         self._pass_hold_s: collections.deque[float] = collections.deque(maxlen=4000)
         self._segment_began = self._segment_max = 0.0
+        #: Pauses of Python's cyclic garbage collector (full collections hold the loop too).
+        self._gc_pause_s: collections.deque[float] = collections.deque(maxlen=4000)
+        self._gc_began = 0.0
         self._capacity: dict[str, Capacity] = {}
 
     # -- life cycle ------------------------------------------------------------------
@@ -207,7 +211,14 @@ class ControlPlane:
     def leader(self) -> str:
         return "" if self.leadership is None else self.leadership.leader
 
+    def _time_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        elif info.get("generation") == 2:
+            self._gc_pause_s.append(time.perf_counter() - self._gc_began)
+
     async def start(self) -> None:
+        gc.callbacks.append(self._time_gc)
         await self._load()
         self._tasks = [
             asyncio.create_task(self._loop(), name="fleet-reconcile"),
@@ -228,6 +239,8 @@ class ControlPlane:
             self._wake(name)
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._time_gc)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -619,6 +632,7 @@ class ControlPlane:
             # CPU time the loop's thread used in one probe window (50 ms plus its lag).
             "loop_cpu_per_window": summary(self._loop_cpu_s),
             "reconcile_hold": summary(self._pass_hold_s),
+            "gc_full_collection": summary(self._gc_pause_s),
         }
 
     # -- replication (several replicas on etcd) --------------------------------------
