@@ -91,7 +91,10 @@ def test_replicas_on_etcd_survive_losing_the_etcd_and_the_fleet_leader(
                 f"the node Ready on {plane.url}",
                 lambda p=plane: p.node("etcd-node")["state"] == "Ready",
             )
-        assert leader.node("etcd-node")["control_plane"] == follower.url
+        wait_for(
+            "the leader to follow the node through the follower's record",
+            lambda: leader.node("etcd-node")["control_plane"] == follower.url,
+        )
 
         def deploy(plane: ControlPlaneProc, name: str) -> None:
             model = iris_model(root / "models", name, examples_dir / "iris_onnx", {1: None})

@@ -798,7 +798,8 @@ class ControlPlane:
             "metrics": observed.metrics,
             "disk": observed.disk,
             "events": observed.events[-10:],
-            **({"control_plane": observed.relayed_by or self.identity} if self.identity else {}),
+            # The replica its agent talks to ("" while no replica has said yet).
+            **({"control_plane": self._reached_through(observed)} if self.identity else {}),
         }
 
     def status_view(self) -> dict[str, Any]:
@@ -817,6 +818,9 @@ class ControlPlane:
                 "ready": sum(1 for o in self.observed.values() if o.ready),
             },
         }
+
+    def _reached_through(self, observed: _Observed) -> str:
+        return self.identity if observed.direct else observed.relayed_by
 
     def rollout_view(self, model: str) -> dict[str, Any]:
         rollout = self.rollouts.get(model)
