@@ -145,3 +145,56 @@ async def test_long_poll_wakes_on_new_assignments_and_diagnostics(
     assert logs.json() == {"lines": ["x"]}
     status = (await client.get("/v1/fleet/status", headers=ADMIN)).json()
     assert status["deployments"][0]["placed"] == 1
+
+
+async def test_the_go_agents_version_stats_become_the_models_figures(
+    fleet: tuple[ControlPlane, httpx.AsyncClient],
+) -> None:
+    """The Go agent reports every version's counters in `version_stats`; the entry of the
+    version each model reports is what a wave's analysis judges, and a malformed list is
+    refused naming the format."""
+    plane, client = fleet
+    token = await _register(client)
+    auth = {"authorization": f"Bearer {token}"}
+    body = {
+        "models": [{"model": "iris", "version": 2, "state": "READY"}],
+        "version_stats": [
+            {
+                "model": "iris",
+                "version": 1,
+                "success": 50,
+                "fail": 0,
+                "success_ns": 5,
+                "fail_ns": 0,
+            },
+            {
+                "model": "iris",
+                "version": 2,
+                "success": 7,
+                "fail": 3,
+                "success_ns": 700,
+                "fail_ns": 9,
+            },
+            {
+                "model": "other",
+                "version": 1,
+                "success": 1,
+                "fail": 1,
+                "success_ns": 1,
+                "fail_ns": 1,
+            },
+        ],
+    }
+    answer = await client.post("/v1/fleet/agent/n1/heartbeat", json=body, headers=auth)
+    assert answer.status_code == 200, answer.text
+    figures = plane.observed["n1"].figures
+    assert set(figures) == {"iris"}
+    seen = figures["iris"]
+    assert (seen.version, seen.success, seen.success_ns, seen.fail) == (2, 7, 700, 3)
+    bad = await client.post(
+        "/v1/fleet/agent/n1/heartbeat",
+        json={**body, "version_stats": [{"model": "iris", "version": "two"}]},
+        headers=auth,
+    )
+    assert bad.status_code == 400 and "version_stats" in bad.json()["error"]
+    assert plane.observed["n1"].figures["iris"].success == 7  # nothing half-applied

@@ -360,6 +360,8 @@ class ControlPlane:
         observed = self._check_node(name, token, caller)
         models = _parse_models(body.get("models", []))
         figures = _parse_figures(body.get("models", []))
+        for model, seen in _parse_version_stats(body.get("version_stats"), models).items():
+            figures.setdefault(model, seen)
         server = body.get("server") or {}
         if not isinstance(server, dict):
             raise InvalidSpec("heartbeat: 'server' must be an object")
@@ -1080,6 +1082,36 @@ def _parse_figures(raw: Any) -> dict[str, VersionFigures]:
                 '{"success": {"count": N, "ns": N}, "fail": {"count": N, ...}} '
                 "(the inference_stats of /v2/models/{m}/versions/{v}/stats)"
             ) from None
+    return figures
+
+
+def _parse_version_stats(
+    raw: Any, models: dict[str, ModelObservation]
+) -> dict[str, VersionFigures]:
+    """The Go agent's `version_stats`: `[{"model", "version", "success", "fail",
+    "success_ns", "fail_ns"}, ...]` for every version its server reports (read from
+    /v2/models/stats every --figures-every); the entry of each model's reported version
+    is that model's figures."""
+    if raw is None:
+        return {}
+    problem = (
+        "heartbeat: 'version_stats' must be a list of "
+        '{"model": str, "version": int, "success": N, "fail": N, "success_ns": N}'
+    )
+    if not isinstance(raw, list):
+        raise InvalidSpec(problem)
+    figures = {}
+    for item in raw:
+        try:
+            model, version = item["model"], int(item["version"])
+            seen = VersionFigures(
+                version, int(item["success"]), int(item["success_ns"]), int(item["fail"])
+            )
+        except (KeyError, TypeError, ValueError):
+            raise InvalidSpec(problem) from None
+        observed = models.get(model) if isinstance(model, str) else None
+        if observed is not None and observed.version == version:
+            figures[model] = seen
     return figures
 
 
