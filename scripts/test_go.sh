@@ -82,3 +82,22 @@ echo "== go (agent): go vet ./..."
 go vet ./...
 echo "== go (agent): go test ${race[*]:-(no race detector)} ./..."
 go test "${race[@]}" -count=1 -timeout 5m ./...
+
+# Bounded fuzzing (issue #16): every native fuzz target runs its seed corpus in go test
+# above; here each one also mutates inputs for a bounded time. A crasher is written to the
+# package's testdata/fuzz/<target>/ and fails the run: fix it and commit that file as a
+# regression input. IB_GO_FUZZTIME=0 skips this part.
+fuzztime="${IB_GO_FUZZTIME:-10s}"
+if [[ "$fuzztime" != "0" ]]; then
+  fuzz_targets() {  # module dir, package: each Fuzz function of the package's tests
+    (cd "$1" && grep -ho '^func Fuzz[A-Za-z0-9_]*' "$2"/*_test.go | sed 's/^func //')
+  }
+  for spec in "$gateway:./internal/local" "$root/clients/go:."; do
+    dir="${spec%%:*}"
+    pkg="${spec#*:}"
+    for target in $(fuzz_targets "$dir" "$pkg"); do
+      echo "== go fuzz: $target ($pkg, $fuzztime)"
+      (cd "$dir" && go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg")
+    done
+  done
+fi

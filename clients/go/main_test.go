@@ -34,6 +34,9 @@ var (
 // ($INFERBRIDGE_PYTHON, or the repository's .venv) only the TestUnit* tests run.
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if fuzz := flag.Lookup("test.fuzz"); fuzz != nil && fuzz.Value.String() != "" {
+		os.Exit(m.Run()) // a fuzzing run (scripts/test_go.sh) needs no live server
+	}
 	python = testserver.FindPython(".")
 	if python == "" {
 		fmt.Println("inferbridge: no Python found (set INFERBRIDGE_PYTHON); skipping the live-server tests and examples")
