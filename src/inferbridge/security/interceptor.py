@@ -6,12 +6,13 @@ with UNAUTHENTICATED, PERMISSION_DENIED or RESOURCE_EXHAUSTED (trailing metadata
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
 
+from inferbridge.frontends.grpc.wrapping import WrappingInterceptor
 from inferbridge.observability.logs import PRINCIPAL, PRINCIPAL_HEADER
 from inferbridge.security.authority import REFUSAL, Authority, Credentials, Denial, Principal
 from inferbridge.security.classify import classify_grpc
@@ -24,9 +25,6 @@ _Behavior = Callable[..., Any]
 _Context = Any  # grpc.aio.ServicerContext[Any, Any]
 if TYPE_CHECKING:
     _Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
 def _credentials(metadata: Iterable[tuple[str, Any]] | None, context: _Context) -> Credentials:
@@ -76,30 +74,13 @@ async def _refuse(context: _Context, denial: Denial) -> NoReturn:
     raise AssertionError("context.abort returned")  # it raises AbortError
 
 
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(WrappingInterceptor):
     """Wraps every method's handler (once, cached) with `authority`'s check."""
 
     def __init__(self, authority: Authority, default_model: str) -> None:
+        super().__init__()
         self._authority = authority
         self._default_model = default_model
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            wrapped: grpc.RpcMethodHandler[Any, Any] = cached[1]
-            return wrapped
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _check(self, method: str, model: str, context: _Context) -> Principal | Denial:
         action = classify_grpc(method, model, self._default_model)

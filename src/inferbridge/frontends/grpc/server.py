@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from inferbridge.dataplane.dataplane import DataPlane
 from inferbridge.frontends.grpc.servicers import AIServicer, InferenceServicer, generic_handlers
 from inferbridge.frontends.grpc.streaming import StreamTable, stream_deadline, stream_table
+from inferbridge.frontends.grpc.wrapping import WrappingInterceptor
 from inferbridge.observability.frontend import ProtocolCounters
 from inferbridge.observability.logs import AccessLog
 from inferbridge.protocol.generated import ai_service_pb2, grpc_service_pb2
@@ -141,39 +142,17 @@ def _stream_behavior(handler: Any) -> _Behavior:
 
 
 _Behavior = Callable[..., Any]
-if TYPE_CHECKING:
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
-class _ObservedCalls(_Interceptor):
+class _ObservedCalls(WrappingInterceptor):
     """Counts each call into `counters` (labels as the gateway's: route = full method name)
     and writes its access-log line. Installed only when one of them is wanted; each
     method's handler is wrapped once and cached."""
 
     def __init__(self, counters: ProtocolCounters | None, access: AccessLog | None) -> None:
+        super().__init__()
         self._counters = counters
         self._access = access
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            wrapped: grpc.RpcMethodHandler[Any, Any] = cached[1]
-            return wrapped
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
