@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-_REST = re.compile(r"REST listening on http://([^:]+):(\d+)")
+_REST = re.compile(r"REST listening on (https?)://([^:]+):(\d+)")
 _GRPC = re.compile(r"gRPC listening on ([^\s]+):(\d+)")
 
 
@@ -90,13 +90,14 @@ def start_server(
     reader.start()
     deadline = time.monotonic() + timeout
     http_port = grpc_port = None
+    tls = False
     while time.monotonic() < deadline and (http_port is None or grpc_port is None):
         if process.poll() is not None:
             time.sleep(0.2)
             raise RuntimeError("inferbridge exited early:\n" + "\n".join(output))
         for line in list(output):
             if (m := _REST.search(line)) is not None:
-                http_port = int(m.group(2))
+                tls, http_port = m.group(1) == "https", int(m.group(3))
             if (m := _GRPC.search(line)) is not None:
                 grpc_port = int(m.group(2))
         time.sleep(0.05)
@@ -107,6 +108,6 @@ def start_server(
     if wait_ready and not serving.wait(max(0.0, deadline - time.monotonic())):
         server.stop(signal.SIGKILL)
         raise RuntimeError("inferbridge did not start serving:\n" + "\n".join(output))
-    if wait_ready:
+    if wait_ready and not tls:  # a TLS server's clients bring their own CA (tests/security)
         httpx.get(f"{server.base_url}/v2/health/live", timeout=5).raise_for_status()
     return server

@@ -9,14 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
-import re
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.security.test_auth_units import key_entry, keys_yaml, write_atomically
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, start_server
 
 IRIS = [5.1, 3.5, 1.4, 0.2]
 API_KEY = "k-tls-reader-4b7e"
@@ -108,9 +103,6 @@ class Authority:
 
 # --- servers ----------------------------------------------------------------------------------
 
-_REST = re.compile(r"REST listening on https://[^:]+:(\d+)")
-_GRPC = re.compile(r"gRPC listening on [^\s]+:(\d+)")
-
 
 @dataclass
 class TLSServer:
@@ -137,35 +129,8 @@ class TLSServer:
 
 
 def _start_tls(repository: Path, *args: str, timeout: float = 120) -> ServerProcess:
-    """`inferbridge serve` with TLS: tests/serverproc.py's start_server reads only http://
-    listening lines and probes over plain HTTP, so this one reads https:// and waits for
-    "serving"."""
-    command = [
-        sys.executable, "-m", "inferbridge", "serve", str(repository),
-        "--http-port", "0", "--grpc-port", "0", *args,
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
-    )
-    output: list[str] = []
-    serving = threading.Event()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line.rstrip("\n"))
-            if "inferbridge: serving" in line:
-                serving.set()
-        process.stdout.close()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    if not serving.wait(timeout) or process.poll() is not None:
-        process.kill()
-        raise RuntimeError("inferbridge did not start serving:\n" + "\n".join(output))
-    http_port = next(int(m.group(1)) for line in output if (m := _REST.search(line)))
-    grpc_port = next(int(m.group(1)) for line in output if (m := _GRPC.search(line)))
-    return ServerProcess(process, http_port, grpc_port, output, reader)
+    """`inferbridge serve` with TLS (start_server reads the https:// listening line)."""
+    return start_server(repository, *args, timeout=timeout)
 
 
 def _frontend_args(frontend: str) -> list[str]:
