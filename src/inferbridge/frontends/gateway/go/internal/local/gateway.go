@@ -64,8 +64,8 @@ type gateway struct {
 	mu    sync.Mutex
 	calls map[uint64]*call // forwarded calls awaiting their REPLY
 
-	streams     streams     // forwarded streaming calls (stream.go)
-	httpStreams httpStreams // streamed REST replies under way (httpstream.go)
+	streams     streams              // forwarded streaming calls (stream.go)
+	httpStreams registry[httpStream] // streamed REST replies under way (httpstream.go)
 
 	nextID      atomic.Uint64
 	inflight    atomic.Int64

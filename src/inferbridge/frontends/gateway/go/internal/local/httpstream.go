@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 )
 
 // Streamed REST replies (REPLY-HTTP-START, REPLY-HTTP-CHUNK, REPLY-HTTP-END; see the
@@ -28,37 +27,6 @@ type httpPart struct {
 // httpStream is one streamed reply being relayed.
 type httpStream struct {
 	parts chan httpPart // capacity streamWindow+1: the window's chunks, then END
-}
-
-// httpStreams are the streamed replies under way, by request id.
-type httpStreams struct {
-	mu sync.Mutex
-	m  map[uint64]*httpStream
-}
-
-func (s *httpStreams) add(id uint64, st *httpStream) {
-	s.mu.Lock()
-	if s.m == nil {
-		s.m = make(map[uint64]*httpStream)
-	}
-	s.m[id] = st
-	s.mu.Unlock()
-}
-
-func (s *httpStreams) get(id uint64) *httpStream {
-	s.mu.Lock()
-	st := s.m[id]
-	s.mu.Unlock()
-	return st
-}
-
-// remove unregisters id and returns its stream (nil when it was not registered).
-func (s *httpStreams) remove(id uint64) *httpStream {
-	s.mu.Lock()
-	st := s.m[id]
-	delete(s.m, id)
-	s.mu.Unlock()
-	return st
 }
 
 // readHTTPStreamFrame reads a REPLY-HTTP-START (the request's reply, claimed like a

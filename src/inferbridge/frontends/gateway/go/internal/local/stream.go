@@ -3,7 +3,6 @@ package local
 import (
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -43,34 +42,8 @@ type streamEvent struct {
 
 // streams holds the streams awaiting their STREAM-END, and the methods that stream.
 type streams struct {
-	mu      sync.Mutex
-	open    map[uint64]*stream
+	registry[stream]
 	methods map[string]bool // full names of the forwarded methods that stream
-}
-
-func (s *streams) add(id uint64, st *stream) {
-	s.mu.Lock()
-	if s.open == nil {
-		s.open = make(map[uint64]*stream)
-	}
-	s.open[id] = st
-	s.mu.Unlock()
-}
-
-func (s *streams) get(id uint64) *stream {
-	s.mu.Lock()
-	st := s.open[id]
-	s.mu.Unlock()
-	return st
-}
-
-// remove unregisters id and reports whether it was still open.
-func (s *streams) remove(id uint64) bool {
-	s.mu.Lock()
-	_, ok := s.open[id]
-	delete(s.open, id)
-	s.mu.Unlock()
-	return ok
 }
 
 // streamingMethods lists the full names of the client- or server-streaming methods of
@@ -240,7 +213,7 @@ func (g *gateway) enqueue(f frame, stop <-chan struct{}) bool {
 // cancelStream ends a stream the client no longer waits for: CANCEL to the backend when
 // it had not ended it, and the responses already queued are freed.
 func (g *gateway) cancelStream(id uint64, st *stream) {
-	if g.streams.remove(id) {
+	if g.streams.remove(id) != nil {
 		g.enqueue(frame{kind: kindCancel, id: id}, nil)
 	}
 	for {
@@ -284,7 +257,7 @@ func (g *gateway) readStreamFrame(kind byte, id uint64, n int) error {
 		if err != nil {
 			return err
 		}
-		if g.streams.remove(id) {
+		if g.streams.remove(id) != nil {
 			st.in <- streamEvent{end: true, code: codes.Code(body[0]), msg: string(body[1:])} // room by the window
 		}
 	case kindStreamAck:
