@@ -35,20 +35,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command (None when the process is gone):
+    state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ..."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def live_stats() -> Iterator[tuple[int, list[bytes]]]:
+    """Every process's pid and stat fields (as stat_fields), those that exit meanwhile left out."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (fields := stat_fields(entry.name)) is not None:
+            yield int(entry.name), fields
+
+
 def process_group_cpu(pgid: int) -> float:
     """CPU seconds (user + system) used so far by every live process of a process group."""
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        # After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
-        # cmajflt utime stime ...
+    for _, fields in live_stats():
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
     return total / _TICKS
@@ -121,18 +129,7 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # Zombies count as alive to killpg; look for a live member.
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+    return any(int(fields[2]) == pgid and fields[0] != b"Z" for _, fields in live_stats())
 
 
 _REST = re.compile(r"REST listening on http://[^:\s]+:(\d+)")

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from benchmarks.procs import live_stats, stat_fields
+
 __all__ = [
     "GO",
     "PYTHON",
@@ -76,16 +78,8 @@ class Sample:
 
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
+    for pid, fields in live_stats():
+        tree.setdefault(int(fields[1]), []).append(pid)
     return tree
 
 
@@ -134,15 +128,11 @@ def _process(pid: int, role: str, not_clients: set[str]) -> ProcessSample | None
                 fds += 1
                 if target.startswith("socket:[") and target[8:-1] not in not_clients:
                     client_sockets += 1
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
     except (OSError, ValueError):
         return None
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] == b"Z":
+    fields = stat_fields(pid)
+    if fields is None or fields[0] == b"Z":
         return None
-    # After the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
-    # cmajflt utime stime ...
     cpu = (int(fields[11]) + int(fields[12])) / _TICKS
     return ProcessSample(pid, role, rss, fds, threads, cpu, client_sockets)
 
