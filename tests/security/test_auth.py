@@ -573,6 +573,27 @@ def test_every_stream_message_is_checked(secured: Secured) -> None:
     assert answered == ["fraud-v1"]
 
 
+def test_a_credential_sent_twice_is_refused(secured: Secured) -> None:
+    """Two Authorization or x-api-key values (even two good ones) are 401 on both front
+    ends: neither picks one of them."""
+    server, key = secured.server, KEYS["payments"]
+    url = server.base_url + "/v2/models/fraud-v1/ready"
+    for name in ("authorization", "x-api-key"):
+        value = f"Bearer {key}" if name == "authorization" else key
+        answer = httpx.get(url, headers=[(name, value), (name, value)])
+        assert answer.status_code == 401, answer.text
+        assert "more than one" in answer.json()["error"]
+        assert key not in answer.text
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = triton_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(_infer_request("fraud-v1"), metadata=((name, value), (name, value)))
+        assert refused.value.code() == UNAUTH  # type: ignore[attr-defined]
+        assert "more than one" in refused.value.details()  # type: ignore[attr-defined]
+    single = httpx.get(url, headers={"x-api-key": key})
+    assert single.status_code == 200, single.text
+
+
 def test_keys_file_reload(secured: Secured) -> None:
     """A key added to the file works within a couple of seconds; a broken file leaves the
     last good one in force (and is logged); removing a key refuses it."""

@@ -52,14 +52,17 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         authorization = api_key = b""
+        repeated = ""
         headers: list[tuple[bytes, bytes]] = []
         for name, value in scope["headers"]:
             if name == PRINCIPAL_HEADER:
                 continue  # only this server says who the principal is
-            if name == b"authorization" and not authorization:
-                authorization = value
-            elif name == b"x-api-key" and not api_key:
-                api_key = value
+            if name == b"authorization":
+                repeated = repeated or ("Authorization header" if authorization else "")
+                authorization = authorization or value
+            elif name == b"x-api-key":
+                repeated = repeated or ("x-api-key header" if api_key else "")
+                api_key = api_key or value
             headers.append((name, value))
         action = classify_http(
             scope["method"], scope["path"], scope.get("query_string", b""), self.default_model
@@ -69,6 +72,7 @@ class AuthMiddleware:
                 authorization=authorization.decode("latin-1"),
                 api_key=api_key.decode("latin-1"),
                 cert_subject=scope_peer_common_name(scope),
+                repeated=repeated,
             ),
             action,
         )

@@ -75,6 +75,9 @@ class Credentials:
     authorization: str = ""
     api_key: str = ""
     cert_subject: str = ""
+    repeated: str = ""
+    """The credential sent more than once ("Authorization header", "x-api-key metadata
+    entry", ...): refused, as the Go front end does, rather than picking one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +307,11 @@ class Authority:
         return principal
 
     def _authenticate(self, credentials: Credentials) -> _Found | Denial:
+        if credentials.repeated:
+            return _unauthenticated(
+                f"the request carries more than one {credentials.repeated}; send one credential",
+                sent=True,
+            )
         if credentials.authorization:
             scheme, _, credential = credentials.authorization.strip().partition(" ")
             credential = credential.strip()

@@ -28,13 +28,16 @@ if TYPE_CHECKING:
 
 
 def _credentials(metadata: Iterable[tuple[str, Any]] | None, context: _Context) -> Credentials:
-    authorization = api_key = ""
+    authorization = api_key = repeated = ""
     for key, value in metadata or ():
-        if key == "authorization" and not authorization:
-            authorization = value if isinstance(value, str) else ""
-        elif key == "x-api-key" and not api_key:
-            api_key = value if isinstance(value, str) else ""
-    return Credentials(authorization, api_key, grpc_peer_common_name(context))
+        text = value if isinstance(value, str) else ""
+        if key == "authorization":
+            repeated = repeated or ("authorization metadata entry" if authorization else "")
+            authorization = authorization or text
+        elif key == "x-api-key":
+            repeated = repeated or ("x-api-key metadata entry" if api_key else "")
+            api_key = api_key or text
+    return Credentials(authorization, api_key, grpc_peer_common_name(context), repeated)
 
 
 class _PrincipalContext:
