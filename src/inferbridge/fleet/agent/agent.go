@@ -234,7 +234,9 @@ func (a *Agent) rotate(failed string) {
 	}
 }
 
-func (a *Agent) register(ctx context.Context) error {
+// registration is the body of a registration: who the node is, what it offers and where
+// the gateway reaches its server (server_grpc only when --advertise-grpc names it).
+func (a *Agent) registration() map[string]any {
 	body := map[string]any{
 		"name":                 a.cfg.Name,
 		"labels":               a.cfg.Labels,
@@ -243,6 +245,14 @@ func (a *Agent) register(ctx context.Context) error {
 		"heartbeat_interval_s": a.cfg.Heartbeat.Seconds(),
 		"agent_version":        agentVersion,
 	}
+	if a.cfg.AdvertiseGRPC != "" {
+		body["server_grpc"] = a.cfg.AdvertiseGRPC
+	}
+	return body
+}
+
+func (a *Agent) register(ctx context.Context) error {
+	body := a.registration()
 	var answer struct {
 		Token string `json:"token"`
 	}

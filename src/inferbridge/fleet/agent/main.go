@@ -10,10 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +26,7 @@ type Config struct {
 	ControlPlane   string            `json:"control_plane"`
 	Server         string            `json:"server"`
 	AdvertiseURL   string            `json:"advertise_url"`
+	AdvertiseGRPC  string            `json:"advertise_grpc"`
 	Repository     string            `json:"repository"`
 	StateDir       string            `json:"state_dir"`
 	Name           string            `json:"name"`
@@ -53,6 +56,7 @@ func parseConfig(args []string) (Config, error) {
 	controlPlane := fs.String("control-plane", "", "the control plane's URL (http://cp:9000)")
 	server := fs.String("server", "", "the local inferbridge server (default http://127.0.0.1:8000)")
 	advertise := fs.String("advertise-url", "", "the server's URL as the gateway reaches it (default --server)")
+	advertiseGRPC := fs.String("advertise-grpc", "", "the server's gRPC address as the gateway reaches it, HOST:PORT (default none)")
 	repository := fs.String("repository", "", "the server's model repository directory")
 	stateDir := fs.String("state-dir", "", "the agent's own files (default REPOSITORY/../.inferbridge-agent-NAME)")
 	name := fs.String("name", "", "node name (default the host name)")
@@ -93,6 +97,7 @@ func parseConfig(args []string) (Config, error) {
 	override(&cfg.ControlPlane, *controlPlane)
 	override(&cfg.Server, *server)
 	override(&cfg.AdvertiseURL, *advertise)
+	override(&cfg.AdvertiseGRPC, *advertiseGRPC)
 	override(&cfg.Repository, *repository)
 	override(&cfg.StateDir, *stateDir)
 	override(&cfg.Name, *name)
@@ -135,6 +140,11 @@ func parseConfig(args []string) (Config, error) {
 	if cfg.AdvertiseURL == "" {
 		cfg.AdvertiseURL = cfg.Server
 	}
+	if cfg.AdvertiseGRPC != "" {
+		if err := checkHostPort(cfg.AdvertiseGRPC); err != nil {
+			return cfg, fmt.Errorf("--advertise-grpc: %w", err)
+		}
+	}
 	if cfg.Name == "" {
 		host, err := os.Hostname()
 		if err != nil {
@@ -170,6 +180,23 @@ func parseConfig(args []string) (Config, error) {
 		debug.SetGCPercent(*gcPercent)
 	}
 	return cfg, nil
+}
+
+// checkHostPort accepts HOST:PORT (a name, an IPv4 address or a bracketed IPv6 one, and
+// a port 1-65535): the form a gRPC client dials, with no scheme or path.
+func checkHostPort(address string) error {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT (e.g. 10.0.0.5:8001): %v", address, err)
+	}
+	if host == "" || strings.ContainsAny(host, "/ \t@?#") {
+		return fmt.Errorf("%q is not HOST:PORT (e.g. 10.0.0.5:8001): bad host %q", address, host)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q is not HOST:PORT (e.g. 10.0.0.5:8001): the port must be 1-65535, not %q", address, port)
+	}
+	return nil
 }
 
 func main() {
