@@ -46,6 +46,7 @@ def register(commands: Any) -> None:
         "--advertise-url", help="this replica's URL, as the leader's name (etcd stores)"
     )
     serve.add_argument("--log-level", default="info")
+    _gc_options(serve)
     _auth_options(serve)
 
     agent = sub.add_parser(
@@ -221,7 +222,34 @@ def run(options: argparse.Namespace) -> int:
         raise
 
 
+def _gc_options(serve: argparse.ArgumentParser) -> None:
+    from inferbridge.fleet.gcpolicy import FREEZE_MODES, GcPolicy
+
+    default = GcPolicy()
+    serve.add_argument(
+        "--gc-freeze",
+        choices=FREEZE_MODES,
+        default=os.environ.get("INFERBRIDGE_FLEET_GC_FREEZE", default.freeze),
+        help=f"Python's garbage collector: freeze the long-lived state after start-up "
+        f"('start'), also after every full collection ('each-full'), or not ('never'); "
+        f"default {default.freeze} (docs/fleet.md, 'Garbage collection')",
+    )
+    serve.add_argument(
+        "--gc-thresholds",
+        default=os.environ.get("INFERBRIDGE_FLEET_GC_THRESHOLDS", ""),
+        help="G0,G1,G2 for gc.set_threshold (default: Python's, 700,10,10)",
+    )
+    serve.add_argument(
+        "--gc-full-every",
+        default=os.environ.get("INFERBRIDGE_FLEET_GC_FULL_EVERY", f"{default.full_every_s:g}"),
+        help="with --gc-freeze each-full: unfreeze and collect everything every this many "
+        f"seconds, so cycles among old objects are collected too (0 = never; default "
+        f"{default.full_every_s:g})",
+    )
+
+
 def _serve(options: argparse.Namespace) -> int:
+    from inferbridge.fleet.gcpolicy import GcPolicy, GcPolicyError
     from inferbridge.fleet.serve import serve
     from inferbridge.observability.logs import configure_logging
     from inferbridge.security import AuthConfig, AuthConfigError
@@ -230,6 +258,10 @@ def _serve(options: argparse.Namespace) -> int:
     try:
         auth = AuthConfig.from_settings(options)
     except AuthConfigError as exc:
+        raise _CliError(str(exc)) from None
+    try:
+        gc_policy = GcPolicy.parse(options.gc_freeze, options.gc_thresholds, options.gc_full_every)
+    except GcPolicyError as exc:
         raise _CliError(str(exc)) from None
     return serve(
         options.store,
@@ -241,6 +273,7 @@ def _serve(options: argparse.Namespace) -> int:
         advertise_url=options.advertise_url,
         placement=options.placement,
         auth=auth,
+        gc_policy=gc_policy,
     )
 
 

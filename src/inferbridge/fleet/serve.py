@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import sys
 from typing import TYPE_CHECKING
+
+from inferbridge.fleet.gcpolicy import GcController, GcPolicy
 
 if TYPE_CHECKING:
     from inferbridge.security import AuthConfig
@@ -27,9 +30,11 @@ def serve(
     advertise_url: str | None = None,
     placement: str = "spread",
     auth: AuthConfig | None = None,
+    gc_policy: GcPolicy | None = None,
 ) -> int:
     """Run until stopped; `auth` (authenticating: a keys file or a JWT verifier) replaces
-    the admin and bootstrap tokens with the scopes of docs/security.md."""
+    the admin and bootstrap tokens with the scopes of docs/security.md; `gc_policy` (default
+    GcPolicy()) says how Python's garbage collector runs (fleet.gcpolicy)."""
     import uvicorn
 
     from inferbridge.fleet.api import FleetApp
@@ -82,6 +87,8 @@ def serve(
             bootstrap_token = secrets.token_urlsafe(24)
             print(f"inferbridge: fleet bootstrap token (generated): {bootstrap_token}", flush=True)
 
+    collector = GcController(gc_policy or GcPolicy())
+
     async def main() -> None:
         from inferbridge.fleet.etcd import EtcdStore, Leadership
         from inferbridge.fleet.replication import Replication
@@ -111,10 +118,14 @@ def serve(
             backlog=4096,
         )
         server = uvicorn.Server(config)
+        tasks: list[asyncio.Task[None]] = []
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:
+            # The lifespan has read the state: what is alive now is long-lived.
+            collector.started()
+            tasks.append(asyncio.create_task(collector.run(), name="fleet-gc"))
             for sock in server.servers[0].sockets if server.servers else []:
                 address = sock.getsockname()
                 print(
@@ -128,7 +139,16 @@ def serve(
                 plane.close_polls()
                 break
             await asyncio.sleep(0.1)
+        for extra in tasks:
+            extra.cancel()
+        # Now, not after `await task`: uvicorn re-raises the SIGTERM it caught once it is
+        # done, which ends the process there.
+        print(f"inferbridge: fleet gc: {json.dumps(collector.summary())}", flush=True)
         await task
 
-    asyncio.run(main())
+    collector.apply()
+    try:
+        asyncio.run(main())
+    finally:
+        collector.close()
     return 0
