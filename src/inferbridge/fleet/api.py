@@ -20,7 +20,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from inferbridge.fleet.controlplane import AgentCaller, ControlPlane
+from inferbridge.fleet.controlplane import ControlPlane
+from inferbridge.fleet.credentials import AgentCaller
 from inferbridge.fleet.errors import FleetError, InvalidSpec, NotFound
 from inferbridge.fleet.spec import (
     DeploymentSpec,
