@@ -277,30 +277,35 @@ func (p *Pool) attemptHTTP(ctx context.Context, u *upstream, r *http.Request, bo
 			out = newJSON
 		}
 	}
-	req := u.outgoingRequest(ctx, r, out)
-	for name, values := range r.Header {
-		if !hopHeaders[name] {
-			req.Header[name] = values
+	var fields [6]h1Field
+	extra := fields[:0]
+	xff := clientIP(r)
+	if prev := r.Header.Get("X-Forwarded-For"); prev != "" {
+		xff = prev + ", " + xff
+	}
+	extra = append(extra, h1Field{"X-Forwarded-For", xff})
+	if headerLen != "" {
+		extra = append(extra, h1Field{"Inference-Header-Content-Length", headerLen})
+	}
+	var omit []string
+	if u.cfg.APIKey != "" { // u's key in place of the client's credentials
+		omit = credentialFields
+		extra = append(extra, h1Field{"X-Api-Key", u.cfg.APIKey})
+	}
+	if p.tracing != nil {
+		h := http.Header{}
+		p.traceToHTTP(ctx, h)
+		for name, values := range h {
+			extra = append(extra, h1Field{name, values[0]})
 		}
 	}
-	u.setHTTPCredentials(req.Header)
-	p.traceToHTTP(ctx, req.Header)
-	if headerLen != "" {
-		req.Header["Inference-Header-Content-Length"] = []string{headerLen}
-	}
-	req.ContentLength = int64(len(out))
-	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-		req.Header.Set("X-Forwarded-For", xff+", "+clientIP(r))
-	} else {
-		req.Header.Set("X-Forwarded-For", clientIP(r))
-	}
-	resp, err := u.transport.RoundTrip(req)
+	resp, err := u.rest.do(ctx, &h1Request{method: r.Method, target: requestTarget(r), header: r.Header,
+		omit: omit, extra: extra, body: out})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, attemptResult{neutral: true, label: "cancelled"}
 		}
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
+		if _, ok := errors.AsType[*h1ConnectError](err); ok { // nothing reached the upstream
 			return nil, attemptResult{reason: retry.ConnectFailure, failed: true, fast: true, label: "connect_failure"}
 		}
 		return nil, attemptResult{reason: retry.Reset, failed: true, fast: true, label: "reset"}

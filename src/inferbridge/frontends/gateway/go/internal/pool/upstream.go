@@ -1,15 +1,11 @@
 package pool
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -37,11 +33,9 @@ type upstream struct {
 	fromFleet bool
 
 	http *http.Client // nil without a REST address (discovery, health, repository control)
-	// restScheme and restHost are the REST address's parts (forwarded requests are built
-	// from them and the client's path, with no URL to parse per request)
-	restScheme, restHost string
-	transport            *http.Transport  // the client's: forwarded requests skip the client layer
-	conn                 *grpc.ClientConn // nil without a gRPC address
+	// rest sends forwarded REST requests (h1client.go): nil without a REST address
+	rest *h1Client
+	conn *grpc.ClientConn // nil without a gRPC address
 	// models maps model name → versions served ("" = versions unknown), from discovery.
 	models        atomic.Pointer[map[string][]string]
 	discoveryErr  atomic.Pointer[string]
@@ -75,19 +69,22 @@ func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
 		}
 	}
 	if cfg.REST != "" {
-		u.restScheme, u.restHost, _ = strings.Cut(cfg.REST, "://")
+		var err error
+		if u.rest, err = newH1Client(cfg.REST, tlsCfg); err != nil {
+			return nil, err
+		}
 		dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
-		u.transport = &http.Transport{
+		// net/http for the gateway's own requests (a few a second), not forwarded ones
+		transport := &http.Transport{
 			TLSClientConfig:     tlsCfg, // used for https:// addresses only (config checks they agree)
 			TLSHandshakeTimeout: 5 * time.Second,
 			DialContext:         dialer.DialContext,
-			MaxIdleConns:        1024,
-			MaxIdleConnsPerHost: 1024,
+			MaxIdleConnsPerHost: 4,
 			IdleConnTimeout:     90 * time.Second,
 			DisableCompression:  true,
 		}
 		u.http = &http.Client{
-			Transport:     u.transport,
+			Transport:     transport,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
@@ -110,37 +107,13 @@ func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
 	return u, nil
 }
 
-// outgoingRequest is the request to u forwarding r with body: r's method, path and query
-// on u's address. It is what http.NewRequestWithContext(ctx, method, u.cfg.REST+uri,
-// bytes.NewReader(body)) makes, without parsing a URL built by concatenation.
-func (u *upstream) outgoingRequest(ctx context.Context, r *http.Request, body []byte) *http.Request {
-	req := &http.Request{
-		Method:     r.Method,
-		URL:        &url.URL{Scheme: u.restScheme, Host: u.restHost, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     make(http.Header),
-		Host:       u.restHost,
-	}
-	if len(body) == 0 {
-		req.Body, req.GetBody = http.NoBody, func() (io.ReadCloser, error) { return http.NoBody, nil }
-	} else {
-		req.ContentLength = int64(len(body))
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		// Lets the transport send it again on a fresh connection when a pooled one turns
-		// out closed before anything was written.
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-	return req.WithContext(ctx)
-}
-
 // routable: in rotation (healthy and not ejected). The breaker is asked per request.
 func (u *upstream) routable() bool { return u.healthy.Load() && !u.passive.Ejected() }
 
 func (u *upstream) close() {
 	if u.http != nil {
 		u.http.CloseIdleConnections()
+		u.rest.closeIdle()
 	}
 	if u.conn != nil {
 		u.conn.Close()
