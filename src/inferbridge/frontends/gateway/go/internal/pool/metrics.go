@@ -72,9 +72,44 @@ type upstreamMetrics struct {
 	ejections       prometheus.Counter
 	discoveryErrors prometheus.Counter
 
-	mu       sync.Mutex
-	outcomes map[string]prometheus.Counter
-	failures map[string]prometheus.Counter
+	outcomes labelCounters // by outcome
+	failures labelCounters // by reason
+}
+
+// labelCounters are the children of one upstream's counter vector by its second label,
+// resolved once each: a request reads the map without a lock (WithLabelValues hashes
+// the labels and locks the vector on every call), and a label seen for the first time
+// copies it.
+type labelCounters struct {
+	vec *prometheus.CounterVec // upstream, the label
+	mu  sync.Mutex             // held to add a label
+	m   atomic.Pointer[map[string]prometheus.Counter]
+}
+
+func (l *labelCounters) init(vec *prometheus.CounterVec) {
+	l.vec = vec
+	l.m.Store(&map[string]prometheus.Counter{})
+}
+
+func (l *labelCounters) inc(upstream, label string) {
+	if c := (*l.m.Load())[label]; c != nil {
+		c.Inc()
+		return
+	}
+	l.mu.Lock()
+	old := *l.m.Load()
+	c := old[label]
+	if c == nil {
+		c = l.vec.WithLabelValues(upstream, label)
+		m := make(map[string]prometheus.Counter, len(old)+1)
+		for k, v := range old {
+			m[k] = v
+		}
+		m[label] = c
+		l.m.Store(&m)
+	}
+	l.mu.Unlock()
+	c.Inc()
 }
 
 func newMetrics() *metrics {
@@ -168,9 +203,9 @@ func (m *metrics) upstream(name string) *upstreamMetrics {
 		ejected:         m.upEjected.WithLabelValues(name),
 		ejections:       m.upEjections.WithLabelValues(name),
 		discoveryErrors: m.upDiscovery.WithLabelValues(name),
-		outcomes:        map[string]prometheus.Counter{},
-		failures:        map[string]prometheus.Counter{},
 	}
+	u.outcomes.init(m.upRequests)
+	u.failures.init(m.upFailures)
 	m.upstreamsMap[name] = u
 	return u
 }
@@ -190,23 +225,7 @@ func (m *metrics) forget(name string) {
 
 func (u *upstreamMetrics) observe(outcome string, d time.Duration) {
 	u.duration.Observe(d.Seconds())
-	u.mu.Lock()
-	c := u.outcomes[outcome]
-	if c == nil {
-		c = u.parent.upRequests.WithLabelValues(u.name, outcome)
-		u.outcomes[outcome] = c
-	}
-	u.mu.Unlock()
-	c.Inc()
+	u.outcomes.inc(u.name, outcome)
 }
 
-func (u *upstreamMetrics) failure(reason string) {
-	u.mu.Lock()
-	c := u.failures[reason]
-	if c == nil {
-		c = u.parent.upFailures.WithLabelValues(u.name, reason)
-		u.failures[reason] = c
-	}
-	u.mu.Unlock()
-	c.Inc()
-}
+func (u *upstreamMetrics) failure(reason string) { u.failures.inc(u.name, reason) }
