@@ -128,6 +128,7 @@ class _Cyclic:
 
 async def test_the_controlled_collection_collects_cycles_among_frozen_objects() -> None:
     collector = GcController(GcPolicy(freeze="each-full", full_every_s=0.05))
+    collector.apply()
     cycles = [_Cyclic() for _ in range(100)]
     collector.started()  # the cycles are alive: frozen
     del cycles
@@ -143,6 +144,9 @@ async def test_the_controlled_collection_collects_cycles_among_frozen_objects() 
     summary = collector.summary()
     assert summary["policy"] == "each-full" and summary["controlled"][0]["found"] == found
     assert summary["frozen_objects"] == gc.get_freeze_count() > 0
+    full = summary["full"]  # every full collection timed: start-up's, ours, the callback's
+    assert full["count"] >= 3 and full["wall_ms_p50_max"][1] >= held * 1000 - 0.1
+    assert gc.callbacks.count(collector._time_full) == 0  # closed
 
 
 def test_fleet_serve_applies_the_policy_and_reports_it(tmp_path: Path) -> None:

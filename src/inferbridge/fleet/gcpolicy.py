@@ -99,8 +99,15 @@ class GcController:
         self.freezes = 0
         self.controlled: list[tuple[float, int]] = []
         """(seconds the loop was held, unreachable objects found) per controlled collection."""
+        self.full: list[tuple[float, float]] = []
+        """(wall seconds, CPU seconds of the collecting thread) per full collection: the CPU
+        time is what the collection costs whatever the machine's load."""
+        self._began = (0.0, 0.0)
+        self._timing = False
 
     def apply(self) -> None:
+        gc.callbacks.append(self._time_full)
+        self._timing = True
         if self.policy.thresholds is not None:
             self._previous_thresholds = gc.get_threshold()
             gc.set_threshold(*self.policy.thresholds)
@@ -139,6 +146,9 @@ class GcController:
         return found
 
     def close(self) -> None:
+        if self._timing:
+            gc.callbacks.remove(self._time_full)
+            self._timing = False
         if self._callback_installed:
             gc.callbacks.remove(self._after_collection)
             self._callback_installed = False
@@ -155,6 +165,7 @@ class GcController:
             "collections": [s["collections"] for s in stats],
             "collected": [s["collected"] for s in stats],
             "frozen_objects": gc.get_freeze_count(),
+            "full": _summary([w for w, _ in self.full], [c for _, c in self.full]),
             "freezes": self.freezes,
             "controlled": [
                 {"ms": round(held * 1000, 1), "found": found} for held, found in self.controlled
@@ -165,8 +176,31 @@ class GcController:
         gc.freeze()
         self.freezes += 1
 
+    def _time_full(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._began = (self._clock(), time.thread_time())
+        else:
+            wall, cpu = self._began
+            self.full.append((self._clock() - wall, time.thread_time() - cpu))
+
     def _after_collection(self, phase: str, info: dict[str, Any]) -> None:
         # Called inside the collector (on whichever thread allocated): freeze from the loop.
         loop = self._loop
         if phase == "stop" and info.get("generation") == 2 and loop and not loop.is_closed():
             loop.call_soon_threadsafe(self._freeze)
+
+
+def _summary(wall: list[float], cpu: list[float]) -> dict[str, Any]:
+    def ms(values: list[float], q: float) -> float | None:
+        if not values:
+            return None
+        ordered = sorted(values)
+        return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000, 1)
+
+    return {
+        "count": len(wall),
+        "wall_ms_p50_max": [ms(wall, 0.5), ms(wall, 1.0)],
+        "cpu_ms_p50_max": [ms(cpu, 0.5), ms(cpu, 1.0)],
+    }
