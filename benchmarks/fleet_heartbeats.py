@@ -3,10 +3,14 @@ plane's CPU and memory, time for a deployment to be READY on every node, and tim
 dead nodes and re-place their replicas.
 
     .venv/bin/python -m benchmarks.fleet_heartbeats [--agents 1000] [--seconds 60]
+        [--gc-freeze never|start|each-full] [--gc-thresholds G0,G1,G2] [--gc-full-every S]
+        [--etcd [--replicas 2]] [--json results.jsonl]
 
 The agents are goroutines of one Go process (benchmarks/fleet_sim), each a real client with
 its own identity and token: it registers, heartbeats every second and holds an assignment
-long poll; what it is assigned it reports READY at once. Prints a table.
+long poll; what it is assigned it reports READY at once. On etcd with several replicas, agent
+i talks to replica i mod N. Prints a table (and appends its figures as one JSON line to
+--json): the --gc-* options go to every `fleet serve` (docs/fleet.md, "Garbage collection").
 """
 
 from __future__ import annotations
@@ -47,6 +51,17 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _gc_summary(plane: ControlPlaneProc) -> dict[str, Any]:
+    """The collector's figures `fleet serve` logs when it stops."""
+    for line in reversed(plane.proc.lines):
+        if line.startswith(_GC_LINE):
+            return dict(json.loads(line[len(_GC_LINE) :]))
+    return {}
+
+
+_GC_LINE = "inferbridge: fleet gc: "
+
+
 def _status(plane: ControlPlaneProc) -> dict[str, Any]:
     return dict(plane.get("/v1/fleet/status"))
 
@@ -64,6 +79,13 @@ def main() -> int:
         "--etcd", action="store_true", help="store on a 3-member etcd cluster instead of SQLite"
     )
     parser.add_argument(
+        "--replicas", type=int, default=1, help="control-plane replicas (with --etcd)"
+    )
+    parser.add_argument("--gc-freeze", help="fleet serve --gc-freeze (default: its default)")
+    parser.add_argument("--gc-thresholds", help="fleet serve --gc-thresholds G0,G1,G2")
+    parser.add_argument("--gc-full-every", help="fleet serve --gc-full-every SECONDS")
+    parser.add_argument("--json", type=Path, help="append the figures to this file as a line")
+    parser.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -71,6 +93,16 @@ def main() -> int:
         "measure them rather than the other work on a shared machine)",
     )
     options = parser.parse_args()
+    if options.replicas < 1 or (options.replicas > 1 and not options.etcd):
+        parser.error("--replicas N (N >= 1) needs --etcd for more than one")
+    # Through the environment: start_control_plane / start_replica take no extra flags.
+    for flag, variable in (
+        ("gc_freeze", "INFERBRIDGE_FLEET_GC_FREEZE"),
+        ("gc_thresholds", "INFERBRIDGE_FLEET_GC_THRESHOLDS"),
+        ("gc_full_every", "INFERBRIDGE_FLEET_GC_FULL_EVERY"),
+    ):
+        if getattr(options, flag) is not None:
+            os.environ[variable] = getattr(options, flag)
     go = find_go()
     if go is None:
         raise SystemExit("needs Go")
@@ -80,17 +112,22 @@ def main() -> int:
     members = start_etcd_cluster(3) if options.etcd else []
     if members:
         store = "etcd:" + ",".join(m.client_url for m in members)
-        plane = start_replica(store, free_port(), missed_heartbeats=3)
-        wait_for("the leader", lambda: plane.get("/v1/fleet/health")["leader"], timeout=60)
+        planes = [
+            start_replica(store, free_port(), missed_heartbeats=3) for _ in range(options.replicas)
+        ]
+        wait_for("the leader", lambda: planes[0].get("/v1/fleet/health")["leader"], timeout=60)
     else:
-        plane = start_control_plane(root / "fleet.db", missed_heartbeats=3)
-    pid = plane.proc.process.pid
+        planes = [start_control_plane(root / "fleet.db", missed_heartbeats=3)]
+    # The admin calls go to the leader (any replica would serve the reads).
+    leader = planes[0].get("/v1/fleet/health")["leader"] if members else planes[0].url
+    plane = next((p for p in planes if p.url == leader), planes[0])
+    pids = [p.proc.process.pid for p in planes]
     warmup, die_at = 15.0, options.seconds - 20
     agents = subprocess.Popen(
         [
             str(sim),
             "-control-plane",
-            plane.url,
+            ",".join(p.url for p in planes),
             "-agents",
             str(options.agents),
             "-duration",
@@ -107,8 +144,8 @@ def main() -> int:
         env={**os.environ, "INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN},
     )
     if options.nice:
-        os.setpriority(os.PRIO_PROCESS, pid, options.nice)
-        os.setpriority(os.PRIO_PROCESS, agents.pid, options.nice)
+        for pid in [*pids, agents.pid]:
+            os.setpriority(os.PRIO_PROCESS, pid, options.nice)
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     try:
@@ -132,7 +169,7 @@ def main() -> int:
         registered_s = time.monotonic() - started
         while time.monotonic() - started < warmup:
             time.sleep(0.2)
-        cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+        cpu0, t0 = [_cpu_seconds(pid) for pid in pids], time.monotonic()
         deployed = time.monotonic()
         plane.call(
             "PUT",
@@ -155,12 +192,13 @@ def main() -> int:
             n["name"] for n in plane.get("/v1/fleet/nodes")["nodes"] if "sim_ten" in n["assigned"]
         }
         dead = {f"sim-{i:04d}" for i in range(options.die)}
-        rss = [_rss_mib(pid)]
+        # (seconds since start, RSS MiB of each replica) every 0.5 s until the agents die.
+        rss: list[tuple[float, list[float]]] = []
         while time.monotonic() - started < die_at:
-            rss.append(_rss_mib(pid))
+            rss.append((time.monotonic() - started, [_rss_mib(pid) for pid in pids]))
             time.sleep(0.5)
-        cpu1, t1 = _cpu_seconds(pid), time.monotonic()
-        inside = dict(plane.get("/v1/fleet/health"))
+        cpu1, t1 = [_cpu_seconds(pid) for pid in pids], time.monotonic()
+        insides = [dict(p.get("/v1/fleet/health")) for p in planes]
         died = time.monotonic()
         wait_for(
             "dead nodes NotReady",
@@ -185,19 +223,33 @@ def main() -> int:
     finally:
         if agents.poll() is None:
             agents.kill()
-        plane.stop()
+        for each in planes:
+            each.stop()
         for member in members:
             member.proc.stop()
-    cores = (cpu1 - cpu0) / (t1 - t0)
+    collectors = [_gc_summary(p) for p in planes]
+    cores = [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1, strict=True)]
     load_after = os.getloadavg()[0]
-    kind = "etcd (3 members)" if options.etcd else "SQLite"
-    print(f"| {options.agents} agents, 1 s heartbeats, {kind}, nice {options.nice} | value |")
+    # RSS growth: from the first sample a minute after the start (the fleet registered, both
+    # deployments READY) to the last, per replica.
+    settled = [r for t, r in rss if t >= 60] or [rss[-1][1]]
+    span_min = max((rss[-1][0] - next((t for t, _ in rss if t >= 60), rss[-1][0])) / 60, 1e-9)
+    growth = [
+        (last - first) / span_min for first, last in zip(settled[0], settled[-1], strict=True)
+    ]
+    kind = f"etcd (3 members, {len(planes)} replica(s))" if options.etcd else "SQLite"
+    policy = collectors[0].get("policy", "?") if collectors else "?"
+    print(
+        f"| {options.agents} agents, 1 s heartbeats, {kind}, gc {policy} "
+        f"{collectors[0].get('thresholds') if collectors else ''}, nice {options.nice} | value |"
+    )
     print("|---|--:|")
     print(f"| heartbeats answered (errors) | {result['heartbeats']} ({result['errors']}) |")
     print(
         f"| heartbeat p50 / p90 / p99 / max ms | {result['p50_ms']:.1f} / {result['p90_ms']:.1f} "
         f"/ {result['p99_ms']:.1f} / {result['max_ms']:.1f} |"
     )
+    inside = insides[planes.index(plane)]
     hb, lag = inside["heartbeat"], inside["loop_lag"]
     print(
         f"| heartbeat handling, in the control plane, p50 / p99 ms | {hb['p50_ms']} / "
@@ -224,14 +276,65 @@ def main() -> int:
         f"load-dependent) | {busy.get('p50_ms', '-')} / {busy.get('p99_ms', '-')} / "
         f"{busy.get('max_ms', '-')} |"
     )
-    print(f"| control plane CPU (cores, steady state with deploys) | {cores:.2f} |")
-    print(f"| control plane RSS MiB (max) | {max(rss):.0f} |")
+    print(
+        "| full collections per replica (count, p50 / max ms) | "
+        + "; ".join(
+            f"{i.get('gc_full_collection', {}).get('count', '-')}, "
+            f"{i.get('gc_full_collection', {}).get('p50_ms', '-')} / "
+            f"{i.get('gc_full_collection', {}).get('max_ms', '-')}"
+            for i in insides
+        )
+        + " |"
+    )
+    for i, summary in enumerate(collectors):
+        print(
+            f"| replica {i}: collections gen 0/1/2; full ones: count, wall ms p50/max, CPU "
+            f"ms p50/max; objects frozen at the end; controlled collections (ms, found) | "
+            f"{summary.get('collections')}; {summary.get('full')}; "
+            f"{summary.get('frozen_objects')}; {summary.get('controlled')} |"
+        )
+    print(
+        "| control plane CPU per replica (cores, steady state with deploys) | "
+        + " / ".join(f"{c:.2f}" for c in cores)
+        + " |"
+    )
+    print(
+        "| control plane RSS MiB per replica: at 60 s / max / growth MiB per minute after | "
+        + " / ".join(
+            f"{settled[0][i]:.0f} / {max(r[i] for _, r in rss):.0f} / {growth[i]:+.2f}"
+            for i in range(len(planes))
+        )
+        + " |"
+    )
     print(f"| machine load average (1 min) at start / end | {load_before:.1f} / {load_after:.1f} |")
     print(f"| all {options.agents} registered after start, s | {registered_s:.1f} |")
     print(f"| deployment READY on all {options.agents} nodes, s | {all_ready_s:.2f} |")
     print(f"| {options.die} nodes stop: NotReady detected after, s | {detected_s:.2f} |")
     moved = len(hosts & dead)
     print(f"| their replicas ({moved} of sim_ten's 10) READY elsewhere, s | {replaced_s:.2f} |")
+    if options.json is not None:
+        record = {
+            "store": "etcd" if options.etcd else "sqlite",
+            "replicas": len(planes),
+            "agents": options.agents,
+            "seconds": options.seconds,
+            "gc": {k: getattr(options, k) for k in ("gc_freeze", "gc_thresholds", "gc_full_every")},
+            "load": [load_before, load_after],
+            "agent_ms": {k: result[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+            "heartbeats": result["heartbeats"],
+            "errors": result["errors"],
+            "inside": insides,
+            "collectors": collectors,
+            "cores": cores,
+            "rss_mib": rss,
+            "rss_growth_mib_per_min": growth,
+            "registered_s": registered_s,
+            "all_ready_s": all_ready_s,
+            "detected_s": detected_s,
+            "replaced_s": replaced_s,
+        }
+        with options.json.open("a") as out:
+            out.write(json.dumps(record) + "\n")
     return 0
 
 

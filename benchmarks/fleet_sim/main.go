@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,7 +29,7 @@ type assignment struct {
 }
 
 type sim struct {
-	base      string
+	bases     []string // agent i talks to bases[i % len(bases)]
 	bootstrap string
 	interval  time.Duration
 	client    *http.Client
@@ -40,13 +41,13 @@ type sim struct {
 	beats     atomic.Int64
 }
 
-func (s *sim) do(ctx context.Context, client *http.Client, method, path, token string, body any, out any) error {
+func (s *sim) do(ctx context.Context, client *http.Client, base, method, path, token string, body any, out any) error {
 	var reader io.Reader
 	if body != nil {
 		data, _ := json.Marshal(body)
 		reader = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, s.base+path, reader)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, reader)
 	if err != nil {
 		return err
 	}
@@ -72,6 +73,7 @@ func (s *sim) do(ctx context.Context, client *http.Client, method, path, token s
 
 func (s *sim) agent(ctx context.Context, i int, measureAfter time.Time, dieAt time.Time) {
 	name := fmt.Sprintf("sim-%04d", i)
+	base := s.bases[i%len(s.bases)]
 	var reg struct {
 		Token string `json:"token"`
 	}
@@ -81,7 +83,7 @@ func (s *sim) agent(ctx context.Context, i int, measureAfter time.Time, dieAt ti
 		"heartbeat_interval_s": s.interval.Seconds(), "server_url": "http://" + name + ":8000",
 	}
 	for {
-		if err := s.do(ctx, s.client, http.MethodPost, "/v1/fleet/agent/register", s.bootstrap, body, &reg); err == nil {
+		if err := s.do(ctx, s.client, base, http.MethodPost, "/v1/fleet/agent/register", s.bootstrap, body, &reg); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
@@ -99,7 +101,7 @@ func (s *sim) agent(ctx context.Context, i int, measureAfter time.Time, dieAt ti
 				Assignments []assignment `json:"assignments"`
 			}
 			path := "/v1/fleet/agent/" + name + "/assignments?wait_s=25&etag=" + url.QueryEscape(etag)
-			if err := s.do(ctx, s.poll, http.MethodGet, path, reg.Token, nil, &answer); err != nil {
+			if err := s.do(ctx, s.poll, base, http.MethodGet, path, reg.Token, nil, &answer); err != nil {
 				time.Sleep(time.Second)
 				continue
 			}
@@ -131,7 +133,7 @@ func (s *sim) agent(ctx context.Context, i int, measureAfter time.Time, dieAt ti
 			"metrics": map[string]float64{"requests_ok": 1}}
 		mu.Unlock()
 		start := time.Now()
-		err := s.do(ctx, s.client, http.MethodPost, "/v1/fleet/agent/"+name+"/heartbeat", reg.Token, hb, nil)
+		err := s.do(ctx, s.client, base, http.MethodPost, "/v1/fleet/agent/"+name+"/heartbeat", reg.Token, hb, nil)
 		took := time.Since(start)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -149,7 +151,7 @@ func (s *sim) agent(ctx context.Context, i int, measureAfter time.Time, dieAt ti
 }
 
 func main() {
-	base := flag.String("control-plane", "http://127.0.0.1:9000", "")
+	base := flag.String("control-plane", "http://127.0.0.1:9000", "control-plane URL, or several comma-separated: agent i talks to the i-th modulo their number")
 	agents := flag.Int("agents", 1000, "")
 	interval := flag.Duration("interval", time.Second, "")
 	duration := flag.Duration("duration", 60*time.Second, "")
@@ -159,7 +161,7 @@ func main() {
 	flag.Parse()
 	transport := &http.Transport{MaxIdleConns: 4 * *agents, MaxIdleConnsPerHost: 4 * *agents, IdleConnTimeout: time.Minute}
 	s := &sim{
-		base: *base, bootstrap: os.Getenv("INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN"), interval: *interval,
+		bases: strings.Split(*base, ","), bootstrap: os.Getenv("INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN"), interval: *interval,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: transport},
 		poll:   &http.Client{Timeout: 60 * time.Second, Transport: transport},
 	}
