@@ -3,7 +3,8 @@ plane's CPU and memory, time for a deployment to be READY on every node, and tim
 dead nodes and re-place their replicas.
 
     .venv/bin/python -m benchmarks.fleet_heartbeats [--agents 1000] [--seconds 60]
-        [--gc-freeze never|start|each-full] [--gc-thresholds G0,G1,G2] [--gc-full-every S]
+        [--gc python|freeze|freeze-each-full|scheduled] [--gc-thresholds G0,G1,G2]
+        [--gc-full-every S]
         [--etcd [--replicas 2]] [--json results.jsonl]
 
 The agents are goroutines of one Go process (benchmarks/fleet_sim), each a real client with
@@ -81,7 +82,7 @@ def main() -> int:
     parser.add_argument(
         "--replicas", type=int, default=1, help="control-plane replicas (with --etcd)"
     )
-    parser.add_argument("--gc-freeze", help="fleet serve --gc-freeze (default: its default)")
+    parser.add_argument("--gc", help="fleet serve --gc MODE (default: its default)")
     parser.add_argument("--gc-thresholds", help="fleet serve --gc-thresholds G0,G1,G2")
     parser.add_argument("--gc-full-every", help="fleet serve --gc-full-every SECONDS")
     parser.add_argument("--json", type=Path, help="append the figures to this file as a line")
@@ -97,7 +98,7 @@ def main() -> int:
         parser.error("--replicas N (N >= 1) needs --etcd for more than one")
     # Through the environment: start_control_plane / start_replica take no extra flags.
     for flag, variable in (
-        ("gc_freeze", "INFERBRIDGE_FLEET_GC_FREEZE"),
+        ("gc", "INFERBRIDGE_FLEET_GC"),
         ("gc_thresholds", "INFERBRIDGE_FLEET_GC_THRESHOLDS"),
         ("gc_full_every", "INFERBRIDGE_FLEET_GC_FULL_EVERY"),
     ):
@@ -318,7 +319,7 @@ def main() -> int:
             "replicas": len(planes),
             "agents": options.agents,
             "seconds": options.seconds,
-            "gc": {k: getattr(options, k) for k in ("gc_freeze", "gc_thresholds", "gc_full_every")},
+            "gc": {k: getattr(options, k) for k in ("gc", "gc_thresholds", "gc_full_every")},
             "load": [load_before, load_after],
             "agent_ms": {k: result[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
             "heartbeats": result["heartbeats"],

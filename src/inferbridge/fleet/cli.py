@@ -223,28 +223,29 @@ def run(options: argparse.Namespace) -> int:
 
 
 def _gc_options(serve: argparse.ArgumentParser) -> None:
-    from inferbridge.fleet.gcpolicy import FREEZE_MODES, GcPolicy
+    from inferbridge.fleet.gcpolicy import GC_MODES, GcPolicy
 
     default = GcPolicy()
     serve.add_argument(
-        "--gc-freeze",
-        choices=FREEZE_MODES,
-        default=os.environ.get("INFERBRIDGE_FLEET_GC_FREEZE", default.freeze),
-        help=f"Python's garbage collector: freeze the long-lived state after start-up "
-        f"('start'), also after every full collection ('each-full'), or not ('never'); "
-        f"default {default.freeze} (docs/fleet.md, 'Garbage collection')",
+        "--gc",
+        choices=GC_MODES,
+        default=os.environ.get("INFERBRIDGE_FLEET_GC", default.mode),
+        help=f"how Python's garbage collector runs: python (as it is), freeze (the state "
+        f"left by start-up), freeze-each-full (also after every full collection), scheduled "
+        f"(freeze, and full collections only every --gc-full-every); default {default.mode} "
+        f"(docs/fleet.md, 'Garbage collection')",
     )
     serve.add_argument(
         "--gc-thresholds",
         default=os.environ.get("INFERBRIDGE_FLEET_GC_THRESHOLDS", ""),
-        help="G0,G1,G2 for gc.set_threshold (default: Python's, 700,10,10)",
+        help="G0,G1,G2 for gc.set_threshold (default: Python's, 700,10,10; scheduled replaces G2)",
     )
     serve.add_argument(
         "--gc-full-every",
         default=os.environ.get("INFERBRIDGE_FLEET_GC_FULL_EVERY", f"{default.full_every_s:g}"),
-        help="with --gc-freeze each-full: unfreeze and collect everything every this many "
-        f"seconds, so cycles among old objects are collected too (0 = never; default "
-        f"{default.full_every_s:g})",
+        help="with --gc scheduled or freeze-each-full: a full collection of everything every "
+        f"this many seconds, so every reference cycle is collected (default "
+        f"{default.full_every_s:g}; 0 = never, freeze-each-full only)",
     )
 
 
@@ -260,7 +261,7 @@ def _serve(options: argparse.Namespace) -> int:
     except AuthConfigError as exc:
         raise _CliError(str(exc)) from None
     try:
-        gc_policy = GcPolicy.parse(options.gc_freeze, options.gc_thresholds, options.gc_full_every)
+        gc_policy = GcPolicy.parse(options.gc, options.gc_thresholds, options.gc_full_every)
     except GcPolicyError as exc:
         raise _CliError(str(exc)) from None
     return serve(
@@ -507,6 +508,8 @@ def _nodes(options: argparse.Namespace) -> int:
             f"{node['name']:<20} {node['state']:<9} {node['last_heartbeat_s']:>7.1f}s"
             f"  {labels:<24} {models}"
         )
+        for condition in node.get("conditions", []):
+            print(f"  {condition['type']} for {condition['for_s']:.0f} s: {condition['reason']}")
     return 0
 
 
@@ -517,6 +520,8 @@ def _status(options: argparse.Namespace) -> int:
         return 0
     nodes = answer["nodes"]
     print(f"nodes: {nodes['ready']} Ready of {nodes['total']}")
+    if nodes.get("server_down"):
+        print(f"server down (ServerDown): {', '.join(nodes['server_down'])}")
     print(f"{'MODEL':<20} {'VERSION':>7} {'READY':>7}  {'STATE':<8} REASON")
     for d in answer["deployments"]:
         ready = f"{d.get('ready', 0)}/{d.get('wanted', '?')}"

@@ -1,13 +1,14 @@
 """How the control plane's process runs Python's cyclic garbage collector
-(`inferbridge fleet serve --gc-freeze MODE --gc-thresholds G0,G1,G2 --gc-full-every S`).
+(`inferbridge fleet serve --gc MODE --gc-thresholds G0,G1,G2 --gc-full-every S`).
 
 A full (generation 2) collection walks every tracked object of the heap with the event loop
-held: over a thousand nodes' state that is 100+ ms, longer than the heartbeat target. Freezing
-(`gc.freeze()`) moves the objects alive at that moment out of the collector's sight, so the
-next full collections walk only what was allocated since. What a freeze costs: a reference
-cycle among frozen objects is not collected until they are unfrozen, so `each-full` unfreezes
-and runs one full collection at a controlled time every `full_every_s` (the only long pause
-left), which collects those cycles too: memory stays bounded.
+held: with a thousand nodes and their 2,000 open requests that is ~80 ms of CPU here (100-350
+ms of wall time on a loaded machine), longer than the heartbeat target, a few times a minute.
+Freezing (`gc.freeze()`) moves the objects alive at that moment out of the collector's sight.
+`scheduled` (the default) freezes what start-up left, turns the automatic full collections
+off and runs one, of everything, every `full_every_s`: the only long pause left, at a known
+rate, and it still collects every reference cycle (memory stays bounded: the cycles made
+meanwhile wait for it). docs/fleet.md, "Garbage collection", has the measurements.
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FREEZE_MODES", "GcController", "GcPolicy", "GcPolicyError"]
+__all__ = ["GC_MODES", "GcController", "GcPolicy", "GcPolicyError"]
 
 logger = logging.getLogger(__name__)
 
-FREEZE_MODES = ("never", "start", "each-full")
-"""`never`: Python's collector as it is; `start`: freeze once the state is loaded; `each-full`:
-freeze after start-up and after every full collection, with a controlled full collection of
-everything every `full_every_s`."""
+GC_MODES = ("python", "freeze", "freeze-each-full", "scheduled")
+"""`python`: Python's collector as it is; `freeze`: freeze once the state is loaded;
+`freeze-each-full`: also after every automatic full collection, with a full collection of
+everything every `full_every_s`; `scheduled`: freeze once the state is loaded, no automatic
+full collections, a full collection of everything every `full_every_s`."""
+
+_NEVER = 2**31 - 1
+"""A generation-2 threshold the count of generation-1 collections never reaches."""
 
 
 class GcPolicyError(ValueError):
@@ -36,19 +41,19 @@ class GcPolicyError(ValueError):
 
 @dataclass(frozen=True)
 class GcPolicy:
-    freeze: str = "each-full"
-    """One of FREEZE_MODES."""
+    mode: str = "scheduled"
+    """One of GC_MODES."""
     thresholds: tuple[int, int, int] | None = None
-    """`gc.set_threshold(G0, G1, G2)`; None keeps Python's (700, 10, 10)."""
-    full_every_s: float = 600.0
-    """With `each-full`: unfreeze and collect everything every this many seconds (0: never,
-    and a cycle among frozen objects is never collected)."""
+    """`gc.set_threshold(G0, G1, G2)`; None keeps Python's (700, 10, 10). `scheduled`
+    replaces G2 (no automatic full collections)."""
+    full_every_s: float = 300.0
+    """`scheduled` and `freeze-each-full`: unfreeze and collect everything every this many
+    seconds (0, with `freeze-each-full` only: never, and a cycle among frozen objects is
+    never collected)."""
 
     def __post_init__(self) -> None:
-        if self.freeze not in FREEZE_MODES:
-            raise GcPolicyError(
-                f"--gc-freeze {self.freeze!r}: expected one of {', '.join(FREEZE_MODES)}"
-            )
+        if self.mode not in GC_MODES:
+            raise GcPolicyError(f"--gc {self.mode!r}: expected one of {', '.join(GC_MODES)}")
         if self.thresholds is not None and (
             len(self.thresholds) != 3 or any(t < 0 for t in self.thresholds)
         ):
@@ -59,9 +64,14 @@ class GcPolicy:
             raise GcPolicyError(
                 f"--gc-full-every {self.full_every_s!r}: expected seconds >= 0 (0 = never)"
             )
+        if self.mode == "scheduled" and not self.full_every_s:
+            raise GcPolicyError(
+                "--gc scheduled --gc-full-every 0: scheduled needs seconds > 0 (it runs no "
+                "other full collection); use --gc freeze-each-full for none at all"
+            )
 
     @classmethod
-    def parse(cls, freeze: str, thresholds: str, full_every_s: str | float) -> GcPolicy:
+    def parse(cls, mode: str, thresholds: str, full_every_s: str | float) -> GcPolicy:
         """From the command line: `thresholds` is "" (Python's), "python" or "G0,G1,G2";
         `full_every_s` seconds."""
         try:
@@ -83,7 +93,7 @@ class GcPolicy:
                     "(e.g. 700,10,10, Python's) or 'python'"
                 )
             levels = (numbers[0], numbers[1], numbers[2])
-        return cls(freeze=freeze, thresholds=levels, full_every_s=every)
+        return cls(mode=mode, thresholds=levels, full_every_s=every)
 
 
 class GcController:
@@ -106,25 +116,33 @@ class GcController:
         self._timing = False
 
     def apply(self) -> None:
+        """Before the state is read: the thresholds (and the full collections' timing)."""
         gc.callbacks.append(self._time_full)
         self._timing = True
-        if self.policy.thresholds is not None:
+        levels = self.policy.thresholds
+        if self.policy.mode == "scheduled":
+            g0, g1, _ = levels or gc.get_threshold()
+            levels = (g0, g1, _NEVER)
+        if levels is not None:
             self._previous_thresholds = gc.get_threshold()
-            gc.set_threshold(*self.policy.thresholds)
+            gc.set_threshold(*levels)
 
     def started(self) -> None:
         """The initial state is loaded: what is alive now is the long-lived core."""
-        if self.policy.freeze == "never":
+        if self.policy.mode == "python":
             return
         gc.collect()
         self._freeze()
-        if self.policy.freeze == "each-full":
+        if self.policy.mode == "freeze-each-full":
             self._loop = asyncio.get_running_loop()
             gc.callbacks.append(self._after_collection)
             self._callback_installed = True
 
     async def run(self) -> None:
-        if self.policy.freeze != "each-full" or not self.policy.full_every_s:
+        """The scheduled full collections (returns at once for modes without them)."""
+        if self.policy.mode not in ("freeze-each-full", "scheduled"):
+            return
+        if not self.policy.full_every_s:
             return
         while True:
             await asyncio.sleep(self.policy.full_every_s)
@@ -160,7 +178,7 @@ class GcController:
         """For the log at shutdown: what the collector did over the run."""
         stats = gc.get_stats()
         return {
-            "policy": self.policy.freeze,
+            "policy": self.policy.mode,
             "thresholds": list(gc.get_threshold()),
             "collections": [s["collections"] for s in stats],
             "collected": [s["collected"] for s in stats],
