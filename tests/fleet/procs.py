@@ -204,9 +204,10 @@ def start_control_plane(
     port: int | None = None,
     missed_heartbeats: int = 5,
     extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> ControlPlaneProc:
     """`inferbridge fleet serve` with the test tokens (and `extra` arguments, such as
-    --auth-keys, which replace them)."""
+    --auth-keys, which replace them; `env` adds environment variables)."""
     port = port or free_port()
     proc = _Pumped(
         [
@@ -226,6 +227,7 @@ def start_control_plane(
         {
             "INFERBRIDGE_FLEET_ADMIN_TOKEN": ADMIN_TOKEN,
             "INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN,
+            **(env or {}),
         },
     )
     url = f"http://127.0.0.1:{port}"
@@ -324,6 +326,19 @@ class Node:
             ]
         }
         return httpx.post(f"{self.server.base_url}/v2/models/{model}/infer", json=body, timeout=30)
+
+    def restart_server(self) -> None:
+        """Start the node's server again on the same ports (after it was killed), as a
+        service manager would; the agent finds it at the same URL."""
+        self.server = start_server(
+            self.repository,
+            "--model-control-mode",
+            "explicit",
+            "--http-port",
+            str(self.server.http_port),
+            "--grpc-port",
+            str(self.server.grpc_port),
+        )
 
     def stop(self) -> None:
         self.stop_agent()

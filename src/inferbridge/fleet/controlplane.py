@@ -20,12 +20,14 @@ import contextlib
 import hmac
 import itertools
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from inferbridge.fleet import peers, views
+from inferbridge.fleet.conditions import DEFAULT_GRACE_S, DEFAULT_SETTLE_S
 from inferbridge.fleet.credentials import AgentCaller, check_owner, hash_token
 from inferbridge.fleet.errors import (
     InvalidSpec,
@@ -77,10 +79,22 @@ class ControlPlane(FleetState):
         wall_clock: Callable[[], float] = time.time,
         leadership: Leadership | None = None,
         replicator: Replicator | None = None,
+        server_down_grace_s: float | None = None,
+        server_settle_s: float | None = None,
     ) -> None:
+        """`server_down_grace_s` and `server_settle_s` (fleet.conditions) default to
+        $INFERBRIDGE_FLEET_SERVER_DOWN_GRACE_S and $INFERBRIDGE_FLEET_SERVER_SETTLE_S,
+        else 30 and 10 seconds."""
         super().__init__(
             identity=leadership.identity if leadership is not None else "",
             replicating=replicator is not None,
+            server_down_grace_s=_seconds(
+                server_down_grace_s, "INFERBRIDGE_FLEET_SERVER_DOWN_GRACE_S", DEFAULT_GRACE_S
+            ),
+            server_settle_s=_seconds(
+                server_settle_s, "INFERBRIDGE_FLEET_SERVER_SETTLE_S", DEFAULT_SETTLE_S
+            ),
+            wall_clock=wall_clock,
         )
         self.leadership = leadership
         self.replicator = replicator
@@ -261,6 +275,7 @@ class ControlPlane(FleetState):
             observed = self._check_node(name, token, caller)
             changed = observed.take_heartbeat(body, time.monotonic())
             self.set_ready(name, observed, True)
+            self.observe_server(name, observed)
             peers.heard_directly(self, name, observed, changed)
             if changed:
                 self.dirty.set()
@@ -442,8 +457,11 @@ class ControlPlane(FleetState):
         last = 0.0
         was_serving = self.serving
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can lose the
+            # cancellation `stop` sends when its inner task is mid-wake, and hang stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dirty.wait(), 0.2)
+                async with asyncio.timeout(0.2):
+                    await self.dirty.wait()
             leading = self.serving
             if not leading:
                 was_serving = False
@@ -457,6 +475,7 @@ class ControlPlane(FleetState):
                 was_serving = True
                 self.dirty.set()
             self._check_liveness()
+            self.check_servers()
             # Level-triggered: a pass on every change, and once a second while a rollout
             # runs (its health gates and wave timeouts are time-based).
             timed = any(r.get("state") == "Running" for r in self.rollouts.values())
@@ -486,7 +505,7 @@ class ControlPlane(FleetState):
                 name=name,
                 labels=doc.get("labels", {}),
                 capacity=self.node_capacity(name, doc),
-                ready=observed.ready,
+                ready=observed.schedulable,
                 server_ready=observed.server_ready,
                 models=observed.models,
                 ready_since=observed.ready_since,
@@ -578,3 +597,20 @@ def _log_assignment(node: str, before: dict[str, int], after: dict[str, int]) ->
             logger.info("node %s: remove %s (was version %s)", node, model, old)
         else:
             logger.info("node %s: %s version %s -> %s", node, model, old, new)
+
+
+def _seconds(given: float | None, variable: str, default: float) -> float:
+    """`given`, else the environment variable's value, else `default`; each checked."""
+    source = "the argument"
+    if given is None:
+        raw = os.environ.get(variable, "")
+        if not raw:
+            return default
+        source = f"${variable}"
+        try:
+            given = float(raw)
+        except ValueError:
+            raise InvalidSpec(f"{source} must be a number of seconds, not {raw!r}") from None
+    if not 0 <= given <= 86400:
+        raise InvalidSpec(f"{source} must be between 0 and 86400 seconds, not {given:g}")
+    return given

@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferbridge.fleet.conditions import ServerWatch
 from inferbridge.fleet.errors import InvalidSpec
 from inferbridge.fleet.reconciler import ModelObservation, VersionFigures
 
@@ -52,10 +53,18 @@ class Observed:
     #: Else the replica whose published record this copy follows ("" when none does).
     relayed_by: str = ""
     published_at: float = 0.0
+    #: Whether its server is down, and since when (the ServerDown condition).
+    server_watch: ServerWatch = field(default_factory=ServerWatch)
 
     @property
     def server_ready(self) -> bool:
         return bool(self.server.get("ready"))
+
+    @property
+    def schedulable(self) -> bool:
+        """Heartbeats arrive, and its server has not been down past its grace period:
+        what the reconciler counts as a Ready node."""
+        return self.ready and self.server_watch.usable
 
     def take_heartbeat(self, body: dict[str, Any], now: float) -> bool:
         """Take one heartbeat's report (checked whole before anything changes); answers

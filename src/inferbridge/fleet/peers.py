@@ -146,5 +146,6 @@ def _apply_record(state: FleetState, name: str, record: dict[str, Any] | None) -
         logger.warning("node %s: a malformed record from %s: %s", name, by, exc.message)
         return
     state.set_ready(name, observed, bool(record.get("ready")))
+    state.observe_server(name, observed)
     if changed:
         state.dirty.set()

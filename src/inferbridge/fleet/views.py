@@ -30,6 +30,7 @@ def node_view(state: FleetState, name: str) -> dict[str, Any]:
         "last_heartbeat_s": round(time.monotonic() - observed.last_seen, 3),
         "heartbeat_interval_s": observed.interval_s,
         "server": observed.server,
+        "conditions": conditions(state, observed),
         "assigned": state.assignments.get(name, {}),
         "models": {
             m: {"version": o.version, "state": o.state, "reason": o.reason}
@@ -41,6 +42,12 @@ def node_view(state: FleetState, name: str) -> dict[str, Any]:
         # The replica its agent talks to ("" while no replica has said yet).
         **({"control_plane": reached_through(state, observed)} if state.identity else {}),
     }
+
+
+def conditions(state: FleetState, observed: Observed) -> list[dict[str, Any]]:
+    """What is wrong with the node beyond NotReady: `ServerDown` (fleet.conditions)."""
+    condition = observed.server_watch.condition(time.monotonic(), state.wall_clock())
+    return [] if condition is None else [condition]
 
 
 def reached_through(state: FleetState, observed: Observed) -> str:
@@ -62,6 +69,10 @@ def status_view(state: FleetState) -> dict[str, Any]:
         "nodes": {
             "total": len(state.nodes),
             "ready": sum(1 for o in state.observed.values() if o.ready),
+            # Nodes whose agent heartbeats but whose server is down (ServerDown).
+            "server_down": sorted(
+                n for n, o in state.observed.items() if o.server_watch.down_since is not None
+            ),
         },
     }
 
