@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,10 +124,11 @@ def test_replicas_on_etcd_survive_losing_the_etcd_and_the_fleet_leader(
         )
         routing = follower.get("/v1/fleet/routing")["models"]["iris_etcd_1"]
         assert [r["node"] for r in routing] == ["etcd-node"]
-        # Diagnostics travel over the agent's long poll, which the follower holds.
+        # Diagnostics travel over the agent's long poll, which the follower holds; the
+        # leader relays them there.
         assert follower.call("POST", "/v1/fleet/nodes/etcd-node/diagnose").status_code == 200
         elsewhere = leader.call("POST", "/v1/fleet/nodes/etcd-node/diagnose")
-        assert elsewhere.status_code == 503 and follower.url in elsewhere.json()["error"]
+        assert elsewhere.status_code == 200 and "health" in elsewhere.json(), elsewhere.text
 
         etcd_leader(etcd).proc.stop(signal.SIGKILL)
         deploy(leader, "iris_etcd_2")  # two of three members are a quorum
@@ -142,6 +144,64 @@ def test_replicas_on_etcd_survive_losing_the_etcd_and_the_fleet_leader(
             wait_for(f"{name} still READY", lambda n=name: ready_on(successor, "etcd-node", n, 1))
             assert node.infer(name).status_code == 200
         deploy(successor, "iris_etcd_3")
+    finally:
+        if node is not None:
+            node.stop()
+        for replica in replicas:
+            replica.stop()
+
+
+def test_diagnostics_are_relayed_to_the_replica_holding_the_agent(
+    etcd: list[EtcdMember], minio: MinIO, agent_binary: Path
+) -> None:
+    """`diagnose`/`logs` sent to a replica that does not hold the node's agent channel
+    reach the agent through the one that does; when that one dies, the others answer a
+    clear error naming the node and the replica at once, not a hang."""
+    store = "etcd:" + ",".join(m.client_url for m in etcd)
+    replicas = [start_replica(store, free_port()) for _ in range(3)]
+    root = Path(tempfile.mkdtemp(prefix="ib-fleet-relay-"))
+    node = None
+    try:
+        holder = replicas[1]
+        node = start_node("relay-node", root / "node", agent_binary, holder.url, minio.env)
+        for plane in replicas:
+            wait_for(
+                f"{plane.url} to know who holds the node",
+                lambda p=plane: p.node("relay-node").get("control_plane") == holder.url,
+            )
+        for plane in (replicas[0], replicas[2]):
+            report = plane.call("POST", "/v1/fleet/nodes/relay-node/diagnose")
+            assert report.status_code == 200, report.text
+            assert "health" in report.json() and "disk" in report.json()
+            logs = plane.call("GET", "/v1/fleet/nodes/relay-node/logs", lines=5)
+            assert logs.status_code == 200 and "lines" in logs.json(), logs.text
+            assert 1 <= len(logs.json()["lines"]) <= 5
+        # The holder's checks apply as if it were asked directly: a bad credential is
+        # refused there, and a bad argument here, before any hop.
+        wrong = httpx.post(
+            f"{replicas[0].url}/v1/fleet/nodes/relay-node/diagnose",
+            headers={"authorization": "Bearer wrong"},
+            timeout=30,
+        )
+        assert wrong.status_code == 401
+        bad = replicas[0].call("GET", "/v1/fleet/nodes/relay-node/logs", lines=0)
+        assert bad.status_code == 400 and "lines must be between" in bad.json()["error"]
+        # A relayed request is answered where it lands, never forwarded again.
+        hop = httpx.post(
+            f"{replicas[0].url}/v1/fleet/nodes/relay-node/diagnose",
+            headers={**replicas[0].credential, "x-inferbridge-fleet-relayed": "test"},
+            timeout=30,
+        )
+        assert hop.status_code == 503 and holder.url in hop.json()["error"], hop.text
+
+        holder.proc.stop(signal.SIGKILL)
+        began = time.monotonic()
+        gone = replicas[0].call("POST", "/v1/fleet/nodes/relay-node/diagnose")
+        assert time.monotonic() - began < 10
+        assert gone.status_code == 503, gone.text
+        error = gone.json()["error"]
+        assert "relay-node" in error and holder.url in error and "cannot be reached" in error
+        assert gone.json()["control_plane"] == holder.url
     finally:
         if node is not None:
             node.stop()

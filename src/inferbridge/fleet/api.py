@@ -23,6 +23,7 @@ import orjson
 from inferbridge.fleet.controlplane import ControlPlane
 from inferbridge.fleet.credentials import AgentCaller
 from inferbridge.fleet.errors import FleetError, InvalidSpec, NotFound
+from inferbridge.fleet.relay import RELAYED_HEADER, Relay
 from inferbridge.fleet.spec import (
     DeploymentSpec,
     Manifest,
@@ -55,6 +56,7 @@ class _Request:
         principal: Principal | None = None,
     ) -> None:
         self.method: str = scope["method"]
+        self.path: str = scope["path"]
         self.params = params
         self.query = {
             k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()
@@ -63,11 +65,19 @@ class _Request:
         #: Who the Authority says is calling; None when authentication is off (tokens).
         self.principal = principal
         self.token: str | None = None
+        #: The request's headers, by lower-case name (the last of a repeated one).
+        self.headers: dict[str, str] = {}
         for key, value in scope.get("headers", []):
+            self.headers[key.decode("latin-1").lower()] = value.decode("latin-1")
             if key == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 if scheme.lower() == "bearer" and token:
                     self.token = token.strip()
+
+    @property
+    def relayed(self) -> bool:
+        """Forwarded by another replica (fleet.relay): answer here, never forward again."""
+        return RELAYED_HEADER in self.headers
 
     @property
     def caller(self) -> AgentCaller | None:
@@ -108,6 +118,7 @@ class FleetApp:
     def __init__(self, plane: ControlPlane, authority: Authority | None = None) -> None:
         self.plane = plane
         self.authority = authority if authority is not None and authority.enabled else None
+        self.relay = Relay(plane.identity)
         p = plane
         admin = self._admin
         self._routes: list[tuple[str, re.Pattern[str], Handler, Kind]] = []
@@ -184,6 +195,7 @@ class FleetApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.plane.stop()
+                await self.relay.close()
                 await self.plane.store.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -301,10 +313,21 @@ class FleetApp:
         lines = int(request.number("lines", 200))
         if not 1 <= lines <= 10000:
             raise InvalidSpec("lines must be between 1 and 10000")
-        return 200, await self.plane.ask(request.params["node"], "logs", lines=lines)
+        return await self._ask(request, "logs", lines=lines)
 
     async def _diagnose(self, request: _Request) -> tuple[int, Any]:
-        return 200, await self.plane.ask(request.params["node"], "diagnose")
+        return await self._ask(request, "diagnose")
+
+    async def _ask(self, request: _Request, kind: str, **args: Any) -> tuple[int, Any]:
+        """A diagnostic request: over the agent's channel when this replica holds it,
+        else forwarded to the replica that does (once: a relayed request is not)."""
+        node = request.params["node"]
+        holder = self.plane.channel_holder(node)
+        if holder and not request.relayed:
+            return await self.relay.forward(
+                holder, node, request.method, request.path, request.query, request.headers
+            )
+        return 200, await self.plane.ask(node, kind, **args)
 
     async def _list_artifacts(self, request: _Request) -> tuple[int, Any]:
         return 200, {"artifacts": [m.model_dump() for _, m in sorted(self.plane.artifacts.items())]}

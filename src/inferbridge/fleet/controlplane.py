@@ -324,17 +324,26 @@ class ControlPlane(FleetState):
         if not future.done():
             future.set_result(body)
 
+    def channel_holder(self, name: str) -> str:
+        """The replica holding the node's agent channel when it is another one (its
+        URL), else "" (this replica, or none known yet)."""
+        if name not in self.nodes:
+            raise NotFound(f"unknown node {name!r}")
+        return self.observed[name].relayed_by
+
     async def ask(
         self, name: str, kind: str, timeout_s: float = 30.0, **args: Any
     ) -> dict[str, Any]:
-        """A diagnostic request answered by the node's agent over its channel."""
+        """A diagnostic request answered by the node's agent over its channel (held
+        here; the API forwards it to the replica that holds it otherwise)."""
         if name not in self.nodes:
             raise NotFound(f"unknown node {name!r}")
         relayed_by = self.observed[name].relayed_by
         if relayed_by:
-            # Its long poll is held by another replica: only that one can reach it.
+            # Relayed here, but the record says another replica holds it (the agent
+            # moved meanwhile): no second hop.
             raise Unavailable(
-                f"node {name}'s agent talks to the control plane at {relayed_by}: ask there"
+                f"node {name}'s agent talks to the control plane at {relayed_by} now: ask again"
             )
         request_id = f"r{next(self._ids)}-{secrets.token_hex(4)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
