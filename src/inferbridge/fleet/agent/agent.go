@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -29,8 +27,8 @@ var errUnregistered = errors.New("not registered")
 type Agent struct {
 	cfg        Config
 	log        *slog.Logger
-	http       *http.Client // control plane requests
-	poll       *http.Client // the long poll (longer timeout)
+	http       *httpClient // control plane requests
+	poll       *httpClient // the long poll (longer timeout)
 	server     *HTTPServer
 	reconciler *Reconciler
 	artifacts  *DiskArtifacts
@@ -55,8 +53,7 @@ type Agent struct {
 
 // NewAgent wires an agent from its configuration.
 func NewAgent(cfg Config, log *slog.Logger) *Agent {
-	transport := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
-	server := &HTTPServer{Base: strings.TrimRight(cfg.Server, "/"), Client: &http.Client{Timeout: 10 * time.Minute}}
+	server := &HTTPServer{Base: strings.TrimRight(cfg.Server, "/"), Client: &httpClient{Timeout: 10 * time.Minute}}
 	artifacts := &DiskArtifacts{
 		Repository: cfg.Repository,
 		StateDir:   cfg.StateDir,
@@ -71,8 +68,8 @@ func NewAgent(cfg Config, log *slog.Logger) *Agent {
 		apiKey:    apiKey,
 		cfg:       cfg,
 		log:       log,
-		http:      &http.Client{Timeout: 10 * time.Second, Transport: transport},
-		poll:      &http.Client{Timeout: 60 * time.Second, Transport: transport},
+		http:      &httpClient{Timeout: 10 * time.Second},
+		poll:      &httpClient{Timeout: 60 * time.Second},
 		server:    server,
 		artifacts: artifacts,
 		reconciler: &Reconciler{
@@ -160,21 +157,21 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 // request sends one JSON request to the control plane with this node's token, or
 // with the API key instead when the agent has one: a control plane with --auth-keys lets
 // the Authorization header decide, so the two are never sent together.
-func (a *Agent) request(ctx context.Context, client *http.Client, method, path string, body any, token string, out any) error {
-	var reader io.Reader
-	if body != nil {
+func (a *Agent) request(ctx context.Context, client *httpClient, method, path string, body any, token string, out any) error {
+	var payload []byte
+	switch body := body.(type) {
+	case nil:
+	case rawJSON:
+		payload = body
+	default:
 		data, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		reader = bytes.NewReader(data)
+		payload = data
 	}
 	base := a.controlPlane()
-	req, err := http.NewRequestWithContext(ctx, method, base+path, reader)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
+	headers := []string{"Content-Type", "application/json"}
 	if a.apiKey != nil {
 		key, err := a.apiKey.Key()
 		if err != nil {
@@ -182,32 +179,27 @@ func (a *Agent) request(ctx context.Context, client *http.Client, method, path s
 			// until the file holds a key.
 			a.warnOnce("no API key to send", err)
 		} else {
-			req.Header.Set("X-Api-Key", key)
+			headers = append(headers, "X-Api-Key", key)
 			a.mu.Lock()
 			a.lastWarning = "" // a problem that comes back is logged again
 			a.mu.Unlock()
 		}
 	} else if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		headers = append(headers, "Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
+	status, data, err := client.Do(ctx, method, base+path, payload, 16<<20, headers...)
 	if err != nil {
 		a.rotate(base)
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable {
 		a.rotate(base) // a follower replica, or one without etcd: try the next
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
+	if status == http.StatusUnauthorized || status == http.StatusNotFound {
+		return fmt.Errorf("%w: HTTP %d: %s", errUnregistered, status, errorText(data))
 	}
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%w: HTTP %d: %s", errUnregistered, resp.StatusCode, errorText(data))
-	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("control plane: HTTP %d: %s", resp.StatusCode, errorText(data))
+	if status >= 300 {
+		return fmt.Errorf("control plane: HTTP %d: %s", status, errorText(data))
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -411,6 +403,9 @@ func (a *Agent) answer(ctx context.Context, request map[string]any) {
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	ticker := time.NewTicker(a.cfg.Heartbeat)
 	defer ticker.Stop()
+	path := "/v1/fleet/agent/" + url.PathEscape(a.cfg.Name) + "/heartbeat"
+	var body []byte   // reused: a heartbeat a second allocates next to nothing
+	var keys []string // the metrics' names, sorted
 	for {
 		select {
 		case <-ctx.Done():
@@ -426,20 +421,16 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		}
 		live, ready := a.server.Health(ctx)
 		events := a.reconciler.TakeEvents()
-		body := map[string]any{
-			"server":  map[string]bool{"live": live, "ready": ready},
-			"models":  a.reconciler.Status(),
-			"metrics": metrics,
-			"disk":    disk,
-			"events":  events,
+		h := heartbeat{
+			Live: live, Ready: ready, Models: a.reconciler.Status(), Metrics: metrics,
+			Disk: disk, Events: events, Stats: stats,
 		}
-		if stats != nil {
-			body["version_stats"] = stats
+		body, keys = appendHeartbeat(body[:0], &h, keys)
+		// The answer (an etag) is not needed: assignments come over the long poll.
+		err := a.request(ctx, a.http, http.MethodPost, path, rawJSON(body), token, nil)
+		if cap(body) > 64<<10 {
+			body = nil // a burst of events: not kept
 		}
-		var answer struct {
-			Etag string `json:"etag"`
-		}
-		err := a.request(ctx, a.http, http.MethodPost, "/v1/fleet/agent/"+url.PathEscape(a.cfg.Name)+"/heartbeat", body, token, &answer)
 		if err != nil {
 			a.reconciler.Restore(events) // buffered until the control plane is back
 			if !errors.Is(err, errUnregistered) {

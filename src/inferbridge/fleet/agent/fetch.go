@@ -32,8 +32,24 @@ type Sources struct {
 	S3Endpoint string // host:port or http(s)://host:port
 	HTTP       *http.Client
 
-	mu sync.Mutex
-	s3 *minio.Client
+	mu        sync.Mutex
+	s3        *minio.Client
+	transport *http.Transport // the S3 client's
+}
+
+// CloseIdle closes the sources' idle connections. Called after each download: the next
+// one may be hours away, and an idle net/http connection keeps two goroutines whose
+// stacks the garbage collector scans (and whose code it keeps resident) until then.
+func (s *Sources) CloseIdle() {
+	if s.HTTP != nil {
+		s.HTTP.CloseIdleConnections()
+	}
+	s.mu.Lock()
+	transport := s.transport
+	s.mu.Unlock()
+	if transport != nil {
+		transport.CloseIdleConnections()
+	}
 }
 
 // Open implements Source.
@@ -84,15 +100,20 @@ func (s *Sources) client() (*minio.Client, error) {
 	if region == "" {
 		region = "us-east-1"
 	}
+	transport, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, err
+	}
 	client, err := minio.New(endpoint, &minio.Options{
-		Creds:  credentials.NewEnvAWS(),
-		Secure: secure,
-		Region: region,
+		Creds:     credentials.NewEnvAWS(),
+		Secure:    secure,
+		Region:    region,
+		Transport: transport,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.s3 = client
+	s.s3, s.transport = client, transport
 	return client, nil
 }
 
@@ -156,6 +177,9 @@ func (s *Sources) openHTTP(ctx context.Context, uri string, offset int64) (io.Re
 // sha256, and leaves a complete, verified file. A digest mismatch removes the partial
 // file and returns an error wrapping ErrDigest.
 func Download(ctx context.Context, src Source, uri, partial string, size int64, sha string, log *slog.Logger) error {
+	if closer, ok := src.(interface{ CloseIdle() }); ok {
+		defer closer.CloseIdle()
+	}
 	const attempts = 3
 	var lastErr error
 	for attempt := 0; attempt < attempts; attempt++ {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 )
 
 func digest(data []byte) string {
@@ -95,8 +96,19 @@ func TestParsers(t *testing.T) {
 	if err != nil || a.Count != 2 || a.Memory != 16<<30 {
 		t.Fatalf("accelerator = %+v, %v", a, err)
 	}
-	m := parseMetrics([]byte("# HELP x\ninferbridge_request_success_total{model=\"a\"} 3\ninferbridge_request_success_total{model=\"b\"} 4\nprocess_resident_memory_bytes 1e+06\n"))
-	if m["requests_ok"] != 7 || m["server_rss_bytes"] != 1e6 {
-		t.Fatalf("metrics = %v", m)
+	m, err := parseMetrics(strings.NewReader("# HELP x\ninferbridge_request_success_total{model=\"a\"} 3\ninferbridge_request_success_total{model=\"b\"} 4\nprocess_resident_memory_bytes 1e+06\n"))
+	if err != nil || m["requests_ok"] != 7 || m["server_rss_bytes"] != 1e6 {
+		t.Fatalf("metrics = %v, %v", m, err)
+	}
+	// Read in pieces, a timestamp after a value, labels with spaces and braces, CRLF, no
+	// final newline; a line over the limit is an error, not a partial sum.
+	page := "inferbridge_inflight_requests{model=\"a b\",x=\"}\"} 2 1700000000\r\n" +
+		strings.Repeat("# filler\n", 2000) + "inferbridge_inflight_requests 3\ninferbridge_pending_requests 5"
+	m, err = parseMetrics(iotest.OneByteReader(strings.NewReader(page)))
+	if err != nil || m["inflight"] != 5 || m["pending"] != 5 || len(m) != 2 {
+		t.Fatalf("metrics = %v, %v", m, err)
+	}
+	if _, err := parseMetrics(strings.NewReader("x " + strings.Repeat("1", maxMetricsLine) + "\n")); err == nil {
+		t.Fatal("a line over the limit was accepted")
 	}
 }

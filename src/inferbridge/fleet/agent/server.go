@@ -43,36 +43,17 @@ type Server interface {
 // HTTPServer talks to the node's inferbridge server over its REST API.
 type HTTPServer struct {
 	Base   string
-	Client *http.Client
+	Client *httpClient
 }
 
 func (s *HTTPServer) post(ctx context.Context, path string, body []byte) ([]byte, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.Base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.Client.Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	return data, resp.StatusCode, err
+	status, data, err := s.Client.Do(ctx, http.MethodPost, s.Base+path, body, 4<<20, "Content-Type", "application/json")
+	return data, status, err
 }
 
-func (s *HTTPServer) get(ctx context.Context, path string, limit int64) ([]byte, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Base+path, nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	resp, err := s.Client.Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	return data, resp.StatusCode, err
+func (s *HTTPServer) get(ctx context.Context, path string, limit int) ([]byte, int, error) {
+	status, data, err := s.Client.Do(ctx, http.MethodGet, s.Base+path, nil, limit)
+	return data, status, err
 }
 
 type indexEntry struct {
@@ -180,47 +161,64 @@ var metricNames = map[string]string{
 	"inferbridge_frontend_rejected_total": "rejected",
 }
 
-// Metrics sums a few series of the server's /metrics.
+// Metrics sums a few series of the server's /metrics, read as it arrives: the page is a
+// few hundred kilobytes with 20 models (every histogram bucket), read every few seconds,
+// and holding it whole was most of what the agent allocated.
 func (s *HTTPServer) Metrics(ctx context.Context) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	data, status, err := s.get(ctx, "/metrics", 8<<20)
-	if err != nil {
-		return nil, err
-	}
-	if status != http.StatusOK {
-		return nil, fmt.Errorf("metrics: HTTP %d", status)
-	}
-	return parseMetrics(data), nil
+	var out map[string]float64
+	err := s.Client.Stream(ctx, http.MethodGet, s.Base+"/metrics", func(status int, body io.Reader) error {
+		if status != http.StatusOK {
+			return fmt.Errorf("metrics: HTTP %d", status)
+		}
+		var err error
+		out, err = parseMetrics(body)
+		return err
+	})
+	return out, err
 }
 
-func parseMetrics(data []byte) map[string]float64 {
+// maxMetricsLine bounds one line of /metrics (a series with its labels).
+const maxMetricsLine = 64 << 10
+
+func parseMetrics(r io.Reader) (map[string]float64, error) {
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(data), "\n") {
-		if line == "" || line[0] == '#' {
+	lines := lineReader{r: r, buf: make([]byte, 4096), max: maxMetricsLine, lastLine: true}
+	for {
+		line, err := lines.line()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		if len(line) == 0 || line[0] == '#' {
 			continue
 		}
 		name := line
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
+		if i := bytes.IndexAny(line, "{ "); i >= 0 {
 			name = line[:i]
 		}
-		key, ok := metricNames[name]
+		key, ok := metricNames[string(name)]
 		if !ok {
 			continue
 		}
 		rest := line[len(name):]
-		if strings.HasPrefix(rest, "{") {
-			rest = rest[strings.LastIndex(rest, "}")+1:]
+		if len(rest) > 0 && rest[0] == '{' {
+			rest = rest[bytes.LastIndexByte(rest, '}')+1:]
 		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
+		rest = bytes.TrimLeft(rest, " \t")
+		if i := bytes.IndexAny(rest, " \t"); i >= 0 {
+			rest = rest[:i] // a timestamp may follow the value
+		}
+		if len(rest) == 0 {
 			continue
 		}
-		if value, err := strconv.ParseFloat(fields[0], 64); err == nil {
+		if value, err := strconv.ParseFloat(string(rest), 64); err == nil {
 			out[key] += value
 		}
 	}
-	return out
 }
 
 func errorText(data []byte) string {

@@ -23,7 +23,7 @@ func TestStatsPerVersion(t *testing.T) {
 		w.Write([]byte(statsBody))
 	}))
 	defer srv.Close()
-	server := &HTTPServer{Base: srv.URL, Client: srv.Client()}
+	server := &HTTPServer{Base: srv.URL, Client: &httpClient{}}
 	got, err := server.Stats(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func TestStatsErrors(t *testing.T) {
 		w.Write([]byte(`{"error": "server is shutting down"}`))
 	}))
 	defer srv.Close()
-	server := &HTTPServer{Base: srv.URL, Client: srv.Client()}
+	server := &HTTPServer{Base: srv.URL, Client: &httpClient{}}
 	if _, err := server.Stats(t.Context()); err == nil || err.Error() != "statistics: HTTP 503: server is shutting down" {
 		t.Fatalf("err = %v", err)
 	}
