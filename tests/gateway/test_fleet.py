@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 
 from tests.fleet.procs import ControlPlaneProc, start_control_plane
 from tests.fleet.test_auth import KEYS, write_keys
@@ -36,8 +38,10 @@ class Heartbeats:
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
 
-    def register(self, node: str, server: ServerProcess) -> None:
+    def register(self, node: str, server: ServerProcess, grpc: bool = False) -> None:
         body = {"name": node, "server_url": server.base_url, "heartbeat_interval_s": 0.2}
+        if grpc:  # what the agent sends with --advertise-grpc
+            body["server_grpc"] = server.grpc_url
         answer = httpx.post(
             f"{self.plane.url}/v1/fleet/agent/register",
             json=body,
@@ -181,3 +185,70 @@ def test_a_refused_credential_is_logged_and_nothing_is_routed(
         assert _infer(gw, "/v2/models/echo/infer").status_code == 404
     finally:
         gw.stop()
+
+
+def test_grpc_reaches_fleet_nodes_that_registered_a_grpc_address(
+    plane: ControlPlaneProc,
+    server_a: ServerProcess,
+    server_b: ServerProcess,
+    tmp_path: Path,
+) -> None:
+    # na registers its gRPC address beside its URL; nb (an agent without
+    # --advertise-grpc) only its URL, so it is a REST-only upstream.
+    beats = Heartbeats(
+        plane,
+        models={"na": _ready(1, "echo"), "nb": _ready(1, "echo")},
+        keys={"na": "agent-a", "nb": "agent-b"},
+    )
+    beats.register("na", server_a, grpc=True)
+    beats.register("nb", server_b)
+    refused = httpx.post(
+        f"{plane.url}/v1/fleet/agent/register",
+        json={"name": "nc", "server_url": server_b.base_url, "server_grpc": "http://x:1"},
+        headers=_key("agent-b"),
+        timeout=30,
+    )
+    assert refused.status_code == 400 and "server_grpc must be HOST:PORT" in refused.text
+    pump = threading.Thread(target=beats.run, daemon=True)
+    pump.start()
+    (tmp_path / "viewer.key").write_text(KEYS["viewer"][0] + "\n")
+    gw = start_gateway(
+        "listen: {http: '127.0.0.1:0', grpc: '127.0.0.1:0'}\n"
+        f"fleet: {{control_plane: '{plane.url}', interval: 200ms, api_key_file: viewer.key}}\n"
+        "health: {interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}\n",
+        tmp_path,
+    )
+    try:
+        routes = wait_for(
+            lambda: plane.get("/v1/fleet/routing")["models"].get("echo"), what="the table"
+        )
+        by_node = {r["node"]: r for r in routes}
+        assert by_node["na"]["grpc"] == server_a.grpc_url and "grpc" not in by_node["nb"]
+        assert plane.node("na")["server_grpc"] == server_a.grpc_url
+        assert wait_for(lambda: set(_nodes(gw)) == {"na", "nb"}, what="both nodes")
+        upstreams = gw.upstreams()
+        assert upstreams["na"]["grpc"] == server_a.grpc_url
+        assert upstreams["na"]["rest"] == server_a.base_url
+        assert "grpc" not in upstreams["nb"]
+        # gRPC inference through the gateway lands on na, the one node reachable by gRPC.
+        before = _successes(server_a)
+        with triton_grpc.InferenceServerClient(gw.grpc) as client:
+            for value in range(6):
+                x = triton_grpc.InferInput("x", [1, 2], "FP32")
+                x.set_data_from_numpy(np.full((1, 2), value, dtype=np.float32))
+                result = client.infer("echo", [x])
+                output = result.as_numpy(result.get_response().outputs[0].name)
+                assert output is not None and output.tolist() == [[value, value]]
+        assert _successes(server_a) - before == 6
+        # REST still reaches both.
+        assert [_infer(gw, "/v2/models/echo/infer").status_code for _ in range(4)] == [200] * 4
+    finally:
+        beats.stop.set()
+        pump.join(10)
+        gw.stop()
+    assert not [e for e in beats.errors if "ConnectError" not in e], beats.errors
+
+
+def _successes(server: ServerProcess) -> int:
+    stats = httpx.get(f"{server.base_url}/v2/models/echo/stats", timeout=10).json()
+    return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])

@@ -196,6 +196,28 @@ class Capacity(_Strict):
     accelerators: list[Accelerator] = []
 
 
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)$")
+
+
+def check_host_port(value: str, what: str) -> str:
+    """`value` when it is "" or HOST:PORT (a name, an IPv4 address or a bracketed IPv6
+    one; a port 1-65535), else a ValueError saying what is expected."""
+    if value == "":
+        return value
+    host, colon, port = value.rpartition(":")
+    if (
+        not colon
+        or not _HOST.match(host)
+        or not port.isdigit()
+        or not 1 <= int(port) <= 65535
+        or port != str(int(port))
+    ):
+        raise ValueError(
+            f"{what} must be HOST:PORT (e.g. 10.0.0.5:8001, [::1]:8001) or empty, not {value!r}"
+        )
+    return value
+
+
 def _check_name(value: str, what: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{what} {value!r} must be letters, digits, '_', '.', '-' (1-128)")
@@ -209,6 +231,8 @@ class Registration(_Strict):
     labels: dict[str, str] = {}
     capacity: Capacity = Capacity()
     server_url: str = ""
+    #: The server's gRPC address as the gateway reaches it, HOST:PORT ("" = none).
+    server_grpc: str = ""
     heartbeat_interval_s: Annotated[float, Field(gt=0, le=300)] = 1.0
     agent_version: str = ""
 
@@ -216,6 +240,11 @@ class Registration(_Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         return _check_name(value, "node name")
+
+    @field_validator("server_grpc")
+    @classmethod
+    def _grpc(cls, value: str) -> str:
+        return check_host_port(value, "server_grpc")
 
 
 class Manifest(_Strict):

@@ -26,6 +26,7 @@ def node_view(state: FleetState, name: str) -> dict[str, Any]:
         "labels": doc.get("labels", {}),
         "capacity": doc.get("capacity", {}),
         "server_url": doc.get("server_url", ""),
+        "server_grpc": doc.get("server_grpc", ""),
         **({"principal": doc["principal"]} if "principal" in doc else {}),
         "last_heartbeat_s": round(time.monotonic() - observed.last_seen, 3),
         "heartbeat_interval_s": observed.interval_s,
@@ -119,15 +120,21 @@ def rollout_progress(state: FleetState, rollout: dict[str, Any]) -> dict[str, An
 
 
 def routing_view(state: FleetState) -> dict[str, Any]:
-    """Which Ready nodes serve which model versions right now (for the gateway)."""
+    """Which Ready nodes serve which model versions right now (for the gateway): each
+    entry has the node's REST `url`, and its `grpc` HOST:PORT when it registered one."""
     models: dict[str, list[dict[str, Any]]] = {}
     for name, observed in sorted(state.observed.items()):
         if not observed.ready or not observed.server_ready:
             continue
-        url = state.nodes[name].get("server_url", "")
+        doc = state.nodes.get(name)
+        if doc is None:  # a record seen before the node's document
+            continue
+        address: dict[str, str] = {"url": doc.get("server_url", "")}
+        if doc.get("server_grpc"):
+            address["grpc"] = doc["server_grpc"]
         for model, seen in sorted(observed.models.items()):
             if seen.state == "READY":
                 models.setdefault(model, []).append(
-                    {"node": name, "version": seen.version, "url": url}
+                    {"node": name, "version": seen.version, **address}
                 )
     return {"models": models}

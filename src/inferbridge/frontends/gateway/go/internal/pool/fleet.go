@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -16,8 +17,10 @@ import (
 
 // The fleet control plane as a source of upstreams: its routing table
 // (GET /v1/fleet/routing) names, per model, the nodes serving it, each with its version
-// and its server's address. Every node of the table becomes an upstream named after the
-// node, serving what the table says (no repository-index discovery for it). A node that
+// and its server's addresses (REST `url`, and `grpc` HOST:PORT when the node registered
+// one). Every node of the table becomes an upstream named after the node, reached at
+// those addresses, serving what the table says (no repository-index discovery for it);
+// a node without a usable gRPC address is REST only. A node that
 // leaves the table (NotReady, or nothing READY on it) leaves the pool; a table that
 // cannot be read leaves the last one in place.
 
@@ -27,6 +30,7 @@ type fleetTable struct {
 		Node    string          `json:"node"`
 		Version json.RawMessage `json:"version"`
 		URL     string          `json:"url"`
+		GRPC    string          `json:"grpc"`
 	} `json:"models"`
 }
 
@@ -97,8 +101,8 @@ func rereadSecret(path, last string) string {
 // tableUpstreams makes one upstream per node of table, sorted by name.
 func (p *Pool) tableUpstreams(table *fleetTable) ([]config.Upstream, []string) {
 	type node struct {
-		url    string
-		models map[string][]string
+		url, grpc string
+		models    map[string][]string
 	}
 	nodes := map[string]*node{}
 	var notes []string
@@ -112,9 +116,19 @@ func (p *Pool) tableUpstreams(table *fleetTable) ([]config.Upstream, []string) {
 			n := nodes[e.Node]
 			if n == nil {
 				n = &node{url: e.URL, models: map[string][]string{}}
+				if err := checkGRPCAddress(e.GRPC); err != nil {
+					notes = append(notes, fmt.Sprintf("node %s: grpc %q: %v; REST only", e.Node, e.GRPC, err))
+				} else {
+					n.grpc = e.GRPC
+				}
 				nodes[e.Node] = n
-			} else if n.url != e.URL {
-				notes = append(notes, fmt.Sprintf("node %s: two urls (%s, %s); the first kept", e.Node, n.url, e.URL))
+			} else {
+				if n.url != e.URL {
+					notes = append(notes, fmt.Sprintf("node %s: two urls (%s, %s); the first kept", e.Node, n.url, e.URL))
+				}
+				if e.GRPC != n.grpc && checkGRPCAddress(e.GRPC) == nil {
+					notes = append(notes, fmt.Sprintf("node %s: two grpc addresses (%q, %q); the first kept", e.Node, n.grpc, e.GRPC))
+				}
 			}
 			n.models[model] = append(n.models[model], version)
 		}
@@ -131,9 +145,29 @@ func (p *Pool) tableUpstreams(table *fleetTable) ([]config.Upstream, []string) {
 			notes = append(notes, err.Error()+"; skipped")
 			continue
 		}
+		u.GRPC = nodes[name].grpc
 		ups = append(ups, u)
 	}
 	return ups, notes
+}
+
+// checkGRPCAddress accepts "" (none) and HOST:PORT with a port 1-65535, as the control
+// plane validates it at registration (a table from elsewhere is checked again).
+func checkGRPCAddress(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("not HOST:PORT: %v", err)
+	}
+	if host == "" || strings.ContainsAny(host, "/ ") {
+		return fmt.Errorf("not HOST:PORT: the host %q", host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("not HOST:PORT: the port %q is not 1-65535", port)
+	}
+	return nil
 }
 
 // versionString is the table's version (a number; a string is taken as it is) as the

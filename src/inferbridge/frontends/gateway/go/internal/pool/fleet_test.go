@@ -202,3 +202,68 @@ func upstreamNames(p *Pool) string {
 	}
 	return strings.Join(names, " ")
 }
+
+func TestFleetGRPCAddressesReachTheUpstreams(t *testing.T) {
+	a := newFake(t, "a", "m:1")
+	b := newFake(t, "b", "m:1")
+	cp := newFakeControlPlane(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cp.key"), []byte("k\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(filepath.Join(dir, "g.yaml"), []byte(fmt.Sprintf(
+		"fleet: {control_plane: '%s', api_key_file: cp.key}\n", cp.srv.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	p, err := New(cfg, clock.Real{}, log.New(&logs, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	table := func(grpcA, grpcB string) string {
+		return fmt.Sprintf(`{"models": {"m": [`+
+			`{"node": "na", "version": 1, "url": %q, "grpc": %q}, `+
+			`{"node": "nb", "version": 1, "url": %q, "grpc": %q}]}}`, a.srv.URL, grpcA, b.srv.URL, grpcB)
+	}
+	grpcOf := func() map[string]string {
+		out := map[string]string{}
+		for _, u := range p.upstreams() {
+			out[u.cfg.Name] = u.cfg.GRPC
+		}
+		return out
+	}
+	cp.set(200, table("127.0.0.1:18001", "not an address"))
+	p.refreshFleet()
+	if got := grpcOf(); got["na"] != "127.0.0.1:18001" || got["nb"] != "" || len(got) != 2 {
+		t.Fatalf("gRPC addresses %v, want na's and none for nb (REST only)", got)
+	}
+	if !strings.Contains(logs.String(), `node nb: grpc "not an address"`) || !strings.Contains(logs.String(), "REST only") {
+		t.Fatalf("the bad address not said: %s", logs.String())
+	}
+	// A changed address is a changed upstream: the table is applied again.
+	cp.set(200, table("[::1]:18002", "127.0.0.1:18003"))
+	p.refreshFleet()
+	if got := grpcOf(); got["na"] != "[::1]:18002" || got["nb"] != "127.0.0.1:18003" {
+		t.Fatalf("gRPC addresses %v after the change", got)
+	}
+	// An entry without one (an agent without --advertise-grpc) is REST only.
+	cp.set(200, fmt.Sprintf(`{"models": {"m": [{"node": "na", "version": 1, "url": %q}]}}`, a.srv.URL))
+	p.refreshFleet()
+	if got := grpcOf(); got["na"] != "" || len(got) != 1 {
+		t.Fatalf("gRPC addresses %v, want na REST only", got)
+	}
+}
+
+func TestFleetGRPCAddressCheck(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"": true, "10.0.0.5:8001": true, "[::1]:8001": true, "node-a.lan:65535": true,
+		"nohost": false, ":8001": false, "h:0": false, "h:65536": false, "h:x": false,
+		"http://h:1": false, "a b:1": false,
+	} {
+		if err := checkGRPCAddress(addr); (err == nil) != ok {
+			t.Errorf("checkGRPCAddress(%q) = %v, want ok=%v", addr, err, ok)
+		}
+	}
+}
