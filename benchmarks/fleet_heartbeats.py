@@ -116,12 +116,14 @@ def main() -> int:
         planes = [
             start_replica(store, free_port(), missed_heartbeats=3) for _ in range(options.replicas)
         ]
-        wait_for("the leader", lambda: planes[0].get("/v1/fleet/health")["leader"], timeout=60)
     else:
         planes = [start_control_plane(root / "fleet.db", missed_heartbeats=3)]
-    # The admin calls go to the leader (any replica would serve the reads).
-    leader = planes[0].get("/v1/fleet/health")["leader"] if members else planes[0].url
-    plane = next((p for p in planes if p.url == leader), planes[0])
+    # The admin calls go to the leader (health's "leader": whether that replica leads).
+    plane = wait_for(
+        "a leader",
+        lambda: next((p for p in planes if p.get("/v1/fleet/health")["leader"]), None),
+        timeout=60,
+    )
     pids = [p.proc.process.pid for p in planes]
     warmup, die_at = 15.0, options.seconds - 20
     agents = subprocess.Popen(
