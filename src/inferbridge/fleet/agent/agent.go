@@ -201,10 +201,88 @@ func (a *Agent) request(ctx context.Context, client *httpClient, method, path st
 	if status >= 300 {
 		return fmt.Errorf("control plane: HTTP %d: %s", status, errorText(data))
 	}
-	if out != nil {
+	switch out := out.(type) {
+	case nil:
+		return nil
+	case *pollAnswer:
+		return out.decode(data)
+	default:
 		return json.Unmarshal(data, out)
 	}
+}
+
+// pollAnswer is the long poll's answer, decoded without reflection (every 25 s at most).
+type pollAnswer struct {
+	Etag        string
+	Assignments []Assignment
+	Requests    []map[string]any
+}
+
+func (p *pollAnswer) decode(data []byte) error {
+	doc, err := parseJSON(data)
+	if err != nil {
+		return fmt.Errorf("assignments: %w", err)
+	}
+	if doc.kind != jsonObject {
+		return fmt.Errorf("assignments: expected an object, got %s", doc.kind)
+	}
+	if p.Etag, err = doc.str("etag"); err != nil {
+		return fmt.Errorf("assignments: %w", err)
+	}
+	assignments, err := doc.list("assignments")
+	if err != nil {
+		return fmt.Errorf("assignments: %w", err)
+	}
+	if assignments != nil {
+		p.Assignments = make([]Assignment, 0, len(assignments))
+	}
+	for i, item := range assignments {
+		a, err := decodeAssignment(item)
+		if err != nil {
+			return fmt.Errorf("assignments[%d]: %w", i, err)
+		}
+		p.Assignments = append(p.Assignments, a)
+	}
+	requests, err := doc.list("requests")
+	if err != nil {
+		return fmt.Errorf("assignments: %w", err)
+	}
+	for i, item := range requests {
+		request, ok := item.toAny().(map[string]any)
+		if !ok {
+			return fmt.Errorf("requests[%d] is %s, not an object", i, item.kind)
+		}
+		p.Requests = append(p.Requests, request)
+	}
 	return nil
+}
+
+func decodeAssignment(v jsonValue) (Assignment, error) {
+	var a Assignment
+	if v.kind != jsonObject {
+		return a, fmt.Errorf("%s, not an object", v.kind)
+	}
+	var err error
+	for _, field := range [...]struct {
+		key    string
+		target *string
+	}{{"model", &a.Model}, {"uri", &a.URI}, {"sha256", &a.SHA256}, {"format", &a.Format}} {
+		if *field.target, err = v.str(field.key); err != nil {
+			return a, err
+		}
+	}
+	version, err := v.integer("version")
+	if err != nil {
+		return a, err
+	}
+	if version != int64(int(version)) {
+		return a, fmt.Errorf("\"version\" %d is out of range", version)
+	}
+	a.Version = int(version)
+	if a.Size, err = v.integer("size"); err != nil {
+		return a, err
+	}
+	return a, nil
 }
 
 // controlPlane answers the control-plane replica in use (--control-plane takes a
@@ -321,11 +399,7 @@ func (a *Agent) channelLoop(ctx context.Context) {
 		a.mu.Lock()
 		etag, token := a.etag, a.token
 		a.mu.Unlock()
-		var answer struct {
-			Etag        string           `json:"etag"`
-			Assignments []Assignment     `json:"assignments"`
-			Requests    []map[string]any `json:"requests"`
-		}
+		var answer pollAnswer
 		path := "/v1/fleet/agent/" + url.PathEscape(a.cfg.Name) + "/assignments?wait_s=25&etag=" + url.QueryEscape(etag)
 		err := a.request(ctx, a.poll, http.MethodGet, path, nil, token, &answer)
 		if errors.Is(err, errUnregistered) {

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -103,7 +104,7 @@ func (r *Reconciler) Status() []ModelStatus {
 	for _, s := range r.status {
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Model < out[j].Model })
+	slices.SortFunc(out, func(x, y ModelStatus) int { return strings.Compare(x.Model, y.Model) })
 	return out
 }
 

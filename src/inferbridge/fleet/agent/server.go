@@ -8,7 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,11 +72,39 @@ func (s *HTTPServer) Index(ctx context.Context) (map[string]Served, error) {
 	if status != http.StatusOK {
 		return nil, fmt.Errorf("repository index: HTTP %d: %s", status, errorText(data))
 	}
-	var entries []indexEntry
-	if err := json.Unmarshal(data, &entries); err != nil {
+	entries, err := decodeIndex(data)
+	if err != nil {
 		return nil, fmt.Errorf("repository index: %w", err)
 	}
 	return parseIndex(entries), nil
+}
+
+// decodeIndex reads the index's array of {name, version, state, reason}.
+func decodeIndex(data []byte) ([]indexEntry, error) {
+	doc, err := parseJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	if doc.kind != jsonArray {
+		return nil, fmt.Errorf("expected an array, got %s", doc.kind)
+	}
+	entries := make([]indexEntry, 0, len(doc.items))
+	for _, item := range doc.items {
+		if item.kind != jsonObject {
+			return nil, fmt.Errorf("an entry is %s, not an object", item.kind)
+		}
+		var e indexEntry
+		for _, field := range [...]struct {
+			key    string
+			target *string
+		}{{"name", &e.Name}, {"version", &e.Version}, {"state", &e.State}, {"reason", &e.Reason}} {
+			if *field.target, err = item.str(field.key); err != nil {
+				return nil, err
+			}
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
 }
 
 func parseIndex(entries []indexEntry) map[string]Served {
@@ -103,7 +131,7 @@ func parseIndex(entries []indexEntry) map[string]Served {
 				served.Failed[version] = e.Reason
 			}
 		}
-		sort.Ints(served.Ready)
+		slices.Sort(served.Ready)
 		out[e.Name] = served
 	}
 	return out

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,24 +19,6 @@ type VersionStats struct {
 	Fail      uint64 `json:"fail"`       // inference_stats.fail.count
 	SuccessNs uint64 `json:"success_ns"` // inference_stats.success.ns: time spent in successful requests
 	FailNs    uint64 `json:"fail_ns"`    // inference_stats.fail.ns
-}
-
-type statDuration struct {
-	Count uint64 `json:"count"`
-	Ns    uint64 `json:"ns"`
-}
-
-// statsDocument is the part of the statistics document the heartbeat carries; the rest
-// (queue, compute, batch figures) is left undecoded.
-type statsDocument struct {
-	ModelStats []struct {
-		Name           string `json:"name"`
-		Version        string `json:"version"`
-		InferenceStats struct {
-			Success statDuration `json:"success"`
-			Fail    statDuration `json:"fail"`
-		} `json:"inference_stats"`
-	} `json:"model_stats"`
 }
 
 // Stats reads every loaded version's request counters from the server.
@@ -54,30 +36,60 @@ func (s *HTTPServer) Stats(ctx context.Context) ([]VersionStats, error) {
 }
 
 func parseStats(data []byte) ([]VersionStats, error) {
-	var doc statsDocument
-	if err := json.Unmarshal(data, &doc); err != nil {
+	out, err := decodeStats(data)
+	if err != nil {
 		return nil, fmt.Errorf("statistics: %w", err)
 	}
-	out := make([]VersionStats, 0, len(doc.ModelStats))
-	for _, m := range doc.ModelStats {
-		version, err := strconv.Atoi(m.Version)
+	slices.SortFunc(out, func(x, y VersionStats) int {
+		if c := strings.Compare(x.Model, y.Model); c != 0 {
+			return c
+		}
+		return x.Version - y.Version
+	})
+	return out, nil
+}
+
+// decodeStats reads model_stats[].{name, version, inference_stats.{success,fail}.{count,ns}}.
+func decodeStats(data []byte) ([]VersionStats, error) {
+	doc, err := parseJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	if doc.kind != jsonObject {
+		return nil, fmt.Errorf("expected an object, got %s", doc.kind)
+	}
+	models, err := doc.list("model_stats")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]VersionStats, 0, len(models))
+	for _, m := range models {
+		name, err := m.str("name")
+		if err != nil {
+			return nil, err
+		}
+		text, err := m.str("version")
+		if err != nil {
+			return nil, err
+		}
+		version, err := strconv.Atoi(text)
 		if err != nil {
 			continue // the fleet deploys numbered versions only
 		}
-		out = append(out, VersionStats{
-			Model:     m.Name,
-			Version:   version,
-			Success:   m.InferenceStats.Success.Count,
-			Fail:      m.InferenceStats.Fail.Count,
-			SuccessNs: m.InferenceStats.Success.Ns,
-			FailNs:    m.InferenceStats.Fail.Ns,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Model != out[j].Model {
-			return out[i].Model < out[j].Model
+		stats := VersionStats{Model: name, Version: version}
+		inference := m.get("inference_stats")
+		for _, field := range [...]struct {
+			outcome, figure string
+			target          *uint64
+		}{
+			{"success", "count", &stats.Success}, {"success", "ns", &stats.SuccessNs},
+			{"fail", "count", &stats.Fail}, {"fail", "ns", &stats.FailNs},
+		} {
+			if *field.target, err = inference.get(field.outcome).unsigned(field.figure); err != nil {
+				return nil, fmt.Errorf("%s version %s: inference_stats.%s: %w", name, text, field.outcome, err)
+			}
 		}
-		return out[i].Version < out[j].Version
-	})
+		out = append(out, stats)
+	}
 	return out, nil
 }

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -26,26 +25,26 @@ func adviseFilePages(advice int) int {
 	if err != nil {
 		return 0
 	}
-	f, err := os.Open("/proc/self/maps")
+	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
 	total := 0
-	scanner := bufio.NewScanner(f)
-	for scanner.Scan() {
-		fields := strings.Fields(scanner.Text())
+	for len(maps) > 0 {
+		var line []byte
+		line, maps, _ = bytes.Cut(maps, []byte("\n"))
 		// address perms offset dev inode path: only the executable's read-only mappings
 		// (code, rodata); writable ones hold data that must not be dropped.
-		if len(fields) < 6 || fields[5] != exe || strings.Contains(fields[1], "w") {
+		fields := bytes.Fields(line)
+		if len(fields) < 6 || string(fields[5]) != exe || bytes.IndexByte(fields[1], 'w') >= 0 {
 			continue
 		}
-		start, end, ok := strings.Cut(fields[0], "-")
+		start, end, ok := bytes.Cut(fields[0], []byte("-"))
 		if !ok {
 			continue
 		}
-		lo, err1 := strconv.ParseUint(start, 16, 64)
-		hi, err2 := strconv.ParseUint(end, 16, 64)
+		lo, err1 := strconv.ParseUint(string(start), 16, 64)
+		hi, err2 := strconv.ParseUint(string(end), 16, 64)
 		if err1 != nil || err2 != nil || hi <= lo {
 			continue
 		}
