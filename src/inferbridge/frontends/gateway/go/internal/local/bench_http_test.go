@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // okGateway serves HTTP in front of a backend that answers every HTTP frame 200 "ok"
@@ -94,7 +96,7 @@ func BenchmarkHTTPUnary(b *testing.B) {
 func BenchmarkGRPCUnary(b *testing.B) {
 	_, addr := okGateways(b, 1<<20)
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec())))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frontend.Codec{})))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,11 +106,11 @@ func BenchmarkGRPCUnary(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		in := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(req)}}
-		var out rawMsg
+		in := &frontend.RawMsg{Data: mem.BufferSlice{mem.SliceBuffer(req)}}
+		var out frontend.RawMsg
 		if err := cc.Invoke(ctx, inferMethod, in, &out); err != nil {
 			b.Fatal(err)
 		}
-		out.data.Free()
+		out.Data.Free()
 	}
 }

@@ -4,9 +4,6 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/reflection"
 	v1reflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	v1alphareflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
@@ -16,35 +13,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
-
-// rawMsg is a message kept as the bytes on the wire.
-type rawMsg struct{ data mem.BufferSlice }
-
-// codec passes rawMsg through untouched and delegates every other message (those of
-// health and reflection) to grpc-go's proto codec.
-type codec struct{ proto encoding.CodecV2 }
-
-func newCodec() codec { return codec{proto: encoding.GetCodecV2(proto.Name)} }
-
-func (c codec) Marshal(v any) (mem.BufferSlice, error) {
-	if m, ok := v.(*rawMsg); ok {
-		data := m.data // grpc-go frees what Marshal returns once it is sent
-		m.data = nil
-		return data, nil
-	}
-	return c.proto.Marshal(v)
-}
-
-func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if m, ok := v.(*rawMsg); ok {
-		data.Ref() // grpc-go frees data after Unmarshal; keep it until it is written
-		m.data = data
-		return nil
-	}
-	return c.proto.Unmarshal(data, v)
-}
-
-func (codec) Name() string { return proto.Name }
 
 // registerReflection serves reflection v1 and v1alpha for the forwarded services
 // described by set (a serialized FileDescriptorSet) and for the services registered

@@ -229,7 +229,7 @@ func (g *gateway) readFrame(hdr []byte) error {
 		if err != nil || len(body) < 1 {
 			return errors.Join(err, fmt.Errorf("backend: empty HEALTH frame"))
 		}
-		g.health.SetServingStatus(string(body[1:]), healthpb.HealthCheckResponse_ServingStatus(body[0]))
+		g.fe.Health().SetServingStatus(string(body[1:]), healthpb.HealthCheckResponse_ServingStatus(body[0]))
 	case kindShutdown:
 		body, err := g.readBody(n)
 		if err != nil || len(body) < 4 {

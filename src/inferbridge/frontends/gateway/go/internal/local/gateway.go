@@ -7,21 +7,17 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/inferbridge/inferbridge/gateway/internal/auth"
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 type config struct {
@@ -43,7 +39,7 @@ type call struct {
 	http   chan *[]byte // REPLY-HTTP body (nil when the backend failed); capacity 1
 	isHTTP bool         // an HTTP request, answered by REPLY-HTTP instead of REPLY
 	stream *httpStream  // set by the reader with a REPLY-HTTP-START (httpstream.go)
-	req    rawMsg
+	req    frontend.RawMsg
 }
 
 var callPool = sync.Pool{New: func() any {
@@ -53,9 +49,7 @@ var callPool = sync.Pool{New: func() any {
 type gateway struct {
 	backend net.Conn
 	br      *bufio.Reader
-	srv     *grpc.Server
-	health  *health.Server
-	httpSrv *http.Server // nil without an HTTP listener
+	fe      *frontend.Frontend // the REST and gRPC servers; g is their Backend
 	metrics *metrics
 
 	out  chan frame    // to the writer goroutine
@@ -79,10 +73,8 @@ type gateway struct {
 	maxHTTPInflight int64
 	httpBusyBody    []byte
 
-	auth         *auth.Authority // nil unless it is Active
+	authActive   bool // the front end checks requests (cfg.auth is Active)
 	defaultModel string
-	ownMethods   map[string]bool // served here (health, reflection), not forwarded
-	tls          *tls.Config
 	accessFrames bool
 
 	failOnce     sync.Once
@@ -96,7 +88,6 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 	g := &gateway{
 		backend:     backend,
 		br:          bufio.NewReaderSize(backend, 64<<10),
-		health:      health.NewServer(),
 		metrics:     newMetrics(),
 		out:         make(chan frame, 1024),
 		dead:        make(chan struct{}),
@@ -109,14 +100,11 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		maxRecvBytes:    cfg.maxRecvBytes,
 		queueFullCode:   cfg.queueFullCode,
 		maxHTTPInflight: int64(cfg.maxHTTPInflight),
-		httpBusyBody: errorBody(fmt.Sprintf(
+		httpBusyBody: frontend.ErrorBody(fmt.Sprintf(
 			"server is overloaded: %d requests in flight; retry later", cfg.maxHTTPInflight)),
 		defaultModel: cfg.defaultModel,
-		tls:          cfg.tls,
 		accessFrames: cfg.accessFrames,
-	}
-	if cfg.auth.Active() {
-		g.auth = cfg.auth
+		authActive:   cfg.auth.Active(),
 	}
 	g.models.Store(&map[string]*modelState{})
 	if g.queueFullCode == codes.OK {
@@ -143,33 +131,27 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 	if m := uint32(cfg.maxConcurrentRPCs); m > maxStreams {
 		maxStreams = m
 	}
-	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(newCodec()),
-		grpc.UnknownServiceHandler(g.forward),
-		grpc.MaxRecvMsgSize(cfg.maxRecvBytes),
-		grpc.MaxSendMsgSize(1<<31 - 1),
+	g.fe = frontend.New(frontend.Config{
+		MaxRecvBytes: cfg.maxRecvBytes,
 		// The RPC limit is ours (answered at once with RESOURCE_EXHAUSTED); HTTP/2 must
 		// not throttle clients below it.
-		grpc.MaxConcurrentStreams(maxStreams),
-		grpc.UnaryInterceptor(g.observeUnary),
-		grpc.StreamInterceptor(g.observeStream),
-	}
-	if cfg.tls != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.tls)))
-	}
-	g.srv = grpc.NewServer(opts...)
-	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(g.srv, g.health)
-	forwarded, err := registerReflection(g.srv, set)
+		MaxConcurrentStreams: maxStreams,
+		TLS:                  cfg.tls,
+		Auth:                 cfg.auth,
+		DefaultModel:         cfg.defaultModel,
+		Unary:                g.observeUnary,
+		Stream:               g.observeStream,
+		ConnState:            g.httpConnState,
+	}, g, g)
+	srv := g.fe.GRPCServer()
+	forwarded, err := registerReflection(srv, set)
 	if err != nil {
 		return nil, err
 	}
 	var served []string
-	g.ownMethods = map[string]bool{}
-	for service, info := range g.srv.GetServiceInfo() {
+	for service, info := range srv.GetServiceInfo() {
 		for _, m := range info.Methods {
 			served = append(served, "/"+service+"/"+m.Name)
-			g.ownMethods["/"+service+"/"+m.Name] = true
 		}
 	}
 	g.metrics.setGRPCMethods(forwarded, served)
@@ -182,39 +164,15 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 // run serves lis (gRPC) and httpLis (HTTP; may be nil) until a SHUTDOWN frame has been
 // handled (nil) or the backend or a listener fails (the error).
 func (g *gateway) run(lis, httpLis net.Listener) error {
-	if httpLis != nil {
-		g.httpSrv = newHTTPServer(g)
-		if g.tls != nil {
-			// REST stays HTTP/1.1 (as without TLS); gRPC's listener offers h2.
-			restTLS := g.tls.Clone()
-			restTLS.NextProtos = []string{"http/1.1"}
-			httpLis = tls.NewListener(httpLis, restTLS)
-		}
-	}
 	lis = countedListener{Listener: lis, m: &g.metrics.proto[protoGRPC]}
 	go g.writeLoop()
 	go g.readLoop()
-	served := make(chan error, 2)
-	go func() {
-		if err := g.srv.Serve(lis); err != nil { // nil only after Stop or GracefulStop
-			served <- fmt.Errorf("serve: %w", err)
-		}
-	}()
-	if httpLis != nil {
-		go func() {
-			if err := g.serveHTTPListener(httpLis); err != nil {
-				served <- fmt.Errorf("serve HTTP: %w", err)
-			}
-		}()
-	}
+	served := g.fe.Serve(lis, httpLis)
 	select {
 	case err := <-g.finished:
 		return err
 	case err := <-served:
-		g.srv.Stop()
-		if g.httpSrv != nil {
-			g.httpSrv.Close()
-		}
+		g.fe.Stop()
 		return err
 	}
 }
@@ -223,10 +181,7 @@ func (g *gateway) run(lis, httpLis net.Listener) error {
 func (g *gateway) fail(err error) {
 	g.failOnce.Do(func() {
 		close(g.dead)
-		g.srv.Stop()
-		if g.httpSrv != nil {
-			g.httpSrv.Close()
-		}
+		g.fe.Stop()
 		g.finished <- err
 	})
 }
@@ -239,49 +194,15 @@ func (g *gateway) modelState(body mem.BufferSlice) *modelState {
 	if len(models) == 0 {
 		return nil
 	}
-	if name, ok := requestModelName(body); ok {
+	if name, ok := frontend.BufferModel(body); ok {
 		return models[string(name)]
 	}
 	return nil
 }
 
-// requestModelName is the model_name (field 1) of a ModelInferRequest. Like protobuf's
-// parsers (Python's included) it takes the field's last occurrence, so that a request
-// naming two models is checked under the one that runs.
-func requestModelName(body mem.BufferSlice) (name []byte, found bool) {
-	var msg []byte
-	if len(body) == 1 {
-		msg = body[0].ReadOnlyData()
-	} else {
-		msg = body.Materialize()
-	}
-	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return nil, false
-		}
-		msg = msg[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(msg)
-			if m < 0 {
-				return nil, false
-			}
-			name, found = v, true
-			msg = msg[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, msg)
-		if m < 0 {
-			return nil, false
-		}
-		msg = msg[m:]
-	}
-	return name, found
-}
-
-// forward is the handler of every method that is not registered (health and
+// ServeGRPC is the handler of every method that is not registered (health and
 // reflection are): it forwards the one request message and waits for the REPLY.
-func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
+func (g *gateway) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
 	if g.maxInflight > 0 {
 		if g.inflight.Add(1) > g.maxInflight {
 			g.inflight.Add(-1)
@@ -297,7 +218,7 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	ctx := ss.Context()
 
 	c := callPool.Get().(*call)
-	if err := ss.RecvMsg(&c.req); err != nil {
+	if err = ss.RecvMsg(&c.req); err != nil {
 		callPool.Put(c)
 		if err == io.EOF {
 			return status.Error(codes.InvalidArgument, "inferbridge: the call carried no request message; a unary call sends exactly one")
@@ -307,16 +228,15 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 		}
 		return err
 	}
-	body := c.req.data
-	c.req.data = nil
+	body := c.req.Data
+	c.req.Data = nil
 	g.metrics.proto[protoGRPC].reqBytes.Add(float64(body.Len()))
 	var principal string
-	if g.auth != nil {
-		var r *refusal
-		if principal, r = g.checkGRPC(ctx, method, body); r != nil {
+	if g.authActive {
+		if principal, err = g.checkCall(ctx, method, body); err != nil {
 			body.Free()
 			callPool.Put(c)
-			return refuse(ss, r)
+			return err
 		}
 	}
 	meta, err := callMetadata(ctx, principal)
@@ -369,10 +289,10 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 		if r.code != codes.OK {
 			return status.Error(r.code, r.msg)
 		}
-		var resp rawMsg
+		var resp frontend.RawMsg
 		if r.data != nil {
 			g.metrics.proto[protoGRPC].respBytes.Add(float64(r.data.Len()))
-			resp.data = mem.BufferSlice{r.data} // grpc-go frees it once sent
+			resp.Data = mem.BufferSlice{r.data} // grpc-go frees it once sent
 		}
 		return ss.SendMsg(&resp)
 	case <-answerBy:
@@ -384,19 +304,14 @@ func (g *gateway) forward(_ any, ss grpc.ServerStream) error {
 	}
 }
 
-// deadlineMargin is how long before a call's deadline the gateway answers
-// DEADLINE_EXCEEDED itself: at the deadline grpc-go resets the stream (RST_STREAM CANCEL),
-// which a client whose own timer has not fired yet reads as CANCELLED.
-const deadlineMargin = time.Millisecond
-
-// answerBefore returns a channel that fires deadlineMargin before ctx's deadline (nil,
+// answerBefore returns a channel that fires frontend.DeadlineMargin before ctx's deadline (nil,
 // never firing, without a deadline) and the function that releases its timer.
 func answerBefore(ctx context.Context) (<-chan time.Time, func() bool) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return nil, func() bool { return false }
 	}
-	timer := time.NewTimer(time.Until(deadline) - deadlineMargin)
+	timer := time.NewTimer(time.Until(deadline) - frontend.DeadlineMargin)
 	return timer.C, timer.Stop
 }
 
@@ -453,27 +368,6 @@ func (g *gateway) claim(id uint64, isHTTP bool) *call {
 // drain handles SHUTDOWN. The reader keeps running meanwhile, so that calls in flight
 // still receive their REPLYs.
 func (g *gateway) drain(grace time.Duration) {
-	g.health.Shutdown()
-	stopped := make(chan struct{})
-	go func() {
-		g.srv.GracefulStop()
-		close(stopped)
-	}()
-	httpStopped := make(chan struct{})
-	go func() {
-		if g.httpSrv != nil {
-			g.shutdownHTTP(grace) // closes the server hard when grace runs out
-		}
-		close(httpStopped)
-	}()
-	timer := time.NewTimer(grace)
-	defer timer.Stop()
-	select {
-	case <-stopped:
-	case <-timer.C:
-		g.srv.Stop()
-		<-stopped
-	}
-	<-httpStopped
+	g.fe.Drain(grace)
 	g.finished <- nil
 }

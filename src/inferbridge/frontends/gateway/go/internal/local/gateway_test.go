@@ -36,6 +36,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 const inferMethod = "/inference.GRPCInferenceService/ModelInfer"
@@ -190,7 +192,7 @@ func newHarnessTLS(t *testing.T, cfg config, descriptors []byte, clientTLS *tls.
 	}()
 	h.cc, err = grpc.NewClient(lis.Addr().String(),
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec())))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frontend.Codec{})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +232,11 @@ func (h *harness) next() backendFrame {
 func (h *harness) invoke(ctx context.Context, method string, req []byte, opts ...grpc.CallOption) <-chan result {
 	done := make(chan result, 1)
 	go func() {
-		in := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(req)}}
-		var out rawMsg
+		in := &frontend.RawMsg{Data: mem.BufferSlice{mem.SliceBuffer(req)}}
+		var out frontend.RawMsg
 		err := h.cc.Invoke(ctx, method, in, &out, opts...)
-		done <- result{out.data.Materialize(), err}
-		out.data.Free()
+		done <- result{out.Data.Materialize(), err}
+		out.Data.Free()
 	}()
 	return done
 }

@@ -1,20 +1,14 @@
 package local
 
 import (
-	"context"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/textproto"
 	"strconv"
 	"sync"
-	"time"
 
-	"github.com/inferbridge/inferbridge/gateway/internal/auth"
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // HTTP (REST) termination: every request is read whole and forwarded as one HTTP frame;
@@ -33,42 +27,6 @@ func putBuf(bp *[]byte) {
 		*bp = (*bp)[:0]
 		bufPool.Put(bp)
 	}
-}
-
-// Shared header values; net/http only reads them.
-var (
-	hdrJSON       = []string{"application/json"}
-	hdrRetryAfter = []string{"1"}
-	hdrClose      = []string{"close"}
-)
-
-func errorBody(msg string) []byte {
-	q, _ := json.Marshal(msg)
-	return append(append([]byte(`{"error": `), q...), '}')
-}
-
-func newHTTPServer(g *gateway) *http.Server {
-	return &http.Server{
-		Handler:           g,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    1 << 20,
-		ConnState:         g.httpConnState,
-	}
-}
-
-// writeError writes an error reply and returns its status and body length.
-func writeError(w http.ResponseWriter, code int, body []byte, retry bool) (int, int) {
-	h := w.Header()
-	h["Content-Type"] = hdrJSON
-	if retry {
-		h["Retry-After"] = hdrRetryAfter
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	h["Date"] = nil
-	w.WriteHeader(code)
-	w.Write(body)
-	return code, len(body)
 }
 
 func appendStr16(b []byte, s string) []byte {
@@ -90,78 +48,19 @@ func appendHeader(b []byte, name, value string) []byte {
 	return append(b, value...)
 }
 
-// statusClientGone is the `code` of a request whose client went away before its reply
-// (nginx's "client closed request"): no status was sent.
-const statusClientGone = 499
-
-// ServeHTTP forwards one request to the backend, writes its REPLY-HTTP and records it.
-func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	pm := &g.metrics.proto[protoHTTP]
-	pm.inflight.Inc()
-	status, n := g.serveHTTP(w, r, start)
-	abort := status == statusClientGone || status&abortReply != 0
-	status &^= abortReply
-	pm.respBytes.Add(float64(n))
-	pm.inflight.Dec()
-	g.metrics.httpDone(routeOf(r.URL.Path), status, start)
-	if abort {
-		// Nothing was written, or a streamed body is cut short: returning would make
-		// net/http send "200 OK" with an empty body, or end the chunked body, which a
-		// client takes for success. Close the connection without more instead
-		// (net/http does not log this panic).
-		panic(http.ErrAbortHandler)
-	}
-}
-
-// unreadableBody answers a request whose body could not be read (err, after n bytes
-// of it): 400 with the reason when the body is malformed or cut short (an EOF: a
-// half-closed client may still read the answer; a gone one does not mind it), nothing
-// (statusClientGone) when the connection itself failed (a reset).
-func unreadableBody(w http.ResponseWriter, r *http.Request, err error, n int) (int, int) {
-	if netErr := net.Error(nil); errors.As(err, &netErr) {
-		return statusClientGone, 0
-	}
-	var msg string
-	switch {
-	case !errors.Is(err, io.ErrUnexpectedEOF):
-		msg = "the request body cannot be read: " + err.Error() // net/http's chunked reader
-	case r.ContentLength > 0:
-		msg = fmt.Sprintf("the request body ended after %d of its %d bytes (Content-Length)", n, r.ContentLength)
-	default:
-		msg = fmt.Sprintf("the chunked request body ended after %d bytes, before its last chunk", n)
-	}
-	// The connection's framing is lost: it cannot carry another request.
-	w.Header()["Connection"] = hdrClose
-	return writeError(w, http.StatusBadRequest, errorBody(msg), false)
-}
-
-// serveHTTP serves one request and returns the status and body length it answered.
-func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.Time) (int, int) {
-	arrival := start.UnixNano()
+// ServeREST forwards one request (authorized by the front end) to the backend as an
+// HTTP frame and writes its REPLY-HTTP; it returns the status and body length answered.
+func (g *gateway) ServeREST(w http.ResponseWriter, r *http.Request, req frontend.Request) (int, int) {
+	arrival := req.Start.UnixNano()
 	path, rawPath := r.URL.Path, r.URL.EscapedPath()
 	if len(path) > 0xffff || len(rawPath) > 0xffff || len(r.URL.RawQuery) > 0xffff || len(r.Method) > 0xffff {
-		return writeError(w, http.StatusRequestURITooLong, errorBody("request target is over 65535 bytes"), false)
+		return frontend.WriteError(w, http.StatusRequestURITooLong, frontend.ErrorBody("request target is over 65535 bytes"), false)
 	}
-	var principal string
-	if g.auth != nil { // before the body is read, and before its size is judged
-		var d *auth.Denial
-		var act auth.Action
-		if principal, act, d = g.checkHTTP(r); d != nil {
-			status, n := g.writeDenial(w, d)
-			if g.accessFrames {
-				g.sendAccess(accessRecord{protocol: "http", method: r.Method, route: path, model: act.Model,
-					status: strconv.Itoa(status), start: start, respBytes: n,
-					trace: r.Header.Get("Traceparent"), principal: d.Principal})
-			}
-			return status, n
-		}
-	}
+	principal := req.Principal
 	maxBody := int64(g.maxRecvBytes)
 	if r.ContentLength > maxBody {
-		g.metrics.reject(protoHTTP, g.inferState(r), reasonTooLarge)
-		return writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
-			"request body of %d bytes is over the limit of %d bytes", r.ContentLength, maxBody)), false)
+		g.metrics.reject(protoHTTP, g.inferState(r, req.Path), reasonTooLarge)
+		return frontend.TooLarge(w, r.ContentLength, maxBody)
 	}
 
 	// The frame body up to the request body.
@@ -179,7 +78,7 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 		count++
 	}
 	for name, values := range r.Header {
-		if isPrincipalHeader(name) { // only the gateway tells Python who is calling
+		if frontend.IsPrincipalHeader(name) { // only the gateway tells Python who is calling
 			continue
 		}
 		for _, v := range values {
@@ -194,7 +93,7 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 	if count > 0xffff {
 		*bp = b
 		putBuf(bp)
-		return writeError(w, http.StatusRequestHeaderFieldsTooLarge, errorBody("more than 65535 header fields"), false)
+		return frontend.WriteError(w, http.StatusRequestHeaderFieldsTooLarge, frontend.ErrorBody("more than 65535 header fields"), false)
 	}
 	binary.LittleEndian.PutUint16(b[countAt:], uint16(count))
 	b = binary.LittleEndian.AppendUint64(b, uint64(arrival))
@@ -220,9 +119,8 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 			if int64(len(b)-start) > maxBody {
 				*bp = b
 				putBuf(bp)
-				g.metrics.reject(protoHTTP, g.inferState(r), reasonTooLarge)
-				return writeError(w, http.StatusRequestEntityTooLarge, errorBody(fmt.Sprintf(
-					"request body of more than %d bytes is over the limit of %d bytes", maxBody, maxBody)), false)
+				g.metrics.reject(protoHTTP, g.inferState(r, req.Path), reasonTooLarge)
+				return frontend.TooLarge(w, -1, maxBody)
 			}
 			if err != nil {
 				if err == io.EOF {
@@ -235,16 +133,16 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 	*bp = b
 	if err != nil { // the client is gone, or sent a body that cannot be read
 		putBuf(bp)
-		return unreadableBody(w, r, err, len(b)-bodyAt)
+		return frontend.UnreadableBody(w, r, err, len(b)-bodyAt)
 	}
 	g.metrics.proto[protoHTTP].reqBytes.Add(float64(len(b) - bodyAt))
 
 	// Admission.
-	if st := g.inferState(r); st != nil {
+	if st := g.inferState(r, req.Path); st != nil {
 		if lim := st.admit(); lim != nil {
 			putBuf(bp)
 			g.metrics.reject(protoHTTP, st, reasonQueueFull)
-			return writeError(w, http.StatusTooManyRequests, lim.body, true)
+			return frontend.WriteError(w, http.StatusTooManyRequests, lim.body, true)
 		}
 		defer st.release()
 	}
@@ -253,7 +151,7 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 			g.httpInflight.Add(-1)
 			putBuf(bp)
 			g.metrics.reject(protoHTTP, nil, reasonInflightLimit)
-			return writeError(w, http.StatusTooManyRequests, g.httpBusyBody, true)
+			return frontend.WriteError(w, http.StatusTooManyRequests, g.httpBusyBody, true)
 		}
 		defer g.httpInflight.Add(-1)
 	}
@@ -272,7 +170,7 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 		g.forget(id, c)
 		c.isHTTP = false
 		callPool.Put(c)
-		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
+		return frontend.WriteError(w, http.StatusServiceUnavailable, backendGoneBody, false)
 	}
 	ctx := r.Context()
 	var rp *[]byte
@@ -280,16 +178,16 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 	case rp = <-c.http:
 	case <-ctx.Done():
 		g.abandon(id, c)
-		return statusClientGone, 0
+		return frontend.StatusClientGone, 0
 	case <-g.dead:
 		g.abandon(id, c)
-		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
+		return frontend.WriteError(w, http.StatusServiceUnavailable, backendGoneBody, false)
 	}
 	st := c.stream
 	c.isHTTP, c.stream = false, nil
 	callPool.Put(c)
 	if rp == nil {
-		return writeError(w, http.StatusServiceUnavailable, backendGoneBody, false)
+		return frontend.WriteError(w, http.StatusServiceUnavailable, backendGoneBody, false)
 	}
 	if st != nil { // REPLY-HTTP-START: the body follows in parts
 		return g.relayStream(w, r, id, st, rp)
@@ -299,18 +197,15 @@ func (g *gateway) serveHTTP(w http.ResponseWriter, r *http.Request, start time.T
 	return status, n
 }
 
-// inferState is the admission state of the model of an infer POST, or nil.
-func (g *gateway) inferState(r *http.Request) *modelState {
-	if r.Method != http.MethodPost {
+// inferState is the admission state of the model of an infer (or generate) POST, or nil.
+func (g *gateway) inferState(r *http.Request, p frontend.Path) *modelState {
+	if r.Method != http.MethodPost || !p.Route.RunsModel() {
 		return nil
 	}
-	if name, ok := inferModel(r.URL.Path); ok {
-		return g.model(name)
-	}
-	return nil
+	return g.model(p.Model)
 }
 
-var backendGoneBody = errorBody("the backend is gone")
+var backendGoneBody = frontend.ErrorBody("the backend is gone")
 
 // abandon gives up on an HTTP request whose REPLY-HTTP has not arrived, sending CANCEL.
 func (g *gateway) abandon(id uint64, c *call) {
@@ -341,7 +236,7 @@ func grow(b []byte, n int) []byte {
 func (g *gateway) writeReply(w http.ResponseWriter, b []byte) (int, int) {
 	status, b, ok := writeHead(w, b, false)
 	if !ok {
-		return writeError(w, http.StatusBadGateway, errorBody("malformed reply from the backend"), false)
+		return frontend.WriteError(w, http.StatusBadGateway, frontend.ErrorBody("malformed reply from the backend"), false)
 	}
 	if len(b) > 0 {
 		w.Write(b)
@@ -404,22 +299,4 @@ func writeHead(w http.ResponseWriter, b []byte, streamed bool) (status int, body
 	}
 	w.WriteHeader(status)
 	return status, b, true
-}
-
-// serveHTTPListener serves lis until the server is shut down or closed.
-func (g *gateway) serveHTTPListener(lis net.Listener) error {
-	err := g.httpSrv.Serve(lis)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
-// shutdownHTTP drains the HTTP server within grace, then closes it.
-func (g *gateway) shutdownHTTP(grace time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := g.httpSrv.Shutdown(ctx); err != nil {
-		g.httpSrv.Close()
-	}
 }

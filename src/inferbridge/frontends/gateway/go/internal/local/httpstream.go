@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // Streamed REST replies (REPLY-HTTP-START, REPLY-HTTP-CHUNK, REPLY-HTTP-END; see the
@@ -11,11 +13,6 @@ import (
 // generate_stream's Server-Sent Events do. The gateway writes the status and headers
 // without a Content-Length (chunked transfer encoding), then each part, flushed, as it
 // arrives; STREAM-ACK frames give the backend its window back.
-
-// abortReply, or-ed into the status serveHTTP returns, says the response could not be
-// finished: the connection is closed without ending the body, so that a client never
-// takes a cut-short stream for a whole one.
-const abortReply = 1 << 16
 
 // httpPart is one REPLY-HTTP-CHUNK or the REPLY-HTTP-END, handed by the reader.
 type httpPart struct {
@@ -97,14 +94,14 @@ func (g *gateway) readPooled(n int) (*[]byte, error) {
 }
 
 // relayStream writes a streamed reply: start is the REPLY-HTTP-START body, the parts
-// follow on st. It returns the status (abortReply or-ed in when the reply could not be
+// follow on st. It returns the status (frontend.Aborted or-ed in when the reply could not be
 // finished) and the body bytes written.
 func (g *gateway) relayStream(w http.ResponseWriter, r *http.Request, id uint64, st *httpStream, start *[]byte) (int, int) {
 	status, body, ok := writeHead(w, *start, true)
 	if !ok {
 		putBuf(start)
 		g.dropStream(id)
-		return writeError(w, http.StatusBadGateway, errorBody("malformed reply from the backend"), false)
+		return frontend.WriteError(w, http.StatusBadGateway, frontend.ErrorBody("malformed reply from the backend"), false)
 	}
 	rc := http.NewResponseController(w)
 	n := len(body)
@@ -117,28 +114,28 @@ func (g *gateway) relayStream(w http.ResponseWriter, r *http.Request, id uint64,
 		}
 		if err != nil { // the client is gone
 			g.dropStream(id)
-			return statusClientGone, n
+			return frontend.StatusClientGone, n
 		}
 		select { // START and each CHUNK written: one more may come
 		case g.out <- frame{kind: kindStreamAck, id: id, count: 1}:
 		case <-g.dead:
-			return status | abortReply, n
+			return status | frontend.Aborted, n
 		}
 		var p httpPart
 		select {
 		case p = <-st.parts:
 		case <-ctx.Done():
 			g.dropStream(id)
-			return statusClientGone, n
+			return frontend.StatusClientGone, n
 		case <-g.dead:
-			return status | abortReply, n
+			return status | frontend.Aborted, n
 		}
 		n += len(*p.buf)
 		_, err = w.Write(*p.buf)
 		putBuf(p.buf)
 		if p.end {
 			if p.broken {
-				return status | abortReply, n
+				return status | frontend.Aborted, n
 			}
 			return status, n
 		}

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc/status"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // Per-model admission from the LIMITS frames. Each frame replaces the whole table; the
@@ -82,7 +84,7 @@ func (g *gateway) setLimits(body []byte) error {
 		if n := limits[name]; n > 0 {
 			message := fmt.Sprintf("model '%s' is overloaded: its queue is full "+
 				"(%d requests queued or running); retry later", name, n)
-			lim = &modelLimit{n: n, body: errorBody(message), grpcErr: status.Error(g.queueFullCode, message)}
+			lim = &modelLimit{n: n, body: frontend.ErrorBody(message), grpcErr: status.Error(g.queueFullCode, message)}
 		}
 		st.limit.Store(lim)
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/common/expfmt"
 	"google.golang.org/grpc/codes"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // The gateway's own metrics, pulled by the backend with METRICS-PULL and appended to
@@ -53,36 +55,6 @@ var reasonNames = [numReasons]string{
 	reasonUnauthenticated:  "unauthenticated",
 	reasonPermissionDenied: "permission_denied",
 	reasonRateLimit:        "rate_limit",
-}
-
-// grpcCodeNames are the canonical status code names (as in grpc/status.proto and
-// Python's grpc.StatusCode), which the `code` label carries for gRPC. They are not
-// codes.Code.String(), which gives Go-style names ("ResourceExhausted").
-var grpcCodeNames = [...]string{
-	codes.OK:                 "OK",
-	codes.Canceled:           "CANCELLED",
-	codes.Unknown:            "UNKNOWN",
-	codes.InvalidArgument:    "INVALID_ARGUMENT",
-	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
-	codes.NotFound:           "NOT_FOUND",
-	codes.AlreadyExists:      "ALREADY_EXISTS",
-	codes.PermissionDenied:   "PERMISSION_DENIED",
-	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
-	codes.FailedPrecondition: "FAILED_PRECONDITION",
-	codes.Aborted:            "ABORTED",
-	codes.OutOfRange:         "OUT_OF_RANGE",
-	codes.Unimplemented:      "UNIMPLEMENTED",
-	codes.Internal:           "INTERNAL",
-	codes.Unavailable:        "UNAVAILABLE",
-	codes.DataLoss:           "DATA_LOSS",
-	codes.Unauthenticated:    "UNAUTHENTICATED",
-}
-
-func grpcCodeName(c codes.Code) string {
-	if int(c) < len(grpcCodeNames) {
-		return grpcCodeNames[c]
-	}
-	return "CODE_" + strconv.Itoa(int(c))
 }
 
 // durationBuckets (seconds) are those of the Python server's duration histograms.
@@ -130,7 +102,7 @@ type protoMetrics struct {
 type grpcRoute struct {
 	name      string
 	forwarded bool // served by forward (not health or reflection)
-	byCode    [len(grpcCodeNames)]lazyCounter
+	byCode    [frontend.NumCodes]lazyCounter
 }
 
 type metrics struct {
@@ -139,7 +111,7 @@ type metrics struct {
 	rejected *prometheus.CounterVec // protocol, model, reason
 	proto    [numProtocols]protoMetrics
 
-	httpRequests [numHTTPRoutes][numCachedStatus]lazyCounter
+	httpRequests [frontend.NumRoutes][numCachedStatus]lazyCounter
 	grpcRoutes   map[string]*grpcRoute // read-only once setGRPCMethods has run
 	grpcOther    grpcRoute
 	noModel      [numProtocols][numReasons]lazyCounter // rejections with model=""
@@ -219,30 +191,30 @@ func (m *metrics) grpcRoute(method string) *grpcRoute {
 }
 
 // httpDone records a finished HTTP request.
-func (m *metrics) httpDone(route httpRoute, status int, start time.Time) {
+func (m *metrics) httpDone(route frontend.Route, status int, start time.Time) {
 	m.httpCounter(route, status).Inc()
 	m.proto[protoHTTP].duration.Observe(time.Since(start).Seconds())
 }
 
-func (m *metrics) httpCounter(route httpRoute, status int) prometheus.Counter {
+func (m *metrics) httpCounter(route frontend.Route, status int) prometheus.Counter {
 	i := status - minCachedStatus
 	if i < 0 || i >= numCachedStatus {
-		return m.requests.WithLabelValues("http", httpRouteNames[route], strconv.Itoa(status))
+		return m.requests.WithLabelValues("http", route.String(), strconv.Itoa(status))
 	}
 	l := &m.httpRequests[route][i]
 	if p := l.p.Load(); p != nil {
 		return *p
 	}
-	return l.resolve(m.requests.WithLabelValues("http", httpRouteNames[route], strconv.Itoa(status)))
+	return l.resolve(m.requests.WithLabelValues("http", route.String(), strconv.Itoa(status)))
 }
 
 // grpcDone records a finished gRPC call.
 func (m *metrics) grpcDone(route *grpcRoute, code codes.Code, start time.Time) {
 	var ctr prometheus.Counter
 	if int(code) < len(route.byCode) {
-		ctr = route.byCode[code].get(m.requests, "grpc", route.name, grpcCodeNames[code])
+		ctr = route.byCode[code].get(m.requests, "grpc", route.name, frontend.CodeName(code))
 	} else {
-		ctr = m.requests.WithLabelValues("grpc", route.name, grpcCodeName(code))
+		ctr = m.requests.WithLabelValues("grpc", route.name, frontend.CodeName(code))
 	}
 	ctr.Inc()
 	m.proto[protoGRPC].duration.Observe(time.Since(start).Seconds())

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // families are parsed metrics by name.
@@ -321,22 +323,6 @@ func TestMetricsBytesAndConnections(t *testing.T) {
 	}
 }
 
-func TestGRPCCodeNames(t *testing.T) {
-	for code, want := range map[codes.Code]string{
-		codes.OK: "OK", codes.Canceled: "CANCELLED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
-		codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.Unauthenticated: "UNAUTHENTICATED", 99: "CODE_99",
-	} {
-		if got := grpcCodeName(code); got != want {
-			t.Errorf("code %d: %q, want %q", code, got, want)
-		}
-	}
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if grpcCodeNames[c] == "" {
-			t.Errorf("no name for code %d", c)
-		}
-	}
-}
-
 // BenchmarkHTTPRecord is the per-request cost of the HTTP metrics once warm: it must
 // not allocate.
 func BenchmarkHTTPRecord(b *testing.B) {
@@ -344,9 +330,9 @@ func BenchmarkHTTPRecord(b *testing.B) {
 	start := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		m.httpDone(routeOf("/v2/models/resnet/versions/3/infer"), 200, start)
+		m.httpDone(frontend.ParsePath("/v2/models/resnet/versions/3/infer").Route, 200, start)
 	}
-	if n := testing.AllocsPerRun(100, func() { m.httpDone(routeOf("/v2/models/a/infer"), 429, start) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { m.httpDone(frontend.ParsePath("/v2/models/a/infer").Route, 429, start) }); n != 0 {
 		b.Fatalf("%v allocations per request", n)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // Instrumentation of the two servers: gRPC interceptors around every call, and
@@ -26,12 +28,7 @@ func (g *gateway) observeStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 	if !route.forwarded { // forward counts its own bytes, without a wrapper
 		ss = &countingStream{ServerStream: ss, m: pm}
 	}
-	var err error
-	if r := g.checkOwn(ss.Context(), info.FullMethod); r != nil {
-		err = refuse(ss, r)
-	} else {
-		err = handler(srv, ss)
-	}
+	err := handler(srv, ss) // the front end checks health and reflection within
 	pm.inflight.Dec()
 	g.metrics.grpcDone(route, statusCode(err), start)
 	return err
@@ -43,32 +40,13 @@ func (g *gateway) observeUnary(ctx context.Context, req any, info *grpc.UnarySer
 	pm := &g.metrics.proto[protoGRPC]
 	pm.inflight.Inc()
 	pm.reqBytes.Add(float64(messageSize(req)))
-	var resp any
-	var err error
-	if r := g.checkOwn(ctx, info.FullMethod); r != nil {
-		if r.trailer != nil {
-			grpc.SetTrailer(ctx, r.trailer)
-		}
-		err = r.err
-	} else {
-		resp, err = handler(ctx, req)
-	}
+	resp, err := handler(ctx, req)
 	if err == nil {
 		pm.respBytes.Add(float64(messageSize(resp)))
 	}
 	pm.inflight.Dec()
 	g.metrics.grpcDone(g.metrics.grpcRoute(info.FullMethod), statusCode(err), start)
 	return resp, err
-}
-
-// checkOwn checks a call of a method the gateway serves itself (health, reflection);
-// forwarded calls are checked by forward, which knows their request message.
-func (g *gateway) checkOwn(ctx context.Context, method string) *refusal {
-	if g.auth == nil || !g.ownMethods[method] {
-		return nil
-	}
-	_, r := g.checkGRPC(ctx, method, nil)
-	return r
 }
 
 // statusCode is the code grpc-go sends for a handler's error.
@@ -86,8 +64,8 @@ func messageSize(m any) int {
 	switch m := m.(type) {
 	case proto.Message:
 		return proto.Size(m)
-	case *rawMsg:
-		return m.data.Len()
+	case *frontend.RawMsg:
+		return m.Data.Len()
 	}
 	return 0
 }

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // Streaming calls (ModelStreamInfer): every message of a forwarded streaming method
@@ -78,12 +80,9 @@ func streamingMethods(set []byte) (map[string]bool, error) {
 // cancels or whose deadline passes ends the call at once and the backend gets CANCEL.
 func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 	ctx := ss.Context()
-	var principal string
-	if g.auth != nil {
-		var r *refusal
-		if principal, r = g.authenticateStream(ctx, method); r != nil {
-			return refuse(ss, r)
-		}
+	principal, err := g.fe.AuthenticateGRPC(ctx, method)
+	if err != nil {
+		return err
 	}
 	meta, err := callMetadata(ctx, principal)
 	if err != nil {
@@ -119,11 +118,11 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 				}
 				return nil
 			}
-			var resp rawMsg
+			var resp frontend.RawMsg
 			n := 0
 			if ev.data != nil {
 				n = ev.data.Len()
-				resp.data = mem.BufferSlice{ev.data} // grpc-go frees it once sent
+				resp.Data = mem.BufferSlice{ev.data} // grpc-go frees it once sent
 			}
 			if err := ss.SendMsg(&resp); err != nil {
 				g.cancelStream(id, st)
@@ -135,8 +134,8 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 			}
 		case err := <-failed:
 			g.cancelStream(id, st)
-			if r, ok := err.(*refusal); ok { // a message refused by auth
-				return refuse(ss, r)
+			if r, ok := err.(refusedMsg); ok { // a message refused by auth
+				return r.error
 			}
 			if ctx.Err() != nil { // the receive failed because the call ended: say why
 				return status.FromContextError(ctx.Err()).Err()
@@ -154,6 +153,9 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 	}
 }
 
+// refusedMsg is the refusal of a stream's message by the front end's authority.
+type refusedMsg struct{ error }
+
 // pumpRequests forwards the client's messages while the window allows, then
 // STREAM-CLOSE at the client's half-close. A receive error (the client went away, or a
 // message over --max-recv-bytes), or a message that auth refuses (each is checked on
@@ -161,7 +163,7 @@ func (g *gateway) forwardStream(ss grpc.ServerStream, method string) error {
 func (g *gateway) pumpRequests(ss grpc.ServerStream, method string, id uint64, st *stream, stop <-chan struct{}, failed chan<- error) {
 	pm := &g.metrics.proto[protoGRPC]
 	for {
-		var m rawMsg
+		var m frontend.RawMsg
 		err := ss.RecvMsg(&m)
 		if err == io.EOF {
 			g.enqueue(frame{kind: kindStreamClose, id: id}, stop)
@@ -174,25 +176,25 @@ func (g *gateway) pumpRequests(ss grpc.ServerStream, method string, id uint64, s
 			failed <- err
 			return
 		}
-		pm.reqBytes.Add(float64(m.data.Len()))
-		if g.auth != nil {
-			if _, r := g.checkGRPC(ss.Context(), method, m.data); r != nil {
-				m.data.Free()
-				failed <- r
+		pm.reqBytes.Add(float64(m.Data.Len()))
+		if g.authActive {
+			if _, err := g.checkCall(ss.Context(), method, m.Data); err != nil {
+				m.Data.Free()
+				failed <- refusedMsg{err}
 				return
 			}
 		}
 		select {
 		case st.credit <- struct{}{}:
 		case <-stop:
-			m.data.Free()
+			m.Data.Free()
 			return
 		case <-g.dead:
-			m.data.Free()
+			m.Data.Free()
 			return
 		}
-		if !g.enqueue(frame{kind: kindStreamMsg, id: id, body: m.data}, stop) {
-			m.data.Free()
+		if !g.enqueue(frame{kind: kindStreamMsg, id: id, body: m.Data}, stop) {
+			m.Data.Free()
 			return
 		}
 	}

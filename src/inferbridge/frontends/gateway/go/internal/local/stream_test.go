@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 const streamMethod = "/streamtest.Streamer/Chat"
@@ -56,16 +58,16 @@ func (h *harness) openStream(ctx context.Context) grpc.ClientStream {
 
 func sendRaw(t *testing.T, cs grpc.ClientStream, b []byte) {
 	t.Helper()
-	if err := cs.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(b)}}); err != nil {
+	if err := cs.SendMsg(&frontend.RawMsg{Data: mem.BufferSlice{mem.SliceBuffer(b)}}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func recvRaw(cs grpc.ClientStream) ([]byte, error) {
-	var m rawMsg
+	var m frontend.RawMsg
 	err := cs.RecvMsg(&m)
-	b := m.data.Materialize()
-	m.data.Free()
+	b := m.Data.Materialize()
+	m.Data.Free()
 	return b, err
 }
 
@@ -160,7 +162,7 @@ func TestStreamWindow(t *testing.T) {
 	open := h.nextKind(kindStreamOpen)
 	go func() {
 		for i := 0; i < streamWindow+8; i++ {
-			if cs.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte{byte(i)})}}) != nil {
+			if cs.SendMsg(&frontend.RawMsg{Data: mem.BufferSlice{mem.SliceBuffer([]byte{byte(i)})}}) != nil {
 				return
 			}
 		}
@@ -274,7 +276,7 @@ func TestStreamEndsEarly(t *testing.T) {
 	_, err := recvRaw(cs)
 	wantCode(t, err, codes.Unimplemented, "unknown streaming method")
 	for i := 0; i < 3; i++ {
-		if cs.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte("x"))}}) != nil {
+		if cs.SendMsg(&frontend.RawMsg{Data: mem.BufferSlice{mem.SliceBuffer([]byte("x"))}}) != nil {
 			break
 		}
 	}

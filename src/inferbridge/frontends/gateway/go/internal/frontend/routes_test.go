@@ -1,8 +1,8 @@
-package local
+package frontend
 
 import "testing"
 
-func TestRouteOf(t *testing.T) {
+func TestParsePathRoute(t *testing.T) {
 	for _, tc := range []struct {
 		path, want string
 	}{
@@ -63,30 +63,46 @@ func TestRouteOf(t *testing.T) {
 		{"", "other"},
 		{"/favicon.ico", "other"},
 	} {
-		if got := httpRouteNames[routeOf(tc.path)]; got != tc.want {
-			t.Errorf("routeOf(%q) = %q, want %q", tc.path, got, tc.want)
+		if got := ParsePath(tc.path).Route.String(); got != tc.want {
+			t.Errorf("ParsePath(%q).Route = %q, want %q", tc.path, got, tc.want)
 		}
 	}
 }
 
-func TestInferModel(t *testing.T) {
+func TestParsePathModel(t *testing.T) {
 	for _, tc := range []struct {
-		path, model string
-		ok          bool
+		path, model, version string
+		runs, infer          bool
 	}{
-		{"/v2/models/m/infer", "m", true},
-		{"/v2/models/m/infer/", "m", true},
-		{"/v2/models/m/versions/3/infer", "m", true},
-		{"/v2/models/m/generate", "m", true},
-		{"/v2/models/m/versions/1/generate_stream", "m", true},
-		{"/v2/models/m/generate_streams", "", false},
-		{"/v2/models/m/ready", "", false},
-		{"/v2/models//infer", "", false},
-		{"/v2/models/m/versions//infer", "", false},
-		{"/v1/models/m:predict", "", false},
+		{"/v2/models/m/infer", "m", "", true, true},
+		{"/v2/models/m/infer/", "m", "", true, true},
+		{"/v2/models/m/versions/3/infer", "m", "3", true, true},
+		{"/v2/models/m/generate", "m", "", true, false},
+		{"/v2/models/m/versions/1/generate_stream", "m", "1", true, false},
+		{"/v2/models/m/generate_streams", "m", "", false, false}, // an unknown suffix still names its model
+		{"/v2/models/m/ready", "m", "", false, false},
+		{"/v2/models/m/versions/2", "m", "2", false, false},
+		{"/v2/models/m/trace/setting", "m", "", false, false},
+		{"/v2/models/stats", "", "", false, false}, // every model
+		{"/v2/models/stats/infer", "stats", "", true, true},
+		{"/v2/models//infer", "", "", false, false},
+		{"/v2/models/m/versions//infer", "m", "", false, false},
+		{"/v2/repository/models/m/load", "m", "", false, false},
+		{"/v1/models/m:predict", "m", "", false, false},
+		{"/v1/models/a/b:predict", "", "", false, false},
+		{"/v2/repository/index", "", "", false, false},
+		{"/predict", "", "", false, false},
 	} {
-		if model, ok := inferModel(tc.path); model != tc.model || ok != tc.ok {
-			t.Errorf("inferModel(%q) = %q, %v; want %q, %v", tc.path, model, ok, tc.model, tc.ok)
+		p := ParsePath(tc.path)
+		if p.Model != tc.model || p.Version != tc.version || p.Route.RunsModel() != tc.runs || p.Route.IsInfer() != tc.infer {
+			t.Errorf("ParsePath(%q) = %+v (runs %v, infer %v); want model %q version %q runs %v infer %v", tc.path,
+				p, p.Route.RunsModel(), p.Route.IsInfer(), tc.model, tc.version, tc.runs, tc.infer)
 		}
+	}
+}
+
+func TestParsePathDoesNotAllocate(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { ParsePath("/v2/models/resnet/versions/3/infer") }); n != 0 {
+		t.Fatalf("ParsePath allocates %v times", n)
 	}
 }
