@@ -406,12 +406,12 @@ func (p *Pool) runBatch(model string, items []*parsedInfer, deadline time.Time) 
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			msg := mergeInfer(items, max(int64(time.Until(deadline)/time.Microsecond), 1))
 			r := &result{}
-			r.err = u.conn.Invoke(u.grpcContext(ctx), inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
+			r.err = u.conn.Invoke(u.grpcContext(ctx), inferencePrefix+"ModelInfer", &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
 			return r, classifyGRPC(ctx, r.err)
 		},
 		func(r *result) {
 			if r != nil {
-				r.resp.data.Free()
+				r.resp.Data.Free()
 			}
 		})
 	switch {
@@ -424,8 +424,8 @@ func (p *Pool) runBatch(model string, items []*parsedInfer, deadline time.Time) 
 	case res.err != nil:
 		return nil, res.err
 	}
-	defer res.resp.data.Free()
-	answers, err := splitInferResponse(res.resp.data.Materialize(), items)
+	defer res.resp.Data.Free()
+	answers, err := splitInferResponse(res.resp.Data.Materialize(), items)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "inferbridge gateway: batched answer: %v", err)
 	}

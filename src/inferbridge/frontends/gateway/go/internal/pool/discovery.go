@@ -132,13 +132,13 @@ func indexREST(ctx context.Context, u *upstream) ([]indexEntry, error) {
 
 func indexGRPC(ctx context.Context, u *upstream) ([]indexEntry, error) {
 	// RepositoryIndexRequest{ready: true}: field 2, varint 1.
-	req := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x10, 0x01})}}
+	req := &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer([]byte{0x10, 0x01})}}
 	var resp rawMsg
 	if err := u.conn.Invoke(u.grpcContext(ctx), methodRepositoryIndex, req, &resp); err != nil {
 		return nil, err
 	}
-	b := resp.data.Materialize()
-	resp.data.Free()
+	b := resp.Data.Materialize()
+	resp.Data.Free()
 	return parseIndexResponse(b)
 }
 
@@ -250,8 +250,8 @@ func (p *Pool) probe(u *upstream) bool {
 	if err := u.conn.Invoke(u.grpcContext(ctx), methodServerReady, &rawMsg{}, &resp); err != nil {
 		return false
 	}
-	b := resp.data.Materialize()
-	resp.data.Free()
+	b := resp.Data.Materialize()
+	resp.Data.Free()
 	// ServerReadyResponse{ready = 1}: true is 0x08 0x01.
 	return len(b) >= 2 && b[0] == 0x08 && b[1] == 0x01
 }

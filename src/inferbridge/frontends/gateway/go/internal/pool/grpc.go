@@ -2,56 +2,31 @@ package pool
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/inferbridge/inferbridge/gateway/internal/auth"
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 	"github.com/inferbridge/inferbridge/gateway/internal/retry"
 )
 
-// gRPC termination in pool mode: every method but health is handled by forwardGRPC,
+// gRPC in pool mode (the front end terminates it): every method but health is handled by ServeGRPC,
 // which passes the request and response messages through as bytes (never decoded,
 // except the model name and version of the model-scoped methods).
 
-type rawMsg struct{ data mem.BufferSlice }
-
-// rawCodec passes rawMsg through and delegates other messages (health) to proto.
-type rawCodec struct{}
-
-var protoCodec = encoding.GetCodecV2(proto.Name)
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if m, ok := v.(*rawMsg); ok {
-		data := m.data
-		m.data = nil
-		return data, nil
-	}
-	return protoCodec.Marshal(v)
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if m, ok := v.(*rawMsg); ok {
-		data.Ref()
-		m.data = data
-		return nil
-	}
-	return protoCodec.Unmarshal(data, v)
-}
-
-func (rawCodec) Name() string { return proto.Name }
+// rawMsg and rawCodec are the front end's, which the pool also speaks to its upstreams.
+type (
+	rawMsg   = frontend.RawMsg
+	rawCodec = frontend.Codec
+)
 
 const inferencePrefix = "/inference.GRPCInferenceService/"
 
@@ -63,55 +38,10 @@ var modelMethods = map[string]bool{
 	inferencePrefix + "ModelStatistics": true,
 }
 
-// GRPCServer builds the pool's gRPC server (health included).
-func (p *Pool) GRPCServer() (*grpc.Server, *health.Server) {
-	hs := health.NewServer()
-	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(rawCodec{}),
-		grpc.UnknownServiceHandler(p.forwardGRPC),
-		grpc.MaxRecvMsgSize(p.cfg.MaxRequestBytes),
-		grpc.MaxSendMsgSize(1<<31 - 1),
-		grpc.MaxConcurrentStreams(1 << 20),
-	}
-	if p.serverTLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(p.serverTLS)))
-	}
-	if p.auth != nil {
-		opts = append(opts, grpc.UnaryInterceptor(p.unaryAuth), grpc.StreamInterceptor(p.streamAuth))
-	}
-	srv := grpc.NewServer(opts...)
-	healthpb.RegisterHealthServer(srv, hs)
-	return srv, hs
-}
-
 // modelOfRequest reads fields 1 (name) and 2 (version) of a request message.
 func modelOfRequest(msg []byte) (name, version string) {
-	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return
-		}
-		msg = msg[n:]
-		if (num == 1 || num == 2) && typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(msg)
-			if m < 0 {
-				return
-			}
-			if num == 1 {
-				name = string(v)
-			} else {
-				version = string(v)
-			}
-			msg = msg[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, msg)
-		if m < 0 {
-			return
-		}
-		msg = msg[m:]
-	}
-	return
+	n, v, _ := frontend.RequestModel(msg)
+	return string(n), string(v)
 }
 
 // forwardedMetadataSkip are incoming keys grpc-go sets itself on the outgoing call.
@@ -131,14 +61,22 @@ func userMetadata(md metadata.MD) metadata.MD {
 	return out
 }
 
-const deadlineMargin = time.Millisecond
+// inferenceMethods carry their model in the request message: they are checked once it
+// is read (a stream: each message), the others as the call starts.
+var inferenceMethods = map[string]bool{auth.GRPCModelInfer: true, auth.GRPCModelStreamInfer: true}
 
-func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
+// ServeGRPC forwards a call of every method but health (frontend.Backend).
+func (p *Pool) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
+	method, _ := grpc.MethodFromServerStream(ss)
+	if !inferenceMethods[method] {
+		if _, err := p.fe.CheckGRPC(ss.Context(), method, "", 0); err != nil {
+			return err // refused before anything is read, as no upstream sees it
+		}
+	}
 	start := time.Now()
 	defer func() {
 		p.metrics.done(protoGRPC, int(status.Code(err)), time.Since(start))
 	}()
-	method, _ := grpc.MethodFromServerStream(ss)
 	if method == inferencePrefix+"ModelStreamInfer" {
 		return p.forwardStream(ss, method)
 	}
@@ -149,25 +87,25 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 		}
 		return err
 	}
-	defer func() { req.data.Free() }()
-	body := req.data.Materialize()
+	defer func() { req.Data.Free() }()
+	body := req.Data.Materialize()
 	if p.auth != nil && method == inferencePrefix+"ModelInfer" {
 		name, _ := modelOfRequest(body)
-		if err := p.checkGRPC(ss.Context(), method, name); err != nil {
+		if _, err := p.fe.CheckGRPC(ss.Context(), method, name, len(body)); err != nil {
 			return err
 		}
 	}
 
 	switch method {
 	case inferencePrefix + "ServerLive":
-		return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x01})}})
+		return ss.SendMsg(&rawMsg{Data: mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x01})}})
 	case inferencePrefix + "ServerReady":
 		if p.ready() {
-			return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x01})}})
+			return ss.SendMsg(&rawMsg{Data: mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x01})}})
 		}
 		return ss.SendMsg(&rawMsg{})
 	case inferencePrefix + "RepositoryIndex":
-		return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(p.indexResponse())}})
+		return ss.SendMsg(&rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(p.indexResponse())}})
 	case inferencePrefix + "RepositoryModelLoad", inferencePrefix + "RepositoryModelUnload":
 		return p.broadcastGRPC(ss, method, body)
 	}
@@ -204,7 +142,7 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 	if d, ok := ctx.Deadline(); ok {
 		// Answer just before the client's deadline: at the deadline itself grpc-go resets
 		// the stream, which a client reads as CANCELLED.
-		ctx, cancel = context.WithDeadline(ctx, d.Add(-deadlineMargin))
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-frontend.DeadlineMargin))
 	} else {
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeouts.Default)
 	}
@@ -225,7 +163,7 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 			if err != nil {
 				return err
 			}
-			return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(answer)}})
+			return ss.SendMsg(&rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(answer)}})
 		}
 	}
 	pickGroup := func(s *snapshot) (*group, errNoRoute) {
@@ -243,13 +181,13 @@ func (p *Pool) forwardGRPC(_ any, ss grpc.ServerStream) (err error) {
 	res, refusal := forward(ctx, p, method, pickGroup, key, deadline,
 		func(ctx context.Context, u *upstream, _ int) (*result, attemptResult) {
 			r := &result{}
-			req := &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}
+			req := &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(body)}}
 			r.err = u.conn.Invoke(u.grpcContext(ctx), method, req, &r.resp, grpc.Header(&r.header), grpc.Trailer(&r.trailer))
 			return r, classifyGRPC(ctx, r.err)
 		},
 		func(r *result) {
 			if r != nil {
-				r.resp.data.Free()
+				r.resp.Data.Free()
 			}
 		})
 	switch {
@@ -302,9 +240,9 @@ func (p *Pool) broadcastGRPC(ss grpc.ServerStream, method string, body []byte) e
 	var last rawMsg
 	var err error
 	for _, u := range ups {
-		last.data.Free()
+		last.Data.Free()
 		last = rawMsg{}
-		if err = u.conn.Invoke(u.grpcContext(ctx), method, &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(body)}}, &last); err != nil {
+		if err = u.conn.Invoke(u.grpcContext(ctx), method, &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(body)}}, &last); err != nil {
 			break
 		}
 	}
@@ -365,18 +303,5 @@ func (p *Pool) indexResponse() []byte {
 	return b
 }
 
-var codeNames = map[codes.Code]string{
-	codes.OK: "OK", codes.Canceled: "CANCELLED", codes.Unknown: "UNKNOWN", codes.InvalidArgument: "INVALID_ARGUMENT",
-	codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.NotFound: "NOT_FOUND", codes.AlreadyExists: "ALREADY_EXISTS",
-	codes.PermissionDenied: "PERMISSION_DENIED", codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
-	codes.FailedPrecondition: "FAILED_PRECONDITION", codes.Aborted: "ABORTED", codes.OutOfRange: "OUT_OF_RANGE",
-	codes.Unimplemented: "UNIMPLEMENTED", codes.Internal: "INTERNAL", codes.Unavailable: "UNAVAILABLE",
-	codes.DataLoss: "DATA_LOSS", codes.Unauthenticated: "UNAUTHENTICATED",
-}
-
-func codeName(c codes.Code) string {
-	if n, ok := codeNames[c]; ok {
-		return n
-	}
-	return fmt.Sprintf("CODE_%d", c)
-}
+// codeName is the canonical name of a gRPC code (the metrics' label).
+func codeName(c codes.Code) string { return frontend.CodeName(c) }

@@ -38,7 +38,7 @@ func fakeGRPC(t *testing.T, name string) string {
 			var b []byte
 			b = protowire.AppendTag(b, 1, protowire.BytesType)
 			b = protowire.AppendBytes(b, entry)
-			return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(b)}})
+			return ss.SendMsg(&rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(b)}})
 		}
 		md, _ := metadata.FromIncomingContext(ss.Context())
 		ss.SetTrailer(metadata.Pairs("upstream", name, "saw-traceparent", strings.Join(md.Get("traceparent"), ",")))
@@ -83,11 +83,11 @@ func TestGRPCForwardsBytesMetadataAndDeadline(t *testing.T) {
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", "00-abc-def-01")
 	var resp rawMsg
 	var trailer metadata.MD
-	err = conn.Invoke(ctx, inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(req)}}, &resp, grpc.Trailer(&trailer))
+	err = conn.Invoke(ctx, inferencePrefix+"ModelInfer", &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(req)}}, &resp, grpc.Trailer(&trailer))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := resp.data.Materialize(); string(got) != string(req) {
+	if got := resp.Data.Materialize(); string(got) != string(req) {
 		t.Fatalf("response %q, want the request's bytes back unchanged", got)
 	}
 	if trailer.Get("upstream")[0] != "g1" || trailer.Get("saw-traceparent")[0] != "00-abc-def-01" {
@@ -97,12 +97,12 @@ func TestGRPCForwardsBytesMetadataAndDeadline(t *testing.T) {
 	var unknown []byte
 	unknown = protowire.AppendTag(unknown, 1, protowire.BytesType)
 	unknown = protowire.AppendString(unknown, "nope")
-	err = conn.Invoke(context.Background(), inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(unknown)}}, &resp)
+	err = conn.Invoke(context.Background(), inferencePrefix+"ModelInfer", &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(unknown)}}, &resp)
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown model: %v, want NOT_FOUND", err)
 	}
 	err = conn.Invoke(context.Background(), inferencePrefix+"ServerLive", &rawMsg{}, &resp)
-	if b := resp.data.Materialize(); err != nil || string(b) != "\x08\x01" {
+	if b := resp.Data.Materialize(); err != nil || string(b) != "\x08\x01" {
 		t.Fatalf("ServerLive: %q %v", b, err)
 	}
 }

@@ -14,14 +14,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 	"github.com/inferbridge/inferbridge/gateway/internal/retry"
 )
 
-// REST termination in pool mode: the gateway answers health, the repository index,
-// /metrics and its admin endpoint itself, and forwards the rest to an upstream chosen
-// by model (or any upstream for requests that name none).
+// REST in pool mode (the front end terminates it, package frontend): the gateway
+// answers health, the repository index, /metrics and its admin endpoint itself, and
+// forwards the rest to an upstream chosen by model (or any upstream for requests that
+// name none).
 
 // hopHeaders are not forwarded (RFC 9110 §7.6.1).
 var hopHeaders = map[string]bool{
@@ -31,16 +31,9 @@ var hopHeaders = map[string]bool{
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// writeJSONError writes the front end's error reply {"error": msg}.
 func writeJSONError(w http.ResponseWriter, code int, msg string, retryAfter bool) {
-	body, _ := json.Marshal(map[string]string{"error": msg})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	if retryAfter {
-		h.Set("Retry-After", "1")
-	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(code)
-	w.Write(body)
+	frontend.WriteError(w, code, frontend.ErrorBody(msg), retryAfter)
 }
 
 // statusWriter remembers the status written, for the metrics.
@@ -63,49 +56,30 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
-// HTTPHandler is the pool's REST handler.
-func (p *Pool) HTTPHandler() http.Handler {
-	metricsHandler := promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		p.serveHTTP(sw, r, metricsHandler)
-		code := sw.code
-		if code == 0 {
-			code = statusClientGone
-		}
-		p.metrics.done(protoHTTP, code, time.Since(start))
-	})
+// ServeREST answers a REST request the front end has routed and authorized
+// (frontend.Backend); it returns the status written (StatusClientGone for none).
+func (p *Pool) ServeREST(w http.ResponseWriter, r *http.Request, req frontend.Request) (int, int) {
+	sw := &statusWriter{ResponseWriter: w}
+	p.serveHTTP(sw, r, req.Path)
+	if sw.code == 0 {
+		return statusClientGone, 0
+	}
+	return sw.code, 0
 }
 
-const statusClientGone = 499
+// RESTStarted and RESTDone record every REST request (frontend.Observer).
+func (p *Pool) RESTStarted() {}
 
-// modelOfPath returns the model and version a REST path names, and whether it is an
-// inference request.
-func modelOfPath(path string) (model, version string, infer bool) {
-	path = strings.TrimRight(path, "/")
-	if rest, ok := strings.CutPrefix(path, "/v2/models/"); ok {
-		model, rest, _ = strings.Cut(rest, "/")
-		if model == "stats" && rest == "" {
-			return "", "", false // /v2/models/stats: every model
-		}
-		if v, ok := strings.CutPrefix(rest, "versions/"); ok {
-			version, rest, _ = strings.Cut(v, "/")
-		}
-		return model, version, rest == "infer"
-	}
-	if rest, ok := strings.CutPrefix(path, "/v1/models/"); ok {
-		if name, ok := strings.CutSuffix(rest, ":predict"); ok {
-			return name, "", true
-		}
-	}
-	return "", "", false
+func (p *Pool) RESTDone(_ frontend.Route, status, _ int, start time.Time) {
+	p.metrics.done(protoHTTP, status, time.Since(start))
 }
 
-func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler http.Handler) {
-	if !p.checkHTTP(w, r) {
-		return // refused before the body is read, so before any upstream sees it
-	}
+const statusClientGone = frontend.StatusClientGone
+
+// serveHTTP answers health, the repository index, /metrics and the admin endpoint
+// itself, and forwards the rest to an upstream chosen by the model its path names (or
+// any upstream for requests that name none).
+func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, route frontend.Path) {
 	path := strings.TrimRight(r.URL.Path, "/")
 	switch path {
 	case "/v2/health/live":
@@ -119,7 +93,7 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 		}
 		return
 	case "/metrics":
-		metricsHandler.ServeHTTP(w, r)
+		p.metricsHandler.ServeHTTP(w, r)
 		return
 	case "/v1/gateway/upstreams":
 		p.serveAdmin(w, r)
@@ -135,7 +109,8 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 		return
 	}
 
-	model, version, infer := modelOfPath(r.URL.Path)
+	model, version := route.Model, route.Version
+	infer := route.Route.IsInfer() || route.Route == frontend.RouteV1Predict
 	if r.ContentLength > int64(p.cfg.MaxRequestBytes) {
 		p.metrics.rejected.WithLabelValues("http", model, "too_large").Inc()
 		writeJSONError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body of %d bytes is over the limit of %d bytes",
@@ -144,7 +119,9 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 	}
 	body, err := readBody(r, p.cfg.MaxRequestBytes)
 	if err != nil {
-		unreadableBody(w, r, err, len(body))
+		if status, _ := frontend.UnreadableBody(w, r, err, len(body)); status == statusClientGone {
+			panic(http.ErrAbortHandler) // the connection failed: close it without an answer
+		}
 		return
 	}
 	if len(body) > p.cfg.MaxRequestBytes {
@@ -175,7 +152,7 @@ func (p *Pool) serveHTTP(w http.ResponseWriter, r *http.Request, metricsHandler 
 	}
 
 	// The deadline: the client's `timeout` parameter (OIP infer requests), else the default.
-	infer = infer && strings.HasPrefix(r.URL.Path, "/v2/")
+	infer = route.Route.IsInfer()
 	jsonPart, binaryHeader := body, false
 	timeout := p.cfg.Timeouts.Default
 	if infer {
@@ -339,27 +316,6 @@ func readBody(r *http.Request, limit int) ([]byte, error) {
 		return body[:n], err
 	}
 	return io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
-}
-
-// unreadableBody answers a request whose body could not be read (after len(body) bytes):
-// 400 with the reason when it is malformed or cut short, so that net/http never sends its
-// implicit "200 OK" with an empty body, which a client takes for success; nothing, with the
-// connection closed, when the connection itself failed (the client is gone).
-func unreadableBody(w http.ResponseWriter, r *http.Request, err error, n int) {
-	if netErr := net.Error(nil); errors.As(err, &netErr) {
-		panic(http.ErrAbortHandler) // closes the connection without an answer
-	}
-	var msg string
-	switch {
-	case !errors.Is(err, io.ErrUnexpectedEOF):
-		msg = "the request body cannot be read: " + err.Error()
-	case r.ContentLength > 0:
-		msg = fmt.Sprintf("the request body ended after %d of its %d bytes (Content-Length)", n, r.ContentLength)
-	default:
-		msg = fmt.Sprintf("the chunked request body ended after %d bytes, before its last chunk", n)
-	}
-	w.Header().Set("Connection", "close") // the connection's framing is lost
-	writeJSONError(w, http.StatusBadRequest, msg, false)
 }
 
 func clientIP(r *http.Request) string {

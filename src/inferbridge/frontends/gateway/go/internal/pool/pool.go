@@ -20,11 +20,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/inferbridge/inferbridge/gateway/internal/auth"
 	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
 	"github.com/inferbridge/inferbridge/gateway/internal/batching"
 	"github.com/inferbridge/inferbridge/gateway/internal/clock"
 	"github.com/inferbridge/inferbridge/gateway/internal/config"
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 	"github.com/inferbridge/inferbridge/gateway/internal/health"
 	"github.com/inferbridge/inferbridge/gateway/internal/retry"
 )
@@ -51,6 +54,9 @@ type Pool struct {
 	auth      *auth.Authority // nil: nothing to check (no authentication, no rate limits)
 	tracing   *tracing        // nil: no spans (no tracing block)
 	serverTLS *tls.Config     // the listeners' (nil: plaintext)
+
+	fe             *frontend.Frontend // the REST and gRPC servers; p is their Backend
+	metricsHandler http.Handler       // GET /metrics
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -121,6 +127,14 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 	if cfg.Fleet != nil {
 		p.fleetClient = &http.Client{Timeout: cfg.Fleet.Timeout}
 	}
+	p.metricsHandler = promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{})
+	p.fe = frontend.New(frontend.Config{
+		MaxRecvBytes:         cfg.MaxRequestBytes,
+		MaxConcurrentStreams: 1 << 20,
+		TLS:                  p.serverTLS,
+		Auth:                 p.auth,
+		ClassifyHTTP:         classifyHTTP,
+	}, p, p)
 	p.sourcesMu.Lock()
 	defer p.sourcesMu.Unlock()
 	if err := p.applySourcesLocked(); err != nil {

@@ -205,7 +205,7 @@ func countingGRPC(t *testing.T) (string, *atomic.Int64) {
 			entry = protowire.AppendString(entry, "m")
 			b = protowire.AppendTag(b, 1, protowire.BytesType)
 			b = protowire.AppendBytes(b, entry)
-			return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(b)}})
+			return ss.SendMsg(&rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(b)}})
 		}
 		for { // every message is answered by its own bytes (unary and streaming alike)
 			var req rawMsg
@@ -232,7 +232,7 @@ func modelMsg(model string) *rawMsg {
 	var b []byte
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendString(b, model)
-	return &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(b)}}
+	return &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(b)}}
 }
 
 func TestGRPCAuthRefusesBeforeTheUpstream(t *testing.T) {
@@ -466,7 +466,7 @@ func TestGRPCListenerTLSAndTLSUpstream(t *testing.T) {
 				entry = protowire.AppendString(entry, "m")
 				b = protowire.AppendTag(b, 1, protowire.BytesType)
 				b = protowire.AppendBytes(b, entry)
-				return ss.SendMsg(&rawMsg{data: mem.BufferSlice{mem.SliceBuffer(b)}})
+				return ss.SendMsg(&rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(b)}})
 			}
 			md, _ := metadata.FromIncomingContext(ss.Context())
 			peers.Store("authorization", strings.Join(md.Get("authorization"), ","))

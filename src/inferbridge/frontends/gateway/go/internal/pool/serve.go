@@ -1,9 +1,6 @@
 package pool
 
 import (
-	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -14,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/inferbridge/inferbridge/gateway/internal/clock"
@@ -49,30 +48,14 @@ func Run(cfg *config.Config, stdout io.Writer) error {
 	if warning := exposedWithoutAuth(cfg, addrs...); warning != "" {
 		logger.Print(warning)
 	}
-	if p.serverTLS != nil && httpLis != nil {
-		httpLis = tls.NewListener(httpLis, p.serverTLS) // gRPC gets the same through its credentials
-	}
 	p.Start()
 	defer p.Stop()
 
-	errs := make(chan error, 2)
-	var httpSrv *http.Server
+	failed := p.fe.Serve(grpcLis, httpLis) // TLS on both when configured
 	if httpLis != nil {
-		httpSrv = &http.Server{Handler: p.HTTPHandler(), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute}
-		go func() {
-			if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
-				errs <- err
-			}
-		}()
 		fmt.Fprintf(stdout, "listening-http %s\n", httpLis.Addr())
 	}
-	grpcSrv, hs := p.GRPCServer()
 	if grpcLis != nil {
-		go func() {
-			if err := grpcSrv.Serve(grpcLis); err != nil {
-				errs <- err
-			}
-		}()
 		fmt.Fprintf(stdout, "listening %s\n", grpcLis.Addr())
 	}
 	if f, ok := stdout.(interface{ Sync() error }); ok {
@@ -89,7 +72,7 @@ func Run(cfg *config.Config, stdout io.Writer) error {
 				want = healthpb.HealthCheckResponse_SERVING
 			}
 			if want != last {
-				hs.SetServingStatus("", want)
+				p.fe.Health().SetServingStatus("", want)
 				last = want
 			}
 			select {
@@ -105,24 +88,19 @@ func Run(cfg *config.Config, stdout io.Writer) error {
 	select {
 	case sig := <-sigs:
 		logger.Printf("%v: draining", sig)
-	case err := <-errs:
+	case err := <-failed:
+		p.fe.Stop()
 		return err
 	}
-	hs.Shutdown()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		grpcSrv.GracefulStop()
-		close(done)
-	}()
-	if httpSrv != nil {
-		httpSrv.Shutdown(ctx)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		grpcSrv.Stop()
-	}
+	p.fe.Drain(drainGrace)
 	return nil
 }
+
+// drainGrace is how long calls and requests in flight may take after SIGTERM.
+const drainGrace = 10 * time.Second
+
+// HTTPHandler is the pool's REST handler: its front end.
+func (p *Pool) HTTPHandler() http.Handler { return p.fe }
+
+// GRPCServer is the pool's gRPC server and its health service (the front end's).
+func (p *Pool) GRPCServer() (*grpc.Server, *health.Server) { return p.fe.GRPCServer(), p.fe.Health() }

@@ -24,21 +24,21 @@ func (p *Pool) forwardStream(ss grpc.ServerStream, method string) error {
 		}
 		return err
 	}
-	model, version := modelOfRequest(first.data.Materialize())
-	if err := p.checkGRPC(ss.Context(), method, model); err != nil {
-		first.data.Free()
+	model, version := modelOfRequest(first.Data.Materialize())
+	if _, err := p.fe.CheckGRPC(ss.Context(), method, model, first.Data.Len()); err != nil {
+		first.Data.Free()
 		return err
 	}
 	snap := p.snap.Load()
 	rt := snap.lookup(model, version)
 	if rt == nil {
-		first.data.Free()
+		first.Data.Free()
 		p.metrics.rejected.WithLabelValues("grpc", "", "unknown_model").Inc()
 		return status.Errorf(codes.NotFound, "model '%s' is not served by any upstream", model)
 	}
 	u, probe := p.choose(&rt.grpc, "", nil)
 	if u == nil {
-		first.data.Free()
+		first.Data.Free()
 		p.metrics.rejected.WithLabelValues("grpc", model, "no_upstream").Inc()
 		return status.Errorf(codes.Unavailable, "inferbridge gateway: no upstream serving model '%s' is available", model)
 	}
@@ -54,7 +54,8 @@ func (p *Pool) forwardStream(ss grpc.ServerStream, method string) error {
 	if p.auth != nil {
 		check = func(msg []byte) error {
 			name, _ := modelOfRequest(msg)
-			return p.checkGRPC(ss.Context(), method, name) // every message is an inference
+			_, err := p.fe.CheckGRPC(ss.Context(), method, name, len(msg)) // every message is an inference
+			return err
 		}
 	}
 	err := relay(ctx, u, method, ss, &first, check)
@@ -85,7 +86,7 @@ func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream
 	var refused atomic.Pointer[error]
 	cs, err := u.conn.NewStream(u.grpcContext(ctx), &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method)
 	if err != nil {
-		first.data.Free()
+		first.Data.Free()
 		return err
 	}
 	if err := cs.SendMsg(first); err != nil && err != io.EOF {
@@ -101,13 +102,13 @@ func relay(ctx context.Context, u *upstream, method string, ss grpc.ServerStream
 				return // another error: the client is gone; ctx ends the upstream stream
 			}
 			if err := checkMsg(check, &m); err != nil {
-				m.data.Free()
+				m.Data.Free()
 				refused.Store(&err)
 				cancel()
 				return
 			}
 			if err := cs.SendMsg(&m); err != nil {
-				m.data.Free()
+				m.Data.Free()
 				return // the upstream ended: its status comes from RecvMsg below
 			}
 		}
@@ -133,5 +134,5 @@ func checkMsg(check func([]byte) error, m *rawMsg) error {
 	if check == nil {
 		return nil
 	}
-	return check(m.data.Materialize())
+	return check(m.Data.Materialize())
 }

@@ -57,12 +57,12 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 			left := time.Until(deadline)
 			msg, tr, _ := encodeInferRequest(model, version, body, jsonLen, max(int64(left/time.Microsecond), 1))
 			r := &result{tr: tr}
-			r.err = u.conn.Invoke(u.grpcContext(ctx), inferencePrefix+"ModelInfer", &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
+			r.err = u.conn.Invoke(u.grpcContext(ctx), inferencePrefix+"ModelInfer", &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(msg)}}, &r.resp)
 			return r, classifyGRPC(ctx, r.err)
 		},
 		func(r *result) {
 			if r != nil {
-				r.resp.data.Free()
+				r.resp.Data.Free()
 			}
 		})
 	switch {
@@ -78,8 +78,8 @@ func (p *Pool) translateInfer(ctx context.Context, w http.ResponseWriter, r *htt
 		writeJSONError(w, http.StatusServiceUnavailable, "no upstream serving model '"+model+"' is available", true)
 		return
 	}
-	p.writeTranslated(w, r, res.resp.data.Materialize(), res.tr, res.err)
-	res.resp.data.Free()
+	p.writeTranslated(w, r, res.resp.Data.Materialize(), res.tr, res.err)
+	res.resp.Data.Free()
 }
 
 // writeTranslated writes the REST answer of a ModelInferResponse (or of its error).
