@@ -1,5 +1,6 @@
 // Command inferbridge-gateway terminates gRPC (and, with --http-listen, REST) for the
-// inferbridge Python server (package internal/local, the single-server backend).
+// inferbridge Python server (package internal/frontend, the protocol termination, in
+// front of package internal/local, the single-server backend).
 //
 // Python's grpcio costs too much CPU per unary call, so this small program does the
 // HTTP/2 and gRPC framing, health, reflection, deadlines and cancellation, and forwards
@@ -16,9 +17,9 @@
 // before its answer (reset, or EOF: TCP does not tell a half-close from a close) gets
 // CANCEL sent for it and its connection closed without an answer, never an empty 200.
 //
-// With --config FILE it is instead the gateway in front of many OIP servers (package
-// internal/pool, the upstream-pool backend; docs/gateway.md): no backend socket, the
-// upstreams come from FILE.
+// With --config FILE it is instead the gateway in front of many OIP servers (the same
+// front end before package internal/pool, the upstream-pool backend; docs/gateway.md,
+// "Layout"): no backend socket, the upstreams come from FILE.
 //
 // Usage:
 //

@@ -1,7 +1,8 @@
 // Package local is the gateway's single-server backend: the front-end process of one
-// inferbridge Python server. It terminates gRPC and REST, refuses overload itself and
-// forwards each call as frames over an inherited Unix socket pair to the Python
-// process, which answers them (the protocol is documented on the command, main.go).
+// inferbridge Python server. Behind the protocol termination of package frontend (its
+// frontend.Backend and frontend.Observer), it refuses overload itself and forwards
+// each call as frames over an inherited Unix socket pair to the Python process, which
+// answers them (the protocol is documented on the command, main.go).
 //
 // The upstream-pool backend (package pool) is the other one: the same binary with
 // --config, in front of many servers.
