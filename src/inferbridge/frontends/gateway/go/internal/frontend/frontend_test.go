@@ -191,7 +191,9 @@ func TestRESTChecksBeforeTheBackend(t *testing.T) {
 // connection closed, never an implicit empty 200.
 func TestRESTClientGone(t *testing.T) {
 	_, b, o, _, base := serve(t, nil)
+	b.mu.Lock()
 	b.status = StatusClientGone
+	b.mu.Unlock()
 	resp, err := http.Post(base+"/v2/health/ready", "application/json", nil)
 	if err == nil {
 		resp.Body.Close()
