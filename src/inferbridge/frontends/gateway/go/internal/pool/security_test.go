@@ -68,7 +68,7 @@ func call(t *testing.T, client *http.Client, method, url, body string, headers .
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
+		req.Header.Add(headers[i], headers[i+1])
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -146,6 +146,11 @@ func TestRESTAuthRefusesBeforeTheUpstream(t *testing.T) {
 	// A bad Authorization decides even beside a good x-api-key.
 	if a = call(t, c, "POST", inferURL("fraud-a"), inferBody, "Authorization", "Basic eA==", "X-Api-Key", "sk-pay"); a.code != 401 {
 		t.Fatalf("bad authorization with a good key: %d", a.code)
+	}
+	// A credential sent twice is refused, not the first one taken (as in single-server mode).
+	if a = call(t, c, "POST", inferURL("fraud-a"), inferBody, "X-Api-Key", "sk-pay", "X-Api-Key", "sk-pay"); a.code != 401 ||
+		!strings.Contains(errorOf(t, a), "more than one x-api-key header") {
+		t.Fatalf("a key sent twice: %d %s", a.code, a.body)
 	}
 
 	// The principal's bucket (burst 3: one taken above, two left), then the model's.
