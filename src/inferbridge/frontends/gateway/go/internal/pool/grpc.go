@@ -18,9 +18,9 @@ import (
 	"github.com/inferbridge/inferbridge/gateway/internal/retry"
 )
 
-// gRPC in pool mode (the front end terminates it): every method but health is handled by ServeGRPC,
-// which passes the request and response messages through as bytes (never decoded,
-// except the model name and version of the model-scoped methods).
+// gRPC in pool mode (package frontend terminates it): every method but health is
+// handled by ServeGRPC, which passes the request and response messages through as
+// bytes (never decoded, except the model name and version of the model-scoped methods).
 
 // rawMsg and rawCodec are the front end's, which the pool also speaks to its upstreams.
 type (
