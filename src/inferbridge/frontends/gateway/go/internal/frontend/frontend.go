@@ -142,9 +142,6 @@ func (f *Frontend) GRPCServer() *grpc.Server { return f.grpc }
 // Health is the gRPC health service: the backend sets the statuses.
 func (f *Frontend) Health() *health.Server { return f.health }
 
-// AuthActive tells whether requests are checked (CheckGRPC does something).
-func (f *Frontend) AuthActive() bool { return f.auth != nil }
-
 // ServeHTTP is the REST handler: it parses the path, checks the authority before the
 // body is read, hands the request to the backend and records it.
 func (f *Frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -203,16 +200,6 @@ func (f *Frontend) Serve(grpcLis, httpLis net.Listener) <-chan error {
 		}()
 	}
 	return failed
-}
-
-// OwnMethods are the full names of the methods registered on the gRPC server (valid
-// once Serve has run).
-func (f *Frontend) OwnMethods() []string {
-	var out []string
-	for m := range f.own {
-		out = append(out, m)
-	}
-	return out
 }
 
 // Drain stops both servers gracefully: every health status becomes NOT_SERVING, calls
