@@ -71,6 +71,55 @@ def _deployment(plane: ControlPlaneProc, model: str) -> dict[str, Any]:
     return next(d for d in _status(plane)["deployments"] if d["model"] == model)
 
 
+def _plot(records: list[dict[str, Any]], out: Path) -> None:
+    """Left: each run's heartbeat p99 at the agents against the machine's load, by GC mode;
+    right: the loop time full collections took per minute (CPU), by mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def mode(record: dict[str, Any]) -> str:
+        gc_options = record.get("gc", {})
+        name = gc_options.get("gc") or gc_options.get("gc_freeze") or "default"
+        name = {"never": "python", "start": "freeze", "each-full": "freeze-each-full"}.get(
+            name, name
+        )
+        if gc_options.get("gc_thresholds"):
+            name += f" {gc_options['gc_thresholds']}"
+        return f"{name} ({record['store']})"
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    modes = sorted({mode(r) for r in records})
+    per_minute: dict[str, list[float]] = {m: [] for m in modes}
+    for name in modes:
+        runs = [r for r in records if mode(r) == name]
+        left.scatter(
+            [sum(r["load"]) / 2 for r in runs], [r["agent_ms"]["p99_ms"] for r in runs], label=name
+        )
+        for r in runs:
+            summary = (r.get("collectors") or [{}])[0].get("full") or {}
+            cpu_p50 = (summary.get("cpu_ms_p50_max") or [None])[0]
+            if cpu_p50 is not None:
+                minutes = (r["seconds"] + 10) / 60  # the run and the control plane's start
+                per_minute[name].append(summary["count"] * cpu_p50 / minutes)
+    left.axhline(50, color="grey", linestyle="--", linewidth=1)
+    left.set_yscale("log")
+    left.set_xlabel("machine load average (1 min), mean of start and end (2 cores)")
+    left.set_ylabel("heartbeat p99 at the agents, ms")
+    left.set_title("1,000 agents: p99 follows the load; dashed: the 50 ms target")
+    left.legend(fontsize=7)
+    shown = [m for m in modes if per_minute[m]]
+    right.bar(
+        range(len(shown)), [sum(per_minute[m]) / len(per_minute[m]) for m in shown], color="C1"
+    )
+    right.set_xticks(range(len(shown)), shown, rotation=20, ha="right", fontsize=7)
+    right.set_ylabel("ms of CPU per minute in full collections (loop held)")
+    right.set_title("full garbage collections: count x CPU each, per minute")
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=1000)
@@ -87,6 +136,12 @@ def main() -> int:
     parser.add_argument("--gc-full-every", help="fleet serve --gc-full-every SECONDS")
     parser.add_argument("--json", type=Path, help="append the figures to this file as a line")
     parser.add_argument(
+        "--plot",
+        type=Path,
+        help="only draw PNG from the --json records of earlier runs (--plot-from), run nothing",
+    )
+    parser.add_argument("--plot-from", type=Path, nargs="*", default=[])
+    parser.add_argument(
         "--nice",
         type=int,
         default=0,
@@ -94,6 +149,17 @@ def main() -> int:
         "measure them rather than the other work on a shared machine)",
     )
     options = parser.parse_args()
+    if options.plot is not None:
+        records = [
+            json.loads(line)
+            for path in options.plot_from
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+        if not records:
+            parser.error("--plot needs --plot-from FILE... with the records of --json runs")
+        _plot(records, options.plot)
+        return 0
     if options.replicas < 1 or (options.replicas > 1 and not options.etcd):
         parser.error("--replicas N (N >= 1) needs --etcd for more than one")
     # Through the environment: start_control_plane / start_replica take no extra flags.
