@@ -352,11 +352,17 @@ def start_node(
     control_plane: str,
     env: dict[str, str],
     agent_args: list[str] | None = None,
+    advertise_grpc: bool = False,
 ) -> Node:
+    """A server and its agent; `advertise_grpc` gives the agent the server's gRPC address
+    (`--advertise-grpc`)."""
     (root / "repository").mkdir(parents=True, exist_ok=True)
     server_log = root / "server.log"
     server = start_server(root / "repository", "--model-control-mode", "explicit")
-    node = Node(name, root, server, agent_binary, control_plane, env, extra=list(agent_args or []))
+    extra = list(agent_args or [])
+    if advertise_grpc:
+        extra += ["--advertise-grpc", server.grpc_url]
+    node = Node(name, root, server, agent_binary, control_plane, env, extra=extra)
 
     # Copy the server's output to a file, as a node's log file would be.
     def copy() -> None:
@@ -468,8 +474,11 @@ def etcd_leader(members: list[EtcdMember]) -> EtcdMember:
     raise AssertionError("no etcd leader")
 
 
-def start_replica(store: str, port: int, missed_heartbeats: int = 5) -> ControlPlaneProc:
-    """A control-plane replica on an etcd store (its URL is its name as the leader)."""
+def start_replica(
+    store: str, port: int, missed_heartbeats: int = 5, env: dict[str, str] | None = None
+) -> ControlPlaneProc:
+    """A control-plane replica on an etcd store (its URL is its name as the leader);
+    `env` adds environment variables."""
     url = f"http://127.0.0.1:{port}"
     proc = _Pumped(
         [
@@ -490,6 +499,7 @@ def start_replica(store: str, port: int, missed_heartbeats: int = 5) -> ControlP
         {
             "INFERBRIDGE_FLEET_ADMIN_TOKEN": ADMIN_TOKEN,
             "INFERBRIDGE_FLEET_BOOTSTRAP_TOKEN": BOOTSTRAP_TOKEN,
+            **(env or {}),
         },
     )
     wait_for(

@@ -207,3 +207,54 @@ def test_diagnostics_are_relayed_to_the_replica_holding_the_agent(
             node.stop()
         for replica in replicas:
             replica.stop()
+
+
+def test_a_server_down_behind_a_follower_is_re_placed_by_the_leader(
+    etcd: list[EtcdMember], minio: MinIO, agent_binary: Path, examples_dir: Path
+) -> None:
+    """Both agents talk to the follower only: the leader sees the killed server through
+    the follower's record, shows ServerDown, and re-places the replica after the grace
+    period."""
+    store = "etcd:" + ",".join(m.client_url for m in etcd)
+    grace = {
+        "INFERBRIDGE_FLEET_SERVER_DOWN_GRACE_S": "3",
+        "INFERBRIDGE_FLEET_SERVER_SETTLE_S": "2",
+    }
+    replicas = [start_replica(store, free_port(), env=grace) for _ in range(2)]
+    root = Path(tempfile.mkdtemp(prefix="ib-fleet-etcd-sd-"))
+    nodes = []
+    try:
+        leader = wait_for("a control-plane leader", lambda: _leader(replicas))
+        follower = next(r for r in replicas if r is not leader)
+        for name in ("sd-a", "sd-b"):
+            nodes.append(start_node(name, root / name, agent_binary, follower.url, minio.env))
+        for name in ("sd-a", "sd-b"):
+            wait_for(
+                f"the leader to follow {name} through the follower's record",
+                lambda n=name: leader.node(n).get("control_plane") == follower.url,
+            )
+        model = iris_model(root / "models", "iris_etcd_sd", examples_dir / "iris_onnx", {1: None})
+        manifest = push(model, 1, "s3://models", s3_client=minio.client())
+        leader.call("POST", "/v1/fleet/artifacts", manifest.model_dump()).raise_for_status()
+        leader.call("PUT", "/v1/fleet/deployments/iris_etcd_sd", {"version": 1}).raise_for_status()
+        first = wait_for(
+            "iris_etcd_sd placed",
+            lambda: next(
+                (n for n in ("sd-a", "sd-b") if ready_on(leader, n, "iris_etcd_sd", 1)), None
+            ),
+        )
+        other = "sd-b" if first == "sd-a" else "sd-a"
+        next(n for n in nodes if n.name == first).server.stop(signal.SIGKILL)
+        for plane in (leader, follower):
+            down = wait_for(
+                f"{first} ServerDown on {plane.url}", lambda p=plane: p.node(first)["conditions"]
+            )
+            assert down[0]["type"] == "ServerDown", down
+        wait_for(f"the replica on {other}", lambda: ready_on(leader, other, "iris_etcd_sd", 1))
+        assert leader.node(first)["assigned"] == {"iris_etcd_sd": 1}
+        assert leader.get("/v1/fleet/status")["nodes"]["server_down"] == [first]
+    finally:
+        for node in nodes:
+            node.stop()
+        for replica in replicas:
+            replica.stop()

@@ -47,7 +47,15 @@ def fleet(minio: MinIO, agent_binary: Path) -> Iterator[Fleet]:
     state = Fleet(root, minio, plane, {}, agent_binary)
     try:
         for name in NODES:
-            state.nodes[name] = start_node(name, root / name, agent_binary, plane.url, minio.env)
+            # node-a's agent advertises its server's gRPC address, node-b's does not.
+            state.nodes[name] = start_node(
+                name,
+                root / name,
+                agent_binary,
+                plane.url,
+                minio.env,
+                advertise_grpc=name == "node-a",
+            )
         yield state
     finally:
         for node in state.nodes.values():
@@ -71,6 +79,12 @@ def test_killed_server_is_server_down_and_its_replica_moves_then_comes_back(
     )
     other = next(n for n in NODES if n != first)
     wait_for("both nodes without conditions", lambda: not any(_conditions(fleet, n) for n in NODES))
+    # The real agent's --advertise-grpc reaches the routing table.
+    grpc_a = fleet.nodes["node-a"].server.grpc_url
+    assert fleet.plane.node("node-a")["server_grpc"] == grpc_a
+    assert fleet.plane.node("node-b")["server_grpc"] == ""
+    (route,) = fleet.plane.get("/v1/fleet/routing")["models"]["iris_sd"]
+    assert route.get("grpc") == (grpc_a if first == "node-a" else None), route
 
     fleet.nodes[first].server.stop(signal.SIGKILL)  # the server, not the agent
     down = wait_for(f"{first} ServerDown", lambda: _conditions(fleet, first))
