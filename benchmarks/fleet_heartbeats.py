@@ -192,6 +192,26 @@ def main() -> int:
     )
     pids = [p.proc.process.pid for p in planes]
     warmup, die_at = 15.0, options.seconds - 20
+    # Before the agents: on etcd, their registration storm would time this write out.
+    try:
+        for model in ("sim_all", "sim_ten"):
+            plane.call(
+                "POST",
+                "/v1/fleet/artifacts",
+                {
+                    "model": model,
+                    "version": 1,
+                    "uri": f"s3://models/{model}/1/model.tar.gz",
+                    "sha256": "0" * 64,
+                    "size": 1,
+                },
+            ).raise_for_status()
+    except BaseException:
+        for each in planes:
+            each.stop()
+        for member in members:
+            member.proc.stop()
+        raise
     agents = subprocess.Popen(
         [
             str(sim),
@@ -218,18 +238,6 @@ def main() -> int:
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     try:
-        for model in ("sim_all", "sim_ten"):
-            plane.call(
-                "POST",
-                "/v1/fleet/artifacts",
-                {
-                    "model": model,
-                    "version": 1,
-                    "uri": f"s3://models/{model}/1/model.tar.gz",
-                    "sha256": "0" * 64,
-                    "size": 1,
-                },
-            ).raise_for_status()
         wait_for(
             "every agent registered",
             lambda: _status(plane)["nodes"]["ready"] == options.agents,
