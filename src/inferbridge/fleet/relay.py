@@ -34,10 +34,16 @@ class Relay:
     """Forwards diagnostic requests to the replica holding a node's agent channel. Create
     inside the running loop; `close` ends its connections."""
 
-    def __init__(self, identity: str, answer_within_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        identity: str,
+        answer_within_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.identity = identity
         #: The holder waits this long for the agent; the relay a little longer for it.
         self.timeout_s = answer_within_s + 5.0
+        self._transport = transport  # tests: an in-memory holder
         self._client: httpx.AsyncClient | None = None
 
     async def forward(
@@ -52,7 +58,9 @@ class Relay:
         """(status, body) of the holder's answer, or a 503/504 naming the node and the
         holder when it cannot be reached or does not answer in time."""
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=5.0))
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s, connect=5.0), transport=self._transport
+            )
         sent = {k: v for k, v in headers.items() if k in _FORWARDED}
         sent[RELAYED_HEADER] = self.identity or "a replica"
         url = holder.rstrip("/") + path
