@@ -5,9 +5,9 @@ target: 8 MB), against real MinIO, a control plane and an inferbridge server on 
 
 Prints a table (VmRSS, anonymous and file-backed parts, min/median/max over the sampling
 window, which starts once every model is READY and a download has just finished), one row
-per memory setting of the agent (VARIANTS: how it ran before, then each change alone on
-top of the previous one, then the new default with its trimming turned off), each on a
-fresh MinIO, control plane and server.
+per agent (`--before REV`: the agent at a git revision with its defaults; then VARIANTS:
+the new default and each of its memory settings undone alone), each on a fresh MinIO,
+control plane and server.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from inferbridge.examples.build import example_repository
-from inferbridge.fleet.agent_build import AgentBuildError, build_agent
+from inferbridge.fleet.agent_build import AGENT_LDFLAGS, AgentBuildError, build_agent
 from inferbridge.frontends.gateway.build import build_go_program
 from tests.fleet.procs import (
     ADMIN_TOKEN,
@@ -127,19 +127,18 @@ def measure(
         minio.stop()
 
 
-#: Each change's effect, one row each, in the order they were made (on top of the agent
-#: at --before, when given): the collection before the trim, one P, the GC target; then the
-#: new default with other trim periods. (A page-cache eviction of the binary at the first
-#: trims and MADV_RANDOM on it were measured too, at 8ee9292, and dropped: no effect.)
-VARIANTS: tuple[tuple[str, list[str]], ...] = (
+#: The new default, then each of its memory settings undone alone (one row each). Earlier
+#: rounds (8ee9292, 4ebcb94) measured the collection before the trim, one P, the GC target
+#: 50 %, trim periods, MADV_RANDOM and a page-cache eviction of the binary; see RESULTS.md.
+VARIANTS: tuple[tuple[str, list[str], dict[str, str]], ...] = (
+    ("new default", [], {}),
     (
-        "+ GC before the trim (GOMAXPROCS=CPUs, GOGC 100)",
-        ["--gomaxprocs", "0", "--gc-percent", "100"],
+        "new default, stacks shrunk again (GODEBUG=gcshrinkstackoff=0)",
+        [],
+        {"GODEBUG": "gcshrinkstackoff=0"},
     ),
-    ("+ GOMAXPROCS 1", ["--gc-percent", "100"]),
-    ("+ GC target 50 % (the new default)", []),
-    ("new default, --trim-every 5s", ["--trim-every", "5s"]),
-    ("new default, --trim-every 0 (never)", ["--trim-every", "0"]),
+    ("new default, the old `--memory-limit 6Mi`", ["--memory-limit", "6Mi"], {}),
+    ("new default, `--trim-every 0` (never)", ["--trim-every", "0"], {}),
 )
 
 
@@ -180,14 +179,15 @@ def main() -> int:
     rows = []
     if options.before:
         old = build_revision(options.before, Path(tempfile.mkdtemp(prefix="ib-rss-before-")))
-        label = f"before: the agent at {options.before} (--trim-every 10s)"
+        label = f"before: the agent at {options.before}, its defaults"
         rows.append(measure(options.models, options.seconds, {}, label, [], old))
         print(f"measured: {label}", file=sys.stderr, flush=True)
-    for label, args in VARIANTS:
-        rows.append(measure(options.models, options.seconds, {}, label, args))
+    for label, args, env in VARIANTS:
+        rows.append(measure(options.models, options.seconds, env, label, args))
         print(f"measured: {label}", file=sys.stderr, flush=True)
     binary = build_agent()
-    print(f"agent binary: {binary.stat().st_size / 1e6:.1f} MB (stripped, -trimpath)")
+    print(f"agent binary: {binary.stat().st_size / 1e6:.1f} MB (-trimpath, {AGENT_LDFLAGS})")
+    print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(
         f"| agent, {options.models} models READY, {options.seconds:g} s | VmRSS KiB min / median"
         " / max | anon KiB (median) | file-backed KiB (median) |"

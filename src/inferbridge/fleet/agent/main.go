@@ -71,7 +71,10 @@ func parseConfig(args []string) (Config, error) {
 	retry := fs.Duration("retry-after", 30*time.Second, "backoff before a failed artefact is tried again")
 	figures := fs.Duration("figures-every", 10*time.Second, "how often server metrics and disk usage are read")
 	trim := fs.Duration("trim-every", 10*time.Second, "drop the binary's pages from the resident set this often (0 = never)")
-	memLimit := fs.String("memory-limit", "6Mi", "Go soft memory limit (GOMEMLIMIT), keeps the agent small")
+	// Above what the runtime holds at steady state (about 5 MiB once a download has grown
+	// its metadata): a limit below it had the collector run dozens of times a second,
+	// each run scanning every stack and keeping the runtime's tables resident.
+	memLimit := fs.String("memory-limit", "16Mi", "Go soft memory limit (GOMEMLIMIT wins), a bound on a download's peak; GOGC keeps the steady state small")
 	gcPercent := fs.Int("gc-percent", 50, "Go GC target percentage (GOGC, which overrides it; 0 = Go's default, 100); lower collects more often and holds a smaller heap")
 	procs := fs.Int("gomaxprocs", 1, "threads running Go code at once (GOMAXPROCS, which overrides it; 0 = one per CPU)")
 	var accelerators listFlag
