@@ -40,7 +40,14 @@ const maxJSONDepth = 256
 
 // parseJSON parses one JSON value (RFC 8259; nothing but white space after it).
 func parseJSON(data []byte) (jsonValue, error) {
-	p := jsonParser{data: data}
+	return parseJSONKeeping(data, nil)
+}
+
+// parseJSONKeeping is parseJSON that keeps only the objects' members whose key `keep`
+// accepts (nil: all): the others are checked and skipped without being built, so that a
+// document the agent needs a few fields of costs no more than those fields.
+func parseJSONKeeping(data []byte, keep func(key string) bool) (jsonValue, error) {
+	p := jsonParser{data: data, keep: keep}
 	v, err := p.value(0)
 	if err != nil {
 		return jsonValue{}, err
@@ -147,6 +154,39 @@ func (v jsonValue) toAny() any {
 type jsonParser struct {
 	data []byte
 	pos  int
+	keep func(key string) bool
+	// skipping > 0: inside a member not kept (checked, not built).
+	skipping int
+	// Members and elements being parsed, then moved into the arena in one block per
+	// container (few allocations for a document of many small objects).
+	stack    []jsonValue
+	keyStack []string
+	arena    []jsonValue
+	keyArena []string
+}
+
+func (p *jsonParser) take(src []jsonValue) []jsonValue {
+	if len(src) == 0 {
+		return nil
+	}
+	if cap(p.arena)-len(p.arena) < len(src) {
+		p.arena = make([]jsonValue, 0, max(64, len(src)))
+	}
+	start := len(p.arena)
+	p.arena = append(p.arena, src...)
+	return p.arena[start:len(p.arena):len(p.arena)]
+}
+
+func (p *jsonParser) takeKeys(src []string) []string {
+	if len(src) == 0 {
+		return nil
+	}
+	if cap(p.keyArena)-len(p.keyArena) < len(src) {
+		p.keyArena = make([]string, 0, max(64, len(src)))
+	}
+	start := len(p.keyArena)
+	p.keyArena = append(p.keyArena, src...)
+	return p.keyArena[start:len(p.keyArena):len(p.keyArena)]
 }
 
 var errJSONEnd = errors.New("unexpected end of JSON")
@@ -213,6 +253,13 @@ func (p *jsonParser) object(depth int) (jsonValue, error) {
 		p.pos++
 		return v, nil
 	}
+	base, keyBase := len(p.stack), len(p.keyStack)
+	done := func() {
+		if p.skipping == 0 {
+			v.items, v.keys = p.take(p.stack[base:]), p.takeKeys(p.keyStack[keyBase:])
+		}
+		p.stack, p.keyStack = p.stack[:base], p.keyStack[:keyBase]
+	}
 	for {
 		p.space()
 		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
@@ -227,12 +274,21 @@ func (p *jsonParser) object(depth int) (jsonValue, error) {
 			return v, p.fail("expected ':'")
 		}
 		p.pos++
+		kept := p.skipping == 0 && (p.keep == nil || p.keep(key))
+		if !kept {
+			p.skipping++
+		}
 		item, err := p.value(depth + 1)
+		if !kept {
+			p.skipping--
+		}
 		if err != nil {
 			return v, err
 		}
-		v.keys = append(v.keys, key)
-		v.items = append(v.items, item)
+		if kept {
+			p.keyStack = append(p.keyStack, key)
+			p.stack = append(p.stack, item)
+		}
 		p.space()
 		if p.pos >= len(p.data) {
 			return v, errJSONEnd
@@ -242,6 +298,7 @@ func (p *jsonParser) object(depth int) (jsonValue, error) {
 			p.pos++
 		case '}':
 			p.pos++
+			done()
 			return v, nil
 		default:
 			return v, p.fail("expected ',' or '}'")
@@ -257,12 +314,15 @@ func (p *jsonParser) array(depth int) (jsonValue, error) {
 		p.pos++
 		return v, nil
 	}
+	base := len(p.stack)
 	for {
 		item, err := p.value(depth + 1)
 		if err != nil {
 			return v, err
 		}
-		v.items = append(v.items, item)
+		if p.skipping == 0 {
+			p.stack = append(p.stack, item)
+		}
 		p.space()
 		if p.pos >= len(p.data) {
 			return v, errJSONEnd
@@ -272,6 +332,10 @@ func (p *jsonParser) array(depth int) (jsonValue, error) {
 			p.pos++
 		case ']':
 			p.pos++
+			if p.skipping == 0 {
+				v.items = p.take(p.stack[base:])
+			}
+			p.stack = p.stack[:base]
 			return v, nil
 		default:
 			return v, p.fail("expected ',' or ']'")
@@ -312,6 +376,9 @@ func (p *jsonParser) number() (jsonValue, error) {
 			return jsonValue{}, p.fail("expected an exponent")
 		}
 	}
+	if p.skipping > 0 {
+		return jsonValue{kind: jsonNumber}, nil
+	}
 	return jsonValue{kind: jsonNumber, text: string(p.data[start:p.pos])}, nil
 }
 
@@ -323,6 +390,10 @@ func (p *jsonParser) string() (string, error) {
 	for p.pos < len(p.data) { // the common case: nothing to decode
 		c := p.data[p.pos]
 		if c == '"' {
+			if p.skipping > 0 {
+				p.pos++
+				return "", nil
+			}
 			s := string(p.data[start:p.pos])
 			p.pos++
 			if utf8.ValidString(s) {

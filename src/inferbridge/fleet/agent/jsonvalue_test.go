@@ -86,3 +86,21 @@ func TestIndexDecoding(t *testing.T) {
 		}
 	}
 }
+
+// Members not kept are checked but not built; an invalid one is still an error.
+func TestParseJSONKeeping(t *testing.T) {
+	keep := func(key string) bool { return key == "a" || key == "b" }
+	v, err := parseJSONKeeping([]byte(`{"a":{"b":1,"c":[1,{"b":2}]},"z":{"a":"x\u00e9","b":[true]},"b":[{"a":null,"q":"\"s\""}]}`), keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"a": map[string]any{"b": 1.0}, "b": []any{map[string]any{"a": nil}}}
+	if got := v.toAny(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %#v, want %#v", got, want)
+	}
+	for _, bad := range []string{`{"z":[1,]}`, `{"z":"\x"}`, `{"z":01}`, `{"z":{"a":}}`} {
+		if _, err := parseJSONKeeping([]byte(bad), keep); err == nil {
+			t.Errorf("%s was accepted", bad)
+		}
+	}
+}

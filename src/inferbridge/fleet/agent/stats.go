@@ -51,7 +51,7 @@ func parseStats(data []byte) ([]VersionStats, error) {
 
 // decodeStats reads model_stats[].{name, version, inference_stats.{success,fail}.{count,ns}}.
 func decodeStats(data []byte) ([]VersionStats, error) {
-	doc, err := parseJSON(data)
+	doc, err := parseJSONKeeping(data, statsKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -92,4 +92,14 @@ func decodeStats(data []byte) ([]VersionStats, error) {
 		out = append(out, stats)
 	}
 	return out, nil
+}
+
+// statsKeys are the members decodeStats reads (the queue, compute and batch figures are
+// skipped unbuilt).
+func statsKeys(key string) bool {
+	switch key {
+	case "model_stats", "name", "version", "inference_stats", "success", "fail", "count", "ns":
+		return true
+	}
+	return false
 }
