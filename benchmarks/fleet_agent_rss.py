@@ -143,8 +143,8 @@ VARIANTS: tuple[tuple[str, list[str], dict[str, str]], ...] = (
 
 
 def build_revision(revision: str, work: Path) -> Path:
-    """The agent as it was at a git revision (its source from `git archive`), built the
-    way build_agent builds the current one."""
+    """The agent as it was at a git revision (its source from `git archive`), built as
+    build_agent built it before AGENT_LDFLAGS (-trimpath -s -w)."""
     root = Path(__file__).resolve().parents[1]
     source = work / "agent-src"
     source.mkdir(parents=True)
