@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -88,6 +89,13 @@ type Frontend struct {
 	own     map[string]bool // methods registered on grpc (set by Serve, read-only then)
 }
 
+// streamWorkers is the size of the gRPC server's goroutine pool: enough for the
+// concurrency a few cores serve (measured: 2 workers on 2 cores saved nothing at 16 calls
+// in flight, 16 or 64 saved a tenth of the CPU per call); idle, each costs a stack.
+func streamWorkers() uint32 {
+	return uint32(max(64, 8*runtime.GOMAXPROCS(0)))
+}
+
 // New builds the servers of backend; the health of "" starts NOT_SERVING. A backend
 // may register services of its own on GRPCServer before Serve.
 func New(c Config, backend Backend, obs Observer) *Frontend {
@@ -101,6 +109,11 @@ func New(c Config, backend Backend, obs Observer) *Frontend {
 		grpc.MaxRecvMsgSize(c.MaxRecvBytes),
 		grpc.MaxSendMsgSize(1<<31 - 1),
 		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
+		// Calls run on a pool of goroutines that outlive them instead of one new
+		// goroutine each, whose stack then grows again on every call (morestack and
+		// copystack were a tenth of the gateway's CPU under gRPC load). A call that finds
+		// every worker busy still gets a goroutine of its own.
+		grpc.NumStreamWorkers(streamWorkers()),
 	}
 	if c.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))
