@@ -61,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="before each scenario, wait up to this long for other work to use < 0.3 cores",
     )
+    parser.add_argument(
+        "--gateway-gomaxprocs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="GOMAXPROCS of the gateway process (default 1: on 2 cores shared with its "
+        "upstreams and the load generator it serves as fast for less CPU; 0 = Go's default, "
+        "every core)",
+    )
     parser.add_argument("--out", type=Path, default=_HERE.parent / "results" / "gateway")
     parser.add_argument(
         "--publish",
@@ -126,6 +135,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Not measured: scenario 6 (batch aggregation at the gateway): the gateway in "
             "this checkout has no batching."
         )
+    if options.gateway_gomaxprocs < 0:
+        raise SystemExit(
+            "--gateway-gomaxprocs must be 0 (Go's default) or more, "
+            f"not {options.gateway_gomaxprocs}"
+        )
+    if "gateway" in kinds and not missing:
+        notes.append(
+            f"The gateway runs with GOMAXPROCS={options.gateway_gomaxprocs}"
+            if options.gateway_gomaxprocs
+            else "The gateway runs with Go's default GOMAXPROCS (every core)"
+        )
+        notes[-1] += " (`--gateway-gomaxprocs`); nginx with 2 workers, HAProxy with 2 threads."
     repository = build_repository(out)
     count = 5 if "3" in keys else 3
     fleet = Fleet(repository, out / "logs", count)
@@ -139,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=quick,
         kinds=kinds,
         gateway_missing=missing if "gateway" in kinds else "",
+        gateway_gomaxprocs=options.gateway_gomaxprocs,
     )
     print(
         f"bench: gateway scenarios {', '.join(keys)}; fronts {', '.join(kinds)}; {count} upstreams"

@@ -221,9 +221,11 @@ def gateway(
     check_timeout_s: float = 0.0,
     label: str = "",
     extra: str = "",
+    gomaxprocs: int = 0,
 ) -> Front:
     """`inferbridge gateway --config gateway.yaml` over the targets (REST and gRPC);
-    `check_timeout_s` replaces the health checks' and discovery's default timeouts."""
+    `check_timeout_s` replaces the health checks' and discovery's default timeouts;
+    `gomaxprocs` (0 = Go's default, every core) is the process's GOMAXPROCS."""
     prefix = work / "gateway"
     prefix.mkdir(parents=True, exist_ok=True)
     http_port, grpc_port = free_port(), free_port()
@@ -254,6 +256,7 @@ def gateway(
         ready=_ready(f"http://127.0.0.1:{http_port}/v2/models/iris_onnx/ready"),
         http_port=http_port,
         grpc_port=grpc_port,
+        env={"GOMAXPROCS": str(gomaxprocs)} if gomaxprocs else None,
         cwd=_ROOT,
         timeout=120,
     )

@@ -58,6 +58,7 @@ class Bench:
     quick: bool
     kinds: tuple[str, ...]  # the fronts asked for: gateway, nginx, haproxy, direct
     gateway_missing: str  # why the inferbridge gateway is left out ("" when it runs)
+    gateway_gomaxprocs: int = 0  # the gateway process's GOMAXPROCS (0: Go's default)
 
     @property
     def plots(self) -> Path:
@@ -116,6 +117,7 @@ class Bench:
                 check_timeout_s=check_timeout_s,
                 label=label,
                 extra=extra,
+                gomaxprocs=self.gateway_gomaxprocs,
             )
         return balancers.direct(targets[0])
 
