@@ -89,6 +89,19 @@ type Frontend struct {
 	own     map[string]bool // methods registered on grpc (set by Serve, read-only then)
 }
 
+// StreamWindow and ConnWindow are the HTTP/2 flow-control windows of the gateway's gRPC
+// connections, both ways (its server, and the pool's connections to upstreams). Static
+// windows turn grpc-go's BDP estimation off: it sent a PING with nearly every message
+// received and read its ack, two more syscalls a call (A/B at 1 call in flight: ~15% less
+// CPU a call, p50 0.58 vs 0.61 ms). Messages larger than a window still flow, by
+// WINDOW_UPDATEs; 4 MiB a stream is a loopback or LAN link's bandwidth-delay product many
+// times over (BDP estimation grows to 16 MiB at most), and the connection's window lets four
+// such streams run at full window at once.
+const (
+	StreamWindow = 4 << 20
+	ConnWindow   = 16 << 20
+)
+
 // streamWorkers is the size of the gRPC server's goroutine pool: enough for the
 // concurrency a few cores serve (measured: 2 workers on 2 cores saved nothing at 16 calls
 // in flight, 16 or 64 saved a tenth of the CPU per call); idle, each costs a stack.
@@ -114,6 +127,8 @@ func New(c Config, backend Backend, obs Observer) *Frontend {
 		// copystack were a tenth of the gateway's CPU under gRPC load). A call that finds
 		// every worker busy still gets a goroutine of its own.
 		grpc.NumStreamWorkers(streamWorkers()),
+		grpc.InitialWindowSize(StreamWindow),
+		grpc.InitialConnWindowSize(ConnWindow),
 	}
 	if c.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(c.TLS)))

@@ -17,6 +17,7 @@ import (
 	"github.com/inferbridge/inferbridge/gateway/internal/balancer"
 	"github.com/inferbridge/inferbridge/gateway/internal/breaker"
 	"github.com/inferbridge/inferbridge/gateway/internal/config"
+	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 	"github.com/inferbridge/inferbridge/gateway/internal/health"
 	"github.com/inferbridge/inferbridge/gateway/internal/tlsconf"
 )
@@ -97,6 +98,9 @@ func newUpstream(p *Pool, cfg config.Upstream) (*upstream, error) {
 			grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{}), grpc.MaxCallRecvMsgSize(1<<31-1),
 				grpc.MaxCallSendMsgSize(1<<31-1)),
+			// static windows: no BDP estimation PINGs (frontend.StreamWindow says why)
+			grpc.WithInitialWindowSize(frontend.StreamWindow),
+			grpc.WithInitialConnWindowSize(frontend.ConnWindow),
 		)
 		if err != nil {
 			return nil, err
