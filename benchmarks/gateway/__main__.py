@@ -140,13 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--gateway-gomaxprocs must be 0 (Go's default) or more, "
             f"not {options.gateway_gomaxprocs}"
         )
+    # per section: a partial run republishes only its own sections
+    gomaxprocs_note = ""
     if "gateway" in kinds and not missing:
-        notes.append(
-            f"The gateway runs with GOMAXPROCS={options.gateway_gomaxprocs}"
+        gomaxprocs_note = (
+            f"The gateway ran with GOMAXPROCS={options.gateway_gomaxprocs}"
             if options.gateway_gomaxprocs
-            else "The gateway runs with Go's default GOMAXPROCS (every core)"
-        )
-        notes[-1] += " (`--gateway-gomaxprocs`); nginx with 2 workers, HAProxy with 2 threads."
+            else "The gateway ran with Go's default GOMAXPROCS (every core)"
+        ) + " (`--gateway-gomaxprocs`); nginx with 2 workers, HAProxy with 2 threads."
     repository = build_repository(out)
     count = 5 if "3" in keys else 3
     fleet = Fleet(repository, out / "logs", count)
@@ -186,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 section = Section(f"g{key}", f"G{key}. (failed) {scenario.__name__}")
                 section.error = f"{type(exc).__name__}: {exc}"
             section.seconds = time.monotonic() - t0
+            if gomaxprocs_note:
+                section.notes.append(gomaxprocs_note)
             section.extra["load_average"] = loadavg
             section.extra["ran"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
             sections.append(section)
