@@ -232,3 +232,29 @@ def test_grace_settings_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: P
             bootstrap_token="b",
             server_settle_s=-1,
         )
+
+
+def _serve_options(*argv: str) -> Any:
+    import argparse
+
+    from inferbridge.fleet.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["fleet", "serve", *argv])
+
+
+def test_fleet_serve_flags_for_the_periods(capsys: pytest.CaptureFixture[str]) -> None:
+    options = _serve_options()
+    assert (options.server_down_grace, options.server_settle) == (None, None)  # env, else 30/10
+    options = _serve_options("--server-down-grace", "4.5", "--server-settle", "0")
+    assert (options.server_down_grace, options.server_settle) == (4.5, 0.0)
+    for flag, value, expected in [
+        ("--server-down-grace", "soon", "expected a number of seconds, not 'soon'"),
+        ("--server-settle", "-1", "expected 0 to 86400 seconds, not '-1'"),
+        ("--server-down-grace", "nan", "expected 0 to 86400 seconds, not 'nan'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            _serve_options(flag, value)
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: {expected}" in capsys.readouterr().err

@@ -39,9 +39,11 @@ def fleet(minio: MinIO, agent_binary: Path) -> Iterator[Fleet]:
     root = Path(tempfile.mkdtemp(prefix="ib-fleet-sd-"))
     plane = start_control_plane(
         root / "fleet.db",
+        # The flags win over the environment (which would give a grace this test outwaits).
+        extra=["--server-down-grace", str(GRACE_S), "--server-settle", str(SETTLE_S)],
         env={
-            "INFERBRIDGE_FLEET_SERVER_DOWN_GRACE_S": str(GRACE_S),
-            "INFERBRIDGE_FLEET_SERVER_SETTLE_S": str(SETTLE_S),
+            "INFERBRIDGE_FLEET_SERVER_DOWN_GRACE_S": "600",
+            "INFERBRIDGE_FLEET_SERVER_SETTLE_S": "600",
         },
     )
     state = Fleet(root, minio, plane, {}, agent_binary)

@@ -45,6 +45,23 @@ def register(commands: Any) -> None:
     serve.add_argument(
         "--advertise-url", help="this replica's URL, as the leader's name (etcd stores)"
     )
+    serve.add_argument(
+        "--server-down-grace",
+        type=_period,
+        default=None,
+        metavar="SECONDS",
+        help="how long a node's server may report not live/ready (its agent heartbeating) "
+        "before the node's replicas are placed elsewhere (default "
+        "$INFERBRIDGE_FLEET_SERVER_DOWN_GRACE_S, else 30)",
+    )
+    serve.add_argument(
+        "--server-settle",
+        type=_period,
+        default=None,
+        metavar="SECONDS",
+        help="how long a recovered server must stay up before its node takes replicas again "
+        "(default $INFERBRIDGE_FLEET_SERVER_SETTLE_S, else 10)",
+    )
     serve.add_argument("--log-level", default="info")
     _gc_options(serve)
     _auth_options(serve)
@@ -249,6 +266,17 @@ def _gc_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _period(raw: str) -> float:
+    """A number of seconds between 0 and a day, for argparse."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {raw!r}") from None
+    if not 0 <= seconds <= 86400:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected 0 to 86400 seconds, not {raw!r}")
+    return seconds
+
+
 def _serve(options: argparse.Namespace) -> int:
     from inferbridge.fleet.gcpolicy import GcPolicy, GcPolicyError
     from inferbridge.fleet.serve import serve
@@ -275,6 +303,8 @@ def _serve(options: argparse.Namespace) -> int:
         placement=options.placement,
         auth=auth,
         gc_policy=gc_policy,
+        server_down_grace_s=options.server_down_grace,
+        server_settle_s=options.server_settle,
     )
 
 

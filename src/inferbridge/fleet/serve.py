@@ -31,10 +31,13 @@ def serve(
     placement: str = "spread",
     auth: AuthConfig | None = None,
     gc_policy: GcPolicy | None = None,
+    server_down_grace_s: float | None = None,
+    server_settle_s: float | None = None,
 ) -> int:
     """Run until stopped; `auth` (authenticating: a keys file or a JWT verifier) replaces
     the admin and bootstrap tokens with the scopes of docs/security.md; `gc_policy` (default
-    GcPolicy()) says how Python's garbage collector runs (fleet.gcpolicy)."""
+    GcPolicy()) says how Python's garbage collector runs (fleet.gcpolicy);
+    `server_down_grace_s` and `server_settle_s` are ControlPlane's (None: its defaults)."""
     import uvicorn
 
     from inferbridge.fleet.api import FleetApp
@@ -105,6 +108,8 @@ def serve(
             leadership=leadership,
             replicator=replication,
             policy=policy,
+            server_down_grace_s=server_down_grace_s,
+            server_settle_s=server_settle_s,
         )
         config = uvicorn.Config(
             FleetApp(plane, authority),
