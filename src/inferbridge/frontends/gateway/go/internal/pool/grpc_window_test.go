@@ -154,3 +154,40 @@ func TestGRPCMessagesLargerThanTheWindowsPassThrough(t *testing.T) {
 		t.Fatalf("after CloseSend: %v, want the stream to end OK", err)
 	}
 }
+
+// BenchmarkGRPCThroughPool: one small ModelInfer at a time through the pool to an
+// in-process upstream (the gateway's cost per gRPC call, with its allocations).
+func BenchmarkGRPCThroughPool(b *testing.B) {
+	t := &testing.T{}
+	addr := echoUpstream(t)
+	cfg, err := config.Parse("t.yaml", []byte("upstreams: [{name: g1, grpc: '"+addr+"'}]\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(cfg, clock.Real{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Stop()
+	p.discoverAll()
+	srv, _ := p.GRPCServer()
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	req := bigRequest(64, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var resp rawMsg
+		if err := conn.Invoke(context.Background(), inferencePrefix+"ModelInfer", &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(req)}}, &resp); err != nil {
+			b.Fatal(err)
+		}
+		resp.Data.Free()
+	}
+}
