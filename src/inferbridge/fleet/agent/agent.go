@@ -49,6 +49,8 @@ type Agent struct {
 	lastWarning string
 
 	trigger chan struct{}
+	// trimNow asks the trim loop to give memory back at once (after a download).
+	trimNow chan struct{}
 }
 
 // NewAgent wires an agent from its configuration.
@@ -78,6 +80,7 @@ func NewAgent(cfg Config, log *slog.Logger) *Agent {
 		started: time.Now(),
 		online:  true,
 		trigger: make(chan struct{}, 1),
+		trimNow: make(chan struct{}, 1),
 	}
 }
 
@@ -104,14 +107,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.capacity = DetectCapacity(ctx, a.cfg.Accelerators, a.cfg.CPU, a.cfg.Memory)
 	if a.cfg.TrimEvery > 0 {
-		go func() {
-			for sleep(ctx, a.cfg.TrimEvery) {
-				// The collection first: it walks every stack and much of the binary's
-				// read-only data, pages that the trim then drops.
-				debug.FreeOSMemory()
-				trimFilePages()
-			}
-		}()
+		go a.trimLoop(ctx)
 	}
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){a.reconcileLoop, a.channelLoop, a.heartbeatLoop, a.figuresLoop} {
@@ -123,6 +119,35 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// trimLoop gives memory back every TrimEvery, and at once after a reconcile pass that
+// downloaded: a download's buffers and the S3 client's code are off the steady path, so
+// the resident set comes back down then instead of up to a period later.
+func (a *Agent) trimLoop(ctx context.Context) {
+	timer := time.NewTimer(a.cfg.TrimEvery)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-a.trimNow:
+		}
+		// The collection first: it walks every stack and much of the binary's read-only
+		// data, pages that the trim then drops.
+		debug.FreeOSMemory()
+		trimFilePages()
+		timer.Reset(a.cfg.TrimEvery) // Go ≥ 1.23: no stale tick survives a Reset
+	}
+}
+
+// trimSoon asks the trim loop (when there is one) to run now.
+func (a *Agent) trimSoon() {
+	select {
+	case a.trimNow <- struct{}{}:
+	default:
+	}
 }
 
 func (a *Agent) kick() {
@@ -139,7 +164,11 @@ func (a *Agent) reconcileLoop(ctx context.Context) {
 		a.mu.Lock()
 		desired := append([]Assignment(nil), a.desired...)
 		a.mu.Unlock()
+		fetches := a.artifacts.Fetches()
 		a.reconciler.Reconcile(ctx, desired)
+		if a.artifacts.Fetches() != fetches {
+			a.trimSoon()
+		}
 		wanted := map[string]bool{}
 		for _, d := range desired {
 			wanted[d.SHA256] = true

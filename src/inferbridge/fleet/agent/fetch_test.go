@@ -112,3 +112,22 @@ func TestParsers(t *testing.T) {
 		t.Fatal("a line over the limit was accepted")
 	}
 }
+
+// A reconcile pass that downloaded asks for a trim at once: Fetch counts every call,
+// failed ones too, and the request to trim does not block or pile up.
+func TestFetchesCountEveryFetchAndTrimSoonCoalesces(t *testing.T) {
+	d := &DiskArtifacts{Repository: t.TempDir(), StateDir: t.TempDir()}
+	before := d.Fetches()
+	if err := d.Fetch(context.Background(), Assignment{Model: "m", Version: 1, Format: "zip"}); err == nil {
+		t.Fatal("a zip artefact was accepted")
+	}
+	if got := d.Fetches() - before; got != 1 {
+		t.Fatalf("Fetches moved by %d, want 1", got)
+	}
+	a := &Agent{trimNow: make(chan struct{}, 1)}
+	a.trimSoon()
+	a.trimSoon() // the second finds one pending and returns
+	if len(a.trimNow) != 1 {
+		t.Fatalf("%d trims pending, want 1", len(a.trimNow))
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,7 +55,13 @@ type DiskArtifacts struct {
 	StateDir   string
 	Source     Source
 	Log        *slog.Logger
+
+	fetches atomic.Int64 // Fetch calls so far, done or failed
 }
+
+// Fetches is the number of Fetch calls so far (done or failed): a change says a
+// download ran.
+func (d *DiskArtifacts) Fetches() int64 { return d.fetches.Load() }
 
 // VersionsDir is where unpacked versions live: a hidden directory of the repository.
 func VersionsDir(repository string) string { return filepath.Join(repository, ".fleet") }
@@ -86,6 +93,7 @@ func (d *DiskArtifacts) Has(a Assignment) bool {
 
 // Fetch implements Artifacts.
 func (d *DiskArtifacts) Fetch(ctx context.Context, a Assignment) error {
+	d.fetches.Add(1)
 	if a.Format != "" && a.Format != "tar.gz" {
 		return fmt.Errorf("artefact format %q is not supported (tar.gz)", a.Format)
 	}
