@@ -52,28 +52,39 @@ func fakeGRPC(t *testing.T, name string) string {
 	return lis.Addr().String()
 }
 
-func TestGRPCForwardsBytesMetadataAndDeadline(t *testing.T) {
-	addr := fakeGRPC(t, "g1")
-	cfg, err := config.Parse("t.yaml", []byte("upstreams: [{name: g1, grpc: '"+addr+"'}]\n"))
+// throughPoolGRPC starts a pool of the configuration yaml (its upstreams discovered)
+// behind its gRPC server on loopback, and answers a raw-codec client of it (with
+// callOpts); all of it ends with the test.
+func throughPoolGRPC(tb testing.TB, yaml string, callOpts ...grpc.CallOption) *grpc.ClientConn {
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	p, err := New(cfg, clock.Real{}, nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer p.Stop()
+	tb.Cleanup(p.Stop)
 	p.discoverAll()
 	srv, _ := p.GRPCServer()
-	lis, _ := net.Listen("tcp", "127.0.0.1:0")
-	go srv.Serve(lis)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer conn.Close()
+	go srv.Serve(lis)
+	tb.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(append([]grpc.CallOption{grpc.ForceCodecV2(rawCodec{})}, callOpts...)...))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func TestGRPCForwardsBytesMetadataAndDeadline(t *testing.T) {
+	addr := fakeGRPC(t, "g1")
+	conn := throughPoolGRPC(t, "upstreams: [{name: g1, grpc: '"+addr+"'}]\n")
 
 	var req []byte
 	req = protowire.AppendTag(req, 1, protowire.BytesType)
@@ -83,7 +94,7 @@ func TestGRPCForwardsBytesMetadataAndDeadline(t *testing.T) {
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", "00-abc-def-01")
 	var resp rawMsg
 	var trailer metadata.MD
-	err = conn.Invoke(ctx, inferencePrefix+"ModelInfer", &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(req)}}, &resp, grpc.Trailer(&trailer))
+	err := conn.Invoke(ctx, inferencePrefix+"ModelInfer", &rawMsg{Data: mem.BufferSlice{mem.SliceBuffer(req)}}, &resp, grpc.Trailer(&trailer))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,18 +10,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/inferbridge/inferbridge/gateway/internal/clock"
-	"github.com/inferbridge/inferbridge/gateway/internal/config"
 	"github.com/inferbridge/inferbridge/gateway/internal/frontend"
 )
 
 // echoUpstream serves model m with messages of any size: RepositoryIndex lists it,
 // ModelInfer echoes its request, ModelStreamInfer echoes every message.
-func echoUpstream(t *testing.T) string {
+func echoUpstream(t testing.TB) string {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -79,26 +76,8 @@ func bigRequest(n int, seed byte) []byte {
 // at once on one connection.
 func TestGRPCMessagesLargerThanTheWindowsPassThrough(t *testing.T) {
 	addr := echoUpstream(t)
-	cfg, err := config.Parse("t.yaml", []byte("upstreams: [{name: g1, grpc: '"+addr+"'}]\nmax_request_bytes: 134217728\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(cfg, clock.Real{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
-	p.discoverAll()
-	srv, _ := p.GRPCServer()
-	lis, _ := net.Listen("tcp", "127.0.0.1:0")
-	go srv.Serve(lis)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{}), grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := throughPoolGRPC(t, "upstreams: [{name: g1, grpc: '"+addr+"'}]\nmax_request_bytes: 134217728\n",
+		grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -158,28 +137,8 @@ func TestGRPCMessagesLargerThanTheWindowsPassThrough(t *testing.T) {
 // BenchmarkGRPCThroughPool: one small ModelInfer at a time through the pool to an
 // in-process upstream (the gateway's cost per gRPC call, with its allocations).
 func BenchmarkGRPCThroughPool(b *testing.B) {
-	t := &testing.T{}
-	addr := echoUpstream(t)
-	cfg, err := config.Parse("t.yaml", []byte("upstreams: [{name: g1, grpc: '"+addr+"'}]\n"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := New(cfg, clock.Real{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Stop()
-	p.discoverAll()
-	srv, _ := p.GRPCServer()
-	lis, _ := net.Listen("tcp", "127.0.0.1:0")
-	go srv.Serve(lis)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
+	addr := echoUpstream(b)
+	conn := throughPoolGRPC(b, "upstreams: [{name: g1, grpc: '"+addr+"'}]\n")
 	req := bigRequest(64, 1)
 	b.ReportAllocs()
 	b.ResetTimer()
