@@ -148,23 +148,18 @@ type Refusal struct {
 // recording it; reqBytes is the request message's size, for the record. Without an
 // authority it returns "", nil.
 func (f *Frontend) CheckGRPC(ctx context.Context, method, model string, reqBytes int) (string, error) {
-	if f.auth == nil {
-		return "", nil
-	}
-	start := time.Now()
-	c, d := GRPCCredentials(ctx)
-	if d == nil {
-		var principal string
-		if principal, d = f.auth.Check(c, auth.ClassifyGRPC(method, model)); d == nil {
-			return principal, nil
-		}
-	}
-	return "", f.refuseGRPC(ctx, method, model, reqBytes, start, d)
+	return f.admitGRPC(ctx, method, model, reqBytes, true)
 }
 
 // AuthenticateGRPC authenticates a streaming call of method when it opens (its
 // messages are then checked one by one with CheckGRPC).
 func (f *Frontend) AuthenticateGRPC(ctx context.Context, method string) (string, error) {
+	return f.admitGRPC(ctx, method, "", 0, false)
+}
+
+// admitGRPC is CheckGRPC (authorize: the credentials' scopes for method on model) and
+// AuthenticateGRPC (the credentials alone).
+func (f *Frontend) admitGRPC(ctx context.Context, method, model string, reqBytes int, authorize bool) (string, error) {
 	if f.auth == nil {
 		return "", nil
 	}
@@ -172,11 +167,16 @@ func (f *Frontend) AuthenticateGRPC(ctx context.Context, method string) (string,
 	c, d := GRPCCredentials(ctx)
 	if d == nil {
 		var principal string
-		if principal, d = f.auth.Authenticate(c); d == nil {
+		if authorize {
+			principal, d = f.auth.Check(c, auth.ClassifyGRPC(method, model))
+		} else {
+			principal, d = f.auth.Authenticate(c)
+		}
+		if d == nil {
 			return principal, nil
 		}
 	}
-	return "", f.refuseGRPC(ctx, method, "", 0, start, d)
+	return "", f.refuseGRPC(ctx, method, model, reqBytes, start, d)
 }
 
 func (f *Frontend) refuseGRPC(ctx context.Context, method, model string, reqBytes int, start time.Time, d *auth.Denial) error {
