@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="e.g. 1,2,5")
     parser.add_argument("--fronts", default=",".join(_KINDS), help="subset of " + ",".join(_KINDS))
     parser.add_argument("--duration", type=float, help="seconds per healthy point (default 5)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="healthy scenarios (1, 5): measure every point this many times, rotating the "
+        "fronts' order, and report the median (default 3; 1 with --quick)",
+    )
     parser.add_argument("--fault-duration", type=float, help="seconds per fault run (default 24)")
     parser.add_argument(
         "--wait-quiet",
@@ -135,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Not measured: scenario 6 (batch aggregation at the gateway): the gateway in "
             "this checkout has no batching."
         )
+    if options.rounds is not None and options.rounds < 1:
+        raise SystemExit(f"--rounds must be 1 or more, not {options.rounds}")
     if options.gateway_gomaxprocs < 0:
         raise SystemExit(
             "--gateway-gomaxprocs must be 0 (Go's default) or more, "
@@ -162,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds=kinds,
         gateway_missing=missing if "gateway" in kinds else "",
         gateway_gomaxprocs=options.gateway_gomaxprocs,
+        rounds=options.rounds or (1 if quick else 3),
     )
     print(
         f"bench: gateway scenarios {', '.join(keys)}; fronts {', '.join(kinds)}; {count} upstreams"

@@ -59,6 +59,7 @@ class Bench:
     kinds: tuple[str, ...]  # the fronts asked for: gateway, nginx, haproxy, direct
     gateway_missing: str  # why the inferbridge gateway is left out ("" when it runs)
     gateway_gomaxprocs: int = 0  # the gateway process's GOMAXPROCS (0: Go's default)
+    rounds: int = 1  # healthy scenarios: how many times every point is measured
 
     @property
     def plots(self) -> Path:

@@ -9,18 +9,22 @@ upstreams add (on two shared cores they add no capacity).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 from benchmarks.context import Target
 from benchmarks.gateway import plots, tables
 from benchmarks.gateway.balancers import Front
 from benchmarks.gateway.bench import Bench, LoadError, Section
 from benchmarks.gateway.load import Run
+from benchmarks.gateway.static_upstream import StaticUpstream
 
 __all__ = ["scenario_1", "scenario_5"]
 
 _UPSTREAMS = 3
 #: Added p50 at concurrency 1 the issue allows the gateway (milliseconds).
 _ADDED_P50_MS = 0.15
+#: Concurrencies of the front-cost table (scenario 1).
+_COST_CONCURRENCIES = (16, 64)
 
 
 def _fronts(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
@@ -58,22 +62,83 @@ def _single(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
 
 
 def _healthy(bench: Bench, section: Section, protocol: str, concurrencies: list[int]) -> None:
+    """Every front at every concurrency, `bench.rounds` times over (the order rotating
+    each turn); a point's row is its median round by req/s, with every round's req/s."""
+    measured: dict[tuple[str, int], list[Run]] = {}
     with contextlib.ExitStack() as stack:
         fronts = _fronts(bench, stack)
         single = _single(bench, stack)
-        for turn, concurrency in enumerate(concurrencies):
-            order = fronts + single if concurrency == 1 else fronts
-            order = order[turn % len(order) :] + order[: turn % len(order)]
-            for front in order:
-                try:
-                    section.runs.append(
-                        bench.measure(front, protocol=protocol, concurrency=concurrency)
-                    )
-                except LoadError as exc:
-                    section.notes.append(f"{front.name} c={concurrency}: failed: {exc}")
-                    print(f"bench:   {front.name} c={concurrency}: FAILED {str(exc)[:300]}")
+        turn = 0
+        for _ in range(bench.rounds):
+            for concurrency in concurrencies:
+                order = fronts + single if concurrency == 1 else fronts
+                order = order[turn % len(order) :] + order[: turn % len(order)]
+                turn += 1
+                for front in order:
+                    try:
+                        run = bench.measure(front, protocol=protocol, concurrency=concurrency)
+                    except LoadError as exc:
+                        section.notes.append(f"{front.name} c={concurrency}: failed: {exc}")
+                        print(f"bench:   {front.name} c={concurrency}: FAILED {str(exc)[:300]}")
+                        continue
+                    measured.setdefault((front.name, concurrency), []).append(run)
+    section.runs.extend(median_run(runs) for runs in measured.values())
     section.tables.append(tables.healthy(section.runs))
     section.plot = plots.healthy(section, bench.plots / f"gateway-{section.key}.png")
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run with the median req/s (the lower of the middle two for an even count),
+    carrying every round's req/s and front CPU per request in its extra."""
+    median = sorted(runs, key=lambda r: r.rps)[(len(runs) - 1) // 2]
+    median.extra["rounds_rps"] = [r.rps for r in runs]
+    median.extra["rounds_front_us"] = [
+        r.front_cpu * 1e6 / r.rps if r.rps and r.front_cpu else 0.0 for r in runs
+    ]
+    return median
+
+
+def _front_cost(bench: Bench, section: Section) -> None:
+    """Each front alone in front of a static upstream (nginx answering a canned
+    inference): the CPU it spends per request, with nothing else busy on the machine."""
+    upstream = StaticUpstream(bench.work)
+    measured: dict[tuple[str, int], list[Run]] = {}
+    try:
+        targets = [upstream.start()]
+        with contextlib.ExitStack() as stack:
+            fronts = []
+            for kind, balance in (
+                ("gateway", "p2c-ewma"),
+                ("nginx", "least_conn"),
+                ("haproxy", "leastconn"),
+            ):
+                if bench.wanted(kind):
+                    front = bench.start_front(kind, targets, balance, label="static")
+                    front.name = kind
+                    stack.callback(front.stop)
+                    fronts.append(front)
+            if not fronts:
+                return
+            turn = 0
+            for _ in range(bench.rounds):
+                for concurrency in _COST_CONCURRENCIES:
+                    order = fronts[turn % len(fronts) :] + fronts[: turn % len(fronts)]
+                    turn += 1
+                    for front in order:
+                        run = bench.measure(front, concurrency=concurrency)
+                        measured.setdefault((front.name, concurrency), []).append(run)
+    except (LoadError, RuntimeError) as exc:
+        section.notes.append(f"front cost on a static upstream: failed: {exc}")
+        return
+    finally:
+        upstream.stop()
+    runs = [median_run(r) for r in measured.values()]
+    section.extra["front_cost"] = [dataclasses.asdict(r) for r in runs]
+    section.tables.append(
+        "What each front spends per request in front of a static upstream (one nginx worker "
+        "answering every inference with a canned response; no Python on the machine), REST "
+        "JSON, median of the rounds:\n\n" + tables.front_cost(runs)
+    )
 
 
 def _find(runs: list[Run], front: str, concurrency: int) -> Run | None:
@@ -134,9 +199,12 @@ def scenario_1(bench: Bench) -> Section:
     concurrencies = [1, 64] if bench.quick else [1, 16, 64]
     _healthy(bench, section, "REST", concurrencies)
     _targets(bench, section, concurrencies)
+    _front_cost(bench, section)
     section.notes.append(
         f"ibload raw HTTP/1.1 engine, closed loop, {bench.warmup:g} s warm-up then "
-        f"{bench.duration:g} s per point; the same JSON body for every front. Fronts run side by "
+        f"{bench.duration:g} s per point, {bench.rounds} round(s) of every point (a row is the "
+        "median round by req/s; *req/s each round* lists them all); the same JSON body for "
+        "every front. Fronts run side by "
         "side and take turns (rotating order per concurrency). `direct` is one upstream alone; "
         "`<front>, 1 upstream` (concurrency 1 only) is that front over that one upstream, for "
         "what the hop adds. Ratios are against direct at the same concurrency."
@@ -152,6 +220,7 @@ def scenario_5(bench: Bench) -> Section:
     _healthy(bench, section, "gRPC", concurrencies)
     _targets(bench, section, concurrencies)
     section.notes.append(
+        f"{bench.rounds} round(s) of every point; a row is the median round by req/s. "
         "ibload over the Go SDK's gRPC client (raw_input_contents), closed loop, 1 HTTP/2 "
         "connection per 16 requests in flight (at most 4); nginx `grpc_pass` with "
         "least_conn and keepalive, HAProxy `proto h2` on bind and servers."

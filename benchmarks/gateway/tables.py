@@ -19,8 +19,9 @@ def healthy(runs: Iterable[Run]) -> str:
     direct = {(r.protocol, r.concurrency): r for r in runs if r.front == "direct"}
     head = (
         "| front | proto | conc. | req/s | vs direct | p50 ms | p99 ms | p50 added ms | ok "
-        "| errors | client CPU | front CPU | front CPU µs/req | upstreams CPU | other CPU |\n"
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|\n"
+        "| errors | client CPU | front CPU | front CPU µs/req | upstreams CPU | other CPU "
+        "| req/s each round |\n"
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|---|\n"
     )
     rows = []
     for r in sorted(runs, key=lambda r: (r.protocol, r.concurrency)):
@@ -34,7 +35,35 @@ def healthy(runs: Iterable[Run]) -> str:
             f"| {r.front} | {r.protocol} | {r.concurrency} | {r.rps:,.0f} | {ratio} "
             f"| {r.p50_ms:.3f} | {r.p99_ms:.2f} | {added} | {r.ok:,} | {r.errors_text()} "
             f"| {r.client_cpu:.2f} | {r.front_cpu:.2f} | {per_req} | {r.upstreams_cpu:.2f} "
-            f"| {_other(r)} |"
+            f"| {_other(r)} | {_rounds(r)} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def _rounds(r: Run) -> str:
+    return ", ".join(f"{v:,.0f}" for v in r.extra.get("rounds_rps", [r.rps]))
+
+
+def front_cost(runs: Iterable[Run]) -> str:
+    """Fronts over one static upstream: req/s and the front's CPU per request, each against
+    nginx's at the same concurrency."""
+    runs = sorted(runs, key=lambda r: (r.concurrency, r.front))
+    nginx = {r.concurrency: r for r in runs if r.front == "nginx"}
+    head = (
+        "| front | conc. | req/s | vs nginx | front CPU µs/req | vs nginx | µs/req each round "
+        "| req/s each round |\n|---|--:|--:|--:|--:|--:|---|---|\n"
+    )
+    rows = []
+    for r in runs:
+        us = r.front_cpu * 1e6 / r.rps if r.rps else 0.0
+        base = nginx.get(r.concurrency)
+        base_us = base.front_cpu * 1e6 / base.rps if base and base.rps else 0.0
+        rps_ratio = f"{r.rps / base.rps:.2f}x" if base and base.rps else "-"
+        us_ratio = f"{us / base_us:.2f}x" if base_us else "-"
+        each = ", ".join(f"{v:.0f}" for v in r.extra.get("rounds_front_us", [us]))
+        rows.append(
+            f"| {r.front} | {r.concurrency} | {r.rps:,.0f} | {rps_ratio} | {us:.0f} | {us_ratio} "
+            f"| {each} | {_rounds(r)} |"
         )
     return head + "\n".join(rows) + "\n"
 
