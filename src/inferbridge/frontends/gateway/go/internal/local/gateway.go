@@ -257,7 +257,9 @@ func (g *gateway) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
 	answerBy, stopTimer := answerBefore(ctx)
 	defer stopTimer()
 
-	// Admission, as for REST: a model at its LIMITS bound is refused here, unread by Python.
+	// Admission, as for REST: a model at its LIMITS bound is refused here, unread by
+	// Python; a call given up on frees its slot before its CANCEL is sent.
+	var admitted *modelState
 	if method == modelInferMethod {
 		if st := g.modelState(body); st != nil {
 			if lim := st.admit(); lim != nil {
@@ -266,7 +268,18 @@ func (g *gateway) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
 				callPool.Put(c)
 				return lim.grpcErr
 			}
-			defer st.release()
+			admitted = st
+			defer func() {
+				if admitted != nil {
+					admitted.release()
+				}
+			}()
+		}
+	}
+	releaseEarly := func() {
+		if admitted != nil {
+			admitted.release()
+			admitted = nil
 		}
 	}
 
@@ -296,9 +309,11 @@ func (g *gateway) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
 		}
 		return ss.SendMsg(&resp)
 	case <-answerBy:
+		releaseEarly()
 		g.giveUp(id, c)
 		return errDeadline
 	case <-ctx.Done():
+		releaseEarly()
 		g.giveUp(id, c)
 		return status.FromContextError(ctx.Err()).Err()
 	}

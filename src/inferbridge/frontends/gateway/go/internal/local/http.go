@@ -137,14 +137,20 @@ func (g *gateway) ServeREST(w http.ResponseWriter, r *http.Request, req frontend
 	}
 	g.metrics.proto[protoHTTP].reqBytes.Add(float64(len(b) - bodyAt))
 
-	// Admission.
-	if st := g.inferState(r, req.Path); st != nil {
-		if lim := st.admit(); lim != nil {
+	// Admission. A request given up on frees its slot before its CANCEL is sent, so
+	// that whoever sees the CANCEL (Python, a test) finds the slot free.
+	admitted := g.inferState(r, req.Path)
+	if admitted != nil {
+		if lim := admitted.admit(); lim != nil {
 			putBuf(bp)
-			g.metrics.reject(protoHTTP, st, reasonQueueFull)
+			g.metrics.reject(protoHTTP, admitted, reasonQueueFull)
 			return frontend.WriteError(w, http.StatusTooManyRequests, lim.body, true)
 		}
-		defer st.release()
+		defer func() {
+			if admitted != nil {
+				admitted.release()
+			}
+		}()
 	}
 	if g.maxHTTPInflight > 0 {
 		if g.httpInflight.Add(1) > g.maxHTTPInflight {
@@ -177,6 +183,10 @@ func (g *gateway) ServeREST(w http.ResponseWriter, r *http.Request, req frontend
 	select {
 	case rp = <-c.http:
 	case <-ctx.Done():
+		if admitted != nil {
+			admitted.release()
+			admitted = nil
+		}
 		g.abandon(id, c)
 		return frontend.StatusClientGone, 0
 	case <-g.dead:
