@@ -4,6 +4,7 @@ real servers, and the gateway routing to the servers the table names."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,31 @@ def _nodes(gw: Gateway) -> dict[str, list[str]]:
     return {name: sorted(u["models"]) for name, u in gw.upstreams().items()}
 
 
+@contextlib.contextmanager
+def _heartbeating_gateway(
+    beats: Heartbeats, plane: ControlPlaneProc, tmp_path: Path
+) -> Iterator[Gateway]:
+    """A gateway following the fleet's routing table (as a viewer, health checks every
+    200 ms) while `beats` heartbeats in a thread; on the way out both stop, and no
+    heartbeat may have failed but by the control plane being gone."""
+    pump = threading.Thread(target=beats.run, daemon=True)
+    pump.start()
+    (tmp_path / "viewer.key").write_text(KEYS["viewer"][0] + "\n")
+    gw = start_gateway(
+        "listen: {http: '127.0.0.1:0', grpc: '127.0.0.1:0'}\n"
+        f"fleet: {{control_plane: '{plane.url}', interval: 200ms, api_key_file: viewer.key}}\n"
+        "health: {interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}\n",
+        tmp_path,
+    )
+    try:
+        yield gw
+    finally:
+        beats.stop.set()
+        pump.join(10)
+        gw.stop()
+    assert not [e for e in beats.errors if "ConnectError" not in e], beats.errors
+
+
 def test_upstreams_follow_the_fleet_routing_table(
     plane: ControlPlaneProc,
     server_a: ServerProcess,
@@ -107,16 +133,7 @@ def test_upstreams_follow_the_fleet_routing_table(
     )
     beats.register("na", server_a)
     beats.register("nb", server_b)
-    pump = threading.Thread(target=beats.run, daemon=True)
-    pump.start()
-    (tmp_path / "viewer.key").write_text(KEYS["viewer"][0] + "\n")
-    gw = start_gateway(
-        "listen: {http: '127.0.0.1:0', grpc: '127.0.0.1:0'}\n"
-        f"fleet: {{control_plane: '{plane.url}', interval: 200ms, api_key_file: viewer.key}}\n"
-        "health: {interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}\n",
-        tmp_path,
-    )
-    try:
+    with _heartbeating_gateway(beats, plane, tmp_path) as gw:
         assert wait_for(
             lambda: _nodes(gw) == {"na": ["echo", "only_a"], "nb": ["echo"]},
             what="both nodes of the table as upstreams",
@@ -159,11 +176,6 @@ def test_upstreams_follow_the_fleet_routing_table(
         assert [_infer(gw, "/v2/models/echo/infer").status_code for _ in range(6)] == [200] * 6
         assert gw.metric("inferbridge_gateway_fleet_table_reads_total", result="error") >= 1
         assert sum("keeping the last one" in line for line in gw.lines) == 1
-    finally:
-        beats.stop.set()
-        pump.join(10)
-        gw.stop()
-    assert not [e for e in beats.errors if "ConnectError" not in e], beats.errors
 
 
 def test_a_refused_credential_is_logged_and_nothing_is_routed(
@@ -209,16 +221,7 @@ def test_grpc_reaches_fleet_nodes_that_registered_a_grpc_address(
         timeout=30,
     )
     assert refused.status_code == 400 and "server_grpc must be HOST:PORT" in refused.text
-    pump = threading.Thread(target=beats.run, daemon=True)
-    pump.start()
-    (tmp_path / "viewer.key").write_text(KEYS["viewer"][0] + "\n")
-    gw = start_gateway(
-        "listen: {http: '127.0.0.1:0', grpc: '127.0.0.1:0'}\n"
-        f"fleet: {{control_plane: '{plane.url}', interval: 200ms, api_key_file: viewer.key}}\n"
-        "health: {interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}\n",
-        tmp_path,
-    )
-    try:
+    with _heartbeating_gateway(beats, plane, tmp_path) as gw:
         routes = wait_for(
             lambda: plane.get("/v1/fleet/routing")["models"].get("echo"), what="the table"
         )
@@ -242,11 +245,6 @@ def test_grpc_reaches_fleet_nodes_that_registered_a_grpc_address(
         assert _successes(server_a) - before == 6
         # REST still reaches both.
         assert [_infer(gw, "/v2/models/echo/infer").status_code for _ in range(4)] == [200] * 4
-    finally:
-        beats.stop.set()
-        pump.join(10)
-        gw.stop()
-    assert not [e for e in beats.errors if "ConnectError" not in e], beats.errors
 
 
 def _successes(server: ServerProcess) -> int:
