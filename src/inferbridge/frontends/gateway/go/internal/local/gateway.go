@@ -258,8 +258,8 @@ func (g *gateway) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
 	defer stopTimer()
 
 	// Admission, as for REST: a model at its LIMITS bound is refused here, unread by
-	// Python; a call given up on frees its slot before its CANCEL is sent.
-	var admitted *modelState
+	// Python; a call given up on frees its slot early (admission says why).
+	var held admission
 	if method == modelInferMethod {
 		if st := g.modelState(body); st != nil {
 			if lim := st.admit(); lim != nil {
@@ -268,18 +268,8 @@ func (g *gateway) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
 				callPool.Put(c)
 				return lim.grpcErr
 			}
-			admitted = st
-			defer func() {
-				if admitted != nil {
-					admitted.release()
-				}
-			}()
-		}
-	}
-	releaseEarly := func() {
-		if admitted != nil {
-			admitted.release()
-			admitted = nil
+			held.st = st
+			defer held.release()
 		}
 	}
 
@@ -309,11 +299,11 @@ func (g *gateway) ServeGRPC(_ any, ss grpc.ServerStream) (err error) {
 		}
 		return ss.SendMsg(&resp)
 	case <-answerBy:
-		releaseEarly()
+		held.release()
 		g.giveUp(id, c)
 		return errDeadline
 	case <-ctx.Done():
-		releaseEarly()
+		held.release()
 		g.giveUp(id, c)
 		return status.FromContextError(ctx.Err()).Err()
 	}

@@ -137,20 +137,16 @@ func (g *gateway) ServeREST(w http.ResponseWriter, r *http.Request, req frontend
 	}
 	g.metrics.proto[protoHTTP].reqBytes.Add(float64(len(b) - bodyAt))
 
-	// Admission. A request given up on frees its slot before its CANCEL is sent, so
-	// that whoever sees the CANCEL (Python, a test) finds the slot free.
-	admitted := g.inferState(r, req.Path)
-	if admitted != nil {
-		if lim := admitted.admit(); lim != nil {
+	// Admission (a request given up on frees its slot early: admission says why).
+	var held admission
+	if st := g.inferState(r, req.Path); st != nil {
+		if lim := st.admit(); lim != nil {
 			putBuf(bp)
-			g.metrics.reject(protoHTTP, admitted, reasonQueueFull)
+			g.metrics.reject(protoHTTP, st, reasonQueueFull)
 			return frontend.WriteError(w, http.StatusTooManyRequests, lim.body, true)
 		}
-		defer func() {
-			if admitted != nil {
-				admitted.release()
-			}
-		}()
+		held.st = st
+		defer held.release()
 	}
 	if g.maxHTTPInflight > 0 {
 		if g.httpInflight.Add(1) > g.maxHTTPInflight {
@@ -183,10 +179,7 @@ func (g *gateway) ServeREST(w http.ResponseWriter, r *http.Request, req frontend
 	select {
 	case rp = <-c.http:
 	case <-ctx.Done():
-		if admitted != nil {
-			admitted.release()
-			admitted = nil
-		}
+		held.release()
 		g.abandon(id, c)
 		return frontend.StatusClientGone, 0
 	case <-g.dead:

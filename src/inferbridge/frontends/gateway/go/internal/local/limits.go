@@ -46,6 +46,19 @@ func (st *modelState) admit() *modelLimit {
 
 func (st *modelState) release() { st.count.Add(-1) }
 
+// admission is one admitted request's hold on its model's count. Its release is
+// idempotent, so that a request given up on frees its slot before its CANCEL is sent
+// (whoever sees the CANCEL, Python or a test, finds the slot free) while the deferred
+// release that covers every other way out does nothing more.
+type admission struct{ st *modelState }
+
+func (a *admission) release() {
+	if a.st != nil {
+		a.st.release()
+		a.st = nil
+	}
+}
+
 // setLimits handles a LIMITS frame: body = u16 count | count × (u16 name_len | name |
 // u32 limit). The frame is parsed whole before anything changes, and each state's
 // limit is replaced by one atomic store, so that no request sees a half-applied table.
