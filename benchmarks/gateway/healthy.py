@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable, Sequence
 
 from benchmarks.context import Target
 from benchmarks.gateway import plots, tables
 from benchmarks.gateway.balancers import Front
+from benchmarks.gateway.balancers import Target as Upstream
 from benchmarks.gateway.bench import Bench, LoadError, Section
 from benchmarks.gateway.load import Run
 from benchmarks.gateway.static_upstream import StaticUpstream
@@ -27,62 +29,82 @@ _ADDED_P50_MS = 0.15
 _COST_CONCURRENCIES = (16, 64)
 
 
-def _fronts(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
-    targets = bench.targets(_UPSTREAMS)
-    fronts = [bench.start_front("direct", targets, "")]
-    for kind, balance in (
-        ("gateway", "p2c-ewma"),
-        ("nginx", "least_conn"),
-        ("haproxy", "leastconn"),
-    ):
+#: The fronts other than direct, each with the balancer these scenarios give it.
+_BALANCED = (("gateway", "p2c-ewma"), ("nginx", "least_conn"), ("haproxy", "leastconn"))
+
+
+def _start_balanced(
+    bench: Bench, stack: contextlib.ExitStack, targets: list[Upstream], label: str, name: str
+) -> list[Front]:
+    """Each wanted front of _BALANCED over `targets`, stopped with `stack`; `name` is its
+    name with {kind} in it ("" keeps the front's own)."""
+    fronts = []
+    for kind, balance in _BALANCED:
         if bench.wanted(kind):
-            front = bench.start_front(kind, targets, balance)
+            front = bench.start_front(kind, targets, balance, label=label)
+            if name:
+                front.name = name.format(kind=kind)
             stack.callback(front.stop)
             fronts.append(front)
     return fronts
+
+
+def _fronts(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
+    targets = bench.targets(_UPSTREAMS)
+    direct = bench.start_front("direct", targets, "")
+    return [direct, *_start_balanced(bench, stack, targets, "", "")]
 
 
 def _single(bench: Bench, stack: contextlib.ExitStack) -> list[Front]:
     """Each front over one upstream (the one direct uses): what the hop itself adds at
     concurrency 1, without spreading the requests over three idle-between-requests
     upstreams (each then wakes up cold for every request)."""
-    targets = bench.targets(1)
-    fronts = []
-    for kind, balance in (
-        ("gateway", "p2c-ewma"),
-        ("nginx", "least_conn"),
-        ("haproxy", "leastconn"),
-    ):
-        if bench.wanted(kind):
-            front = bench.start_front(kind, targets, balance, label="single")
-            front.name = f"{kind}, 1 upstream"
-            stack.callback(front.stop)
-            fronts.append(front)
-    return fronts
+    return _start_balanced(bench, stack, bench.targets(1), "single", "{kind}, 1 upstream")
+
+
+def _measure_rounds(
+    bench: Bench,
+    section: Section,
+    protocol: str,
+    concurrencies: Sequence[int],
+    fronts_at: Callable[[int], list[Front]],
+) -> list[Run]:
+    """Every front of `fronts_at(concurrency)` at every concurrency, `bench.rounds` times
+    over, the order rotating each turn; one median run (median_run) per front and
+    concurrency. A point that fails is noted and left out."""
+    measured: dict[tuple[str, int], list[Run]] = {}
+    turn = 0
+    for _ in range(bench.rounds):
+        for concurrency in concurrencies:
+            order = fronts_at(concurrency)
+            order = order[turn % len(order) :] + order[: turn % len(order)]
+            turn += 1
+            for front in order:
+                try:
+                    run = bench.measure(front, protocol=protocol, concurrency=concurrency)
+                except LoadError as exc:
+                    section.notes.append(f"{front.name} c={concurrency}: failed: {exc}")
+                    print(f"bench:   {front.name} c={concurrency}: FAILED {str(exc)[:300]}")
+                    continue
+                measured.setdefault((front.name, concurrency), []).append(run)
+    return [median_run(runs) for runs in measured.values()]
 
 
 def _healthy(bench: Bench, section: Section, protocol: str, concurrencies: list[int]) -> None:
-    """Every front at every concurrency, `bench.rounds` times over (the order rotating
-    each turn); a point's row is its median round by req/s, with every round's req/s."""
-    measured: dict[tuple[str, int], list[Run]] = {}
+    """Every front at every concurrency, `bench.rounds` times over; a point's row is its
+    median round by req/s, with every round's req/s."""
     with contextlib.ExitStack() as stack:
         fronts = _fronts(bench, stack)
         single = _single(bench, stack)
-        turn = 0
-        for _ in range(bench.rounds):
-            for concurrency in concurrencies:
-                order = fronts + single if concurrency == 1 else fronts
-                order = order[turn % len(order) :] + order[: turn % len(order)]
-                turn += 1
-                for front in order:
-                    try:
-                        run = bench.measure(front, protocol=protocol, concurrency=concurrency)
-                    except LoadError as exc:
-                        section.notes.append(f"{front.name} c={concurrency}: failed: {exc}")
-                        print(f"bench:   {front.name} c={concurrency}: FAILED {str(exc)[:300]}")
-                        continue
-                    measured.setdefault((front.name, concurrency), []).append(run)
-    section.runs.extend(median_run(runs) for runs in measured.values())
+        section.runs.extend(
+            _measure_rounds(
+                bench,
+                section,
+                protocol,
+                concurrencies,
+                lambda c: fronts + single if c == 1 else fronts,
+            )
+        )
     section.tables.append(tables.healthy(section.runs))
     section.plot = plots.healthy(section, bench.plots / f"gateway-{section.key}.png")
 
@@ -102,37 +124,18 @@ def _front_cost(bench: Bench, section: Section) -> None:
     """Each front alone in front of a static upstream (nginx answering a canned
     inference): the CPU it spends per request, with nothing else busy on the machine."""
     upstream = StaticUpstream(bench.work)
-    measured: dict[tuple[str, int], list[Run]] = {}
     try:
         targets = [upstream.start()]
         with contextlib.ExitStack() as stack:
-            fronts = []
-            for kind, balance in (
-                ("gateway", "p2c-ewma"),
-                ("nginx", "least_conn"),
-                ("haproxy", "leastconn"),
-            ):
-                if bench.wanted(kind):
-                    front = bench.start_front(kind, targets, balance, label="static")
-                    front.name = kind
-                    stack.callback(front.stop)
-                    fronts.append(front)
+            fronts = _start_balanced(bench, stack, targets, "static", "{kind}")
             if not fronts:
                 return
-            turn = 0
-            for _ in range(bench.rounds):
-                for concurrency in _COST_CONCURRENCIES:
-                    order = fronts[turn % len(fronts) :] + fronts[: turn % len(fronts)]
-                    turn += 1
-                    for front in order:
-                        run = bench.measure(front, concurrency=concurrency)
-                        measured.setdefault((front.name, concurrency), []).append(run)
-    except (LoadError, RuntimeError) as exc:
+            runs = _measure_rounds(bench, section, "REST", _COST_CONCURRENCIES, lambda _: fronts)
+    except RuntimeError as exc:
         section.notes.append(f"front cost on a static upstream: failed: {exc}")
         return
     finally:
         upstream.stop()
-    runs = [median_run(r) for r in measured.values()]
     section.extra["front_cost"] = [dataclasses.asdict(r) for r in runs]
     section.tables.append(
         "What each front spends per request in front of a static upstream (one nginx worker "
