@@ -99,7 +99,7 @@ if [[ "$fuzztime" != "0" ]]; then
     (cd "$1" && grep -ho '^func Fuzz[A-Za-z0-9_]*' "$2"/*_test.go | sed 's/^func //')
   }
   crashers() {  # module dir, package, target: the inputs the fuzzer has written
-    find "$1/$2/testdata/fuzz/$3" -type f 2>/dev/null | sort
+    if [[ -d "$1/$2/testdata/fuzz/$3" ]]; then find "$1/$2/testdata/fuzz/$3" -type f | sort; fi
   }
   for spec in "$gateway:./internal/local" "$root/clients/go:."; do
     dir="${spec%%:*}"
@@ -112,7 +112,7 @@ if [[ "$fuzztime" != "0" ]]; then
           break
         fi
         if [[ "$(crashers "$dir" "$pkg" "$target")" != "$before" ]] || [[ "$try" == 2 ]]; then
-          echo "fuzz target $target failed (see the input under $pkg/testdata/fuzz/$target/)" >&2
+          echo "fuzz target $target failed (an input it wrote is under $pkg/testdata/fuzz/$target/, if any)" >&2
           exit 1
         fi
         echo "fuzz target $target failed without writing an input: the Go fuzz harness, retrying once" >&2
