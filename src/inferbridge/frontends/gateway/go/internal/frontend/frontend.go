@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/inferbridge/inferbridge/gateway/internal/auth"
+	"github.com/inferbridge/inferbridge/gateway/internal/h1server"
 )
 
 // Backend answers what the front end terminates.
@@ -75,6 +76,9 @@ type Config struct {
 	Stream grpc.StreamServerInterceptor
 	// ConnState, when set, is told every REST connection's state changes.
 	ConnState func(net.Conn, http.ConnState)
+	// Lane serves plain REST requests with package h1server's lean loop, handing every
+	// other connection to net/http (plain TCP only: with TLS, net/http serves all).
+	Lane bool
 }
 
 // Frontend is the REST and gRPC termination of one backend.
@@ -86,6 +90,7 @@ type Frontend struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	http    *http.Server
+	lane    *h1server.Server // nil: net/http serves every REST connection
 	own     map[string]bool // methods registered on grpc (set by Serve, read-only then)
 }
 
@@ -161,6 +166,10 @@ func New(c Config, backend Backend, obs Observer) *Frontend {
 		MaxHeaderBytes:    1 << 20,
 		ConnState:         c.ConnState,
 	}
+	if c.Lane && c.TLS == nil {
+		f.lane = &h1server.Server{Handler: f, Fallback: f.http, IdleTimeout: f.http.IdleTimeout,
+			ReadHeaderTimeout: f.http.ReadHeaderTimeout, ConnState: c.ConnState}
+	}
 	return f
 }
 
@@ -221,8 +230,12 @@ func (f *Frontend) Serve(grpcLis, httpLis net.Listener) <-chan error {
 			restTLS.NextProtos = []string{"http/1.1"}
 			httpLis = tls.NewListener(httpLis, restTLS)
 		}
+		serve := f.http.Serve
+		if f.lane != nil {
+			serve = f.lane.Serve
+		}
 		go func() {
-			if err := f.http.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			if err := serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 				failed <- fmt.Errorf("serve HTTP: %w", err)
 			}
 		}()
@@ -244,7 +257,11 @@ func (f *Frontend) Drain(grace time.Duration) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
-		if err := f.http.Shutdown(ctx); err != nil {
+		if f.lane != nil {
+			if err := f.lane.Shutdown(ctx); err != nil {
+				f.lane.Close()
+			}
+		} else if err := f.http.Shutdown(ctx); err != nil {
 			f.http.Close()
 		}
 		close(httpStopped)
@@ -263,5 +280,9 @@ func (f *Frontend) Drain(grace time.Duration) {
 // Stop stops both servers at once, closing every connection.
 func (f *Frontend) Stop() {
 	f.grpc.Stop()
+	if f.lane != nil {
+		f.lane.Close()
+		return
+	}
 	f.http.Close()
 }

@@ -90,8 +90,7 @@ func TestFleetTableDrivesTheUpstreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(p.HTTPHandler())
-	t.Cleanup(func() { srv.Close(); p.Stop() })
+	srv := serveREST(t, p)
 
 	table := func(entries ...string) string {
 		return `{"models": {"m": [` + strings.Join(entries, ", ") + `]}}`

@@ -134,6 +134,7 @@ func New(cfg *config.Config, c clock.Clock, logger *log.Logger) (*Pool, error) {
 		TLS:                  p.serverTLS,
 		Auth:                 p.auth,
 		ClassifyHTTP:         classifyHTTP,
+		Lane:                 true,
 	}, p, p)
 	p.sourcesMu.Lock()
 	defer p.sourcesMu.Unlock()

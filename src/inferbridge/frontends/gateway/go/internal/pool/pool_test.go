@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -92,9 +93,20 @@ func newTestPool(t *testing.T, extra string, fakes ...*fakeUpstream) (*Pool, *ht
 		t.Fatal(err)
 	}
 	p.discoverAll()
-	srv := httptest.NewServer(p.HTTPHandler())
-	t.Cleanup(func() { srv.Close(); p.Stop() })
-	return p, srv
+	return p, serveREST(t, p)
+}
+
+// serveREST serves p's REST front end on loopback as the gateway does (the lean lane,
+// net/http behind it), stopped at the test's end; the result is for its URL.
+func serveREST(t *testing.T, p *Pool) *httptest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.fe.Serve(nil, ln)
+	t.Cleanup(func() { p.fe.Stop(); p.Stop() })
+	return &httptest.Server{URL: "http://" + ln.Addr().String(), Listener: ln, Config: &http.Server{}}
 }
 
 func infer(t *testing.T, srv *httptest.Server, path, body string) (int, string) {

@@ -95,7 +95,7 @@ func TestRESTAuthRefusesBeforeTheUpstream(t *testing.T) {
 	keys := writeKeys(t, dir)
 	up := newFake(t, "a", "fraud-a:1", "iris:1")
 	_, srv := newTestPool(t, "auth:\n  keys: "+keys+"\n  rate_limits: [{model: iris, per_second: 0.001, burst: 1}]\n", up)
-	c := srv.Client()
+	c := http.DefaultClient
 	inferURL := func(model string) string { return srv.URL + "/v2/models/" + model + "/infer" }
 
 	a := call(t, c, "POST", inferURL("fraud-a"), inferBody)
@@ -186,7 +186,7 @@ func TestRateLimitsWithoutAuthentication(t *testing.T) {
 	if code, body := infer(t, srv, "/v2/models/iris/infer", inferBody); code != 429 || !strings.Contains(body, "over its rate limit") {
 		t.Fatalf("second: %d %s", code, body)
 	}
-	if a := call(t, srv.Client(), "GET", srv.URL+"/v2", ""); a.code == 401 {
+	if a := call(t, http.DefaultClient, "GET", srv.URL+"/v2", ""); a.code == 401 {
 		t.Fatal("authentication is off: no credential is needed")
 	}
 }
@@ -550,7 +550,7 @@ func TestClosedHealthNeedsRead(t *testing.T) {
 	keys := writeKeys(t, t.TempDir())
 	up := newFake(t, "a", "iris:1")
 	_, srv := newTestPool(t, "auth: {keys: "+keys+", open_health: false}\n", up)
-	c := srv.Client()
+	c := http.DefaultClient
 	for _, path := range []string{"/v2/health/live", "/v2/health/ready"} {
 		if a := call(t, c, "GET", srv.URL+path, ""); a.code != 401 {
 			t.Fatalf("%s without a credential: %d", path, a.code)
