@@ -3,7 +3,7 @@
 # (whose TestMain starts real inferbridge servers with the venv's Python) of the client
 # module, then gofmt, go vet and go test of its OpenTelemetry module (clients/go/otelib)
 # and of the gateway module (the single-server front end and its pool-mode packages under
-# internal/: balancer, breaker, clock, config, health, pool, retry).
+# internal/: balancer, breaker, clock, config, h1server, health, pool, retry).
 #
 # Needs Go (PATH or /usr/local/go/bin) and the Go module proxy (or a warm module cache);
 # the race detector runs when cgo works (a C compiler is present) unless IB_GO_RACE=0.
@@ -101,7 +101,7 @@ if [[ "$fuzztime" != "0" ]]; then
   crashers() {  # module dir, package, target: the inputs the fuzzer has written
     if [[ -d "$1/$2/testdata/fuzz/$3" ]]; then find "$1/$2/testdata/fuzz/$3" -type f | sort; fi
   }
-  for spec in "$gateway:./internal/local" "$root/clients/go:."; do
+  for spec in "$gateway:./internal/local" "$gateway:./internal/h1server" "$root/clients/go:."; do
     dir="${spec%%:*}"
     pkg="${spec#*:}"
     for target in $(fuzz_targets "$dir" "$pkg"); do

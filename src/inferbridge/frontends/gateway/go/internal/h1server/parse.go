@@ -19,7 +19,7 @@ const maxFields = 100
 // errNotPlain. Plain is: "METHOD /path[?query] HTTP/1.1" with a token method and a
 // path without percent-encoding, CRLF line ends, fields without folding or control
 // characters, exactly one Host, at most one Content-Length of digits, and no
-// Transfer-Encoding, Expect or Upgrade; Connection only keep-alive or close.
+// Transfer-Encoding, Expect, Upgrade or Pragma; Connection only keep-alive or close.
 // Every string of the request is a substring of one copy of the head.
 func (c *conn) newRequest(raw []byte) (*http.Request, error) {
 	head := string(raw) // the one allocation behind every string below
@@ -74,7 +74,7 @@ func (c *conn) newRequest(raw []byte) (*http.Request, error) {
 				return nil, errNotPlain
 			}
 			contentLength, haveLength = n, true
-		case "Transfer-Encoding", "Expect", "Upgrade", "Te", "Trailer":
+		case "Transfer-Encoding", "Expect", "Upgrade", "Te", "Trailer", "Pragma":
 			return nil, errNotPlain
 		case "Connection":
 			cl, ok := parseConnection(value)
@@ -98,9 +98,13 @@ func (c *conn) newRequest(raw []byte) (*http.Request, error) {
 	*r = *c.base // the connection's context
 	r.Method = method
 	r.URL = &url.URL{Path: path, RawQuery: query}
+	if r.URL.EscapedPath() != path { // as url.URL's setPath: the path as sent is kept
+		r.URL.RawPath = path
+	}
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
 	r.Header = header
 	r.Host = header["Host"][0]
+	delete(header, "Host") // as net/http: the host is r.Host
 	r.RequestURI = target
 	r.RemoteAddr = c.remote
 	r.ContentLength = contentLength
@@ -156,11 +160,21 @@ func splitRequestLine(line string) (method, target string, ok bool) {
 		return "", "", false
 	}
 	for i := 0; i < len(target); i++ {
-		if b := target[i]; b <= ' ' || b >= 0x7f || b == '%' || b == '#' {
+		if !isTargetChar(target[i]) {
 			return "", "", false
 		}
 	}
 	return method, target, true
+}
+
+// isTargetChar: the characters of a path and query without percent-encoding (RFC 3986
+// pchar, '/' and '?'); the others go to Fallback, whose URL parser is the reference.
+func isTargetChar(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~!$&'()*+,;=:@/?", b) >= 0
 }
 
 // splitField splits "name: value" (optional whitespace around the value); false for a
@@ -213,7 +227,7 @@ var commonKeys = func() map[string]string {
 		"Cache-Control", "Connection", "Content-Encoding", "Content-Length", "Content-Type",
 		"Cookie", "Host", "Inference-Header-Content-Length", "Origin", "Referer", "Traceparent",
 		"Tracestate", "User-Agent", "X-Api-Key", "X-Forwarded-For", "X-Forwarded-Proto",
-		"X-Request-Id", "Keep-Alive", "Transfer-Encoding", "Expect", "Upgrade", "Te", "Trailer"} {
+		"X-Request-Id", "Keep-Alive", "Transfer-Encoding", "Expect", "Upgrade", "Te", "Trailer", "Pragma"} {
 		m[k] = k
 	}
 	return m

@@ -14,7 +14,11 @@
 // Upgrade, HTTP/1.0, a percent-encoded path, a head larger than its buffer, anything
 // unusual in the head — it does not answer itself: the connection, with every byte
 // read from it, goes to Fallback (net/http), which serves it from then on exactly as
-// it would have from the start. Handlers therefore see net/http's semantics either way.
+// it would have from the start. Handlers therefore see net/http's semantics either way,
+// but for one: a request's context ends when its client goes away or its connection
+// closes, not when the handler returns (per-request contexts would cost two allocations
+// a request; a handler that starts work outliving it gives that work a context of its
+// own).
 package h1server
 
 import (
