@@ -101,7 +101,7 @@ if [[ "$fuzztime" != "0" ]]; then
   crashers() {  # module dir, package, target: the inputs the fuzzer has written
     if [[ -d "$1/$2/testdata/fuzz/$3" ]]; then find "$1/$2/testdata/fuzz/$3" -type f | sort; fi
   }
-  for spec in "$gateway:./internal/local" "$gateway:./internal/h1server" "$root/clients/go:."; do
+  for spec in "$gateway:./internal/local" "$gateway:./internal/h1server" "$gateway:./internal/pool" "$root/clients/go:."; do
     dir="${spec%%:*}"
     pkg="${spec#*:}"
     for target in $(fuzz_targets "$dir" "$pkg"); do

@@ -129,19 +129,10 @@ func (pc *h1Conn) readResponse(req *h1Request, stop func() bool) (*http.Response
 		return nil, &h1NoResponseError{err}
 	}
 	for {
-		line, err := pc.br.ReadSlice('\n')
-		if err != nil {
-			return nil, fmt.Errorf("reading the status line: %w", unexpectedEOF(err))
-		}
-		resp, err := parseStatusLine(line)
+		resp, err := pc.readHead()
 		if err != nil {
 			return nil, err
 		}
-		hdr, err := pc.tp.ReadMIMEHeader()
-		if err != nil {
-			return nil, fmt.Errorf("reading the response header: %w", unexpectedEOF(err))
-		}
-		resp.Header = http.Header(hdr)
 		switch code := resp.StatusCode; {
 		case code == http.StatusSwitchingProtocols:
 			return nil, errors.New("the upstream switched protocols (101), which the gateway does not forward")
@@ -155,8 +146,30 @@ func (pc *h1Conn) readResponse(req *h1Request, stop func() bool) (*http.Response
 	}
 }
 
-func parseStatusLine(line []byte) (*http.Response, error) {
-	s := strings.TrimRight(string(line), "\r\n")
+// readHead reads a response's status line and header fields: from one copy of the head
+// when it is in the buffer and plain (leanHead), else line by line with textproto.
+func (pc *h1Conn) readHead() (*http.Response, error) {
+	if resp, n := leanHead(pc.br); resp != nil {
+		pc.br.Discard(n)
+		return resp, nil
+	}
+	line, err := pc.br.ReadSlice('\n')
+	if err != nil {
+		return nil, fmt.Errorf("reading the status line: %w", unexpectedEOF(err))
+	}
+	resp, err := parseStatusLine(strings.TrimRight(string(line), "\r\n"))
+	if err != nil {
+		return nil, err
+	}
+	hdr, err := pc.tp.ReadMIMEHeader()
+	if err != nil {
+		return nil, fmt.Errorf("reading the response header: %w", unexpectedEOF(err))
+	}
+	resp.Header = http.Header(hdr)
+	return resp, nil
+}
+
+func parseStatusLine(s string) (*http.Response, error) {
 	proto, status, _ := strings.Cut(s, " ")
 	var minor int
 	switch proto {
