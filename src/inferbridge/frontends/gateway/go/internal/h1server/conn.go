@@ -181,10 +181,10 @@ func (c *conn) readHead() (head []byte, n int, plain bool, err error) {
 			c.nc.SetReadDeadline(time.Now().Add(c.srv.ReadHeaderTimeout))
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
-			if len(buf) == 0 {
-				return nil, 0, false, err
+			if len(buf) == 0 || isDeadline(err) {
+				return nil, 0, false, err // nothing, or a head too slow (ReadHeaderTimeout): close
 			}
-			// A partial head, then an error or EOF: Fallback answers it as it would.
+			// A partial head, then EOF or an error: Fallback answers it as it would.
 			return nil, 0, false, nil
 		}
 	}

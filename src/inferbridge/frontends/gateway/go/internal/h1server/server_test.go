@@ -3,6 +3,7 @@ package h1server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -406,3 +407,42 @@ func TestHTTPClientsWorkUnchanged(t *testing.T) {
 }
 
 func log0() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// A head that does not arrive within ReadHeaderTimeout closes the connection (a client
+// that sends a few bytes and stalls holds nothing for long).
+func TestSlowHeadIsCut(t *testing.T) {
+	addr, _ := serve(t, echo, func(s *Server) { s.ReadHeaderTimeout = 100 * time.Millisecond })
+	c := dial(t, addr)
+	c.send("POST /v2/models/m/infer HTTP/1.1\r\nHost: h\r\n")
+	start := time.Now()
+	if _, err := c.br.ReadByte(); err != io.EOF {
+		t.Fatalf("%v, want the connection closed", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+}
+
+// A client killed in the middle of its body: the handler's read fails as a network
+// error (not a malformed body), and the server goes on serving others.
+func TestClientGoneMidBody(t *testing.T) {
+	got := make(chan error, 1)
+	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		got <- err
+	}))
+	c := dial(t, addr)
+	c.send("POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\npartial")
+	c.nc.(*net.TCPConn).SetLinger(0) // a reset, as a killed process's socket
+	c.nc.Close()
+	err := <-got
+	var ne net.Error
+	if err == nil || (!errors.As(err, &ne) && err != io.ErrUnexpectedEOF) {
+		t.Fatalf("%v, want a network error or an unexpected EOF", err)
+	}
+	other := dial(t, addr)
+	other.send("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, _ := other.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("another client after that: %d", resp.StatusCode)
+	}
+}
