@@ -209,6 +209,12 @@ func (c *conn) serveRequest(req *http.Request) (keep bool) {
 	w := &c.resp
 	w.reset(req)
 	c.body.reset(req.ContentLength)
+	if req.ContentLength > int64(c.br.Buffered()) && !c.idleUntil.IsZero() {
+		// A body still on its way is read without a deadline, as net/http does (the
+		// idle one would cut a long upload).
+		c.idleUntil = time.Time{}
+		c.nc.SetReadDeadline(time.Time{})
+	}
 	if req.ContentLength == 0 {
 		c.armWatch()
 	}

@@ -166,9 +166,13 @@ func (w *response) sendHead(complete bool) {
 	case !allowed:
 		delete(h, "Content-Length")
 	case w.declared >= 0:
-	case complete && (w.req.Method != http.MethodHead || w.written > 0):
+	case w.req.Method == http.MethodHead: // no body follows, so no chunked framing
+		if complete && w.written > 0 {
+			h["Content-Length"] = []string{strconv.FormatInt(w.written, 10)}
+		}
+	case complete:
 		h["Content-Length"] = []string{strconv.FormatInt(w.written, 10)}
-	case !complete:
+	default:
 		w.chunked = true
 	}
 	if w.c.srv.closing.Load() {

@@ -193,6 +193,8 @@ func TestResponseFraming(t *testing.T) {
 		case "/nocontent":
 			w.WriteHeader(http.StatusNoContent)
 			w.Write([]byte("ignored"))
+		case "/flushed":
+			w.(http.Flusher).Flush()
 		case "/empty":
 		case "/nodate":
 			w.Header()["Date"] = nil
@@ -217,6 +219,10 @@ func TestResponseFraming(t *testing.T) {
 	c.send("HEAD /declared HTTP/1.1\r\nHost: h\r\n\r\n")
 	if resp, body := c.read("HEAD"); resp.ContentLength != 3 || body != "" {
 		t.Fatalf("HEAD: %d %q", resp.ContentLength, body)
+	}
+	c.send("HEAD /flushed HTTP/1.1\r\nHost: h\r\n\r\n") // no chunked framing without a body
+	if resp, body := c.read("HEAD"); resp.StatusCode != 200 || resp.TransferEncoding != nil || body != "" {
+		t.Fatalf("HEAD flushed: %d %v %q", resp.StatusCode, resp.TransferEncoding, body)
 	}
 	c.send("GET /empty HTTP/1.1\r\nHost: h\r\n\r\n")
 	if resp, body := c.read("GET"); resp.StatusCode != 200 || resp.ContentLength != 0 || body != "" {
