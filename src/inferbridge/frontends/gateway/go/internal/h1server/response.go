@@ -12,6 +12,9 @@ import (
 // figure is smaller: 2 KB).
 const bufferBody = 64 << 10
 
+// sniffLen is how much of a body net/http's content sniffing reads.
+const sniffLen = 512
+
 // response is the http.ResponseWriter of one request, reused by the connection.
 // Its semantics are net/http's: the head is sent at the first Flush or once the body
 // outgrows the buffer, else when the handler returns (with a Content-Length); a
@@ -67,12 +70,15 @@ func (w *response) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if !bodyAllowed(w.status) || w.req.Method == http.MethodHead {
-		if bodyAllowed(w.status) {
-			w.written += int64(len(p))
-			return len(p), nil
-		}
+	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
+	}
+	if w.req.Method == http.MethodHead { // counted, and its start kept to sniff a type
+		if room := sniffLen - len(w.buf); room > 0 {
+			w.buf = append(w.buf, p[:min(room, len(p))]...)
+		}
+		w.written += int64(len(p))
+		return len(p), nil
 	}
 	if w.declared >= 0 && w.written+int64(len(p)) > w.declared {
 		return 0, http.ErrContentLength
@@ -86,7 +92,11 @@ func (w *response) Write(p []byte) (int, error) {
 			w.buf = append(w.buf, p...)
 			return len(p), nil
 		}
-		w.sendHead(false)
+		sample := w.buf
+		if len(sample) == 0 {
+			sample = p
+		}
+		w.sendHead(false, sample)
 		w.writeBody(w.buf)
 		w.buf = w.buf[:0]
 	}
@@ -103,7 +113,7 @@ func (w *response) Flush() {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.headSent {
-		w.sendHead(false)
+		w.sendHead(false, w.buf)
 		w.writeBody(w.buf)
 		w.buf = w.buf[:0]
 	}
@@ -128,7 +138,7 @@ func (w *response) finish() bool {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.headSent {
-		w.sendHead(true)
+		w.sendHead(true, w.buf)
 		w.writeBody(w.buf)
 		w.buf = w.buf[:0]
 	}
@@ -146,15 +156,16 @@ func (w *response) finish() bool {
 }
 
 // sendHead writes the status line and header fields; complete says the whole body is
-// buffered (so that its length can be sent).
-func (w *response) sendHead(complete bool) {
+// buffered (so that its length can be sent), sample is the body's start (to sniff a
+// Content-Type from when none is set, as net/http does).
+func (w *response) sendHead(complete bool, sample []byte) {
 	w.headSent = true
 	h := w.header
 	bw := w.c.bw
 	allowed := bodyAllowed(w.status)
-	if allowed && len(w.buf) > 0 {
+	if allowed && len(sample) > 0 {
 		if _, set := h["Content-Type"]; !set && h.Get("Transfer-Encoding") == "" {
-			h["Content-Type"] = []string{http.DetectContentType(w.buf)}
+			h["Content-Type"] = []string{http.DetectContentType(sample)}
 		}
 	}
 	delete(h, "Transfer-Encoding")
@@ -211,7 +222,7 @@ func (w *response) sendHead(complete bool) {
 }
 
 func (w *response) writeBody(p []byte) {
-	if len(p) == 0 || w.failed {
+	if len(p) == 0 || w.failed || w.req.Method == http.MethodHead {
 		return
 	}
 	bw := w.c.bw
