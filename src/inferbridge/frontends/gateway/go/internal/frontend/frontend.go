@@ -91,7 +91,7 @@ type Frontend struct {
 	health  *health.Server
 	http    *http.Server
 	lane    *h1server.Server // nil: net/http serves every REST connection
-	own     map[string]bool // methods registered on grpc (set by Serve, read-only then)
+	own     map[string]bool  // methods registered on grpc (set by Serve, read-only then)
 }
 
 // StreamWindow and ConnWindow are the HTTP/2 flow-control windows of the gateway's gRPC

@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strings"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/httpwire"
 )
 
 // errNotPlain: the head is one for Fallback.
@@ -59,12 +60,12 @@ func (c *conn) newRequest(raw []byte) (*http.Request, error) {
 		if k >= nfields {
 			return nil, errNotPlain
 		}
-		name, value, ok := splitField(head[pos:end])
+		name, value, ok := httpwire.SplitField(head[pos:end])
 		if !ok {
 			return nil, errNotPlain
 		}
 		pos = end + 2
-		key := canonicalKey(name)
+		key := httpwire.CanonicalKey(name)
 		switch key {
 		case "Host":
 			hosts++
@@ -148,7 +149,7 @@ func splitRequestLine(line string) (method, target string, ok bool) {
 			sp = i
 			break
 		}
-		if !isTokenChar(line[i]) {
+		if !httpwire.IsTokenChar(line[i]) {
 			return "", "", false
 		}
 	}
@@ -175,70 +176,6 @@ func isTargetChar(b byte) bool {
 		return true
 	}
 	return strings.IndexByte("-._~!$&'()*+,;=:@/?", b) >= 0
-}
-
-// splitField splits "name: value" (optional whitespace around the value); false for a
-// name that is no token, folding, or a value with control characters.
-func splitField(line string) (name, value string, ok bool) {
-	colon := -1
-	for i := 0; i < len(line); i++ {
-		if line[i] == ':' {
-			colon = i
-			break
-		}
-		if !isTokenChar(line[i]) {
-			return "", "", false
-		}
-	}
-	if colon <= 0 {
-		return "", "", false
-	}
-	value = line[colon+1:]
-	for len(value) > 0 && (value[0] == ' ' || value[0] == '\t') {
-		value = value[1:]
-	}
-	for len(value) > 0 && (value[len(value)-1] == ' ' || value[len(value)-1] == '\t') {
-		value = value[:len(value)-1]
-	}
-	for i := 0; i < len(value); i++ {
-		if b := value[i]; (b < ' ' && b != '\t') || b == 0x7f {
-			return "", "", false
-		}
-	}
-	return line[:colon], value, true
-}
-
-func isTokenChar(b byte) bool {
-	switch {
-	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		return true
-	}
-	switch b {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
-
-// commonKeys are canonical names met often, so that their keys cost no allocation.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization",
-		"Cache-Control", "Connection", "Content-Encoding", "Content-Length", "Content-Type",
-		"Cookie", "Host", "Inference-Header-Content-Length", "Origin", "Referer", "Traceparent",
-		"Tracestate", "User-Agent", "X-Api-Key", "X-Forwarded-For", "X-Forwarded-Proto",
-		"X-Request-Id", "Keep-Alive", "Transfer-Encoding", "Expect", "Upgrade", "Te", "Trailer", "Pragma"} {
-		m[k] = k
-	}
-	return m
-}()
-
-// canonicalKey is name in net/http's canonical form (what its server uses as keys).
-func canonicalKey(name string) string {
-	if k, ok := commonKeys[name]; ok {
-		return k
-	}
-	return textproto.CanonicalMIMEHeaderKey(name)
 }
 
 func parseLength(v string) (int64, bool) {

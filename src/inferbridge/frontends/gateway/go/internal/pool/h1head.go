@@ -4,7 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"net/http"
-	"net/textproto"
+
+	"github.com/inferbridge/inferbridge/gateway/internal/httpwire"
 )
 
 // leanHead parses the response head at the start of br's buffer when all of it is
@@ -45,12 +46,12 @@ func leanHead(br *bufio.Reader) (*http.Response, int) {
 		if i < 0 || head[pos+i+1] != '\n' || k >= len(values) {
 			return nil, 0
 		}
-		name, value, ok := splitHeaderField(head[pos : pos+i])
+		name, value, ok := httpwire.SplitField(head[pos : pos+i])
 		if !ok {
 			return nil, 0
 		}
 		pos += i + 2
-		key := canonicalKey(name)
+		key := httpwire.CanonicalKey(name)
 		values[k] = value
 		if prev, ok := header[key]; ok {
 			header[key] = append(prev, value)
@@ -76,62 +77,4 @@ func indexByteString(s string, c byte) int {
 		}
 	}
 	return -1
-}
-
-// splitHeaderField splits "name: value", trimming the value's surrounding whitespace;
-// false for a name that is not a token, a folded line, or a control character.
-func splitHeaderField(line string) (name, value string, ok bool) {
-	colon := indexByteString(line, ':')
-	if colon <= 0 {
-		return "", "", false
-	}
-	for i := 0; i < colon; i++ {
-		if !isTokenByte(line[i]) {
-			return "", "", false
-		}
-	}
-	value = line[colon+1:]
-	for len(value) > 0 && (value[0] == ' ' || value[0] == '\t') {
-		value = value[1:]
-	}
-	for len(value) > 0 && (value[len(value)-1] == ' ' || value[len(value)-1] == '\t') {
-		value = value[:len(value)-1]
-	}
-	for i := 0; i < len(value); i++ {
-		if b := value[i]; (b < ' ' && b != '\t') || b == 0x7f {
-			return "", "", false
-		}
-	}
-	return line[:colon], value, true
-}
-
-func isTokenByte(b byte) bool {
-	switch {
-	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
-		return true
-	}
-	switch b {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
-
-// commonResponseKeys are canonical field names upstreams send, so that their keys cost
-// no allocation.
-var commonResponseKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{"Content-Type", "Content-Length", "Date", "Server", "Connection",
-		"Keep-Alive", "Transfer-Encoding", "Inference-Header-Content-Length", "Retry-After",
-		"Cache-Control", "Vary", "Content-Encoding", "Traceparent", "Grpc-Status", "X-Request-Id"} {
-		m[k] = k
-	}
-	return m
-}()
-
-func canonicalKey(name string) string {
-	if k, ok := commonResponseKeys[name]; ok {
-		return k
-	}
-	return textproto.CanonicalMIMEHeaderKey(name)
 }
