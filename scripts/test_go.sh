@@ -3,7 +3,7 @@
 # (whose TestMain starts real inferbridge servers with the venv's Python) of the client
 # module, then gofmt, go vet and go test of its OpenTelemetry module (clients/go/otelib)
 # and of the gateway module (the single-server front end and its pool-mode packages under
-# internal/: balancer, breaker, clock, config, h1server, health, pool, retry).
+# internal/: balancer, breaker, clock, config, h1server, health, httpwire, pool, retry).
 #
 # Needs Go (PATH or /usr/local/go/bin) and the Go module proxy (or a warm module cache);
 # the race detector runs when cgo works (a C compiler is present) unless IB_GO_RACE=0.
