@@ -199,7 +199,6 @@ func (c *conn) handOff() bool {
 	if c.idleUntil != (time.Time{}) {
 		c.nc.SetReadDeadline(time.Time{}) // Fallback sets its own
 	}
-	c.srv.setState(c.nc, http.StateHijacked)
 	return c.srv.handoff.give(&replayConn{Conn: c.nc, pending: pending})
 }
 

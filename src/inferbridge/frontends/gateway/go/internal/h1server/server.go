@@ -49,8 +49,8 @@ type Server struct {
 	// for the client going away (its context then ends); 0: DefaultWatchAfter.
 	WatchAfter time.Duration
 	// ConnState, when set, is told the state changes of the connections this server
-	// serves itself (a connection handed to Fallback is reported Hijacked here, then by
-	// Fallback as a new one).
+	// serves itself; a connection handed to Fallback is then Fallback's to report
+	// (Serve makes Fallback's ConnState skip its StateNew, so that it counts once).
 	ConnState func(net.Conn, http.ConnState)
 	// ErrorLog receives handler panics (nil: the log package's standard logger).
 	ErrorLog *log.Logger
@@ -80,6 +80,14 @@ func (s *Server) Serve(l net.Listener) error {
 	s.conns = map[*conn]struct{}{}
 	s.fallback = make(chan error, 1)
 	handoff := s.handoff
+	if report := s.Fallback.ConnState; report != nil {
+		s.Fallback.ConnState = func(nc net.Conn, state http.ConnState) {
+			if _, handedOff := nc.(*replayConn); handedOff && state == http.StateNew {
+				return // reported new when this server accepted it
+			}
+			report(nc, state)
+		}
+	}
 	s.mu.Unlock()
 	go func() { s.fallback <- s.Fallback.Serve(handoff) }()
 

@@ -142,6 +142,7 @@ func newGateway(backend net.Conn, cfg config) (*gateway, error) {
 		Unary:                g.observeUnary,
 		Stream:               g.observeStream,
 		ConnState:            g.httpConnState,
+		Lane:                 true,
 	}, g, g)
 	srv := g.fe.GRPCServer()
 	forwarded, err := registerReflection(srv, set)
