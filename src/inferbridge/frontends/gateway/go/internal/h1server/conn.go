@@ -110,7 +110,7 @@ func (c *conn) serve() {
 			return // Shutdown is closing it
 		}
 		c.srv.setState(c.nc, http.StateActive)
-		head, n, plain, err := c.readHead()
+		head, plain, err := c.readHead()
 		if err != nil {
 			return
 		}
@@ -123,7 +123,7 @@ func (c *conn) serve() {
 			handedOff = c.handOff()
 			return
 		}
-		c.br.Discard(n)
+		c.br.Discard(len(head))
 		keep := c.serveRequest(req)
 		if !keep || c.srv.closing.Load() {
 			return
@@ -154,9 +154,9 @@ func (c *conn) awaitRequest() bool {
 }
 
 // readHead returns the bytes of the next request's head (up to and including its
-// blank line) and their count, left in br, and whether the head is plain (parsed by
-// this server). An error: the connection ended before a byte of it.
-func (c *conn) readHead() (head []byte, n int, plain bool, err error) {
+// blank line), left in br, and whether the head is plain (parsed by this server). An
+// error: the connection ended before a byte of it.
+func (c *conn) readHead() (head []byte, plain bool, err error) {
 	deadlineSet := false
 	defer func() {
 		if deadlineSet {
@@ -168,13 +168,13 @@ func (c *conn) readHead() (head []byte, n int, plain bool, err error) {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		end, bareLF := bytes.Index(buf, crlfcrlf), bytes.Index(buf, lflf)
 		if bareLF >= 0 && (end < 0 || bareLF < end) {
-			return nil, 0, false, nil // lines ended by LF alone: Fallback's to judge
+			return nil, false, nil // lines ended by LF alone: Fallback's to judge
 		}
 		if end >= 0 {
-			return buf[:end+4], end + 4, true, nil
+			return buf[:end+4], true, nil
 		}
 		if len(buf) >= readBufSize {
-			return nil, 0, false, nil // larger than the lane's buffer: Fallback's
+			return nil, false, nil // larger than the lane's buffer: Fallback's
 		}
 		if !deadlineSet && c.srv.ReadHeaderTimeout > 0 {
 			deadlineSet = true
@@ -182,10 +182,10 @@ func (c *conn) readHead() (head []byte, n int, plain bool, err error) {
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			if len(buf) == 0 || isDeadline(err) {
-				return nil, 0, false, err // nothing, or a head too slow (ReadHeaderTimeout): close
+				return nil, false, err // nothing, or a head too slow (ReadHeaderTimeout): close
 			}
 			// A partial head, then EOF or an error: Fallback answers it as it would.
-			return nil, 0, false, nil
+			return nil, false, nil
 		}
 	}
 }

@@ -211,30 +211,14 @@ func parseConnection(v string) (close, ok bool) {
 			t = t[:len(t)-1]
 		}
 		switch {
-		case equalFold(t, "close"):
+		case strings.EqualFold(t, "close"):
 			close = true
-		case equalFold(t, "keep-alive"), t == "":
+		case strings.EqualFold(t, "keep-alive"), t == "":
 		default:
 			return false, false
 		}
 	}
 	return close, true
-}
-
-func equalFold(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if b != lower[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // validHost accepts the characters of a host and port (RFC 3986 §3.2.2), as net/http

@@ -96,9 +96,7 @@ func (w *response) Write(p []byte) (int, error) {
 		if len(sample) == 0 {
 			sample = p
 		}
-		w.sendHead(false, sample)
-		w.writeBody(w.buf)
-		w.buf = w.buf[:0]
+		w.sendBuffered(false, sample)
 	}
 	w.writeBody(p)
 	if w.failed {
@@ -113,9 +111,7 @@ func (w *response) Flush() {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.headSent {
-		w.sendHead(false, w.buf)
-		w.writeBody(w.buf)
-		w.buf = w.buf[:0]
+		w.sendBuffered(false, w.buf)
 	}
 	if err := w.c.bw.Flush(); err != nil {
 		w.failed = true
@@ -138,9 +134,7 @@ func (w *response) finish() bool {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !w.headSent {
-		w.sendHead(true, w.buf)
-		w.writeBody(w.buf)
-		w.buf = w.buf[:0]
+		w.sendBuffered(true, w.buf)
 	}
 	if w.chunked {
 		w.c.bw.WriteString("0\r\n\r\n")
@@ -219,6 +213,13 @@ func (w *response) sendHead(complete bool, sample []byte) {
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")
+}
+
+// sendBuffered sends the head (sendHead) and then the body buffered so far.
+func (w *response) sendBuffered(complete bool, sample []byte) {
+	w.sendHead(complete, sample)
+	w.writeBody(w.buf)
+	w.buf = w.buf[:0]
 }
 
 func (w *response) writeBody(p []byte) {

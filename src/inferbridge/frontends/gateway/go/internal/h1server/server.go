@@ -55,12 +55,11 @@ type Server struct {
 	// ErrorLog receives handler panics (nil: the log package's standard logger).
 	ErrorLog *log.Logger
 
-	mu       sync.Mutex
-	lis      net.Listener
-	handoff  *handoffListener
-	conns    map[*conn]struct{}
-	closing  atomic.Bool
-	fallback chan error
+	mu      sync.Mutex
+	lis     net.Listener
+	handoff *handoffListener
+	conns   map[*conn]struct{}
+	closing atomic.Bool
 }
 
 // DefaultWatchAfter is WatchAfter's default: long enough that a request answered at
@@ -78,7 +77,6 @@ func (s *Server) Serve(l net.Listener) error {
 	s.lis = l
 	s.handoff = newHandoffListener(l.Addr())
 	s.conns = map[*conn]struct{}{}
-	s.fallback = make(chan error, 1)
 	handoff := s.handoff
 	if report := s.Fallback.ConnState; report != nil {
 		s.Fallback.ConnState = func(nc net.Conn, state http.ConnState) {
@@ -89,7 +87,9 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 	}
 	s.mu.Unlock()
-	go func() { s.fallback <- s.Fallback.Serve(handoff) }()
+	// Fallback's Serve ends when Shutdown or Close closes handoff; its error says nothing
+	// the accept loop below does not.
+	go s.Fallback.Serve(handoff)
 
 	var backoff time.Duration
 	for {

@@ -316,12 +316,18 @@ func TestUnreadBodies(t *testing.T) {
 	}
 }
 
-func TestShortBodyIsUnexpectedEOF(t *testing.T) {
+// bodyReader is a handler that reads its request's body whole and reports the error.
+func bodyReader() (http.Handler, <-chan error) {
 	got := make(chan error, 1)
-	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		got <- err
-	}))
+	}), got
+}
+
+func TestShortBodyIsUnexpectedEOF(t *testing.T) {
+	h, got := bodyReader()
+	addr, _ := serve(t, h)
 	c := dial(t, addr)
 	c.send("POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
 	c.nc.(*net.TCPConn).CloseWrite()
@@ -432,11 +438,8 @@ func TestSlowHeadIsCut(t *testing.T) {
 // A client killed in the middle of its body: the handler's read fails as a network
 // error (not a malformed body), and the server goes on serving others.
 func TestClientGoneMidBody(t *testing.T) {
-	got := make(chan error, 1)
-	addr, _ := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, err := io.ReadAll(r.Body)
-		got <- err
-	}))
+	h, got := bodyReader()
+	addr, _ := serve(t, h)
 	c := dial(t, addr)
 	c.send("POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\npartial")
 	c.nc.(*net.TCPConn).SetLinger(0) // a reset, as a killed process's socket

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net/http"
+	"strings"
 
 	"github.com/inferbridge/inferbridge/gateway/internal/httpwire"
 )
@@ -30,7 +31,7 @@ func leanHead(br *bufio.Reader) (*http.Response, int) {
 		return nil, 0 // a bare LF somewhere
 	}
 	head := string(buf[:n])
-	lineEnd := indexByteString(head, '\r')
+	lineEnd := strings.IndexByte(head, '\r')
 	if lineEnd < 0 || head[lineEnd+1] != '\n' {
 		return nil, 0
 	}
@@ -42,7 +43,7 @@ func leanHead(br *bufio.Reader) (*http.Response, int) {
 	values := make([]string, max(nfields, 0))
 	pos := lineEnd + 2
 	for k := 0; pos < end+2; k++ {
-		i := indexByteString(head[pos:], '\r')
+		i := strings.IndexByte(head[pos:], '\r')
 		if i < 0 || head[pos+i+1] != '\n' || k >= len(values) {
 			return nil, 0
 		}
@@ -69,12 +70,3 @@ var (
 	crlfcrlf = []byte("\r\n\r\n")
 	lflf     = []byte("\n\n")
 )
-
-func indexByteString(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
