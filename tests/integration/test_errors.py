@@ -239,6 +239,40 @@ def test_rest_body_without_json_header(rest: httpx.Client) -> None:
     assert "cannot derive the shape" in response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "fragment"),
+    [
+        pytest.param("/v2/models/nope/infer", b"", {}, "'nope' is not found", id="empty body"),
+        pytest.param(
+            "/v2/models/nope/infer", b"{not json", {}, "'nope' is not found", id="malformed json"
+        ),
+        pytest.param(
+            "/v2/models/nope/infer",
+            b"\0" * 16,
+            {"Inference-Header-Content-Length": "0"},
+            "'nope' is not found",
+            id="raw binary",
+        ),
+        pytest.param(
+            "/v2/models/iris_onnx/versions/9/infer", b"", {}, "no version '9'", id="version"
+        ),
+        pytest.param("/v2/models/nope/generate", b"[1", {}, "'nope' is not found", id="generate"),
+    ],
+)
+def test_rest_unknown_model_before_body(
+    rest: httpx.Client, path: str, content: bytes, headers: dict[str, str], fragment: str
+) -> None:
+    # The model is looked up before the body is decoded: a request for a model the server
+    # does not have is a 404 whatever its body holds (as the gateway answers in pool mode).
+    response = rest.post(path, content=content, headers=headers)
+    assert response.status_code == 404, response.text
+    assert fragment in response.json()["error"]
+    # a known model with the same bodies still gets the body's error
+    response = rest.post("/v2/models/iris_onnx/infer", content=b"{not json")
+    assert response.status_code == 400
+    assert "malformed JSON" in response.json()["error"]
+
+
 def test_rest_method_not_allowed_and_unknown_route(rest: httpx.Client) -> None:
     assert rest.get("/v2/models/iris_onnx/infer").status_code == 405
     response = rest.get("/v3/nothing")

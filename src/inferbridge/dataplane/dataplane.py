@@ -429,18 +429,26 @@ class DataPlane:
             serving.leave()
 
     def check_admission(self, name: str, version: str | None = None) -> None:
-        """Refuse early (QueueFull) when the model's queue is full; unknown or unready models
-        pass here and get their error from infer()."""
+        """Refuse early, before the request is decoded: a model (or version) this server does
+        not have raises ModelNotFound, the error infer() would give, so that a request for it
+        is answered 404 whatever its body holds; a full queue raises QueueFull. Unready
+        models, routed names and a draining server pass here and get their error from
+        infer()."""
+        if self.draining:
+            return  # infer() says the server is shutting down, for every model
         try:
             serving = self._find(name, version)
+        except ModelNotFound:
+            if not version and name in self.routes:
+                return  # a rollout's name: infer() resolves it to its targets
+            raise
         except InferBridgeError:
             return
-        if not self.draining:
-            try:
-                serving.scheduler.check_admission()
-            except QueueFull:
-                serving.stats.request_failed(0.0, "rejected")
-                raise
+        try:
+            serving.scheduler.check_admission()
+        except QueueFull:
+            serving.stats.request_failed(0.0, "rejected")
+            raise
 
     def admission_bounds(self) -> dict[str, int]:
         """Per model whose versions all have a bounded queue: the sum over its versions of
